@@ -1,0 +1,127 @@
+//! The library's error type. Every variant names the file, URL or item it is
+//! about, so that one line tells an operator what went wrong and where.
+
+use crate::openpgp::{KeyringError, SignatureError};
+use std::path::PathBuf;
+
+/// A result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading, planning, mirroring or querying.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A transfer failed (connection, timeout, HTTP status, short body).
+    #[error("{url}: {reason}")]
+    Transfer {
+        /// What was being fetched.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A metadata document is malformed or not of the expected format.
+    #[error("{url}: {reason}")]
+    Metadata {
+        /// The document.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A metadata document failed signature verification.
+    #[error("{url}: {source}")]
+    Signature {
+        /// The document.
+        url: String,
+        /// Why verification failed.
+        #[source]
+        source: SignatureError,
+    },
+    /// The keyring could not be loaded.
+    #[error("{}: {source}", path.display())]
+    Keyring {
+        /// The keyring file.
+        path: PathBuf,
+        /// Why it could not be used.
+        #[source]
+        source: KeyringError,
+    },
+    /// A path named by metadata is unsafe to use.
+    #[error("{context}: unsafe path {path:?}: {reason}")]
+    UnsafePath {
+        /// Where the path was found (document URL and item).
+        context: String,
+        /// The offending path.
+        path: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Downloaded content does not match the metadata.
+    #[error("{url}: {reason}")]
+    Integrity {
+        /// The item's URL.
+        url: String,
+        /// Expected versus actual size or checksum.
+        reason: String,
+    },
+    /// A filter expression is invalid.
+    #[error("invalid filter {filter:?}: {reason}")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// Another run holds the mirror's lock.
+    #[error("{}: {reason}", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it.
+        reason: String,
+    },
+    /// Some items failed; nothing depending on them was published.
+    #[error("{failed} item(s) failed, first: {first}")]
+    ItemsFailed {
+        /// How many items failed.
+        failed: usize,
+        /// The first failure, in full.
+        first: Box<Error>,
+        /// All failures.
+        all: Vec<Error>,
+    },
+    /// The operation was refused by a safety guard.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    /// An [`Error::Metadata`] for `url`.
+    pub fn metadata(url: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Metadata {
+            url: url.into(),
+            reason: reason.into(),
+        }
+    }
+    /// An [`Error::Transfer`] for `url`.
+    pub fn transfer(url: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Transfer {
+            url: url.into(),
+            reason: reason.into(),
+        }
+    }
+}

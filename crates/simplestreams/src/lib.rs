@@ -1,0 +1,29 @@
+//! SimpleStreams: the metadata format, its verification, and a mirror engine.
+//!
+//! The modules follow the mirroring pipeline:
+//!
+//! 1. **fetch and verify metadata**: [`source`] reads documents over HTTP(S) or
+//!    from files, [`openpgp`] checks clear-signed (`.sjson`) documents, and
+//!    [`format`] parses them into typed trees with checked paths ([`path`]).
+//! 2. **plan**: [`filter`] and [`select`] decide which items and versions are
+//!    wanted; [`plan`] compares that with the mirror's state and yields actions.
+//! 3. **execute**: [`execute`] downloads and verifies items in parallel.
+//! 4. **publish**: [`store`] writes metadata and state in a safe order.
+//!
+//! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
+//! sample streams for demos and tests.
+
+pub mod error;
+pub mod execute;
+pub mod filter;
+pub mod format;
+pub mod openpgp;
+pub mod path;
+pub mod plan;
+pub mod query;
+pub mod sample;
+pub mod select;
+pub mod source;
+pub mod store;
+
+pub use error::{Error, Result};

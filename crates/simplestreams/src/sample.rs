@@ -1,0 +1,1 @@
+//! Generation of MAAS-like sample streams for demos and tests.

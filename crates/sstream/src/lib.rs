@@ -1,0 +1,20 @@
+//! The `sstream` command-line tools: `sstream` (with subcommands) and the
+//! drop-in replacements `sstream-mirror` and `sstream-query`.
+
+pub mod cli;
+pub mod serve;
+
+/// Entry point of `sstream`.
+pub fn main_sstream() -> std::process::ExitCode {
+    cli::run_sstream(std::env::args_os())
+}
+
+/// Entry point of the drop-in `sstream-mirror`.
+pub fn main_mirror() -> std::process::ExitCode {
+    cli::run_mirror(std::env::args_os())
+}
+
+/// Entry point of the drop-in `sstream-query`.
+pub fn main_query() -> std::process::ExitCode {
+    cli::run_query(std::env::args_os())
+}
