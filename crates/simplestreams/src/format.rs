@@ -1,1 +1,455 @@
-//! Stub.
+//! The SimpleStreams document formats: the index (`index:1.0`) and products
+//! files (`products:1.0`), with `_aliases` expanded and every item path checked.
+//!
+//! Documents are parsed from JSON into typed trees that keep every field
+//! (so that the mirror's state can be written back in the reference's
+//! format), plus typed accessors for what the engine needs: item paths,
+//! sizes and checksums.
+
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The `format` of an index document.
+pub const INDEX_FORMAT: &str = "index:1.0";
+/// The `format` of a products document.
+pub const PRODUCTS_FORMAT: &str = "products:1.0";
+
+/// A parsed index document.
+#[derive(Debug, Clone)]
+pub struct Index {
+    /// The index entries, by content id.
+    pub entries: BTreeMap<String, IndexEntry>,
+}
+
+/// One entry of an index: a products file and what it describes.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    /// The content id (the key of the entry).
+    pub content_id: String,
+    /// The products file, relative to the mirror root (`None`: metadata only).
+    pub path: Option<RelPath>,
+    /// The entry's `format` field (normally `products:1.0`).
+    pub format: Option<String>,
+}
+
+/// A parsed products document with `_aliases` expanded.
+#[derive(Debug, Clone, Default)]
+pub struct Products {
+    /// The top-level fields other than `products` and `_aliases`.
+    pub fields: Map<String, Value>,
+    /// The products, by name.
+    pub products: BTreeMap<String, Product>,
+}
+
+/// A product: its fields and its versions.
+#[derive(Debug, Clone, Default)]
+pub struct Product {
+    /// Fields other than `versions`.
+    pub fields: Map<String, Value>,
+    /// Versions by name. Names compare as plain strings; the greatest is newest.
+    pub versions: BTreeMap<String, Version>,
+}
+
+/// A version of a product: its fields and its items.
+#[derive(Debug, Clone, Default)]
+pub struct Version {
+    /// Fields other than `items`.
+    pub fields: Map<String, Value>,
+    /// Items by name.
+    pub items: BTreeMap<String, Item>,
+}
+
+/// One item: a file to download (when it has a path) and its fields.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// All fields of the item, as published.
+    pub fields: Map<String, Value>,
+    /// The checked path of the file, if the item names one.
+    pub path: Option<RelPath>,
+    /// The expected size in bytes, if given.
+    pub size: Option<u64>,
+    /// The strongest checksum given, if any.
+    pub checksum: Option<Checksum>,
+}
+
+/// An expected checksum, lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    /// SHA-512.
+    Sha512(String),
+    /// SHA-256.
+    Sha256(String),
+    /// MD5.
+    Md5(String),
+}
+
+impl Checksum {
+    /// The algorithm's name as used in metadata (`sha512`, `sha256`, `md5`).
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Checksum::Sha512(_) => "sha512",
+            Checksum::Sha256(_) => "sha256",
+            Checksum::Md5(_) => "md5",
+        }
+    }
+    /// The expected digest in lower-case hex.
+    pub fn hex(&self) -> &str {
+        match self {
+            Checksum::Sha512(h) | Checksum::Sha256(h) | Checksum::Md5(h) => h,
+        }
+    }
+}
+
+fn parse_json(url: &str, bytes: &[u8]) -> Result<Map<String, Value>> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::metadata(url, format!("malformed JSON: {e}")))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(Error::metadata(url, "not a JSON object")),
+    }
+}
+
+fn check_format(url: &str, doc: &Map<String, Value>, want: &str) -> Result<()> {
+    match doc.get("format") {
+        Some(Value::String(f)) if f == want => Ok(()),
+        Some(Value::String(f)) => Err(Error::metadata(
+            url,
+            format!("unknown format {f:?} (expected {want:?})"),
+        )),
+        _ => Err(Error::metadata(url, format!("no \"format\" (expected {want:?})"))),
+    }
+}
+
+/// Tells an index from a products document by its `format` field.
+pub fn document_format(url: &str, bytes: &[u8]) -> Result<String> {
+    let doc = parse_json(url, bytes)?;
+    match doc.get("format") {
+        Some(Value::String(f)) => Ok(f.clone()),
+        _ => Err(Error::metadata(url, "no \"format\" field")),
+    }
+}
+
+impl Index {
+    /// Parses an index document fetched from `url`.
+    pub fn parse(url: &str, bytes: &[u8]) -> Result<Index> {
+        let doc = parse_json(url, bytes)?;
+        check_format(url, &doc, INDEX_FORMAT)?;
+        let Some(Value::Object(index)) = doc.get("index") else {
+            return Err(Error::metadata(url, "no \"index\" object"));
+        };
+        let mut entries = BTreeMap::new();
+        for (content_id, entry) in index {
+            let Value::Object(entry) = entry else {
+                return Err(Error::metadata(url, format!("index entry {content_id:?} is not an object")));
+            };
+            let path = match entry.get("path") {
+                None => None,
+                Some(Value::String(p)) => Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
+                    context: format!("{url}: index entry {content_id:?}"),
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?),
+                Some(_) => {
+                    return Err(Error::metadata(url, format!("index entry {content_id:?}: \"path\" is not a string")));
+                }
+            };
+            let format = entry.get("format").and_then(Value::as_str).map(str::to_owned);
+            entries.insert(
+                content_id.clone(),
+                IndexEntry { content_id: content_id.clone(), path, format },
+            );
+        }
+        Ok(Index { entries })
+    }
+}
+
+impl Products {
+    /// Parses a products document fetched from `url`, expanding `_aliases`
+    /// and checking every item.
+    pub fn parse(url: &str, bytes: &[u8]) -> Result<Products> {
+        let doc = parse_json(url, bytes)?;
+        check_format(url, &doc, PRODUCTS_FORMAT)?;
+        Products::from_map(url, doc)
+    }
+
+    /// Builds a products tree from a parsed JSON object (format already checked).
+    pub fn from_map(url: &str, mut doc: Map<String, Value>) -> Result<Products> {
+        let aliases = match doc.remove("_aliases") {
+            None => Map::new(),
+            Some(Value::Object(a)) => a,
+            Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
+        };
+        expand_aliases(&mut doc, &aliases);
+        let products_value = doc.remove("products").unwrap_or_else(|| Value::Object(Map::new()));
+        let Value::Object(products_map) = products_value else {
+            return Err(Error::metadata(url, "\"products\" is not an object"));
+        };
+        let mut products = BTreeMap::new();
+        for (name, value) in products_map {
+            let product = parse_product(url, &name, value, &aliases)?;
+            products.insert(name, product);
+        }
+        Ok(Products { fields: doc, products })
+    }
+
+    /// The content id, if the document names one.
+    pub fn content_id(&self) -> Option<&str> {
+        self.fields.get("content_id").and_then(Value::as_str)
+    }
+
+    /// The tree back as JSON, in the reference's `.data/<content_id>` shape.
+    pub fn to_value(&self) -> Value {
+        let mut doc = self.fields.clone();
+        let mut products = Map::new();
+        for (name, product) in &self.products {
+            products.insert(name.clone(), product.to_value());
+        }
+        doc.insert("products".into(), Value::Object(products));
+        Value::Object(doc)
+    }
+}
+
+impl Product {
+    fn to_value(&self) -> Value {
+        let mut doc = self.fields.clone();
+        let mut versions = Map::new();
+        for (name, version) in &self.versions {
+            versions.insert(name.clone(), version.to_value());
+        }
+        doc.insert("versions".into(), Value::Object(versions));
+        Value::Object(doc)
+    }
+}
+
+impl Version {
+    fn to_value(&self) -> Value {
+        let mut doc = self.fields.clone();
+        let mut items = Map::new();
+        for (name, item) in &self.items {
+            items.insert(name.clone(), Value::Object(item.fields.clone()));
+        }
+        doc.insert("items".into(), Value::Object(items));
+        Value::Object(doc)
+    }
+}
+
+/// Merges `_aliases` into a dict: for each `FIELD` in the alias table whose
+/// value here is a string `VALUE` with an entry, that entry's pairs are merged
+/// in (overriding). Values with no entry are left alone.
+fn expand_aliases(dict: &mut Map<String, Value>, aliases: &Map<String, Value>) {
+    for (field, table) in aliases {
+        let Some(Value::String(value)) = dict.get(field) else { continue };
+        let Some(Value::Object(pairs)) = table.get(value.as_str()) else { continue };
+        for (k, v) in pairs.clone() {
+            dict.insert(k, v);
+        }
+    }
+}
+
+fn object(url: &str, what: &str, value: Value) -> Result<Map<String, Value>> {
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => Err(Error::metadata(url, format!("{what} is not an object"))),
+    }
+}
+
+fn parse_product(url: &str, name: &str, value: Value, aliases: &Map<String, Value>) -> Result<Product> {
+    let mut fields = object(url, &format!("product {name:?}"), value)?;
+    expand_aliases(&mut fields, aliases);
+    let versions_value = fields.remove("versions").unwrap_or_else(|| Value::Object(Map::new()));
+    let versions_map = object(url, &format!("product {name:?} versions"), versions_value)?;
+    let mut versions = BTreeMap::new();
+    for (vname, vvalue) in versions_map {
+        let context = format!("{name} {vname}");
+        let mut vfields = object(url, &format!("version {context:?}"), vvalue)?;
+        expand_aliases(&mut vfields, aliases);
+        let items_value = vfields.remove("items").unwrap_or_else(|| Value::Object(Map::new()));
+        let items_map = object(url, &format!("version {context:?} items"), items_value)?;
+        let mut items = BTreeMap::new();
+        for (iname, ivalue) in items_map {
+            let mut ifields = object(url, &format!("item {context} {iname}"), ivalue)?;
+            expand_aliases(&mut ifields, aliases);
+            let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
+            items.insert(iname, item);
+        }
+        versions.insert(vname, Version { fields: vfields, items });
+    }
+    Ok(Product { fields, versions })
+}
+
+impl Item {
+    /// Checks an item's path, size and checksums. `context` names the item
+    /// (product, version, item) in error messages.
+    pub fn from_fields(url: &str, context: &str, fields: Map<String, Value>) -> Result<Item> {
+        let bad = |reason: String| Error::metadata(url, format!("item {context}: {reason}"));
+        let path = match fields.get("path") {
+            None => None,
+            Some(Value::String(p)) => Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
+                context: format!("{url}: item {context}"),
+                path: p.clone(),
+                reason: e.to_string(),
+            })?),
+            Some(_) => return Err(bad("\"path\" is not a string".into())),
+        };
+        let size = match fields.get("size") {
+            None => None,
+            Some(v) => Some(parse_size(v).ok_or_else(|| bad(format!("invalid size {v}")))?),
+        };
+        let mut checksum = None;
+        for algorithm in ["md5", "sha256", "sha512"] {
+            let Some(v) = fields.get(algorithm) else { continue };
+            let hex = v.as_str().ok_or_else(|| bad(format!("{algorithm} is not a string")))?;
+            let want_len = match algorithm {
+                "md5" => 32,
+                "sha256" => 64,
+                _ => 128,
+            };
+            if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("{algorithm} {hex:?} is not a {want_len}-digit hex digest")));
+            }
+            let hex = hex.to_ascii_lowercase();
+            checksum = Some(match algorithm {
+                "md5" => Checksum::Md5(hex),
+                "sha256" => Checksum::Sha256(hex),
+                _ => Checksum::Sha512(hex),
+            });
+        }
+        Ok(Item { fields, path, size, checksum })
+    }
+}
+
+/// Sizes are non-negative integers, given as JSON numbers or decimal strings.
+fn parse_size(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A scalar JSON value rendered as the reference renders it in flattened
+/// items and query output; `None` for lists, objects and null.
+pub fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(true) => Some("True".into()),
+        Value::Bool(false) => Some("False".into()),
+        _ => None,
+    }
+}
+
+/// The flattened view of one item: the scalar fields of the document, the
+/// product, the version and the item (later levels override earlier ones),
+/// plus `product_name`, `version_name` and `item_name`.
+pub type FlatItem = BTreeMap<String, String>;
+
+/// Flattens one item of `products` (see [`FlatItem`]).
+pub fn flatten(products: &Products, product: &str, version: &str, item: &str) -> FlatItem {
+    let mut flat = FlatItem::new();
+    let mut add = |fields: &Map<String, Value>| {
+        for (k, v) in fields {
+            if let Some(s) = scalar_string(v) {
+                flat.insert(k.clone(), s);
+            }
+        }
+    };
+    add(&products.fields);
+    if let Some(p) = products.products.get(product) {
+        add(&p.fields);
+        if let Some(v) = p.versions.get(version) {
+            add(&v.fields);
+            if let Some(i) = v.items.get(item) {
+                add(&i.fields);
+            }
+        }
+    }
+    flat.insert("product_name".into(), product.into());
+    flat.insert("version_name".into(), version.into());
+    flat.insert("item_name".into(), item.into());
+    flat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"{
+      "format": "products:1.0", "content_id": "c:1", "datatype": "image-ids",
+      "updated": "Thu, 24 Jul 2025 09:01:43 +0000", "license": ["x"],
+      "_aliases": {"release": {"xenial": {"release_title": "16.04 LTS", "version": "16.04"}}},
+      "products": {
+        "p1": {"arch": "amd64", "release": "xenial", "release_title": "old", "n": 3, "b": true,
+          "versions": {"20250101": {"label": "stable", "items": {
+            "k": {"ftype": "boot-kernel", "path": "x/k", "size": 10, "md5": "0123456789abcdef0123456789ABCDEF",
+                  "sha256": "0000000000000000000000000000000000000000000000000000000000000000"},
+            "meta": {"ftype": "meta"}
+          }}}}
+      }}"#;
+
+    #[test]
+    fn parses_and_expands_aliases() {
+        let p = Products::parse("u", SMALL.as_bytes()).unwrap();
+        assert_eq!(p.content_id(), Some("c:1"));
+        let prod = &p.products["p1"];
+        assert_eq!(prod.fields["release_title"], "16.04 LTS", "alias overrides");
+        assert_eq!(prod.fields["version"], "16.04");
+        let item = &prod.versions["20250101"].items["k"];
+        assert_eq!(item.path.as_ref().unwrap().as_str(), "x/k");
+        assert_eq!(item.size, Some(10));
+        assert_eq!(item.checksum, Some(Checksum::Sha256("0".repeat(64))), "strongest wins");
+        assert!(prod.versions["20250101"].items["meta"].path.is_none());
+        assert!(!p.to_value().as_object().unwrap().contains_key("_aliases"));
+    }
+
+    #[test]
+    fn flattens_levels_in_order() {
+        let p = Products::parse("u", SMALL.as_bytes()).unwrap();
+        let f = flatten(&p, "p1", "20250101", "k");
+        assert_eq!(f["content_id"], "c:1");
+        assert_eq!(f["arch"], "amd64");
+        assert_eq!(f["label"], "stable");
+        assert_eq!(f["size"], "10");
+        assert_eq!(f["n"], "3");
+        assert_eq!(f["b"], "True");
+        assert_eq!(f["product_name"], "p1");
+        assert_eq!(f["version_name"], "20250101");
+        assert_eq!(f["item_name"], "k");
+        assert!(!f.contains_key("license"), "lists are left out");
+        assert!(!f.contains_key("versions"));
+    }
+
+    #[test]
+    fn rejects_bad_documents() {
+        let cases = [
+            ("{", "malformed JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"format":"products:2.0"}"#, "unknown format"),
+            (r#"{"products":{}}"#, "no \"format\""),
+            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"../x"}}}}}}}"#, "unsafe path"),
+            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","size":-1}}}}}}}"#, "invalid size"),
+            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","sha256":"zz"}}}}}}}"#, "hex digest"),
+            (r#"{"format":"products:1.0","products":[]}"#, "not an object"),
+        ];
+        for (doc, want) in cases {
+            let err = Products::parse("http://h/p.json", doc.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{doc}: {err}");
+            assert!(err.contains("http://h/p.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parses_the_real_index() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/maas-real/index.json"
+        ))
+        .expect("the shared fixtures sit beside the project");
+        let idx = Index::parse("index.json", &bytes).unwrap();
+        assert_eq!(idx.entries.len(), 3);
+        let e = &idx.entries["com.ubuntu.maas:stable:v3:download"];
+        assert_eq!(e.path.as_ref().unwrap().as_str(), "streams/v1/com.ubuntu.maas:stable:v3:download.json");
+    }
+}
