@@ -1,1 +1,775 @@
-//! Stub.
+//! Where streams come from: HTTP(S) and local (`file://` or plain path)
+//! sources, with retries, stall timeouts, checked Range resume and fallback
+//! mirrors for items.
+
+use crate::error::{Error, Result};
+use crate::format::Checksum;
+use crate::path::RelPath;
+use futures_util::StreamExt;
+use md5::Md5;
+use sha2::{Digest, Sha256, Sha512};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// The default entry point of a stream, relative to its root.
+pub const DEFAULT_ENTRY: &str = "streams/v1/index.sjson";
+
+/// Largest metadata document accepted (a server that lies is cut off).
+const MAX_METADATA_BYTES: usize = 1 << 30;
+
+/// A source split into its root and the document to start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The root URL, always ending in `/`.
+    pub root: Url,
+    /// The entry document (index or products), relative to the root.
+    pub entry: RelPath,
+}
+
+/// Turns a command-line source into a URL: `http(s)://` and `file://` as they
+/// are, anything else is a local path.
+pub fn source_url(source: &str) -> Result<Url> {
+    let bad = |reason: String| Error::Refused(format!("source {source:?}: {reason}"));
+    if source.contains("://") {
+        let url = Url::parse(source).map_err(|e| bad(e.to_string()))?;
+        match url.scheme() {
+            "http" | "https" | "file" => Ok(url),
+            s => Err(bad(format!("unsupported scheme {s:?} (use http, https, file or a path)"))),
+        }
+    } else {
+        let path = std::path::absolute(source).map_err(|e| bad(e.to_string()))?;
+        Url::from_file_path(&path).map_err(|()| bad("not a usable path".into()))
+    }
+}
+
+/// Splits a source into root and entry: a URL that names
+/// `streams/v1/<name>.json` or `.sjson` is split there; otherwise the entry
+/// is `path` or [`DEFAULT_ENTRY`]. An explicit `path` always wins.
+pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
+    let url = source_url(source)?;
+    let text = url.as_str();
+    let (root, named) = match text.rfind("streams/v1/") {
+        Some(i) if is_document_name(&text[i + "streams/v1/".len()..]) => (text[..i].to_owned(), Some(&text[i..])),
+        _ => (text.to_owned(), None),
+    };
+    let entry = match (path, named) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(n)) => percent_decode(n),
+        (None, None) => DEFAULT_ENTRY.to_owned(),
+    };
+    let root = if root.ends_with('/') { root } else { format!("{root}/") };
+    let root = Url::parse(&root).map_err(|e| Error::Refused(format!("source {source:?}: {e}")))?;
+    let entry = RelPath::parse(&entry).map_err(|e| Error::UnsafePath {
+        context: format!("source {source:?}"),
+        path: entry.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(SourceSpec { root, entry })
+}
+
+fn is_document_name(rest: &str) -> bool {
+    !rest.contains('/') && (rest.ends_with(".json") || rest.ends_with(".sjson")) && rest.len() > 5
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL of `rel` under `root`: segments are appended, never resolved, so
+/// a colon in a file name stays a file name.
+pub fn join_url(root: &Url, rel: &RelPath) -> Url {
+    let mut url = root.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty();
+        segments.extend(rel.segments());
+    }
+    url
+}
+
+/// Knobs for transfers.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// A transfer that receives nothing for this long is abandoned.
+    pub idle_timeout: Duration,
+    /// Retries of one transfer on timeouts, resets, 5xx and 429.
+    pub retries: u32,
+    /// First backoff delay; doubled each retry, with jitter.
+    pub backoff: Duration,
+    /// Longest backoff delay (also caps `Retry-After`).
+    pub max_backoff: Duration,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            connect_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            retries: 4,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Cache validators of a fetched document, for conditional requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    /// The `ETag` the server sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etag: Option<String>,
+    /// The `Last-Modified` the server sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Whether there is anything to send.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// The outcome of a (conditional) metadata fetch.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The server said the document is unchanged (304).
+    NotModified,
+    /// The document's bytes and validators.
+    Body {
+        /// The raw bytes as served.
+        bytes: Vec<u8>,
+        /// Validators for the next conditional request.
+        validators: Validators,
+    },
+}
+
+/// What a downloaded file must be.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The size in bytes, if known.
+    pub size: Option<u64>,
+    /// The strongest checksum, if known.
+    pub checksum: Option<Checksum>,
+}
+
+/// Receives byte counts as a download progresses (may be negative when a
+/// partial download is discarded).
+pub type ProgressFn = Arc<dyn Fn(i64) + Send + Sync>;
+
+/// A stream's root plus fallback roots for items, and the means to read them.
+#[derive(Debug, Clone)]
+pub struct Source {
+    roots: Vec<Url>,
+    client: reqwest::Client,
+    options: TransferOptions,
+}
+
+/// Why one attempt failed, and whether trying again may help.
+enum Attempt {
+    /// Transient (timeout, reset, 5xx, 429, short body): retry after a delay.
+    Retry(Error, Option<Duration>),
+    /// Permanent for this root (404, bad checksum after retries...).
+    Fatal(Error),
+}
+
+impl Source {
+    /// A source at `root`, with `mirrors` tried for items when the root fails.
+    pub fn new(root: Url, mirrors: Vec<Url>, options: TransferOptions) -> Result<Source> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.idle_timeout)
+            .user_agent(concat!("sstream/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
+        let mut roots = vec![root];
+        for m in mirrors {
+            let m = if m.as_str().ends_with('/') { m } else { Url::parse(&format!("{m}/")).unwrap_or(m) };
+            roots.push(m);
+        }
+        Ok(Source { roots, client, options })
+    }
+
+    /// The primary root.
+    pub fn root(&self) -> &Url {
+        &self.roots[0]
+    }
+
+    /// The URL of `rel` at the primary root.
+    pub fn url_of(&self, rel: &RelPath) -> Url {
+        join_url(&self.roots[0], rel)
+    }
+
+    /// Fetches a metadata document from the primary root, conditionally when
+    /// `validators` are given, with retries.
+    pub async fn fetch(&self, rel: &RelPath, validators: Option<&Validators>) -> Result<Fetched> {
+        let url = self.url_of(rel);
+        if url.scheme() == "file" {
+            let path = file_path(&url)?;
+            let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path).map_err(|e| Error::io(path, e)))
+                .await
+                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
+            return Ok(Fetched::Body { bytes, validators: Validators::default() });
+        }
+        let mut attempt = 0;
+        loop {
+            match self.fetch_once(&url, validators).await {
+                Ok(f) => return Ok(f),
+                Err(Attempt::Retry(e, after)) if attempt < self.options.retries => {
+                    log::warn!("{e}; retrying");
+                    tokio::time::sleep(self.backoff(attempt, after)).await;
+                    attempt += 1;
+                }
+                Err(Attempt::Retry(e, _)) | Err(Attempt::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_once(&self, url: &Url, validators: Option<&Validators>) -> Result<Fetched, Attempt> {
+        let mut req = self.client.get(url.clone());
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let resp = req.send().await.map_err(|e| retry(url, &e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED && validators.is_some() {
+            return Ok(Fetched::NotModified);
+        }
+        check_status(url, &resp)?;
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let validators = Validators {
+            etag: header(reqwest::header::ETAG),
+            last_modified: header(reqwest::header::LAST_MODIFIED),
+        };
+        if let Some(len) = resp.content_length() {
+            if len > MAX_METADATA_BYTES as u64 {
+                return Err(Attempt::Fatal(Error::transfer(url.as_str(), format!("document too large ({len} bytes)"))));
+            }
+        }
+        let mut bytes = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| retry(url, &e))?;
+            if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
+                return Err(Attempt::Fatal(Error::transfer(url.as_str(), "document too large")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Body { bytes, validators })
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.options.max_backoff);
+        }
+        let base = self.options.backoff.saturating_mul(1 << attempt.min(16));
+        let base = base.min(self.options.max_backoff);
+        // Full jitter in [base/2, base].
+        base / 2 + base.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    /// Downloads `rel` to `dest`: into `dest.part` (resuming a previous
+    /// `.part` when the server honours the Range request), verifying size and
+    /// checksum, then renaming into place. Tries the primary root, then each
+    /// mirror. Returns the bytes transferred.
+    pub async fn download(&self, rel: &RelPath, dest: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64> {
+        let mut errors = Vec::new();
+        for root in &self.roots {
+            let url = join_url(root, rel);
+            match self.download_from(&url, dest, expected, progress).await {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    if self.roots.len() > 1 {
+                        log::warn!("{e}");
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        let last = errors.pop().unwrap_or_else(|| Error::transfer(rel.as_str(), "no source root"));
+        if errors.is_empty() {
+            Err(last)
+        } else {
+            Err(Error::transfer(rel.as_str(), format!("failed at every root ({} mirrors); last: {last}", errors.len())))
+        }
+    }
+
+    async fn download_from(&self, url: &Url, dest: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64> {
+        let part = part_path(dest);
+        if url.scheme() == "file" {
+            let from = file_path(url)?;
+            let (to, exp, progress) = (part.clone(), expected.clone(), progress.clone());
+            let url_text = url.to_string();
+            let n = tokio::task::spawn_blocking(move || copy_verified(&from, &to, &exp, &url_text, &progress))
+                .await
+                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
+            return publish_part(&part, dest).map(|()| n);
+        }
+        let mut attempt = 0;
+        loop {
+            match self.download_once(url, &part, expected, progress).await {
+                Ok(n) => return publish_part(&part, dest).map(|()| n),
+                Err(Attempt::Retry(e, after)) if attempt < self.options.retries => {
+                    log::warn!("{e}; retrying");
+                    tokio::time::sleep(self.backoff(attempt, after)).await;
+                    attempt += 1;
+                }
+                Err(Attempt::Retry(e, _)) | Err(Attempt::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn download_once(&self, url: &Url, part: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64, Attempt> {
+        let fatal = |e: Error| Attempt::Fatal(e);
+        let mut have = existing_len(part);
+        if let Some(size) = expected.size {
+            if have > size {
+                remove_part(part, have, progress).map_err(fatal)?;
+                have = 0;
+            }
+        }
+        if have > 0 && Some(have) == expected.size {
+            // A complete .part from an earlier run: verify it as it is.
+            let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
+            let verdict = tokio::task::spawn_blocking(move || {
+                let mut w = PartWriter::open(&p, 0, &exp, &u)?;
+                w.hash_existing(have)?;
+                w.finish()
+            })
+            .await
+            .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?;
+            return match verdict {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    remove_part(part, have, progress).map_err(fatal)?;
+                    Err(Attempt::Retry(e, Some(Duration::ZERO)))
+                }
+            };
+        }
+        let mut req = self.client.get(url.clone());
+        if have > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let resp = req.send().await.map_err(|e| retry(url, &e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
+            remove_part(part, have, progress).map_err(fatal)?;
+            return Err(Attempt::Retry(Error::transfer(url.as_str(), "416 for the resume range; restarting"), Some(Duration::ZERO)));
+        }
+        check_status(url, &resp)?;
+        let start = if status == reqwest::StatusCode::PARTIAL_CONTENT {
+            match content_range_start(&resp) {
+                Some(s) if s == have => have,
+                _ => {
+                    remove_part(part, have, progress).map_err(fatal)?;
+                    return Err(Attempt::Retry(
+                        Error::transfer(url.as_str(), "206 with a Content-Range that does not match the request; restarting"),
+                        Some(Duration::ZERO),
+                    ));
+                }
+            }
+        } else {
+            if have > 0 {
+                log::info!("{url}: server ignored the Range request; restarting from 0");
+                progress(-(have as i64));
+            }
+            0
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+        let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
+        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
+            let mut w = PartWriter::open(&p, start, &exp, &u)?;
+            w.hash_existing(start)?;
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write(&chunk)?;
+            }
+            w.sync()
+        });
+        let mut stream = resp.bytes_stream();
+        let mut body_error = None;
+        let mut received = 0u64;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    if let Some(size) = expected.size {
+                        if start + received > size {
+                            body_error = Some(Attempt::Retry(
+                                Error::Integrity { url: url.to_string(), reason: format!("server sent more than the expected {size} bytes") },
+                                None,
+                            ));
+                            break;
+                        }
+                    }
+                    progress(chunk.len() as i64);
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(retry(url, &e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (total, digest) = writer
+            .await
+            .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?
+            .map_err(fatal)?;
+        if let Some(Attempt::Retry(Error::Integrity { url: u, reason }, _)) = body_error {
+            remove_part(part, total, progress).map_err(fatal)?;
+            return Err(Attempt::Retry(Error::Integrity { url: u, reason }, None));
+        }
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        if let Some(size) = expected.size {
+            if total < size {
+                return Err(Attempt::Retry(
+                    Error::transfer(url.as_str(), format!("connection ended after {total} of {size} bytes")),
+                    None,
+                ));
+            }
+        }
+        if let Err(e) = check_digest(url.as_str(), expected, total, digest) {
+            remove_part(part, total, progress).map_err(fatal)?;
+            return Err(Attempt::Retry(e, None));
+        }
+        Ok(received)
+    }
+}
+
+fn file_path(url: &Url) -> Result<PathBuf> {
+    url.to_file_path().map_err(|()| Error::transfer(url.as_str(), "not a local file path"))
+}
+
+/// The `.part` file a download of `dest` writes to.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+fn existing_len(part: &Path) -> u64 {
+    std::fs::symlink_metadata(part).map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0)
+}
+
+fn remove_part(part: &Path, had: u64, progress: &ProgressFn) -> Result<()> {
+    match std::fs::remove_file(part) {
+        Ok(()) => {
+            progress(-(had as i64));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(part, e)),
+    }
+}
+
+fn publish_part(part: &Path, dest: &Path) -> Result<()> {
+    std::fs::rename(part, dest).map_err(|e| Error::io(dest, e))
+}
+
+fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let e = Error::transfer(url.as_str(), format!("HTTP {status}"));
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+        Err(Attempt::Retry(e, retry_after(resp)))
+    } else {
+        Err(Attempt::Fatal(e))
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+fn retry(url: &Url, e: &reqwest::Error) -> Attempt {
+    let reason = if e.is_timeout() {
+        "timed out (no data received)".to_owned()
+    } else if e.is_connect() {
+        format!("cannot connect: {}", root_cause(e))
+    } else {
+        root_cause(e)
+    };
+    Attempt::Retry(Error::transfer(url.as_str(), reason), None)
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
+/// Hashes with the algorithm of a checksum.
+enum Hasher {
+    Sha512(Sha512),
+    Sha256(Sha256),
+    Md5(Md5),
+    None,
+}
+
+impl Hasher {
+    fn for_checksum(c: Option<&Checksum>) -> Hasher {
+        match c {
+            Some(Checksum::Sha512(_)) => Hasher::Sha512(Sha512::new()),
+            Some(Checksum::Sha256(_)) => Hasher::Sha256(Sha256::new()),
+            Some(Checksum::Md5(_)) => Hasher::Md5(Md5::new()),
+            None => Hasher::None,
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha512(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
+            Hasher::None => {}
+        }
+    }
+    fn finish(self) -> Option<String> {
+        match self {
+            Hasher::Sha512(h) => Some(hex::encode(h.finalize())),
+            Hasher::Sha256(h) => Some(hex::encode(h.finalize())),
+            Hasher::Md5(h) => Some(hex::encode(h.finalize())),
+            Hasher::None => None,
+        }
+    }
+}
+
+const IO_BUFFER: usize = 1 << 20;
+
+/// Writes a `.part` file while hashing it.
+struct PartWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    hasher: Hasher,
+    written: u64,
+    expected: Expected,
+    url: String,
+    path: PathBuf,
+}
+
+impl PartWriter {
+    /// Opens `path`, truncated to `start` bytes, positioned at its end.
+    fn open(path: &Path, start: u64, expected: &Expected, url: &str) -> Result<PartWriter> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        file.set_len(start).map_err(|e| Error::io(path, e))?;
+        Ok(PartWriter {
+            file: std::io::BufWriter::with_capacity(IO_BUFFER, file),
+            hasher: Hasher::for_checksum(expected.checksum.as_ref()),
+            written: 0,
+            expected: expected.clone(),
+            url: url.to_owned(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Feeds the first `len` bytes already in the file to the hasher.
+    fn hash_existing(&mut self, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let f = self.file.get_mut();
+        f.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io(&self.path, e))?;
+        let mut buf = vec![0u8; IO_BUFFER];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = f.read(&mut buf[..want]).map_err(|e| Error::io(&self.path, e))?;
+            if n == 0 {
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        self.written = len - left;
+        f.seek(std::io::SeekFrom::Start(self.written)).map_err(|e| Error::io(&self.path, e))?;
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.file.write_all(data).map_err(|e| Error::io(&self.path, e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Flushes and syncs; gives the size written and the digest.
+    fn sync(mut self) -> Result<(u64, Option<String>)> {
+        self.flush()?;
+        self.file.get_ref().sync_all().map_err(|e| Error::io(&self.path, e))?;
+        Ok((self.written, self.hasher.finish()))
+    }
+
+    /// Flushes, syncs and checks size and checksum.
+    fn finish(self) -> Result<()> {
+        let (url, expected) = (self.url.clone(), self.expected.clone());
+        let (written, digest) = self.sync()?;
+        check_digest(&url, &expected, written, digest)
+    }
+}
+
+fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String>) -> Result<()> {
+    if let Some(want) = expected.size {
+        if size != want {
+            return Err(Error::Integrity { url: url.to_owned(), reason: format!("size {size}, expected {want}") });
+        }
+    }
+    if let (Some(want), Some(got)) = (&expected.checksum, digest) {
+        if got != want.hex() {
+            return Err(Error::Integrity {
+                url: url.to_owned(),
+                reason: format!("{} mismatch: got {got}, expected {}", want.algorithm(), want.hex()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Re-reads a file and checks it against `expected`.
+pub async fn verify_file(path: &Path, expected: &Expected, what: &str) -> Result<()> {
+    let (p, exp, w) = (path.to_path_buf(), expected.clone(), what.to_owned());
+    tokio::task::spawn_blocking(move || verify_file_blocking(&p, &exp, &w))
+        .await
+        .map_err(|e| Error::transfer(what, e.to_string()))?
+}
+
+/// Re-reads a file and checks it against `expected` (blocking).
+pub fn verify_file_blocking(path: &Path, expected: &Expected, what: &str) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Hasher::for_checksum(expected.checksum.as_ref());
+    let mut buf = vec![0u8; IO_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    check_digest(what, expected, size, hasher.finish())
+}
+
+fn copy_verified(from: &Path, to: &Path, expected: &Expected, url: &str, progress: &ProgressFn) -> Result<u64> {
+    let mut src = std::fs::File::open(from).map_err(|e| Error::transfer(url, e.to_string()))?;
+    let mut w = PartWriter::open(to, 0, expected, url)?;
+    let mut buf = vec![0u8; IO_BUFFER];
+    loop {
+        let n = src.read(&mut buf).map_err(|e| Error::io(from, e))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(size) = expected.size {
+            if w.written + n as u64 > size {
+                drop(w);
+                let _ = std::fs::remove_file(to);
+                return Err(Error::Integrity { url: url.to_owned(), reason: format!("larger than the expected {size} bytes") });
+            }
+        }
+        w.write(&buf[..n])?;
+        progress(n as i64);
+    }
+    let n = w.written;
+    if let Err(e) = w.finish() {
+        let _ = std::fs::remove_file(to);
+        progress(-(n as i64));
+        return Err(e);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str, p: Option<&str>) -> (String, String) {
+        let spec = split_source(s, p).unwrap();
+        (spec.root.to_string(), spec.entry.to_string())
+    }
+
+    #[test]
+    fn splits_urls() {
+        let idx = "streams/v1/index.sjson".to_string();
+        assert_eq!(split("https://images.maas.io/ephemeral-v3/stable/", None), ("https://images.maas.io/ephemeral-v3/stable/".into(), idx.clone()));
+        assert_eq!(split("https://images.maas.io/ephemeral-v3/stable", None), ("https://images.maas.io/ephemeral-v3/stable/".into(), idx.clone()));
+        assert_eq!(
+            split("http://h/x/streams/v1/index.json", None),
+            ("http://h/x/".into(), "streams/v1/index.json".into())
+        );
+        assert_eq!(
+            split("http://h/streams/v1/com.ubuntu.maas:stable:v3:download.sjson", None),
+            ("http://h/".into(), "streams/v1/com.ubuntu.maas:stable:v3:download.sjson".into())
+        );
+        assert_eq!(split("http://h/x", Some("streams/v1/index.json")), ("http://h/x/".into(), "streams/v1/index.json".into()));
+        assert_eq!(split("file:///srv/m/", None), ("file:///srv/m/".into(), idx.clone()));
+        assert_eq!(split("/srv/m", None), ("file:///srv/m/".into(), idx));
+    }
+
+    #[test]
+    fn rejects_bad_sources() {
+        assert!(split_source("ftp://h/x", None).unwrap_err().to_string().contains("unsupported scheme"));
+        assert!(split_source("http://h/", Some("../x")).is_err());
+    }
+
+    #[test]
+    fn joins_without_resolving() {
+        let root = Url::parse("http://h/a/").unwrap();
+        let rel = RelPath::parse("streams/v1/com.ubuntu.maas:stable:v3:download.json").unwrap();
+        assert_eq!(join_url(&root, &rel).as_str(), "http://h/a/streams/v1/com.ubuntu.maas:stable:v3:download.json");
+        let rel = RelPath::parse("a b/c#d").unwrap();
+        assert_eq!(join_url(&root, &rel).as_str(), "http://h/a/a%20b/c%23d");
+    }
+}
