@@ -71,7 +71,7 @@ pub enum SignatureError {
     UnknownKey(String),
     /// The signature does not match the content (tampered), or the key or
     /// signature is not acceptable (expired, revoked, weak algorithm).
-    #[error("bad signature (content altered?): {0}")]
+    #[error("bad signature: {0}")]
     Bad(String),
 }
 
@@ -318,8 +318,8 @@ impl SigningKey {
 
     /// Clear-signs `text` (SHA-512 text signature). The output verifies
     /// with `gpgv` and with [`verify_cleartext`], which returns `text`
-    /// unchanged except that trailing spaces and tabs on lines and one final
-    /// line break (if any) are lost, as with GnuPG.
+    /// unchanged except for trailing spaces and tabs on lines (unlike
+    /// `gpg --clearsign`, a final line break of `text` is kept).
     pub fn clearsign(&self, text: &[u8]) -> Result<Vec<u8>, SignatureError> {
         let fail = |e: openpgp::anyhow::Error| {
             SignatureError::Malformed(format!("cannot sign: {}", one_line(&e)))
@@ -670,6 +670,12 @@ where
             one_line(&e)
         )
     })?;
+    vc.alive().map_err(|e| {
+        format!(
+            "certificate not alive when the signature was made: {}",
+            one_line(&e)
+        )
+    })?;
     if let RevocationStatus::Revoked(_) = vc.revocation_status() {
         return Err("certificate is revoked".to_string());
     }
@@ -703,8 +709,12 @@ where
         ctx.update(salt);
     }
     hash(sig, &mut ctx)?;
-    sig.verify_hash(ka.key(), ctx)
-        .map_err(|e| format!("signature does not match the content: {}", one_line(&e)))
+    sig.verify_hash(ka.key(), ctx).map_err(|e| {
+        format!(
+            "signature does not match the content (altered?): {}",
+            one_line(&e)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -745,6 +755,19 @@ mod tests {
     fn body_keeps_trailing_newline_if_empty_line_before_signature() {
         let d = doc("Hash: SHA256\n", "x\n");
         assert_eq!(cleartext_body(&d).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn body_drops_trailing_blanks() {
+        let d = doc("Hash: SHA256\n", "a \t\n- b  \n \nc\t");
+        assert_eq!(cleartext_body(&d).unwrap(), b"a\nb\n\nc");
+    }
+
+    #[test]
+    fn keyring_and_key_are_shareable() {
+        fn check<T: Send + Sync + Clone + fmt::Debug>() {}
+        check::<Keyring>();
+        check::<SigningKey>();
     }
 
     #[test]
