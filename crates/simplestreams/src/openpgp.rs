@@ -80,6 +80,10 @@ const BEGIN_SIGNED: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
 const BEGIN_SIGNATURE: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
 const END_SIGNATURE: &[u8] = b"-----END PGP SIGNATURE-----";
 
+/// At most this many signature packets are accepted on one document: each
+/// one by a key of the keyring costs a pass over the (large) text.
+const MAX_SIGNATURES: usize = 16;
+
 /// The policy described in the module documentation.
 #[derive(Debug)]
 struct MirrorPolicy {
@@ -570,6 +574,12 @@ fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, SignatureError> {
     }
     if sigs.is_empty() {
         return Err(SignatureError::Malformed("no signature packet".to_string()));
+    }
+    if sigs.len() > MAX_SIGNATURES {
+        return Err(SignatureError::Malformed(format!(
+            "{} signature packets (at most {MAX_SIGNATURES} accepted)",
+            sigs.len()
+        )));
     }
     Ok(sigs)
 }
