@@ -111,7 +111,7 @@ pub struct SampleStream {
 
 /// Signs a document: given the exact bytes of a `.json` file, returns an
 /// OpenPGP cleartext-signed document (the `.sjson`), or an error message.
-pub type Signer = dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+pub type Signer<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
 
 /// A payload's size and checksums.
 #[derive(Debug, Clone)]
@@ -173,7 +173,7 @@ const BOOTLOADERS: &[(&str, &str, &str, &str, &[&str])] = &[
 pub fn generate(
     spec: &SampleSpec,
     out: &Path,
-    signer: Option<&Signer>,
+    signer: Option<&Signer<'_>>,
 ) -> io::Result<SampleStream> {
     let meta_dir = out.join("streams").join("v1");
     fs::create_dir_all(&meta_dir)?;

@@ -1,0 +1,377 @@
+//! Differential tests: our drop-in `sstream-mirror` against the reference
+//! Python tool. Each test generates a signed sample stream, serves it with
+//! `sstream serve`, runs both tools with the same arguments into two
+//! directories and compares the trees (see `support::compare_trees`).
+
+mod support;
+
+use simplestreams::sample::{SampleRelease, SampleSpec};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use support::*;
+
+/// A signed sample stream served over HTTP, and two output directories.
+struct Case {
+    gpg: Gpg,
+    tmp: tempfile::TempDir,
+    src: PathBuf,
+    server: Server,
+}
+
+impl Case {
+    fn new(spec: &SampleSpec) -> Case {
+        let gpg = Gpg::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        gpg.generate(spec, &src);
+        let server = Server::start(&src);
+        Case {
+            gpg,
+            tmp,
+            src,
+            server,
+        }
+    }
+
+    /// Regenerates the served stream for another "day".
+    fn update(&self, spec: &SampleSpec) {
+        self.gpg.generate(spec, &self.src);
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn keyring_opt(&self) -> String {
+        format!("--keyring={}", self.gpg.keyring.display())
+    }
+
+    /// Runs the reference into `reference/<name>` and ours into `ours/<name>`
+    /// with the arguments `make(OUT)`, checks both succeed, and compares.
+    fn both(&self, name: &str, make: impl Fn(&str) -> Vec<String>) -> (PathBuf, PathBuf) {
+        let (r, o) = (
+            self.out(&format!("reference-{name}")),
+            self.out(&format!("ours-{name}")),
+        );
+        run_ok(
+            &reference_mirror(),
+            &self.gpg.verify_home,
+            &make(&r.to_string_lossy()),
+        );
+        run_ok(
+            &ours_mirror(),
+            &self.gpg.verify_home,
+            &make(&o.to_string_lossy()),
+        );
+        compare_trees(&r, &o);
+        (r, o)
+    }
+}
+
+fn day(versions: &[&str], bootloaders: &[&str]) -> SampleSpec {
+    SampleSpec {
+        releases: vec![
+            SampleRelease::new("xenial", "16.04"),
+            SampleRelease::new("jammy", "22.04"),
+        ],
+        arches: vec!["amd64".into()],
+        versions: versions.iter().map(|s| s.to_string()).collect(),
+        bootloader_versions: bootloaders.iter().map(|s| s.to_string()).collect(),
+        ..SampleSpec::default()
+    }
+}
+
+/// Asserts the mirror holds (or lacks) the given item paths.
+fn assert_has(out: &Path, present: &[&str], absent: &[&str]) {
+    let f = files(out);
+    for p in present {
+        assert!(
+            f.contains(*p),
+            "{} lacks {p}; it has:\n{f:#?}",
+            out.display()
+        );
+    }
+    for p in absent {
+        assert!(!f.contains(*p), "{} has {p}", out.display());
+    }
+}
+
+#[test]
+fn seed_command_lines() {
+    let spec = SampleSpec {
+        releases: vec![
+            SampleRelease::new("trusty", "14.04"),
+            SampleRelease::new("xenial", "16.04"),
+            SampleRelease::new("jammy", "22.04"),
+        ],
+        ..SampleSpec::default()
+    };
+    let case = Case::new(&spec);
+    let url = case.server.url.clone();
+    let k = case.keyring_opt();
+    let (r, _) = case.both("seed", |out| {
+        args(&[
+            &k,
+            &url,
+            out,
+            "arch=amd64",
+            "release~(trusty|xenial)",
+            "--max=1",
+            "--progress",
+        ])
+    });
+    assert_has(
+        &r,
+        &[
+            "streams/v1/index.sjson",
+            "streams/v1/com.ubuntu.maas:stable:v3:download.sjson",
+            "xenial/amd64/20250718/squashfs",
+            "trusty/amd64/20250718/hwe-14.04/generic/boot-kernel",
+        ],
+        &[
+            "streams/v1/index.json",
+            "xenial/amd64/20250615/squashfs",
+            "xenial/arm64/20250718/squashfs",
+            "jammy/amd64/20250718/squashfs",
+            "bootloaders/pxe/i386/20231004.0/syslinux.tar.xz",
+        ],
+    );
+    // The second command line, into the same directories.
+    case.both("seed", |out| {
+        args(&[
+            &k,
+            &url,
+            out,
+            "os~(grub*|pxelinux)",
+            "--max=1",
+            "--progress",
+        ])
+    });
+    assert_has(
+        &r,
+        &[
+            "xenial/amd64/20250718/squashfs",
+            "bootloaders/pxe/i386/20231004.0/syslinux.tar.xz",
+            "bootloaders/uefi/amd64/20231004.0/shim-signed.tar.xz",
+            "bootloaders/open-firmware/ppc64el/20231004.0/grub2.tar.xz",
+        ],
+        &["bootloaders/pxe/i386/20230222.0/syslinux.tar.xz"],
+    );
+}
+
+#[test]
+fn unfiltered_from_index_url() {
+    let case = Case::new(&SampleSpec::default());
+    let url = format!("{}streams/v1/index.sjson", case.server.url);
+    let k = case.keyring_opt();
+    let (r, _) = case.both("all", |out| args(&[&k, &url, out]));
+    let sample = simplestreams::sample::generate(
+        &SampleSpec::default(),
+        &case.tmp.path().join("again"),
+        None,
+    )
+    .unwrap();
+    let have = files(&r);
+    for p in sample.payloads.keys() {
+        assert!(have.contains(p), "reference did not mirror {p}");
+    }
+}
+
+#[test]
+fn max_and_keep_over_stream_updates() {
+    let days = [
+        day(&["20250601", "20250615"], &["20230222.0"]),
+        day(
+            &["20250601", "20250615", "20250701"],
+            &["20230222.0", "20231004.0"],
+        ),
+        day(&["20250615", "20250701"], &["20231004.0"]),
+        day(&["20250715"], &["20231004.0", "20240101.0"]),
+    ];
+    let case = Case::new(&days[0]);
+    let url = case.server.url.clone();
+    let k = case.keyring_opt();
+    for spec in &days {
+        case.update(spec);
+        case.both("max", |out| args(&[&k, "--max", "2", &url, out]));
+        case.both("keep", |out| args(&[&k, &url, out, "--max", "2", "--keep"]));
+    }
+    let (max, keep) = (case.out("reference-max"), case.out("reference-keep"));
+    assert_has(
+        &max,
+        &["jammy/amd64/20250715/squashfs"],
+        &["jammy/amd64/20250701/squashfs"],
+    );
+    assert_has(
+        &keep,
+        &[
+            "jammy/amd64/20250715/squashfs",
+            "jammy/amd64/20250701/squashfs",
+        ],
+        &[],
+    );
+    assert_has(
+        &max,
+        &[],
+        &[
+            "jammy/amd64/20250615/squashfs",
+            "jammy/amd64/20250601/squashfs",
+        ],
+    );
+}
+
+#[test]
+fn stream_with_aliases() {
+    let case = Case::new(&SampleSpec {
+        aliases: true,
+        ..SampleSpec::default()
+    });
+    let url = case.server.url.clone();
+    let k = case.keyring_opt();
+    // A filter on a field that only the aliases provide.
+    let (r, _) = case.both("aliases", |out| {
+        args(&[&k, &url, out, "release_title~^16", "arch=arm64"])
+    });
+    assert_has(
+        &r,
+        &[
+            "xenial/arm64/20250615/squashfs",
+            "xenial/arm64/20250718/squashfs",
+        ],
+        &[
+            "trusty/arm64/20250718/squashfs",
+            "xenial/amd64/20250718/squashfs",
+        ],
+    );
+    case.both("aliases", |out| args(&[&k, &url, out, "--max=1"]));
+    assert_has(
+        &r,
+        &["trusty/amd64/20250718/squashfs"],
+        &["xenial/arm64/20250615/squashfs"],
+    );
+}
+
+#[test]
+fn stream_with_md5_only_items() {
+    let case = Case::new(&SampleSpec {
+        md5_only: true,
+        ..SampleSpec::default()
+    });
+    let url = case.server.url.clone();
+    let k = case.keyring_opt();
+    let (r, _) = case.both("md5", |out| args(&[&k, &url, out, "--max=1"]));
+    assert_has(
+        &r,
+        &["trusty/arm64/20250718/squashfs"],
+        &["trusty/arm64/20250615/squashfs"],
+    );
+}
+
+/// Plan lines (`+ ...`, `- ...`, `N Mb change`) of a dry run's output.
+fn plan_lines(text: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| l.starts_with("+ ") || l.starts_with("- ") || l.ends_with(" Mb change"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The total a plan should print when each path counts once: downloads minus
+/// removals, in whole MiB (truncated toward zero), from the `+`/`-` lines and
+/// the stream's sizes.
+fn distinct_total(lines: &[String], sizes: &BTreeMap<String, u64>) -> String {
+    let mut plus = BTreeSet::new();
+    let mut minus = BTreeSet::new();
+    for l in lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        // "+ PRODUCT VERSION ITEM PATH N Mb"
+        assert_eq!(f.len(), 7, "unexpected plan line {l:?}");
+        let set = if f[0] == "+" { &mut plus } else { &mut minus };
+        set.insert(f[4].to_string());
+    }
+    let sum = |s: &BTreeSet<String>| -> i64 { s.iter().map(|p| sizes[p] as i64).sum() };
+    format!("{} Mb change", (sum(&plus) - sum(&minus)) / (1024 * 1024))
+}
+
+#[test]
+fn dry_run_plans() {
+    let mib = 1024 * 1024;
+    let spec = |versions: &[&str]| SampleSpec {
+        releases: vec![SampleRelease::new("xenial", "16.04")],
+        arches: vec!["amd64".into()],
+        versions: versions.iter().map(|s| s.to_string()).collect(),
+        payload_bytes: 3 * mib,
+        ..SampleSpec::default()
+    };
+    let case = Case::new(&spec(&["20250615"]));
+    let url = case.server.url.clone();
+    let k = case.keyring_opt();
+    let mut sizes = BTreeMap::new();
+    let dry = |out: &Path, sizes: &BTreeMap<String, u64>, expect_changes: bool| {
+        let a = args(&[&k, &url, &out.to_string_lossy(), "--dry-run", "--max=1"]);
+        let before = snapshot(out);
+        let r = run_ok(&reference_mirror(), &case.gpg.verify_home, &a);
+        assert_eq!(
+            snapshot(out),
+            before,
+            "the reference's dry run changed {}",
+            out.display()
+        );
+        let o = run_ok(&ours_mirror(), &case.gpg.verify_home, &a);
+        assert_eq!(
+            snapshot(out),
+            before,
+            "our dry run changed {}",
+            out.display()
+        );
+        let theirs = plan_lines(&r.stderr);
+        let (total, steps) = theirs.split_last().expect("the reference printed a plan");
+        let mut ours = plan_lines(&o.stdout);
+        let our_total = ours.pop().unwrap_or_default();
+        let (mut want, mut got) = (steps.to_vec(), ours.clone());
+        want.sort();
+        got.sort();
+        assert_eq!(
+            got, want,
+            "plan lines: ours (stdout) vs the reference's (stderr)"
+        );
+        assert_eq!(
+            our_total,
+            distinct_total(steps, sizes),
+            "total (each path once)"
+        );
+        // The shared squashfs makes the reference's total larger than ours.
+        if expect_changes {
+            assert_ne!(
+                total, &our_total,
+                "test stream should make the totals differ"
+            );
+        }
+    };
+
+    // A first run into an empty directory.
+    let empty = case.out("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let s0 = simplestreams::sample::generate(
+        &spec(&["20250615"]),
+        &case.tmp.path().join("sizes0"),
+        None,
+    )
+    .unwrap();
+    sizes.extend(s0.payloads);
+    dry(&empty, &sizes, true);
+
+    // Over an existing mirror (made by the reference), after an update:
+    // downloads of the new version and removals of the old one.
+    let mirror = case.out("mirror");
+    run_ok(
+        &reference_mirror(),
+        &case.gpg.verify_home,
+        &args(&[&k, &url, &mirror.to_string_lossy(), "--max=1"]),
+    );
+    let day1 = spec(&["20250615", "20250718"]);
+    case.update(&day1);
+    let s1 = simplestreams::sample::generate(&day1, &case.tmp.path().join("sizes1"), None).unwrap();
+    sizes.extend(s1.payloads);
+    dry(&mirror, &sizes, false);
+}
