@@ -1,0 +1,632 @@
+//! HTML pages: directory listings and the landing page.
+//!
+//! Everything that comes from the file system or the request (names, content
+//! ids, product names, the Host header) is escaped.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::http::{inside_root, is_hidden, url_path};
+
+/// Keyring MAAS should verify a signed mirror with: metadata files are
+/// copied byte for byte, so the upstream signatures stay valid.
+const UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg";
+
+/// How deep under the served directory mirrors are looked for.
+const MIRROR_SEARCH_DEPTH: usize = 6;
+/// At most this many directories are looked at when searching for mirrors.
+const MIRROR_SEARCH_DIRS: usize = 2000;
+/// Larger `.data/` files are reported, not parsed.
+const MAX_STATE_FILE: u64 = 256 * 1024 * 1024;
+
+/// Escapes text for HTML element content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A visible directory entry.
+struct Entry {
+    name: OsString,
+    is_dir: bool,
+    size: u64,
+    mtime: Option<SystemTime>,
+}
+
+/// The visible entries of the directory `dir` (canonical, inside `root`),
+/// directories first, then by name. Hidden names, special files and
+/// symbolic links that leave the root are left out.
+fn read_entries(root: &Path, dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(dir)? {
+        let Ok(ent) = ent else { continue };
+        let name = ent.file_name();
+        if is_hidden(name.as_bytes()) {
+            continue;
+        }
+        let Ok(ftype) = ent.file_type() else { continue };
+        let path = ent.path();
+        if ftype.is_symlink() {
+            match std::fs::canonicalize(&path) {
+                Ok(real) if inside_root(root, &real) => {}
+                _ => continue,
+            }
+        }
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() && !meta.is_file() {
+            continue;
+        }
+        out.push(Entry {
+            name,
+            is_dir: meta.is_dir(),
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+        });
+    }
+    out.sort_by(|a, b| {
+        b.is_dir
+            .cmp(&a.is_dir)
+            .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
+    });
+    Ok(out)
+}
+
+/// Start of every page.
+fn page_start(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>\
+         body{{font-family:sans-serif;margin:1.5em;max-width:70em}}\
+         table{{border-collapse:collapse}}\
+         td,th{{padding:.15em .8em;text-align:left;vertical-align:top}}\
+         td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
+         tr:nth-child(even){{background:#f3f3f3}}\
+         pre,code{{background:#f3f3f3}}pre{{padding:.6em;overflow-x:auto}}\
+         .error{{color:#a00}}\
+         </style></head><body>\n",
+        esc(title)
+    )
+}
+
+const PAGE_END: &str = "</body></html>\n";
+
+/// The entries of a directory as an HTML table.
+fn entries_table(segments: &[OsString], entries: &[Entry]) -> String {
+    let mut html =
+        String::from("<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n");
+    if !segments.is_empty() {
+        let parent = url_path(&segments[..segments.len() - 1], true);
+        let _ = writeln!(
+            html,
+            "<tr><td><a href=\"{}\">../</a></td><td></td><td></td></tr>",
+            esc(&parent)
+        );
+    }
+    for e in entries {
+        let mut segs = segments.to_vec();
+        segs.push(e.name.clone());
+        let href = url_path(&segs, e.is_dir);
+        let name = e.name.to_string_lossy();
+        let (label, size) = if e.is_dir {
+            (format!("{name}/"), String::from("-"))
+        } else {
+            (
+                name.into_owned(),
+                format!(
+                    "<span title=\"{} bytes\">{}</span>",
+                    e.size,
+                    human_size(e.size)
+                ),
+            )
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td><a href=\"{}\">{}</a></td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&href),
+            esc(&label),
+            size,
+            e.mtime.map(utc_time).unwrap_or_default()
+        );
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+/// The listing page of the directory at `segments` (already checked and
+/// resolved to a directory inside `root`).
+pub(crate) fn listing_page(root: &Path, segments: &[OsString]) -> std::io::Result<String> {
+    let mut dir = root.to_path_buf();
+    dir.extend(segments);
+    let dir = std::fs::canonicalize(dir)?;
+    if !inside_root(root, &dir) {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    let entries = read_entries(root, &dir)?;
+    let shown = {
+        let mut s = String::from("/");
+        for seg in segments {
+            s.push_str(&seg.to_string_lossy());
+            s.push('/');
+        }
+        s
+    };
+    let mut html = page_start(&format!("Index of {shown}"));
+    // Breadcrumbs: each ancestor is a link.
+    html.push_str("<h1>Index of <a href=\"/\">/</a>");
+    for i in 0..segments.len() {
+        let _ = write!(
+            html,
+            "<a href=\"{}\">{}/</a>",
+            esc(&url_path(&segments[..=i], true)),
+            esc(&segments[i].to_string_lossy())
+        );
+    }
+    html.push_str("</h1>\n<p><a href=\"/\">Mirror overview</a></p>\n");
+    html.push_str(&entries_table(segments, &entries));
+    html.push_str(PAGE_END);
+    Ok(html)
+}
+
+/// A mirror found under the served directory.
+struct Mirror {
+    /// Path segments from the served root to the mirror root.
+    segments: Vec<OsString>,
+    /// The mirror root on disk.
+    path: PathBuf,
+    /// Whether the index is the signed `index.sjson`.
+    signed: bool,
+}
+
+/// Finds directories holding `streams/v1/index.sjson` (or `index.json`) at
+/// or under `root`. Does not descend into mirrors, hidden directories or
+/// symbolic links.
+fn find_mirrors(root: &Path) -> Vec<Mirror> {
+    let mut found = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(root.to_path_buf(), Vec::new())]);
+    let mut visited = 0;
+    while let Some((dir, segments)) = queue.pop_front() {
+        visited += 1;
+        if visited > MIRROR_SEARCH_DIRS {
+            break;
+        }
+        let v1 = dir.join("streams").join("v1");
+        let signed = v1.join("index.sjson").is_file();
+        if signed || v1.join("index.json").is_file() {
+            found.push(Mirror {
+                segments,
+                path: dir,
+                signed,
+            });
+            continue;
+        }
+        if segments.len() >= MIRROR_SEARCH_DEPTH {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut subdirs: Vec<_> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name())
+            .filter(|n| !is_hidden(n.as_bytes()))
+            .collect();
+        subdirs.sort();
+        for name in subdirs {
+            let mut segs = segments.clone();
+            segs.push(name.clone());
+            queue.push_back((dir.join(&name), segs));
+        }
+    }
+    found
+}
+
+/// What the landing page shows about one product.
+struct ProductSummary {
+    name: String,
+    newest: String,
+    versions: usize,
+    items: usize,
+    /// Size of the items of the newest version.
+    size: u64,
+    /// Items of the newest version without a size.
+    unsized_items: usize,
+}
+
+/// What the landing page shows about one mirrored stream.
+struct StreamSummary {
+    content_id: String,
+    format: String,
+    updated: String,
+    products: Vec<ProductSummary>,
+    /// Size of all distinct item paths of all versions.
+    total: u64,
+}
+
+/// A string field of a JSON object, or "".
+fn text_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Summarizes one `.data/<content_id>` file.
+fn summarize(file_name: &str, bytes: &[u8]) -> Result<StreamSummary, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let mut content_id = text_field(&v, "content_id");
+    if content_id.is_empty() {
+        content_id = file_name.to_string();
+    }
+    let empty = serde_json::Map::new();
+    let products = match v.get("products") {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err("\"products\" is not an object".into()),
+    };
+    let mut out = Vec::new();
+    let mut seen_paths = HashSet::new();
+    let mut total = 0u64;
+    for (name, product) in products {
+        let versions = product.get("versions").and_then(Value::as_object);
+        let mut summary = ProductSummary {
+            name: name.clone(),
+            newest: String::new(),
+            versions: versions.map_or(0, |m| m.len()),
+            items: 0,
+            size: 0,
+            unsized_items: 0,
+        };
+        if let Some(versions) = versions {
+            // Version names sort as strings (dates, then serials).
+            if let Some(newest) = versions.keys().max() {
+                summary.newest = newest.clone();
+            }
+            for (vname, version) in versions {
+                let Some(items) = version.get("items").and_then(Value::as_object) else {
+                    continue;
+                };
+                for item in items.values() {
+                    let size = item.get("size").and_then(Value::as_u64);
+                    if *vname == summary.newest {
+                        summary.items += 1;
+                        match size {
+                            Some(s) => summary.size = summary.size.saturating_add(s),
+                            None => summary.unsized_items += 1,
+                        }
+                    }
+                    let path = item.get("path").and_then(Value::as_str).unwrap_or("");
+                    if let Some(s) = size
+                        && (path.is_empty() || seen_paths.insert(path.to_string()))
+                    {
+                        total = total.saturating_add(s);
+                    }
+                }
+            }
+        }
+        out.push(summary);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(StreamSummary {
+        content_id,
+        format: text_field(&v, "format"),
+        updated: text_field(&v, "updated"),
+        products: out,
+        total,
+    })
+}
+
+/// Reads and summarizes the mirror state files under `<mirror>/.data/`.
+/// `None` when there is no such directory.
+fn read_state(mirror: &Path) -> Option<Vec<(String, Result<StreamSummary, String>)>> {
+    let dir = mirror.join(".data");
+    let rd = std::fs::read_dir(&dir).ok()?;
+    let mut names: Vec<OsString> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name())
+        .filter(|n| {
+            let b = n.as_bytes();
+            !is_hidden(b) && !b.ends_with(b".tmp") && b != b"references.json"
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let shown = name.to_string_lossy().into_owned();
+        let result = read_capped(&dir.join(&name))
+            .and_then(|bytes| summarize(&shown, &bytes))
+            .map_err(|e| format!(".data/{shown}: {e}"));
+        out.push((shown, result));
+    }
+    Some(out)
+}
+
+/// Reads a file of at most [`MAX_STATE_FILE`] bytes.
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(format!("larger than {MAX_STATE_FILE} bytes, not read"));
+    }
+    Ok(bytes)
+}
+
+/// The landing page: how to point MAAS at each mirror found, what each
+/// holds, and the entries of the served directory.
+pub(crate) fn landing(root: &Path, host: &str) -> String {
+    let mut html = page_start("SimpleStreams mirror");
+    html.push_str("<h1>SimpleStreams mirror</h1>\n");
+    let mirrors = find_mirrors(root);
+    if mirrors.is_empty() {
+        html.push_str(
+            "<p>No <code>streams/v1/index.sjson</code> or <code>streams/v1/index.json</code> \
+             found here yet.</p>\n",
+        );
+    }
+    for m in &mirrors {
+        mirror_section(&mut html, m, host);
+    }
+    html.push_str("<h2>Files</h2>\n");
+    match read_entries(root, root) {
+        Ok(entries) => html.push_str(&entries_table(&[], &entries)),
+        Err(e) => {
+            let _ = writeln!(
+                html,
+                "<p class=\"error\">Cannot list the directory: {}</p>",
+                esc(&e.to_string())
+            );
+        }
+    }
+    html.push_str(PAGE_END);
+    html
+}
+
+/// The section of the landing page about one mirror.
+fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
+    let base = url_path(&m.segments, true);
+    let index = if m.signed {
+        "index.sjson"
+    } else {
+        "index.json"
+    };
+    // MAAS fetches streams/v1/index.sjson under the URL it is given, unless
+    // the URL names a file: an unsigned mirror is given by its index.
+    let source = if m.signed {
+        format!("http://{host}{base}")
+    } else {
+        format!("http://{host}{base}streams/v1/index.json")
+    };
+    let _ = writeln!(
+        html,
+        "<h2>Mirror at <a href=\"{b}\">{b}</a></h2>",
+        b = esc(&base)
+    );
+    html.push_str("<table>\n");
+    let _ = writeln!(
+        html,
+        "<tr><th>Boot-source URL</th><td><code>{}</code></td></tr>",
+        esc(&source)
+    );
+    let _ = writeln!(
+        html,
+        "<tr><th>Index</th><td><a href=\"{h}\">{t}</a></td></tr>",
+        h = esc(&format!("{base}streams/v1/{index}")),
+        t = esc(&format!("streams/v1/{index}"))
+    );
+    if m.signed {
+        let _ = writeln!(
+            html,
+            "<tr><th>Keyring</th><td><code>{UBUNTU_KEYRING}</code> (the metadata is \
+             signed by upstream and copied unchanged)</td></tr>"
+        );
+    } else {
+        html.push_str(
+            "<tr><th>Keyring</th><td>none: the index is unsigned \
+             (<code>index.json</code>)</td></tr>\n",
+        );
+    }
+    let _ = writeln!(
+        html,
+        "<tr><th>Browse</th><td><a href=\"{b}\">{b}</a>, <a href=\"{s}\">{s}</a></td></tr>",
+        b = esc(&base),
+        s = esc(&format!("{base}streams/v1/"))
+    );
+    html.push_str("</table>\n");
+
+    let keyring = if m.signed {
+        format!(" keyring_filename={UBUNTU_KEYRING}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        html,
+        "<p>Point MAAS at it (replace the default boot source):</p>\n\
+         <pre>maas $PROFILE boot-source update 1 url={s}{k}\n\
+         maas $PROFILE boot-resources import</pre>\n\
+         <p>or add it as another boot source:</p>\n\
+         <pre>maas $PROFILE boot-sources create url={s}{k}\n\
+         maas $PROFILE boot-resources import</pre>",
+        s = esc(&source),
+        k = esc(&keyring)
+    );
+
+    html.push_str("<h3>Mirrored streams</h3>\n");
+    match read_state(&m.path) {
+        None => html.push_str(
+            "<p>No mirror state (<code>.data/</code>): nothing recorded about what was \
+             mirrored.</p>\n",
+        ),
+        Some(streams) if streams.is_empty() => {
+            html.push_str("<p>Nothing mirrored yet.</p>\n");
+        }
+        Some(streams) => {
+            for (_, result) in streams {
+                match result {
+                    Ok(s) => stream_section(html, &s),
+                    Err(e) => {
+                        let _ = writeln!(html, "<p class=\"error\">{}</p>", esc(&e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One stream of the landing page.
+fn stream_section(html: &mut String, s: &StreamSummary) {
+    let _ = writeln!(html, "<h4><code>{}</code></h4>", esc(&s.content_id));
+    let _ = writeln!(
+        html,
+        "<p>{} product(s), {} in all{}{}</p>",
+        s.products.len(),
+        human_size(s.total),
+        if s.updated.is_empty() {
+            String::new()
+        } else {
+            format!(", updated {}", esc(&s.updated))
+        },
+        if s.format.is_empty() {
+            String::new()
+        } else {
+            format!(", format <code>{}</code>", esc(&s.format))
+        },
+    );
+    if s.products.is_empty() {
+        return;
+    }
+    html.push_str(
+        "<table>\n<tr><th>Product</th><th>Newest version</th><th>Versions</th>\
+         <th>Items</th><th>Size (newest)</th></tr>\n",
+    );
+    for p in &s.products {
+        let size = if p.unsized_items > 0 {
+            format!("{} + {} unknown", human_size(p.size), p.unsized_items)
+        } else {
+            human_size(p.size)
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\"><span title=\"{} bytes\">{}</span></td></tr>",
+            esc(&p.name),
+            esc(&p.newest),
+            p.versions,
+            p.items,
+            p.size,
+            size
+        );
+    }
+    html.push_str("</table>\n");
+}
+
+/// A size in binary units, e.g. `512.0 MiB`.
+pub(crate) fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc_time(t: SystemTime) -> String {
+    let Ok(d) = t.duration_since(UNIX_EPOCH) else {
+        return String::new();
+    };
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_and_sizes() {
+        assert_eq!(utc_time(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199); // 2024-02-29 23:59:59
+        assert_eq!(utc_time(t), "2024-02-29 23:59:59");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(512 * 1024 * 1024), "512.0 MiB");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn state_summary() {
+        let json = br#"{"content_id":"c:1","products":{"p2":{"versions":{}},
+            "p1":{"versions":{"20240101":{"items":{"a":{"path":"x/a","size":10}}},
+                              "20240102":{"items":{"a":{"path":"y/a","size":5},
+                                                   "b":{"path":"x/a","size":10},
+                                                   "c":{"path":"z"}}}}}}}"#;
+        let s = summarize("file", json).unwrap();
+        assert_eq!(s.content_id, "c:1");
+        assert_eq!(s.products[0].name, "p1");
+        assert_eq!(s.products[0].newest, "20240102");
+        assert_eq!(s.products[0].versions, 2);
+        assert_eq!(s.products[0].items, 3);
+        assert_eq!(s.products[0].size, 15);
+        assert_eq!(s.products[0].unsized_items, 1);
+        assert_eq!(s.total, 15);
+        assert_eq!(s.products[1].newest, "");
+        assert!(summarize("f", b"{").is_err());
+        assert!(summarize("f", br#"{"products":[]}"#).is_err());
+    }
+}
