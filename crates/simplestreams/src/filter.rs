@@ -31,7 +31,10 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 impl Filter {
     /// Parses `KEY OP VALUE` (spaces around OP allowed).
     pub fn parse(text: &str) -> Result<Filter> {
-        let bad = |reason: &str| Error::Filter { filter: text.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| Error::Filter {
+            filter: text.to_owned(),
+            reason: reason.to_owned(),
+        };
         let key_end = text
             .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '|'))
             .ok_or_else(|| bad("expected KEY=VALUE, KEY!=VALUE, KEY~REGEX or KEY!~REGEX"))?;
@@ -59,7 +62,12 @@ impl Filter {
             regex::RegexBuilder::new(v)
                 .size_limit(REGEX_SIZE_LIMIT)
                 .build()
-                .map_err(|e| bad(&format!("bad regular expression: {}", one_line(&e.to_string()))))
+                .map_err(|e| {
+                    bad(&format!(
+                        "bad regular expression: {}",
+                        one_line(&e.to_string())
+                    ))
+                })
         };
         let op = match op {
             "=" => Op::Equal(value.to_owned()),
@@ -67,7 +75,11 @@ impl Filter {
             "~" => Op::Search(regex(value)?),
             _ => Op::NotSearch(regex(value)?),
         };
-        Ok(Filter { key: key.to_owned(), op, text: text.to_owned() })
+        Ok(Filter {
+            key: key.to_owned(),
+            op,
+            text: text.to_owned(),
+        })
     }
 
     /// Whether `item` passes this filter.
@@ -98,7 +110,10 @@ pub struct FilterSet(Vec<Filter>);
 impl FilterSet {
     /// Parses each filter argument.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<FilterSet> {
-        args.iter().map(|a| Filter::parse(a.as_ref())).collect::<Result<_>>().map(FilterSet)
+        args.iter()
+            .map(|a| Filter::parse(a.as_ref()))
+            .collect::<Result<_>>()
+            .map(FilterSet)
     }
 
     /// Whether every filter passes.
@@ -117,7 +132,10 @@ mod tests {
     use super::*;
 
     fn item(pairs: &[(&str, &str)]) -> FlatItem {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -141,7 +159,10 @@ mod tests {
         assert!(Filter::parse("arch != arm64").unwrap().matches(&it));
         assert!(!Filter::parse("arch!=amd64").unwrap().matches(&it));
         assert!(Filter::parse("subarch ~ ^hwe").unwrap().matches(&it));
-        assert!(Filter::parse("subarch~16").unwrap().matches(&it), "unanchored");
+        assert!(
+            Filter::parse("subarch~16").unwrap().matches(&it),
+            "unanchored"
+        );
         assert!(Filter::parse("subarch!~^ga").unwrap().matches(&it));
         assert!(!Filter::parse("subarch!~hwe").unwrap().matches(&it));
     }

@@ -118,7 +118,10 @@ fn check_format(url: &str, doc: &Map<String, Value>, want: &str) -> Result<()> {
             url,
             format!("unknown format {f:?} (expected {want:?})"),
         )),
-        _ => Err(Error::metadata(url, format!("no \"format\" (expected {want:?})"))),
+        _ => Err(Error::metadata(
+            url,
+            format!("no \"format\" (expected {want:?})"),
+        )),
     }
 }
 
@@ -142,23 +145,38 @@ impl Index {
         let mut entries = BTreeMap::new();
         for (content_id, entry) in index {
             let Value::Object(entry) = entry else {
-                return Err(Error::metadata(url, format!("index entry {content_id:?} is not an object")));
+                return Err(Error::metadata(
+                    url,
+                    format!("index entry {content_id:?} is not an object"),
+                ));
             };
             let path = match entry.get("path") {
                 None => None,
-                Some(Value::String(p)) => Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
-                    context: format!("{url}: index entry {content_id:?}"),
-                    path: p.clone(),
-                    reason: e.to_string(),
-                })?),
+                Some(Value::String(p)) => {
+                    Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
+                        context: format!("{url}: index entry {content_id:?}"),
+                        path: p.clone(),
+                        reason: e.to_string(),
+                    })?)
+                }
                 Some(_) => {
-                    return Err(Error::metadata(url, format!("index entry {content_id:?}: \"path\" is not a string")));
+                    return Err(Error::metadata(
+                        url,
+                        format!("index entry {content_id:?}: \"path\" is not a string"),
+                    ));
                 }
             };
-            let format = entry.get("format").and_then(Value::as_str).map(str::to_owned);
+            let format = entry
+                .get("format")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             entries.insert(
                 content_id.clone(),
-                IndexEntry { content_id: content_id.clone(), path, format },
+                IndexEntry {
+                    content_id: content_id.clone(),
+                    path,
+                    format,
+                },
             );
         }
         Ok(Index { entries })
@@ -182,7 +200,9 @@ impl Products {
             Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
         };
         expand_aliases(&mut doc, &aliases);
-        let products_value = doc.remove("products").unwrap_or_else(|| Value::Object(Map::new()));
+        let products_value = doc
+            .remove("products")
+            .unwrap_or_else(|| Value::Object(Map::new()));
         let Value::Object(products_map) = products_value else {
             return Err(Error::metadata(url, "\"products\" is not an object"));
         };
@@ -191,7 +211,10 @@ impl Products {
             let product = parse_product(url, &name, value, &aliases)?;
             products.insert(name, product);
         }
-        Ok(Products { fields: doc, products })
+        Ok(Products {
+            fields: doc,
+            products,
+        })
     }
 
     /// The content id, if the document names one.
@@ -240,8 +263,12 @@ impl Version {
 /// in (overriding). Values with no entry are left alone.
 fn expand_aliases(dict: &mut Map<String, Value>, aliases: &Map<String, Value>) {
     for (field, table) in aliases {
-        let Some(Value::String(value)) = dict.get(field) else { continue };
-        let Some(Value::Object(pairs)) = table.get(value.as_str()) else { continue };
+        let Some(Value::String(value)) = dict.get(field) else {
+            continue;
+        };
+        let Some(Value::Object(pairs)) = table.get(value.as_str()) else {
+            continue;
+        };
         for (k, v) in pairs.clone() {
             dict.insert(k, v);
         }
@@ -255,17 +282,26 @@ fn object(url: &str, what: &str, value: Value) -> Result<Map<String, Value>> {
     }
 }
 
-fn parse_product(url: &str, name: &str, value: Value, aliases: &Map<String, Value>) -> Result<Product> {
+fn parse_product(
+    url: &str,
+    name: &str,
+    value: Value,
+    aliases: &Map<String, Value>,
+) -> Result<Product> {
     let mut fields = object(url, &format!("product {name:?}"), value)?;
     expand_aliases(&mut fields, aliases);
-    let versions_value = fields.remove("versions").unwrap_or_else(|| Value::Object(Map::new()));
+    let versions_value = fields
+        .remove("versions")
+        .unwrap_or_else(|| Value::Object(Map::new()));
     let versions_map = object(url, &format!("product {name:?} versions"), versions_value)?;
     let mut versions = BTreeMap::new();
     for (vname, vvalue) in versions_map {
         let context = format!("{name} {vname}");
         let mut vfields = object(url, &format!("version {context:?}"), vvalue)?;
         expand_aliases(&mut vfields, aliases);
-        let items_value = vfields.remove("items").unwrap_or_else(|| Value::Object(Map::new()));
+        let items_value = vfields
+            .remove("items")
+            .unwrap_or_else(|| Value::Object(Map::new()));
         let items_map = object(url, &format!("version {context:?} items"), items_value)?;
         let mut items = BTreeMap::new();
         for (iname, ivalue) in items_map {
@@ -274,7 +310,13 @@ fn parse_product(url: &str, name: &str, value: Value, aliases: &Map<String, Valu
             let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
             items.insert(iname, item);
         }
-        versions.insert(vname, Version { fields: vfields, items });
+        versions.insert(
+            vname,
+            Version {
+                fields: vfields,
+                items,
+            },
+        );
     }
     Ok(Product { fields, versions })
 }
@@ -299,15 +341,21 @@ impl Item {
         };
         let mut checksum = None;
         for algorithm in ["md5", "sha256", "sha512"] {
-            let Some(v) = fields.get(algorithm) else { continue };
-            let hex = v.as_str().ok_or_else(|| bad(format!("{algorithm} is not a string")))?;
+            let Some(v) = fields.get(algorithm) else {
+                continue;
+            };
+            let hex = v
+                .as_str()
+                .ok_or_else(|| bad(format!("{algorithm} is not a string")))?;
             let want_len = match algorithm {
                 "md5" => 32,
                 "sha256" => 64,
                 _ => 128,
             };
             if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("{algorithm} {hex:?} is not a {want_len}-digit hex digest")));
+                return Err(bad(format!(
+                    "{algorithm} {hex:?} is not a {want_len}-digit hex digest"
+                )));
             }
             let hex = hex.to_ascii_lowercase();
             checksum = Some(match algorithm {
@@ -316,7 +364,12 @@ impl Item {
                 _ => Checksum::Sha512(hex),
             });
         }
-        Ok(Item { fields, path, size, checksum })
+        Ok(Item {
+            fields,
+            path,
+            size,
+            checksum,
+        })
     }
 }
 
@@ -399,7 +452,11 @@ mod tests {
         let item = &prod.versions["20250101"].items["k"];
         assert_eq!(item.path.as_ref().unwrap().as_str(), "x/k");
         assert_eq!(item.size, Some(10));
-        assert_eq!(item.checksum, Some(Checksum::Sha256("0".repeat(64))), "strongest wins");
+        assert_eq!(
+            item.checksum,
+            Some(Checksum::Sha256("0".repeat(64))),
+            "strongest wins"
+        );
         assert!(prod.versions["20250101"].items["meta"].path.is_none());
         assert!(!p.to_value().as_object().unwrap().contains_key("_aliases"));
     }
@@ -428,13 +485,27 @@ mod tests {
             ("[]", "not a JSON object"),
             (r#"{"format":"products:2.0"}"#, "unknown format"),
             (r#"{"products":{}}"#, "no \"format\""),
-            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"../x"}}}}}}}"#, "unsafe path"),
-            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","size":-1}}}}}}}"#, "invalid size"),
-            (r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","sha256":"zz"}}}}}}}"#, "hex digest"),
-            (r#"{"format":"products:1.0","products":[]}"#, "not an object"),
+            (
+                r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"../x"}}}}}}}"#,
+                "unsafe path",
+            ),
+            (
+                r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","size":-1}}}}}}}"#,
+                "invalid size",
+            ),
+            (
+                r#"{"format":"products:1.0","products":{"p":{"versions":{"v":{"items":{"i":{"path":"x","sha256":"zz"}}}}}}}"#,
+                "hex digest",
+            ),
+            (
+                r#"{"format":"products:1.0","products":[]}"#,
+                "not an object",
+            ),
         ];
         for (doc, want) in cases {
-            let err = Products::parse("http://h/p.json", doc.as_bytes()).unwrap_err().to_string();
+            let err = Products::parse("http://h/p.json", doc.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{doc}: {err}");
             assert!(err.contains("http://h/p.json"), "{err}");
         }
@@ -450,6 +521,9 @@ mod tests {
         let idx = Index::parse("index.json", &bytes).unwrap();
         assert_eq!(idx.entries.len(), 3);
         let e = &idx.entries["com.ubuntu.maas:stable:v3:download"];
-        assert_eq!(e.path.as_ref().unwrap().as_str(), "streams/v1/com.ubuntu.maas:stable:v3:download.json");
+        assert_eq!(
+            e.path.as_ref().unwrap().as_str(),
+            "streams/v1/com.ubuntu.maas:stable:v3:download.json"
+        );
     }
 }

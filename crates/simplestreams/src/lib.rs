@@ -17,6 +17,7 @@ pub mod error;
 pub mod execute;
 pub mod filter;
 pub mod format;
+pub mod metadata;
 pub mod openpgp;
 pub mod path;
 pub mod plan;

@@ -167,10 +167,7 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(RelPath::parse(p), Err(want), "{p:?}");
         }
-        assert_eq!(
-            RelPath::parse(&"a/".repeat(3000)),
-            Err(PathError::TooLong)
-        );
+        assert_eq!(RelPath::parse(&"a/".repeat(3000)), Err(PathError::TooLong));
     }
 
     #[test]

@@ -1,1 +1,394 @@
-//! Stub.
+//! The plan: what a run will add, remove, download and delete, computed from
+//! the source stream, the mirror's state and the options. A dry run prints
+//! it; a query is a plan over an empty mirror.
+
+use crate::error::{Error, Result};
+use crate::filter::FilterSet;
+use crate::format::{Checksum, Item, Product, Products, Version, flatten};
+use crate::metadata::{Document, ProductsDocument, Stream};
+use crate::path::RelPath;
+use crate::select::select_versions;
+use crate::source::Expected;
+use crate::store::{DirStore, References};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What decides the plan besides the source and the mirror.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    /// Items must pass these.
+    pub filters: FilterSet,
+    /// Keep at most this many versions per product.
+    pub max: Option<usize>,
+    /// Keep versions gone from the source, within `max`.
+    pub keep: bool,
+    /// Download items (`false`: `--no-item-download`).
+    pub item_download: bool,
+    /// Also remove products gone from the source and versions the filters
+    /// now exclude.
+    pub prune: bool,
+    /// Re-verify existing item files instead of trusting their size.
+    pub verify_existing: bool,
+}
+
+/// One item of the plan, with where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedItem {
+    /// The content id of its products file.
+    pub content_id: String,
+    /// Product name.
+    pub product: String,
+    /// Version name.
+    pub version: String,
+    /// Item name.
+    pub item: String,
+    /// The file, if the item names one.
+    pub path: Option<RelPath>,
+    /// Size in bytes, if given.
+    pub size: Option<u64>,
+    /// Strongest checksum, if given.
+    pub checksum: Option<Checksum>,
+}
+
+impl PlannedItem {
+    fn new(content_id: &str, product: &str, version: &str, item: &str, data: &Item) -> PlannedItem {
+        PlannedItem {
+            content_id: content_id.to_owned(),
+            product: product.to_owned(),
+            version: version.to_owned(),
+            item: item.to_owned(),
+            path: data.path.clone(),
+            size: data.size,
+            checksum: data.checksum.clone(),
+        }
+    }
+
+    /// The entry in `references.json`: `content_id/product/version/item`.
+    pub fn reference(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.content_id, self.product, self.version, self.item
+        )
+    }
+
+    /// What the downloaded file must be.
+    pub fn expected(&self) -> Expected {
+        Expected {
+            size: self.size,
+            checksum: self.checksum.clone(),
+        }
+    }
+}
+
+/// The plan for one products file.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    /// The source products file (published byte for byte).
+    pub source: ProductsDocument,
+    /// The mirror's tree after the run (`.data/<content_id>`).
+    pub state: Products,
+    /// Items of versions added, in order.
+    pub added: Vec<PlannedItem>,
+    /// Items of versions removed, in order.
+    pub removed: Vec<PlannedItem>,
+}
+
+impl StreamPlan {
+    /// The content id.
+    pub fn content_id(&self) -> &str {
+        &self.source.content_id
+    }
+}
+
+/// One file to fetch.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// Where it goes, relative to the mirror root.
+    pub path: RelPath,
+    /// Size and checksum to verify.
+    pub expected: Expected,
+    /// The content ids whose publication depends on it.
+    pub content_ids: BTreeSet<String>,
+    /// An existing file to verify (and fetch again only if it fails).
+    pub verify_only: bool,
+}
+
+/// Everything a run will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The index to publish last, when the entry is an index.
+    pub index: Option<Document>,
+    /// Per products file.
+    pub streams: Vec<StreamPlan>,
+    /// Files to fetch (each path once), largest first.
+    pub downloads: Vec<Download>,
+    /// `references.json` after the run.
+    pub references: References,
+    /// Paths to delete once the new metadata is published.
+    pub deletions: BTreeSet<RelPath>,
+    /// Bytes of the files to delete.
+    pub deletion_bytes: u64,
+}
+
+impl Plan {
+    /// Computes the plan for `stream` against the mirror in `store`.
+    pub fn build(stream: Stream, store: &DirStore, options: &MirrorOptions) -> Result<Plan> {
+        let mut references = store.load_references()?;
+        let mut streams = Vec::new();
+        for source in stream.products {
+            let target = store.load_state(&source.content_id)?;
+            streams.push(plan_stream(source, target, options));
+        }
+        let mut candidates: BTreeSet<RelPath> = BTreeSet::new();
+        for sp in &streams {
+            heal_references(&mut references, sp, &mut candidates);
+        }
+        for pending in store.load_pending_deletes()? {
+            if let Ok(p) = RelPath::parse(&pending) {
+                candidates.insert(p);
+            }
+        }
+        let mut deletions = BTreeSet::new();
+        let mut deletion_bytes = 0;
+        for path in candidates {
+            if references.get(path.as_str()).is_none_or(Vec::is_empty) {
+                references.remove(path.as_str());
+                if let Ok(m) = std::fs::symlink_metadata(path.under(store.root())) {
+                    deletion_bytes += if m.is_file() { m.len() } else { 0 };
+                }
+                deletions.insert(path);
+            }
+        }
+        let downloads = if options.item_download {
+            plan_downloads(&streams, store, options)
+        } else {
+            Vec::new()
+        };
+        Ok(Plan {
+            index: stream.index,
+            streams,
+            downloads,
+            references,
+            deletions,
+            deletion_bytes,
+        })
+    }
+
+    /// Bytes to download.
+    pub fn download_bytes(&self) -> u64 {
+        self.downloads
+            .iter()
+            .filter(|d| !d.verify_only)
+            .filter_map(|d| d.expected.size)
+            .sum()
+    }
+
+    /// The plan in the reference's dry-run format: `+`/`- <product>
+    /// <version> <item> <path> <N> Mb` per item, then `<N> Mb change`, where
+    /// the total counts each file once and only what really changes.
+    pub fn report(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut line = |sign: char, it: &PlannedItem| {
+            if let (Some(path), Some(size)) = (&it.path, it.size) {
+                lines.push(format!(
+                    "{sign} {} {} {} {path} {} Mb",
+                    it.product,
+                    it.version,
+                    it.item,
+                    size / (1024 * 1024)
+                ));
+            }
+        };
+        for sp in &self.streams {
+            sp.added.iter().for_each(|it| line('+', it));
+        }
+        for sp in &self.streams {
+            sp.removed.iter().for_each(|it| line('-', it));
+        }
+        let change = self.download_bytes() as i64 - self.deletion_bytes as i64;
+        lines.push(format!("{} Mb change", change / (1024 * 1024)));
+        lines
+    }
+}
+
+/// The source's versions of `product` that have items passing the filters,
+/// each holding only those items.
+fn filtered_versions(
+    doc: &Products,
+    name: &str,
+    product: &Product,
+    filters: &FilterSet,
+) -> BTreeMap<String, Version> {
+    let mut out = BTreeMap::new();
+    for (vname, version) in &product.versions {
+        let items: BTreeMap<String, Item> = version
+            .items
+            .iter()
+            .filter(|(iname, _)| filters.matches(&flatten(doc, name, vname, iname)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !items.is_empty() {
+            out.insert(
+                vname.clone(),
+                Version {
+                    fields: version.fields.clone(),
+                    items,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn items_of(
+    content_id: &str,
+    product: &str,
+    vname: &str,
+    version: &Version,
+) -> impl Iterator<Item = PlannedItem> {
+    version
+        .items
+        .iter()
+        .map(move |(iname, item)| PlannedItem::new(content_id, product, vname, iname, item))
+}
+
+fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptions) -> StreamPlan {
+    let cid = source.content_id.clone();
+    let mut state = Products {
+        fields: source.products.fields.clone(),
+        products: target.products.clone(),
+    };
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut seen = BTreeSet::new();
+    for (pname, product) in &source.products.products {
+        let wanted = filtered_versions(&source.products, pname, product, &options.filters);
+        if wanted.is_empty() {
+            continue;
+        }
+        seen.insert(pname.clone());
+        let empty = Product::default();
+        let have = target.products.get(pname).unwrap_or(&empty);
+        let src_names: Vec<&String> = wanted.keys().collect();
+        let tgt_names: Vec<&String> = have.versions.keys().collect();
+        let selection = select_versions(&src_names, &tgt_names, options.max, options.keep);
+        let entry = state.products.entry(pname.clone()).or_default();
+        entry.fields = product.fields.clone();
+        for v in &selection.add {
+            let version = &wanted[v];
+            added.extend(items_of(&cid, pname, v, version));
+            entry.versions.insert(v.clone(), version.clone());
+        }
+        for v in &selection.remove {
+            if let Some(version) = have.versions.get(v) {
+                removed.extend(items_of(&cid, pname, v, version));
+            }
+            entry.versions.remove(v);
+        }
+    }
+    if options.prune {
+        for (pname, product) in &target.products {
+            if seen.contains(pname) {
+                continue;
+            }
+            for (v, version) in product.versions.iter().rev() {
+                removed.extend(items_of(&cid, pname, v, version));
+            }
+            state.products.remove(pname);
+        }
+    }
+    StreamPlan {
+        source,
+        state,
+        added,
+        removed,
+    }
+}
+
+/// Brings the references of one content id in line with its new state, and
+/// collects the paths that lost references.
+fn heal_references(refs: &mut References, sp: &StreamPlan, candidates: &mut BTreeSet<RelPath>) {
+    let prefix = format!("{}/", sp.content_id());
+    for it in &sp.removed {
+        if let Some(p) = &it.path {
+            candidates.insert(p.clone());
+        }
+    }
+    for (path, list) in refs.iter_mut() {
+        let before = list.len();
+        list.retain(|r| !r.starts_with(&prefix));
+        if list.len() != before
+            && let Ok(p) = RelPath::parse(path)
+        {
+            candidates.insert(p);
+        }
+    }
+    for (pname, product) in &sp.state.products {
+        for (vname, version) in &product.versions {
+            for it in items_of(sp.content_id(), pname, vname, version) {
+                if let Some(p) = &it.path {
+                    let list = refs.entry(p.to_string()).or_default();
+                    let r = it.reference();
+                    if !list.contains(&r) {
+                        list.push(r);
+                    }
+                }
+            }
+        }
+    }
+    refs.retain(|_, v| !v.is_empty());
+}
+
+fn plan_downloads(
+    streams: &[StreamPlan],
+    store: &DirStore,
+    options: &MirrorOptions,
+) -> Vec<Download> {
+    let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
+    for sp in streams {
+        for it in &sp.added {
+            let Some(path) = &it.path else { continue };
+            let present = store.has_file(path, it.size);
+            if present && !options.verify_existing {
+                continue;
+            }
+            by_path
+                .entry(path.clone())
+                .or_insert_with(|| Download {
+                    path: path.clone(),
+                    expected: it.expected(),
+                    content_ids: BTreeSet::new(),
+                    verify_only: present,
+                })
+                .content_ids
+                .insert(sp.content_id().to_owned());
+        }
+    }
+    let mut downloads: Vec<Download> = by_path.into_values().collect();
+    downloads.sort_by(|a, b| {
+        b.expected
+            .size
+            .cmp(&a.expected.size)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    downloads
+}
+
+/// Refuses a plan that deletes more than `max_share` of the mirror's
+/// referenced bytes (the wipe guard for `--prune`).
+pub fn check_wipe_guard(plan: &Plan, store: &DirStore, max_share: f64) -> Result<()> {
+    let before = store.load_references()?;
+    let total: u64 = before
+        .keys()
+        .filter_map(|p| RelPath::parse(p).ok())
+        .filter_map(|p| std::fs::symlink_metadata(p.under(store.root())).ok())
+        .map(|m| m.len())
+        .sum();
+    if total > 0 && plan.deletion_bytes as f64 > total as f64 * max_share {
+        return Err(Error::Refused(format!(
+            "this run would delete {} of {} mirrored bytes (more than {:.0}%); pass --force if that is intended",
+            plan.deletion_bytes,
+            total,
+            max_share * 100.0
+        )));
+    }
+    Ok(())
+}

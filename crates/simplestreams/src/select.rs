@@ -42,7 +42,11 @@ pub fn select_versions<S: AsRef<str>>(
         }
     }
     if let Some(max) = max {
-        let result: BTreeSet<&str> = target.union(&add).copied().filter(|v| !remove.contains(v)).collect();
+        let result: BTreeSet<&str> = target
+            .union(&add)
+            .copied()
+            .filter(|v| !remove.contains(v))
+            .collect();
         for v in result.into_iter().rev().skip(max) {
             if target.contains(v) {
                 remove.insert(v);
@@ -52,7 +56,10 @@ pub fn select_versions<S: AsRef<str>>(
         }
     }
     let newest_first = |s: BTreeSet<&str>| s.into_iter().rev().map(str::to_owned).collect();
-    Selection { add: newest_first(add), remove: newest_first(remove) }
+    Selection {
+        add: newest_first(add),
+        remove: newest_first(remove),
+    }
 }
 
 #[cfg(test)]
@@ -64,20 +71,55 @@ mod tests {
         xs.iter().map(|x| format!("{x:02}")).collect()
     }
 
-    fn check(src: &[u32], tgt: &[u32], max: Option<usize>, keep: bool, add: &[u32], remove: &[u32]) {
+    fn check(
+        src: &[u32],
+        tgt: &[u32],
+        max: Option<usize>,
+        keep: bool,
+        add: &[u32],
+        remove: &[u32],
+    ) {
         let got = select_versions(&v(src), &v(tgt), max, keep);
-        assert_eq!(got, Selection { add: v(add), remove: v(remove) }, "src {src:?} tgt {tgt:?} max {max:?} keep {keep}");
+        assert_eq!(
+            got,
+            Selection {
+                add: v(add),
+                remove: v(remove)
+            },
+            "src {src:?} tgt {tgt:?} max {max:?} keep {keep}"
+        );
     }
 
     #[test]
     fn reference_vectors() {
-        check(&[10, 9, 8], &[7, 6, 5], None, false, &[10, 9, 8], &[7, 6, 5]);
-        check(&[10, 9, 8], &[7, 6, 5], Some(2), false, &[10, 9], &[7, 6, 5]);
+        check(
+            &[10, 9, 8],
+            &[7, 6, 5],
+            None,
+            false,
+            &[10, 9, 8],
+            &[7, 6, 5],
+        );
+        check(
+            &[10, 9, 8],
+            &[7, 6, 5],
+            Some(2),
+            false,
+            &[10, 9],
+            &[7, 6, 5],
+        );
         check(&[10, 9, 8], &[7, 6, 5], Some(4), true, &[10, 9, 8], &[6, 5]);
         check(&[3], &[3, 2, 1], Some(3), true, &[], &[]);
         check(&[2, 1], &[2, 1], Some(1), false, &[], &[1]);
         check(&[1, 2, 3, 4], &[4], Some(1), false, &[], &[]);
-        check(&[9, 5, 8, 4, 7, 3, 6, 2, 1], &[9, 8, 7, 6, 5], Some(4), false, &[], &[5]);
+        check(
+            &[9, 5, 8, 4, 7, 3, 6, 2, 1],
+            &[9, 8, 7, 6, 5],
+            Some(4),
+            false,
+            &[],
+            &[5],
+        );
     }
 
     #[test]

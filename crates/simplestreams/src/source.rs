@@ -37,7 +37,9 @@ pub fn source_url(source: &str) -> Result<Url> {
         let url = Url::parse(source).map_err(|e| bad(e.to_string()))?;
         match url.scheme() {
             "http" | "https" | "file" => Ok(url),
-            s => Err(bad(format!("unsupported scheme {s:?} (use http, https, file or a path)"))),
+            s => Err(bad(format!(
+                "unsupported scheme {s:?} (use http, https, file or a path)"
+            ))),
         }
     } else {
         let path = std::path::absolute(source).map_err(|e| bad(e.to_string()))?;
@@ -52,7 +54,9 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
     let url = source_url(source)?;
     let text = url.as_str();
     let (root, named) = match text.rfind("streams/v1/") {
-        Some(i) if is_document_name(&text[i + "streams/v1/".len()..]) => (text[..i].to_owned(), Some(&text[i..])),
+        Some(i) if is_document_name(&text[i + "streams/v1/".len()..]) => {
+            (text[..i].to_owned(), Some(&text[i..]))
+        }
         _ => (text.to_owned(), None),
     };
     let entry = match (path, named) {
@@ -60,7 +64,11 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
         (None, Some(n)) => percent_decode(n),
         (None, None) => DEFAULT_ENTRY.to_owned(),
     };
-    let root = if root.ends_with('/') { root } else { format!("{root}/") };
+    let root = if root.ends_with('/') {
+        root
+    } else {
+        format!("{root}/")
+    };
     let root = Url::parse(&root).map_err(|e| Error::Refused(format!("source {source:?}: {e}")))?;
     let entry = RelPath::parse(&entry).map_err(|e| Error::UnsafePath {
         context: format!("source {source:?}"),
@@ -204,10 +212,18 @@ impl Source {
             .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
         let mut roots = vec![root];
         for m in mirrors {
-            let m = if m.as_str().ends_with('/') { m } else { Url::parse(&format!("{m}/")).unwrap_or(m) };
+            let m = if m.as_str().ends_with('/') {
+                m
+            } else {
+                Url::parse(&format!("{m}/")).unwrap_or(m)
+            };
             roots.push(m);
         }
-        Ok(Source { roots, client, options })
+        Ok(Source {
+            roots,
+            client,
+            options,
+        })
     }
 
     /// The primary root.
@@ -226,10 +242,15 @@ impl Source {
         let url = self.url_of(rel);
         if url.scheme() == "file" {
             let path = file_path(&url)?;
-            let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path).map_err(|e| Error::io(path, e)))
-                .await
-                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
-            return Ok(Fetched::Body { bytes, validators: Validators::default() });
+            let bytes = tokio::task::spawn_blocking(move || {
+                std::fs::read(&path).map_err(|e| Error::io(path, e))
+            })
+            .await
+            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
+            return Ok(Fetched::Body {
+                bytes,
+                validators: Validators::default(),
+            });
         }
         let mut attempt = 0;
         loop {
@@ -245,7 +266,11 @@ impl Source {
         }
     }
 
-    async fn fetch_once(&self, url: &Url, validators: Option<&Validators>) -> Result<Fetched, Attempt> {
+    async fn fetch_once(
+        &self,
+        url: &Url,
+        validators: Option<&Validators>,
+    ) -> Result<Fetched, Attempt> {
         let mut req = self.client.get(url.clone());
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
@@ -261,22 +286,33 @@ impl Source {
             return Ok(Fetched::NotModified);
         }
         check_status(url, &resp)?;
-        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let validators = Validators {
             etag: header(reqwest::header::ETAG),
             last_modified: header(reqwest::header::LAST_MODIFIED),
         };
-        if let Some(len) = resp.content_length() {
-            if len > MAX_METADATA_BYTES as u64 {
-                return Err(Attempt::Fatal(Error::transfer(url.as_str(), format!("document too large ({len} bytes)"))));
-            }
+        if let Some(len) = resp.content_length()
+            && len > MAX_METADATA_BYTES as u64
+        {
+            return Err(Attempt::Fatal(Error::transfer(
+                url.as_str(),
+                format!("document too large ({len} bytes)"),
+            )));
         }
         let mut bytes = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| retry(url, &e))?;
             if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
-                return Err(Attempt::Fatal(Error::transfer(url.as_str(), "document too large")));
+                return Err(Attempt::Fatal(Error::transfer(
+                    url.as_str(),
+                    "document too large",
+                )));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -297,7 +333,13 @@ impl Source {
     /// `.part` when the server honours the Range request), verifying size and
     /// checksum, then renaming into place. Tries the primary root, then each
     /// mirror. Returns the bytes transferred.
-    pub async fn download(&self, rel: &RelPath, dest: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64> {
+    pub async fn download(
+        &self,
+        rel: &RelPath,
+        dest: &Path,
+        expected: &Expected,
+        progress: &ProgressFn,
+    ) -> Result<u64> {
         let mut errors = Vec::new();
         for root in &self.roots {
             let url = join_url(root, rel);
@@ -311,23 +353,39 @@ impl Source {
                 }
             }
         }
-        let last = errors.pop().unwrap_or_else(|| Error::transfer(rel.as_str(), "no source root"));
+        let last = errors
+            .pop()
+            .unwrap_or_else(|| Error::transfer(rel.as_str(), "no source root"));
         if errors.is_empty() {
             Err(last)
         } else {
-            Err(Error::transfer(rel.as_str(), format!("failed at every root ({} mirrors); last: {last}", errors.len())))
+            Err(Error::transfer(
+                rel.as_str(),
+                format!(
+                    "failed at every root ({} mirrors); last: {last}",
+                    errors.len()
+                ),
+            ))
         }
     }
 
-    async fn download_from(&self, url: &Url, dest: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64> {
+    async fn download_from(
+        &self,
+        url: &Url,
+        dest: &Path,
+        expected: &Expected,
+        progress: &ProgressFn,
+    ) -> Result<u64> {
         let part = part_path(dest);
         if url.scheme() == "file" {
             let from = file_path(url)?;
             let (to, exp, progress) = (part.clone(), expected.clone(), progress.clone());
             let url_text = url.to_string();
-            let n = tokio::task::spawn_blocking(move || copy_verified(&from, &to, &exp, &url_text, &progress))
-                .await
-                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
+            let n = tokio::task::spawn_blocking(move || {
+                copy_verified(&from, &to, &exp, &url_text, &progress)
+            })
+            .await
+            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
             return publish_part(&part, dest).map(|()| n);
         }
         let mut attempt = 0;
@@ -344,14 +402,20 @@ impl Source {
         }
     }
 
-    async fn download_once(&self, url: &Url, part: &Path, expected: &Expected, progress: &ProgressFn) -> Result<u64, Attempt> {
+    async fn download_once(
+        &self,
+        url: &Url,
+        part: &Path,
+        expected: &Expected,
+        progress: &ProgressFn,
+    ) -> Result<u64, Attempt> {
         let fatal = |e: Error| Attempt::Fatal(e);
         let mut have = existing_len(part);
-        if let Some(size) = expected.size {
-            if have > size {
-                remove_part(part, have, progress).map_err(fatal)?;
-                have = 0;
-            }
+        if let Some(size) = expected.size
+            && have > size
+        {
+            remove_part(part, have, progress).map_err(fatal)?;
+            have = 0;
         }
         if have > 0 && Some(have) == expected.size {
             // A complete .part from an earlier run: verify it as it is.
@@ -379,7 +443,10 @@ impl Source {
         let status = resp.status();
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             remove_part(part, have, progress).map_err(fatal)?;
-            return Err(Attempt::Retry(Error::transfer(url.as_str(), "416 for the resume range; restarting"), Some(Duration::ZERO)));
+            return Err(Attempt::Retry(
+                Error::transfer(url.as_str(), "416 for the resume range; restarting"),
+                Some(Duration::ZERO),
+            ));
         }
         check_status(url, &resp)?;
         let start = if status == reqwest::StatusCode::PARTIAL_CONTENT {
@@ -388,7 +455,10 @@ impl Source {
                 _ => {
                     remove_part(part, have, progress).map_err(fatal)?;
                     return Err(Attempt::Retry(
-                        Error::transfer(url.as_str(), "206 with a Content-Range that does not match the request; restarting"),
+                        Error::transfer(
+                            url.as_str(),
+                            "206 with a Content-Range that does not match the request; restarting",
+                        ),
                         Some(Duration::ZERO),
                     ));
                 }
@@ -417,14 +487,17 @@ impl Source {
             match chunk {
                 Ok(chunk) => {
                     received += chunk.len() as u64;
-                    if let Some(size) = expected.size {
-                        if start + received > size {
-                            body_error = Some(Attempt::Retry(
-                                Error::Integrity { url: url.to_string(), reason: format!("server sent more than the expected {size} bytes") },
-                                None,
-                            ));
-                            break;
-                        }
+                    if let Some(size) = expected.size
+                        && start + received > size
+                    {
+                        body_error = Some(Attempt::Retry(
+                            Error::Integrity {
+                                url: url.to_string(),
+                                reason: format!("server sent more than the expected {size} bytes"),
+                            },
+                            None,
+                        ));
+                        break;
                     }
                     progress(chunk.len() as i64);
                     if tx.send(chunk).await.is_err() {
@@ -449,13 +522,16 @@ impl Source {
         if let Some(e) = body_error {
             return Err(e);
         }
-        if let Some(size) = expected.size {
-            if total < size {
-                return Err(Attempt::Retry(
-                    Error::transfer(url.as_str(), format!("connection ended after {total} of {size} bytes")),
-                    None,
-                ));
-            }
+        if let Some(size) = expected.size
+            && total < size
+        {
+            return Err(Attempt::Retry(
+                Error::transfer(
+                    url.as_str(),
+                    format!("connection ended after {total} of {size} bytes"),
+                ),
+                None,
+            ));
         }
         if let Err(e) = check_digest(url.as_str(), expected, total, digest) {
             remove_part(part, total, progress).map_err(fatal)?;
@@ -466,7 +542,8 @@ impl Source {
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {
-    url.to_file_path().map_err(|()| Error::transfer(url.as_str(), "not a local file path"))
+    url.to_file_path()
+        .map_err(|()| Error::transfer(url.as_str(), "not a local file path"))
 }
 
 /// The `.part` file a download of `dest` writes to.
@@ -477,7 +554,9 @@ pub fn part_path(dest: &Path) -> PathBuf {
 }
 
 fn existing_len(part: &Path) -> u64 {
-    std::fs::symlink_metadata(part).map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0)
+    std::fs::symlink_metadata(part)
+        .map(|m| if m.is_file() { m.len() } else { 0 })
+        .unwrap_or(0)
 }
 
 fn remove_part(part: &Path, had: u64, progress: &ProgressFn) -> Result<()> {
@@ -501,7 +580,10 @@ fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
         return Ok(());
     }
     let e = Error::transfer(url.as_str(), format!("HTTP {status}"));
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+    if status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
         Err(Attempt::Retry(e, retry_after(resp)))
     } else {
         Err(Attempt::Fatal(e))
@@ -509,16 +591,27 @@ fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
     let range = v.strip_prefix("bytes ")?;
     range.split('-').next()?.trim().parse().ok()
 }
@@ -618,12 +711,15 @@ impl PartWriter {
             return Ok(());
         }
         let f = self.file.get_mut();
-        f.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io(&self.path, e))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::io(&self.path, e))?;
         let mut buf = vec![0u8; IO_BUFFER];
         let mut left = len;
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let n = f.read(&mut buf[..want]).map_err(|e| Error::io(&self.path, e))?;
+            let n = f
+                .read(&mut buf[..want])
+                .map_err(|e| Error::io(&self.path, e))?;
             if n == 0 {
                 break;
             }
@@ -631,13 +727,16 @@ impl PartWriter {
             left -= n as u64;
         }
         self.written = len - left;
-        f.seek(std::io::SeekFrom::Start(self.written)).map_err(|e| Error::io(&self.path, e))?;
+        f.seek(std::io::SeekFrom::Start(self.written))
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
-        self.file.write_all(data).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.written += data.len() as u64;
         Ok(())
     }
@@ -649,7 +748,10 @@ impl PartWriter {
     /// Flushes and syncs; gives the size written and the digest.
     fn sync(mut self) -> Result<(u64, Option<String>)> {
         self.flush()?;
-        self.file.get_ref().sync_all().map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok((self.written, self.hasher.finish()))
     }
 
@@ -662,18 +764,25 @@ impl PartWriter {
 }
 
 fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String>) -> Result<()> {
-    if let Some(want) = expected.size {
-        if size != want {
-            return Err(Error::Integrity { url: url.to_owned(), reason: format!("size {size}, expected {want}") });
-        }
+    if let Some(want) = expected.size
+        && size != want
+    {
+        return Err(Error::Integrity {
+            url: url.to_owned(),
+            reason: format!("size {size}, expected {want}"),
+        });
     }
-    if let (Some(want), Some(got)) = (&expected.checksum, digest) {
-        if got != want.hex() {
-            return Err(Error::Integrity {
-                url: url.to_owned(),
-                reason: format!("{} mismatch: got {got}, expected {}", want.algorithm(), want.hex()),
-            });
-        }
+    if let (Some(want), Some(got)) = (&expected.checksum, digest)
+        && got != want.hex()
+    {
+        return Err(Error::Integrity {
+            url: url.to_owned(),
+            reason: format!(
+                "{} mismatch: got {got}, expected {}",
+                want.algorithm(),
+                want.hex()
+            ),
+        });
     }
     Ok(())
 }
@@ -703,7 +812,13 @@ pub fn verify_file_blocking(path: &Path, expected: &Expected, what: &str) -> Res
     check_digest(what, expected, size, hasher.finish())
 }
 
-fn copy_verified(from: &Path, to: &Path, expected: &Expected, url: &str, progress: &ProgressFn) -> Result<u64> {
+fn copy_verified(
+    from: &Path,
+    to: &Path,
+    expected: &Expected,
+    url: &str,
+    progress: &ProgressFn,
+) -> Result<u64> {
     let mut src = std::fs::File::open(from).map_err(|e| Error::transfer(url, e.to_string()))?;
     let mut w = PartWriter::open(to, 0, expected, url)?;
     let mut buf = vec![0u8; IO_BUFFER];
@@ -712,12 +827,15 @@ fn copy_verified(from: &Path, to: &Path, expected: &Expected, url: &str, progres
         if n == 0 {
             break;
         }
-        if let Some(size) = expected.size {
-            if w.written + n as u64 > size {
-                drop(w);
-                let _ = std::fs::remove_file(to);
-                return Err(Error::Integrity { url: url.to_owned(), reason: format!("larger than the expected {size} bytes") });
-            }
+        if let Some(size) = expected.size
+            && w.written + n as u64 > size
+        {
+            drop(w);
+            let _ = std::fs::remove_file(to);
+            return Err(Error::Integrity {
+                url: url.to_owned(),
+                reason: format!("larger than the expected {size} bytes"),
+            });
         }
         w.write(&buf[..n])?;
         progress(n as i64);
@@ -743,24 +861,53 @@ mod tests {
     #[test]
     fn splits_urls() {
         let idx = "streams/v1/index.sjson".to_string();
-        assert_eq!(split("https://images.maas.io/ephemeral-v3/stable/", None), ("https://images.maas.io/ephemeral-v3/stable/".into(), idx.clone()));
-        assert_eq!(split("https://images.maas.io/ephemeral-v3/stable", None), ("https://images.maas.io/ephemeral-v3/stable/".into(), idx.clone()));
+        assert_eq!(
+            split("https://images.maas.io/ephemeral-v3/stable/", None),
+            (
+                "https://images.maas.io/ephemeral-v3/stable/".into(),
+                idx.clone()
+            )
+        );
+        assert_eq!(
+            split("https://images.maas.io/ephemeral-v3/stable", None),
+            (
+                "https://images.maas.io/ephemeral-v3/stable/".into(),
+                idx.clone()
+            )
+        );
         assert_eq!(
             split("http://h/x/streams/v1/index.json", None),
             ("http://h/x/".into(), "streams/v1/index.json".into())
         );
         assert_eq!(
-            split("http://h/streams/v1/com.ubuntu.maas:stable:v3:download.sjson", None),
-            ("http://h/".into(), "streams/v1/com.ubuntu.maas:stable:v3:download.sjson".into())
+            split(
+                "http://h/streams/v1/com.ubuntu.maas:stable:v3:download.sjson",
+                None
+            ),
+            (
+                "http://h/".into(),
+                "streams/v1/com.ubuntu.maas:stable:v3:download.sjson".into()
+            )
         );
-        assert_eq!(split("http://h/x", Some("streams/v1/index.json")), ("http://h/x/".into(), "streams/v1/index.json".into()));
-        assert_eq!(split("file:///srv/m/", None), ("file:///srv/m/".into(), idx.clone()));
+        assert_eq!(
+            split("http://h/x", Some("streams/v1/index.json")),
+            ("http://h/x/".into(), "streams/v1/index.json".into())
+        );
+        assert_eq!(
+            split("file:///srv/m/", None),
+            ("file:///srv/m/".into(), idx.clone())
+        );
         assert_eq!(split("/srv/m", None), ("file:///srv/m/".into(), idx));
     }
 
     #[test]
     fn rejects_bad_sources() {
-        assert!(split_source("ftp://h/x", None).unwrap_err().to_string().contains("unsupported scheme"));
+        assert!(
+            split_source("ftp://h/x", None)
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported scheme")
+        );
         assert!(split_source("http://h/", Some("../x")).is_err());
     }
 
@@ -768,7 +915,10 @@ mod tests {
     fn joins_without_resolving() {
         let root = Url::parse("http://h/a/").unwrap();
         let rel = RelPath::parse("streams/v1/com.ubuntu.maas:stable:v3:download.json").unwrap();
-        assert_eq!(join_url(&root, &rel).as_str(), "http://h/a/streams/v1/com.ubuntu.maas:stable:v3:download.json");
+        assert_eq!(
+            join_url(&root, &rel).as_str(),
+            "http://h/a/streams/v1/com.ubuntu.maas:stable:v3:download.json"
+        );
         let rel = RelPath::parse("a b/c#d").unwrap();
         assert_eq!(join_url(&root, &rel).as_str(), "http://h/a/a%20b/c%23d");
     }
