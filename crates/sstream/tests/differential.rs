@@ -375,3 +375,82 @@ fn dry_run_plans() {
     sizes.extend(s1.payloads);
     dry(&mirror, &sizes, false);
 }
+
+#[test]
+fn unsigned_family_via_path_and_no_verify() {
+    let case = Case::new(&SampleSpec::default());
+    let url = case.server.url.clone();
+    let (r, _) = case.both("plain", |out| {
+        args(&[
+            &url,
+            "--path",
+            "streams/v1/index.json",
+            out,
+            "arch=arm64",
+            "--max=1",
+        ])
+    });
+    assert_has(
+        &r,
+        &["streams/v1/index.json", "xenial/arm64/20250718/squashfs"],
+        &["streams/v1/index.sjson", "xenial/amd64/20250718/squashfs"],
+    );
+    // Signed metadata, no keyring, verification off.
+    let (r, _) = case.both("no-verify", |out| {
+        args(&["--no-verify", &url, out, "release=trusty", "--max=1"])
+    });
+    assert_has(
+        &r,
+        &["streams/v1/index.sjson", "trusty/amd64/20250718/squashfs"],
+        &["streams/v1/index.json"],
+    );
+}
+
+/// The tree comparison itself: what it ignores and what it reports.
+#[test]
+fn tree_comparison_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let write = |root: &Path, rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(&a, "x/item", "payload");
+    write(&b, "x/item", "payload");
+    write(
+        &a,
+        ".data/references.json",
+        r#"{"x/item": ["c/p/v/i1", "c/p/v/i2", "c/p/v/i1"]}"#,
+    );
+    write(
+        &b,
+        ".data/references.json",
+        "{\n \"x/item\": [\"c/p/v/i2\", \"c/p/v/i1\"]\n}\n",
+    );
+    write(&a, ".data/c:id", r#"{"b": 1, "a": [1, 2]}"#);
+    write(
+        &b,
+        ".data/c:id",
+        "{\n \"a\": [\n  1,\n  2\n ],\n \"b\": 1\n}\n",
+    );
+    write(&a, ".sstream.lock", "");
+    std::fs::create_dir_all(b.join("empty/dir")).unwrap();
+    assert_eq!(tree_diff(&a, &b), Vec::<String>::new());
+
+    write(&b, "x/item", "PAYLOAD");
+    write(&b, "x/other", "");
+    write(&b, ".data/references.json", r#"{"x/item": ["c/p/v/i2"]}"#);
+    write(&b, ".data/c:id", r#"{"b": 2, "a": [1, 2]}"#);
+    let d = tree_diff(&a, &b).join("\n");
+    for want in [
+        "x/item: bytes differ",
+        "only in",
+        "x/other",
+        ".data/references.json",
+        "/b: 1 != 2",
+    ] {
+        assert!(d.contains(want), "{want:?} missing from:\n{d}");
+    }
+    assert_eq!(tree_diff(&a, &b).len(), 4, "{d}");
+}
