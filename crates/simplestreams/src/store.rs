@@ -302,6 +302,30 @@ fn dedup_keep_order(list: &mut Vec<String>) {
     list.retain(|x| seen.insert(x.clone()));
 }
 
+/// Single-line JSON with `", "` and `": "` separators, as Python's
+/// `json.dumps` writes `references.json`.
+struct PythonCompact;
+
+impl serde_json::ser::Formatter for PythonCompact {
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 /// JSON with indent 1, as the reference writes its state (keys sorted).
 pub fn to_json(value: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -363,6 +387,8 @@ mod tests {
         store.save_references(&refs).unwrap();
         let back = store.load_references().unwrap();
         assert!(!back.contains_key("q"));
+        let text = fs::read_to_string(dir.path().join(".data/references.json")).unwrap();
+        assert_eq!(text, r#"{"p": ["a", "b"]}"#);
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct MirrorArgs {
     /// Re-hash existing items instead of trusting their size.
     #[arg(long)]
     pub verify_existing: bool,
+    /// Abandon a transfer that receives nothing for this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
     /// Wait for another run on the same output directory to finish.
     #[arg(long)]
     pub wait: bool,
@@ -108,7 +111,11 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sstream", version, about = "Verified local mirrors of SimpleStreams image streams")]
+#[command(
+    name = "sstream",
+    version,
+    about = "Verified local mirrors of SimpleStreams image streams"
+)]
 struct SstreamCli {
     #[command(subcommand)]
     command: Command,
@@ -127,14 +134,22 @@ enum Command {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sstream-mirror", version, about = "Mirror a SimpleStreams stream (drop-in for the reference tool)")]
+#[command(
+    name = "sstream-mirror",
+    version,
+    about = "Mirror a SimpleStreams stream (drop-in for the reference tool)"
+)]
 struct MirrorCli {
     #[command(flatten)]
     args: MirrorArgs,
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sstream-query", version, about = "Query a SimpleStreams stream (drop-in for the reference tool)")]
+#[command(
+    name = "sstream-query",
+    version,
+    about = "Query a SimpleStreams stream (drop-in for the reference tool)"
+)]
 struct QueryCli {
     #[command(flatten)]
     args: QueryArgs,
@@ -173,7 +188,7 @@ fn finish(program: &str, result: Result<(), String>) -> ExitCode {
 }
 
 fn mirror(args: MirrorArgs) -> Result<(), String> {
-    Err(format!("mirror {}: not implemented yet", args.source))
+    crate::mirror::run(args)
 }
 
 fn query(args: QueryArgs) -> Result<(), String> {

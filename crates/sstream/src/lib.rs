@@ -2,6 +2,9 @@
 //! drop-in replacements `sstream-mirror` and `sstream-query`.
 
 pub mod cli;
+pub mod logging;
+pub mod mirror;
+pub mod progress;
 pub mod serve;
 
 /// Entry point of `sstream`.

@@ -1,0 +1,114 @@
+//! `sstream mirror` / `sstream-mirror`: fetch and verify metadata, plan,
+//! execute, publish.
+
+use crate::cli::MirrorArgs;
+use crate::progress::{Progress, human};
+use simplestreams::execute::{ExecuteOptions, execute};
+use simplestreams::filter::FilterSet;
+use simplestreams::metadata::{MetadataReader, Verification, read_stream};
+use simplestreams::plan::{MirrorOptions, Plan, check_wipe_guard};
+use simplestreams::source::{Source, TransferOptions, source_url, split_source};
+use simplestreams::store::DirStore;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Share of the mirror `--prune` may delete without `--force`.
+const WIPE_GUARD: f64 = 0.5;
+
+/// Runs a mirror.
+pub fn run(args: MirrorArgs) -> Result<(), String> {
+    crate::logging::init(args.verbose, args.log_file.as_deref())?;
+    let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
+    let spec = split_source(&args.source, args.path.as_deref()).map_err(|e| e.to_string())?;
+    let verification =
+        Verification::for_entry(&spec.entry, args.keyring.as_deref(), args.no_verify)
+            .map_err(|e| e.to_string())?;
+    let mirrors = args
+        .mirrors
+        .iter()
+        .map(|m| source_url(m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let transfer = TransferOptions {
+        retries: args.retries,
+        idle_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+        ..TransferOptions::default()
+    };
+    let source = Source::new(spec.root.clone(), mirrors, transfer).map_err(|e| e.to_string())?;
+    let options = MirrorOptions {
+        filters,
+        max: args.max,
+        keep: args.keep,
+        item_download: !args.no_item_download,
+        prune: args.prune,
+        verify_existing: args.verify_existing,
+    };
+    if args.keep && args.max.is_none() {
+        log::warn!("--keep has no effect without --max");
+    }
+    let store = DirStore::new(&args.output_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let _lock = if args.dry_run {
+            None
+        } else {
+            Some(store.lock(args.wait).map_err(|e| e.to_string())?)
+        };
+        let started = Instant::now();
+        let reader = MetadataReader::new(source.clone(), &spec.entry, verification);
+        let stream = read_stream(&reader, &spec.entry)
+            .await
+            .map_err(|e| e.to_string())?;
+        let plan = Plan::build(stream, &store, &options).map_err(|e| e.to_string())?;
+        if args.dry_run {
+            let mut out = std::io::stdout().lock();
+            for line in plan.report() {
+                writeln!(out, "{line}").map_err(|e| format!("stdout: {e}"))?;
+            }
+            return Ok(());
+        }
+        let chatty = args.progress || args.verbose > 0;
+        if chatty {
+            for line in plan.report() {
+                eprintln!("{line}");
+            }
+        }
+        if args.prune && !args.force {
+            check_wipe_guard(&plan, &store, WIPE_GUARD).map_err(|e| e.to_string())?;
+        }
+        let progress = Progress::new(plan.download_bytes(), args.progress);
+        let jobs = ExecuteOptions { jobs: args.jobs };
+        let result = execute(plan, &source, &store, &jobs, progress.callback()).await;
+        progress.finish();
+        let report = result.map_err(describe)?;
+        if chatty {
+            eprintln!(
+                "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
+                report.files,
+                human(report.bytes),
+                started.elapsed().as_secs_f64(),
+                report.published.len(),
+                report.deleted
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Several failures: each on its own line, then the summary.
+fn describe(e: simplestreams::Error) -> String {
+    match e {
+        simplestreams::Error::ItemsFailed { failed, first, all } => {
+            let mut lines = vec![first.to_string()];
+            lines.extend(all.iter().map(ToString::to_string));
+            format!(
+                "{}\n{failed} item(s) failed; the streams that need them were not published",
+                lines.join("\n")
+            )
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,152 @@
+//! Download progress: a bar with bytes, rate and ETA on a terminal, plain
+//! periodic lines otherwise.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use simplestreams::source::ProgressFn;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A progress display for one run.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    done: Arc<AtomicI64>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress {
+    /// A display for `total` bytes; `enabled` false shows nothing.
+    pub fn new(total: u64, enabled: bool) -> Progress {
+        let done = Arc::new(AtomicI64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !enabled {
+            return Progress {
+                bar: None,
+                done,
+                ticker: None,
+                stop,
+            };
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            return Progress {
+                bar: Some(bar),
+                done,
+                ticker: None,
+                stop,
+            };
+        }
+        let (d, s) = (done.clone(), stop.clone());
+        let ticker = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut last = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= Duration::from_secs(5) {
+                    last = Instant::now();
+                    eprintln!(
+                        "{}",
+                        plain_line(
+                            d.load(Ordering::Relaxed).max(0) as u64,
+                            total,
+                            start.elapsed()
+                        )
+                    );
+                }
+            }
+        });
+        Progress {
+            bar: None,
+            done,
+            ticker: Some(ticker),
+            stop,
+        }
+    }
+
+    /// The callback to hand to the executor.
+    pub fn callback(&self) -> ProgressFn {
+        let done = self.done.clone();
+        let bar = self.bar.clone();
+        Arc::new(move |delta: i64| {
+            let now = done.fetch_add(delta, Ordering::Relaxed) + delta;
+            if let Some(bar) = &bar {
+                bar.set_position(now.max(0) as u64);
+            }
+        })
+    }
+
+    /// Stops the display.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One plain progress line: percentage, bytes, rate and ETA.
+pub fn plain_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let pct = if total == 0 {
+        100
+    } else {
+        done.saturating_mul(100) / total
+    };
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let eta = if rate > 0.0 && total > done {
+        format!("{:.0}s", (total - done) as f64 / rate)
+    } else {
+        "-".into()
+    };
+    format!(
+        "progress: {pct:>3}% {} of {} at {}/s, ETA {eta}",
+        human(done),
+        human(total),
+        human(rate as u64)
+    )
+}
+
+/// Bytes in binary units.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines() {
+        let l = plain_line(
+            512 * 1024 * 1024,
+            1024 * 1024 * 1024,
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            l,
+            "progress:  50% 512.0 MiB of 1.0 GiB at 256.0 MiB/s, ETA 2s"
+        );
+        assert_eq!(human(10), "10 B");
+    }
+}
