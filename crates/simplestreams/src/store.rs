@@ -219,8 +219,10 @@ impl DirStore {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let text =
-            serde_json::to_vec(&kept).map_err(|e| Error::metadata(REFERENCES, e.to_string()))?;
+        let mut text = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut text, PythonCompact);
+        serde::Serialize::serialize(&kept, &mut ser)
+            .map_err(|e| Error::metadata(REFERENCES, e.to_string()))?;
         self.write_atomic(&rel, &text)
     }
 
