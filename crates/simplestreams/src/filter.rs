@@ -84,7 +84,7 @@ impl Filter {
 
     /// Whether `item` passes this filter.
     pub fn matches(&self, item: &FlatItem) -> bool {
-        let value = item.get(&self.key).map(String::as_str).unwrap_or("");
+        let value = item.get(&self.key).unwrap_or("");
         match &self.op {
             Op::Equal(v) => value == v,
             Op::NotEqual(v) => value != v,

@@ -395,33 +395,71 @@ pub fn scalar_string(v: &Value) -> Option<String> {
 }
 
 /// The flattened view of one item: the scalar fields of the document, the
-/// product, the version and the item (later levels override earlier ones),
-/// plus `product_name`, `version_name` and `item_name`.
-pub type FlatItem = BTreeMap<String, String>;
+/// product, the version and the item (later levels override earlier ones,
+/// keeping the first position, as a Python dict update does), with
+/// `product_name`, `version_name` and `item_name` after their level's fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlatItem(Vec<(String, String)>);
 
-/// Flattens one item of `products` (see [`FlatItem`]).
-pub fn flatten(products: &Products, product: &str, version: &str, item: &str) -> FlatItem {
-    let mut flat = FlatItem::new();
-    let mut add = |fields: &Map<String, Value>| {
+impl FlatItem {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key`, replacing a value in place or appending.
+    pub fn insert(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
+
+    /// The pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn add_scalars(&mut self, fields: &Map<String, Value>) {
         for (k, v) in fields {
             if let Some(s) = scalar_string(v) {
-                flat.insert(k.clone(), s);
-            }
-        }
-    };
-    add(&products.fields);
-    if let Some(p) = products.products.get(product) {
-        add(&p.fields);
-        if let Some(v) = p.versions.get(version) {
-            add(&v.fields);
-            if let Some(i) = v.items.get(item) {
-                add(&i.fields);
+                self.insert(k, s);
             }
         }
     }
-    flat.insert("product_name".into(), product.into());
-    flat.insert("version_name".into(), version.into());
-    flat.insert("item_name".into(), item.into());
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for FlatItem {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut flat = FlatItem::default();
+        for (k, v) in iter {
+            flat.insert(&k.into(), v.into());
+        }
+        flat
+    }
+}
+
+/// Flattens one item of `products` (see [`FlatItem`]).
+pub fn flatten(products: &Products, product: &str, version: &str, item: &str) -> FlatItem {
+    let mut flat = FlatItem::default();
+    flat.add_scalars(&products.fields);
+    let p = products.products.get(product);
+    if let Some(p) = p {
+        flat.add_scalars(&p.fields);
+    }
+    flat.insert("product_name", product.into());
+    let v = p.and_then(|p| p.versions.get(version));
+    if let Some(v) = v {
+        flat.add_scalars(&v.fields);
+    }
+    flat.insert("version_name", version.into());
+    if let Some(i) = v.and_then(|v| v.items.get(item)) {
+        flat.add_scalars(&i.fields);
+    }
+    flat.insert("item_name", item.into());
     flat
 }
 
@@ -465,17 +503,25 @@ mod tests {
     fn flattens_levels_in_order() {
         let p = Products::parse("u", SMALL.as_bytes()).unwrap();
         let f = flatten(&p, "p1", "20250101", "k");
-        assert_eq!(f["content_id"], "c:1");
-        assert_eq!(f["arch"], "amd64");
-        assert_eq!(f["label"], "stable");
-        assert_eq!(f["size"], "10");
-        assert_eq!(f["n"], "3");
-        assert_eq!(f["b"], "True");
-        assert_eq!(f["product_name"], "p1");
-        assert_eq!(f["version_name"], "20250101");
-        assert_eq!(f["item_name"], "k");
-        assert!(!f.contains_key("license"), "lists are left out");
-        assert!(!f.contains_key("versions"));
+        assert_eq!(f.get("content_id"), Some("c:1"));
+        assert_eq!(f.get("arch"), Some("amd64"));
+        assert_eq!(f.get("label"), Some("stable"));
+        assert_eq!(f.get("size"), Some("10"));
+        assert_eq!(f.get("n"), Some("3"));
+        assert_eq!(f.get("b"), Some("True"));
+        assert_eq!(f.get("product_name"), Some("p1"));
+        assert_eq!(f.get("version_name"), Some("20250101"));
+        assert_eq!(f.get("item_name"), Some("k"));
+        assert_eq!(f.get("license"), None, "lists are left out");
+        assert_eq!(f.get("versions"), None);
+        let keys: Vec<&str> = f.iter().map(|(k, _)| k).collect();
+        let pos = |k: &str| keys.iter().position(|x| *x == k).unwrap();
+        assert!(pos("content_id") < pos("arch"));
+        assert!(pos("arch") < pos("product_name"));
+        assert!(pos("product_name") < pos("label"));
+        assert!(pos("label") < pos("version_name"));
+        assert!(pos("version_name") < pos("ftype"));
+        assert_eq!(keys.last(), Some(&"item_name"));
     }
 
     #[test]

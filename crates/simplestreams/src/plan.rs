@@ -392,3 +392,13 @@ pub fn check_wipe_guard(plan: &Plan, store: &DirStore, max_share: f64) -> Result
     }
     Ok(())
 }
+
+/// The plan of each products file of `stream` against an empty mirror:
+/// what a query lists.
+pub fn plan_fresh(stream: Stream, options: &MirrorOptions) -> Vec<StreamPlan> {
+    stream
+        .products
+        .into_iter()
+        .map(|source| plan_stream(source, Products::default(), options))
+        .collect()
+}

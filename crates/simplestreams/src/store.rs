@@ -330,12 +330,32 @@ impl serde_json::ser::Formatter for PythonCompact {
 
 /// JSON with indent 1, as the reference writes its state (keys sorted).
 pub fn to_json(value: &serde_json::Value) -> Vec<u8> {
+    let value = &sorted(value);
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
     // Serializing a Value cannot fail.
     let _ = serde::Serialize::serialize(value, &mut ser);
     out
+}
+
+/// A copy of `value` with every object's keys sorted.
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]

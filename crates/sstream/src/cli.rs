@@ -192,5 +192,5 @@ fn mirror(args: MirrorArgs) -> Result<(), String> {
 }
 
 fn query(args: QueryArgs) -> Result<(), String> {
-    Err(format!("query {}: not implemented yet", args.mirror_url))
+    crate::query::run(args)
 }

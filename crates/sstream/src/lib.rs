@@ -5,6 +5,8 @@ pub mod cli;
 pub mod logging;
 pub mod mirror;
 pub mod progress;
+pub mod pyformat;
+pub mod query;
 pub mod serve;
 
 /// Entry point of `sstream`.
