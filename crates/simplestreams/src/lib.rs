@@ -13,6 +13,7 @@
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
 
+pub mod audit;
 pub mod error;
 pub mod execute;
 pub mod filter;
