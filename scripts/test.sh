@@ -12,4 +12,4 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace --no-fail-fast
