@@ -198,6 +198,10 @@ enum Attempt {
     Retry(Error, Option<Duration>),
     /// Permanent for this root (404, bad checksum after retries...).
     Fatal(Error),
+    /// Bytes kept from an earlier attempt (a resumed or complete `.part`)
+    /// turned out bad and were discarded: start again from zero at once,
+    /// without counting an attempt (once per root).
+    Restart(Error),
 }
 
 impl Source {
@@ -261,7 +265,9 @@ impl Source {
                     tokio::time::sleep(self.backoff(attempt, after)).await;
                     attempt += 1;
                 }
-                Err(Attempt::Retry(e, _)) | Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e, _)) | Err(Attempt::Fatal(e)) | Err(Attempt::Restart(e)) => {
+                    return Err(e);
+                }
             }
         }
     }
@@ -389,16 +395,25 @@ impl Source {
             return publish_part(&part, dest).map(|()| n);
         }
         let mut attempt = 0;
+        let mut restarted = false;
         loop {
-            match self.download_once(url, &part, expected, progress).await {
+            let (e, after) = match self.download_once(url, &part, expected, progress).await {
                 Ok(n) => return publish_part(&part, dest).map(|()| n),
-                Err(Attempt::Retry(e, after)) if attempt < self.options.retries => {
-                    log::warn!("{e}; retrying");
-                    tokio::time::sleep(self.backoff(attempt, after)).await;
-                    attempt += 1;
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Restart(e)) if !restarted => {
+                    log::warn!("{e}; starting again from the beginning");
+                    restarted = true;
+                    continue;
                 }
-                Err(Attempt::Retry(e, _)) | Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Restart(e)) => (e, Some(Duration::ZERO)),
+                Err(Attempt::Retry(e, after)) => (e, after),
+            };
+            if attempt >= self.options.retries {
+                return Err(e);
             }
+            log::warn!("{e}; retrying");
+            tokio::time::sleep(self.backoff(attempt, after)).await;
+            attempt += 1;
         }
     }
 
@@ -421,7 +436,7 @@ impl Source {
             // A complete .part from an earlier run: verify it as it is.
             let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
             let verdict = tokio::task::spawn_blocking(move || {
-                let mut w = PartWriter::open(&p, 0, &exp, &u)?;
+                let mut w = PartWriter::open(&p, have, &exp, &u)?;
                 w.hash_existing(have)?;
                 w.finish()
             })
@@ -431,7 +446,7 @@ impl Source {
                 Ok(()) => Ok(0),
                 Err(e) => {
                     remove_part(part, have, progress).map_err(fatal)?;
-                    Err(Attempt::Retry(e, Some(Duration::ZERO)))
+                    Err(Attempt::Restart(e))
                 }
             };
         }
@@ -443,10 +458,10 @@ impl Source {
         let status = resp.status();
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             remove_part(part, have, progress).map_err(fatal)?;
-            return Err(Attempt::Retry(
-                Error::transfer(url.as_str(), "416 for the resume range; restarting"),
-                Some(Duration::ZERO),
-            ));
+            return Err(Attempt::Restart(Error::transfer(
+                url.as_str(),
+                "416 for the resume range",
+            )));
         }
         check_status(url, &resp)?;
         let start = if status == reqwest::StatusCode::PARTIAL_CONTENT {
@@ -535,7 +550,12 @@ impl Source {
         }
         if let Err(e) = check_digest(url.as_str(), expected, total, digest) {
             remove_part(part, total, progress).map_err(fatal)?;
-            return Err(Attempt::Retry(e, None));
+            // When the file was resumed, the bad bytes may be the old ones.
+            return Err(if start > 0 {
+                Attempt::Restart(e)
+            } else {
+                Attempt::Retry(e, None)
+            });
         }
         Ok(received)
     }
@@ -686,15 +706,9 @@ struct PartWriter {
 
 impl PartWriter {
     /// Opens `path`, truncated to `start` bytes, positioned at its end.
+    /// Never writes through a symlink (or anything else) planted at `path`.
     fn open(path: &Path, start: u64, expected: &Expected, url: &str) -> Result<PartWriter> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        file.set_len(start).map_err(|e| Error::io(path, e))?;
+        let file = open_part(path, start)?;
         Ok(PartWriter {
             file: std::io::BufWriter::with_capacity(IO_BUFFER, file),
             hasher: Hasher::for_checksum(expected.checksum.as_ref()),
@@ -761,6 +775,50 @@ impl PartWriter {
         let (written, digest) = self.sync()?;
         check_digest(&url, &expected, written, digest)
     }
+}
+
+/// Opens a `.part` file for writing, keeping its first `keep` bytes. A
+/// fresh one (`keep == 0`) replaces whatever is there (a symlink is
+/// removed, not followed) and is created exclusively; an existing one must
+/// be the regular file that was looked at.
+fn open_part(path: &Path, keep: u64) -> Result<std::fs::File> {
+    let unsafe_part = |reason: &str| Error::UnsafePath {
+        context: "download".into(),
+        path: path.display().to_string(),
+        reason: reason.into(),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    if keep == 0 {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(path, e));
+            }
+            _ => {}
+        }
+        return options
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e));
+    }
+    let before = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    if !before.is_file() {
+        return Err(unsafe_part("not a regular file"));
+    }
+    let file = options.open(path).map_err(|e| Error::io(path, e))?;
+    let after = file.metadata().map_err(|e| Error::io(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
+            return Err(unsafe_part("replaced while being opened"));
+        }
+    }
+    if !after.is_file() {
+        return Err(unsafe_part("not a regular file"));
+    }
+    file.set_len(keep).map_err(|e| Error::io(path, e))?;
+    Ok(file)
 }
 
 fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String>) -> Result<()> {

@@ -111,20 +111,24 @@ impl DirStore {
 
     /// Writes `bytes` to `rel` atomically: a temporary file in the same
     /// directory, fsynced, renamed over the old one, directory fsynced.
-    /// Unchanged content is left alone (its mtime too).
+    /// Unchanged content is left alone (its mtime too). A temporary file
+    /// left by a killed run is removed first (the run lock makes its name
+    /// ours), and the new one is created exclusively, so nothing planted
+    /// there is written through.
     pub fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
         let path = self.prepare(rel)?;
+        let tmp = temp_path(&path);
+        remove_if_present(&tmp)?;
         if fs::read(&path).is_ok_and(|old| old == bytes) {
             return Ok(());
         }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| {
-            let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
             f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
@@ -141,7 +145,29 @@ impl DirStore {
 
     /// Removes the item file `rel` (and a stale `.part`), then every parent
     /// directory that is left empty, up to the root.
+    /// Refuses (and removes nothing) when a directory on the way is a
+    /// symlink: a deletion must not reach outside the mirror.
     pub fn remove_item(&self, rel: &RelPath) -> Result<()> {
+        let mut dir = self.root.clone();
+        let segments: Vec<&str> = rel.segments().collect();
+        for seg in &segments[..segments.len().saturating_sub(1)] {
+            dir.push(seg);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::UnsafePath {
+                        context: self.root.display().to_string(),
+                        path: rel.to_string(),
+                        reason: format!(
+                            "{} is a symlink; refusing to delete through it",
+                            dir.display()
+                        ),
+                    });
+                }
+                Ok(m) if m.is_dir() => {}
+                // Nothing there: nothing to remove.
+                _ => return Ok(()),
+            }
+        }
         let path = rel.under(&self.root);
         for p in [crate::source::part_path(&path), path.clone()] {
             match fs::remove_file(&p) {
@@ -239,12 +265,9 @@ impl DirStore {
     pub fn save_pending_deletes(&self, paths: &BTreeSet<String>) -> Result<()> {
         let rel = Self::data_rel(PENDING_DELETES)?;
         if paths.is_empty() {
-            return match fs::remove_file(rel.under(&self.root)) {
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    Err(Error::io(rel.under(&self.root), e))
-                }
-                _ => Ok(()),
-            };
+            let path = self.prepare(&rel)?;
+            remove_if_present(&temp_path(&path))?;
+            return remove_if_present(&path);
         }
         let text = serde_json::to_vec_pretty(paths)
             .map_err(|e| Error::metadata(PENDING_DELETES, e.to_string()))?;
@@ -297,6 +320,23 @@ impl DirStore {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+/// The temporary file [`DirStore::write_atomic`] writes `path` through.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.sstream-tmp"))
+}
+
+/// Removes a file (or a symlink, not its target) if it exists.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 fn dedup_keep_order(list: &mut Vec<String>) {
