@@ -131,6 +131,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mirror a generated, signed sample stream, serve it and verify it.
     Demo,
+    /// Audit a mirror (directory or URL) as a client would; exit 0/1/2/3.
+    Verify(crate::verify::VerifyArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -163,6 +165,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Query(a) => query(a),
         Command::Serve(a) => crate::serve::run(a),
         Command::Demo => Err("demo: not implemented yet".to_string()),
+        Command::Verify(a) => return crate::verify::run(a),
     };
     finish("sstream", result)
 }

@@ -8,6 +8,7 @@ pub mod progress;
 pub mod pyformat;
 pub mod query;
 pub mod serve;
+pub mod verify;
 
 /// Entry point of `sstream`.
 pub fn main_sstream() -> std::process::ExitCode {

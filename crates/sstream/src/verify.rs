@@ -1,0 +1,223 @@
+//! `sstream verify TARGET`: audit a mirror as a client would, with exit
+//! codes a cron job or a monitoring check can act on.
+
+use crate::progress::human;
+use clap::Args;
+use simplestreams::audit::{AuditOptions, Problem, Report, audit, problem_of_error};
+use simplestreams::metadata::Verification;
+use simplestreams::source::split_source;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status: everything checked is fine (warnings allowed without --strict).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: problems found (missing or corrupt items, state disagreement...).
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit status: usage error (bad arguments, unusable keyring).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: metadata invalid (parse or signature failure) or target unreachable.
+pub const EXIT_METADATA: u8 = 3;
+
+const AFTER_HELP: &str = "\
+What is checked:
+  Every metadata document (the entry and each products file it names) must
+  parse and verify. Signature policy as for `sstream mirror`: with a .sjson
+  entry every document must be signed by a key of the keyring (default
+  /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present).
+
+  Mirror directory (a path or file:// URL): every item recorded as mirrored
+  in .data/<content_id> must exist with its size (--full: its checksum);
+  .data/references.json must agree with the state and name existing files.
+  Files nothing references are reported as orphans; .part and temporary
+  files as leftovers (both warnings). A products file without .data state
+  is checked with the client rule below.
+
+  Served mirror (http:// or https://): .data/ is not served, so what was
+  filtered is unknown. Client rule: only the newest version of each product
+  counts (what MAAS uses); it counts as mirrored if at least one of its items
+  is served (HEAD), and then all of its items must be served with the right
+  Content-Length (--full: downloaded and hashed). A stream of which no newest
+  version is served at all is a problem. A mirror filtered on item fields
+  (e.g. ftype) is best audited as a directory.
+
+Exit status:
+  0  all good (orphans and leftovers are warnings; they fail only with --strict)
+  1  problems found: missing, truncated or corrupt items, dangling or
+     inconsistent references, malformed state (or warnings with --strict)
+  2  usage error (bad arguments, unusable keyring)
+  3  metadata invalid (parse or signature failure) or target unreachable";
+
+/// Options of `sstream verify`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct VerifyArgs {
+    /// OpenPGP keyring (binary or armored) used to verify signed metadata.
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+    /// Do not verify signatures of signed (.sjson) metadata.
+    #[arg(long, short = 'U')]
+    pub no_verify: bool,
+    /// The index or products file to start from, relative to the root
+    /// (default streams/v1/index.sjson, or the file the URL names).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Also check every item's checksum (reads every byte).
+    #[arg(long)]
+    pub full: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail (exit 1) on warnings too: orphans, leftovers, missing state.
+    #[arg(long)]
+    pub strict: bool,
+    /// Items checked at the same time.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
+    /// More output on stderr (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The mirror: a directory, or a URL (http, https, file) of its root or
+    /// of a streams/v1/*.json or *.sjson document.
+    pub target: String,
+}
+
+/// The JSON printed by `--json`.
+#[derive(serde::Serialize)]
+struct JsonOut<'a> {
+    target: &'a str,
+    ok: bool,
+    exit_code: u8,
+    documents: usize,
+    items_checked: usize,
+    bytes_checked: u64,
+    versions_skipped: usize,
+    errors: usize,
+    warnings: usize,
+    problems: &'a [Problem],
+}
+
+/// Runs `sstream verify` and gives its exit status.
+pub fn run(args: VerifyArgs) -> ExitCode {
+    ExitCode::from(verify(&args))
+}
+
+fn verify(args: &VerifyArgs) -> u8 {
+    if let Err(e) = crate::logging::init(args.verbose, None) {
+        return usage(&e);
+    }
+    let spec = match split_source(&args.target, args.path.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let verification =
+        match Verification::for_entry(&spec.entry, args.keyring.as_deref(), args.no_verify) {
+            Ok(v) => v,
+            Err(e) => return usage(&e.to_string()),
+        };
+    let options = AuditOptions {
+        full: args.full,
+        jobs: args.jobs.max(1),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sstream verify: error: cannot start the runtime: {e}");
+            return EXIT_METADATA;
+        }
+    };
+    let result = runtime.block_on(audit(&spec, verification, &options));
+    let (report, code) = match result {
+        Ok(report) => {
+            let failing = report.errors() > 0 || (args.strict && !report.problems.is_empty());
+            let code = if failing { EXIT_PROBLEMS } else { EXIT_OK };
+            (report, code)
+        }
+        Err(e) => {
+            let report = Report {
+                problems: vec![problem_of_error(&e)],
+                ..Report::default()
+            };
+            (report, EXIT_METADATA)
+        }
+    };
+    if let Err(e) = print(args, &report, code) {
+        eprintln!("sstream verify: error: stdout: {e}");
+    }
+    code
+}
+
+fn usage(message: &str) -> u8 {
+    eprintln!("sstream verify: error: {message}");
+    EXIT_USAGE
+}
+
+fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = JsonOut {
+            target: &args.target,
+            ok: code == EXIT_OK,
+            exit_code: code,
+            documents: report.documents,
+            items_checked: report.items_checked,
+            bytes_checked: report.bytes_checked,
+            versions_skipped: report.versions_skipped,
+            errors: report.errors(),
+            warnings: report.warnings(),
+            problems: &report.problems,
+        };
+        serde_json::to_writer(&mut out, &json).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return out.flush();
+    }
+    for p in &report.problems {
+        let level = if p.kind.is_warning() && !args.strict {
+            "warning"
+        } else {
+            "error"
+        };
+        if p.location.is_empty() {
+            writeln!(out, "{level}: {}: {}", p.kind.as_str(), p.detail)?;
+        } else if p.detail.starts_with(&p.location) {
+            // Errors that already name their file or URL.
+            writeln!(out, "{level}: {}: {}", p.kind.as_str(), p.detail)?;
+        } else {
+            writeln!(
+                out,
+                "{level}: {}: {}: {}",
+                p.kind.as_str(),
+                p.location,
+                p.detail
+            )?;
+        }
+    }
+    let verdict = match code {
+        EXIT_OK => "OK",
+        EXIT_METADATA => "FAILED (metadata)",
+        _ => "FAILED",
+    };
+    let skipped = if report.versions_skipped > 0 {
+        format!(
+            ", {} unmirrored version(s) skipped",
+            report.versions_skipped
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{verdict}: {}: {} document(s), {} item(s), {} checked{}{skipped}; {} error(s), {} warning(s)",
+        args.target,
+        report.documents,
+        report.items_checked,
+        human(report.bytes_checked),
+        if args.full { " and hashed" } else { "" },
+        report.errors(),
+        report.warnings()
+    )?;
+    out.flush()
+}
