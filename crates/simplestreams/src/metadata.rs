@@ -6,6 +6,9 @@ use crate::format::{Index, PRODUCTS_FORMAT, Products, document_format};
 use crate::openpgp::{self, Keyring};
 use crate::path::{RelPath, check_file_name};
 use crate::source::{Fetched, Source, Validators};
+use crate::store::DirStore;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The keyring MAAS and the reference use by default.
@@ -167,6 +170,17 @@ pub struct Stream {
     pub index: Option<Document>,
     /// The products files, in index order.
     pub products: Vec<ProductsDocument>,
+    /// Products files unchanged since the last run (not parsed).
+    pub unchanged: Vec<UnchangedDocument>,
+}
+
+/// A products file the server reported unchanged since the last run.
+#[derive(Debug, Clone)]
+pub struct UnchangedDocument {
+    /// Its content id.
+    pub content_id: String,
+    /// The document (the mirror's published copy).
+    pub document: Document,
 }
 
 /// Parses a fetched products document and checks its content id.
@@ -192,22 +206,127 @@ pub fn parse_products(
     })
 }
 
+/// What the last successful run fetched, so that the next one can ask with
+/// conditional requests and skip products files that did not change.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FetchCache {
+    /// Source root and options the entries are valid for.
+    pub key: String,
+    /// By document path.
+    pub docs: BTreeMap<String, CachedDocument>,
+}
+
+/// One remembered document.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedDocument {
+    /// Validators the server sent with it.
+    pub validators: Validators,
+    /// SHA-256 of the bytes as served (and as published in the mirror).
+    pub sha256: String,
+    /// For a products file: its content id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    /// For a products file: SHA-256 of the mirror state written for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_sha256: Option<String>,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Conditional reading against the mirror's published copies.
+pub struct Conditional<'a> {
+    /// What the last run saw (already checked to match this run's key).
+    pub cache: &'a FetchCache,
+    /// The mirror holding the published copies.
+    pub store: &'a DirStore,
+}
+
+impl Conditional<'_> {
+    /// The validators to send for `rel`, when the published copy is intact.
+    fn validators(&self, rel: &RelPath) -> Option<&Validators> {
+        let cached = self.cache.docs.get(rel.as_str())?;
+        let local = self.store.read(rel).ok()??;
+        (sha256_hex(&local) == cached.sha256 && !cached.validators.is_empty())
+            .then_some(&cached.validators)
+    }
+
+    /// Whether the mirror state of `content_id` is as the last run left it.
+    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool {
+        let Some(cached) = self.cache.docs.get(rel.as_str()) else {
+            return false;
+        };
+        if cached.content_id.as_deref() != Some(content_id) {
+            return false;
+        }
+        let state = self.store.state_bytes(content_id).ok().flatten();
+        state.map(|b| sha256_hex(&b)) == cached.state_sha256 && cached.state_sha256.is_some()
+    }
+}
+
+/// Reads `rel`, conditionally when possible; a 304 is answered with the
+/// mirror's published copy. The flag tells whether the server said
+/// "unchanged".
+async fn read_maybe_cached(
+    reader: &MetadataReader,
+    rel: &RelPath,
+    conditional: Option<&Conditional<'_>>,
+) -> Result<(Document, bool)> {
+    let validators = conditional.and_then(|c| c.validators(rel));
+    if let Some(doc) = reader.read_conditional(rel, validators).await? {
+        return Ok((doc, false));
+    }
+    // 304: the published copy is what the server has.
+    let store = conditional.map(|c| c.store);
+    let raw = match store.map(|s| s.read(rel)) {
+        Some(Ok(Some(raw))) => raw,
+        _ => return Ok((reader.read(rel).await?, false)),
+    };
+    let url = reader.source.url_of(rel).to_string();
+    let json = reader.open(rel, &url, &raw)?;
+    let validators = validators.cloned().unwrap_or_default();
+    Ok((
+        Document {
+            rel: rel.clone(),
+            url,
+            raw,
+            json,
+            validators,
+        },
+        true,
+    ))
+}
+
 /// Reads the entry document and, for an index, every products file it
 /// names (each fetched once).
 pub async fn read_stream(reader: &MetadataReader, entry: &RelPath) -> Result<Stream> {
-    let doc = reader.read(entry).await?;
+    read_stream_cached(reader, entry, None).await
+}
+
+/// Like [`read_stream`], with conditional requests: products files the
+/// server reports unchanged, whose mirror state is as the last run left it,
+/// are not parsed again and are listed in [`Stream::unchanged`].
+pub async fn read_stream_cached(
+    reader: &MetadataReader,
+    entry: &RelPath,
+    conditional: Option<&Conditional<'_>>,
+) -> Result<Stream> {
+    let (doc, _) = read_maybe_cached(reader, entry, conditional).await?;
     let format = document_format(&doc.url, &doc.json)?;
     if format == PRODUCTS_FORMAT {
         let products = parse_products(doc, None)?;
         return Ok(Stream {
             index: None,
             products: vec![products],
+            unchanged: Vec::new(),
         });
     }
     let index = Index::parse(&doc.url, &doc.json)?;
-    let mut products = Vec::new();
-    for entry in index.entries.values() {
-        let Some(path) = &entry.path else { continue };
+    let wanted = index.entries.values().filter_map(|entry| {
+        let path = entry.path.as_ref()?;
         if entry
             .format
             .as_deref()
@@ -219,16 +338,41 @@ pub async fn read_stream(reader: &MetadataReader, entry: &RelPath) -> Result<Str
                 entry.content_id,
                 entry.format
             );
+            return None;
+        }
+        Some((entry.content_id.clone(), path.clone()))
+    });
+    // Products files are fetched concurrently (a few at a time), kept in
+    // index order.
+    let fetched: Vec<Result<(String, Document, bool)>> = futures_util::stream::iter(wanted)
+        .map(|(content_id, path)| async move {
+            let (pdoc, not_modified) = read_maybe_cached(reader, &path, conditional).await?;
+            let unchanged =
+                not_modified && conditional.is_some_and(|c| c.state_intact(&path, &content_id));
+            Ok((content_id, pdoc, unchanged))
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let mut products = Vec::new();
+    let mut unchanged = Vec::new();
+    for result in fetched {
+        let (content_id, pdoc, is_unchanged) = result?;
+        if is_unchanged {
+            log::info!("{}: unchanged", pdoc.url);
+            unchanged.push(UnchangedDocument {
+                content_id,
+                document: pdoc,
+            });
             continue;
         }
-        let pdoc = reader.read(path).await?;
-        let parsed = parse_products(pdoc, Some(&entry.content_id))?;
-        if parsed.content_id != entry.content_id {
+        let parsed = parse_products(pdoc, Some(&content_id))?;
+        if parsed.content_id != content_id {
             log::warn!(
                 "{}: content_id {:?} differs from its index entry {:?}",
                 parsed.document.url,
                 parsed.content_id,
-                entry.content_id
+                content_id
             );
         }
         products.push(parsed);
@@ -236,5 +380,6 @@ pub async fn read_stream(reader: &MetadataReader, entry: &RelPath) -> Result<Str
     Ok(Stream {
         index: Some(doc),
         products,
+        unchanged,
     })
 }

@@ -16,6 +16,8 @@ pub const DATA_DIR: &str = ".data";
 pub const REFERENCES: &str = "references.json";
 /// Paths whose deletion is pending (written before metadata is published).
 pub const PENDING_DELETES: &str = "sstream-pending-deletes.json";
+/// Validators of the last successful run, under [`DATA_DIR`].
+pub const CACHE: &str = "sstream-cache.json";
 /// The lock file under [`DATA_DIR`].
 pub const LOCK: &str = "sstream.lock";
 
@@ -213,6 +215,40 @@ impl DirStore {
                 &where_,
                 "malformed mirror state: not an object",
             )),
+        }
+    }
+
+    /// The raw bytes of the mirrored tree of `content_id`, if any.
+    pub fn state_bytes(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
+        self.read(&Self::data_rel(content_id)?)
+    }
+
+    /// The fetch cache of the last successful run (empty when missing or
+    /// unreadable: it only saves requests).
+    pub fn load_cache(&self) -> crate::metadata::FetchCache {
+        let Ok(rel) = Self::data_rel(CACHE) else {
+            return Default::default();
+        };
+        match self.read(&rel) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => Default::default(),
+        }
+    }
+
+    /// Saves the fetch cache.
+    pub fn save_cache(&self, cache: &crate::metadata::FetchCache) -> Result<()> {
+        let rel = Self::data_rel(CACHE)?;
+        let text =
+            serde_json::to_vec_pretty(cache).map_err(|e| Error::metadata(CACHE, e.to_string()))?;
+        self.write_atomic(&rel, &text)
+    }
+
+    /// Forgets the fetch cache (before a run changes anything).
+    pub fn clear_cache(&self) -> Result<()> {
+        let rel = Self::data_rel(CACHE)?;
+        match fs::remove_file(rel.under(&self.root)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(rel.under(&self.root), e)),
+            _ => Ok(()),
         }
     }
 

@@ -5,7 +5,10 @@ use crate::cli::MirrorArgs;
 use crate::progress::{Progress, human};
 use simplestreams::execute::{ExecuteOptions, execute};
 use simplestreams::filter::FilterSet;
-use simplestreams::metadata::{MetadataReader, Verification, read_stream};
+use simplestreams::metadata::{
+    CachedDocument, Conditional, FetchCache, MetadataReader, Stream, Verification,
+    read_stream_cached, sha256_hex,
+};
 use simplestreams::plan::{MirrorOptions, Plan, check_wipe_guard};
 use simplestreams::source::{Source, TransferOptions, source_url, split_source};
 use simplestreams::store::DirStore;
@@ -59,9 +62,16 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         };
         let started = Instant::now();
         let reader = MetadataReader::new(source.clone(), &spec.entry, verification);
-        let stream = read_stream(&reader, &spec.entry)
+        let key = cache_key(&args, &spec.root);
+        let cache = store.load_cache();
+        let conditional = (cache.key == key && !args.verify_existing).then_some(Conditional {
+            cache: &cache,
+            store: &store,
+        });
+        let stream = read_stream_cached(&reader, &spec.entry, conditional.as_ref())
             .await
             .map_err(|e| e.to_string())?;
+        let seen = fetched_documents(&stream);
         let plan = Plan::build(stream, &store, &options).map_err(|e| e.to_string())?;
         if args.dry_run {
             let mut out = std::io::stdout().lock();
@@ -84,6 +94,7 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         let result = execute(plan, &source, &store, &jobs, progress.callback()).await;
         progress.finish();
         let report = result.map_err(describe)?;
+        save_cache(&store, key, seen)?;
         if chatty {
             eprintln!(
                 "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
@@ -96,6 +107,72 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// What the cache is valid for: the same source root and the same options.
+fn cache_key(args: &MirrorArgs, root: &url::Url) -> String {
+    format!(
+        "{} {root} filters={:?} max={:?} keep={} items={} prune={}",
+        env!("CARGO_PKG_VERSION"),
+        args.filters,
+        args.max,
+        args.keep,
+        !args.no_item_download,
+        args.prune
+    )
+}
+
+/// The documents of this run, to remember for conditional requests.
+fn fetched_documents(stream: &Stream) -> Vec<(String, CachedDocument)> {
+    let entry = |doc: &simplestreams::metadata::Document, cid: Option<&str>| {
+        (
+            doc.rel.to_string(),
+            CachedDocument {
+                validators: doc.validators.clone(),
+                sha256: sha256_hex(&doc.raw),
+                content_id: cid.map(str::to_owned),
+                state_sha256: None,
+            },
+        )
+    };
+    let mut out: Vec<_> = stream.index.iter().map(|d| entry(d, None)).collect();
+    out.extend(
+        stream
+            .products
+            .iter()
+            .map(|p| entry(&p.document, Some(&p.content_id))),
+    );
+    out.extend(
+        stream
+            .unchanged
+            .iter()
+            .map(|u| entry(&u.document, Some(&u.content_id))),
+    );
+    out
+}
+
+/// Saves the validators of a successful run, with the state each products
+/// file left behind.
+fn save_cache(
+    store: &DirStore,
+    key: String,
+    seen: Vec<(String, CachedDocument)>,
+) -> Result<(), String> {
+    let mut cache = FetchCache {
+        key,
+        docs: Default::default(),
+    };
+    for (rel, mut doc) in seen {
+        if doc.validators.is_empty() {
+            continue;
+        }
+        if let Some(cid) = &doc.content_id {
+            let state = store.state_bytes(cid).map_err(|e| e.to_string())?;
+            doc.state_sha256 = state.map(|b| sha256_hex(&b));
+        }
+        cache.docs.insert(rel, doc);
+    }
+    store.save_cache(&cache).map_err(|e| e.to_string())
 }
 
 /// Several failures: each on its own line, then the summary.

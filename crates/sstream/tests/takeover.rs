@@ -107,3 +107,83 @@ fn ours_continues_a_reference_mirror() {
 fn reference_continues_our_mirror() {
     take_over(&ours_mirror(), &reference_mirror(), false);
 }
+
+/// The GET request lines in our server's access log, as `(path, status)`.
+fn gets(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("\"GET ").nth(1)?;
+            let (path, after) = rest.split_once('"')?;
+            let status = after.split_whitespace().next()?;
+            Some((path.to_owned(), status.to_owned()))
+        })
+        .collect()
+}
+
+/// A nightly run against an unchanged source costs one conditional request
+/// per metadata file, each answered 304, and changes nothing; once a
+/// products file changes, it alone is fetched again and its new items
+/// arrive.
+#[test]
+fn noop_runs_are_conditional_and_cheap() {
+    let gpg = Gpg::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    gpg.generate(&spec(&["20250601"], &["20230222.0"]), &src);
+    let server = Server::start(&src);
+    let out = tmp.path().join("out");
+    let k = format!("--keyring={}", gpg.keyring.display());
+    let run = || {
+        run_ok(
+            &ours_mirror(),
+            &gpg.verify_home,
+            &args(&[&k, "--max=1", &server.url, &out.to_string_lossy()]),
+        )
+    };
+    run();
+    let before = snapshot(&out);
+    let first = gets(&server.stderr()).len();
+    run();
+    let noop: Vec<_> = gets(&server.stderr()).into_iter().skip(first).collect();
+    let metadata = 3; // index.sjson + two products files
+    assert_eq!(noop.len(), metadata, "{noop:?}");
+    assert!(
+        noop.iter()
+            .all(|(p, s)| p.ends_with(".sjson") && s == "304"),
+        "{noop:?}"
+    );
+    let after = snapshot(&out);
+    let changed: Vec<&String> = after
+        .keys()
+        .chain(before.keys())
+        .filter(|k| !k.ends_with(".lock") && before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "a no-op run changed {changed:?}");
+
+    // The bootloader stream gets a new version; the v3 products file keeps
+    // its bytes (and so its validators).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    gpg.generate(&spec(&["20250601"], &["20230222.0", "20231004.0"]), &src);
+    let seen = gets(&server.stderr()).len();
+    run();
+    let update: Vec<_> = gets(&server.stderr()).into_iter().skip(seen).collect();
+    assert!(
+        update
+            .iter()
+            .any(|(p, s)| p.contains("bootloader-download.sjson") && s == "200"),
+        "{update:?}"
+    );
+    assert!(
+        update
+            .iter()
+            .any(|(p, s)| p.contains("20231004.0") && s == "200"),
+        "new bootloaders fetched: {update:?}"
+    );
+    let alone = tmp.path().join("alone");
+    run_ok(
+        &reference_mirror(),
+        &gpg.verify_home,
+        &args(&[&k, "--max=1", &server.url, &alone.to_string_lossy()]),
+    );
+    compare_trees(&alone, &out);
+}

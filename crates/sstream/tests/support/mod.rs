@@ -441,7 +441,9 @@ pub fn args(list: &[&str]) -> Vec<String> {
 }
 
 /// Every regular file under `root`, relative, `/`-separated, skipping
-/// `*.lock` files.
+/// `*.lock` files and our own bookkeeping under `.data/` (`sstream*`: the
+/// run lock, the fetch cache, pending deletions), which the reference
+/// neither writes nor reads.
 pub fn files(root: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, rel: &str, out: &mut BTreeSet<String>) {
         let Ok(rd) = fs::read_dir(dir) else { return };
@@ -456,7 +458,7 @@ pub fn files(root: &Path) -> BTreeSet<String> {
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
                 walk(&e.path(), &r, out);
-            } else if !name.ends_with(".lock") {
+            } else if !name.ends_with(".lock") && !(rel == ".data" && name.starts_with("sstream")) {
                 out.insert(r);
             }
         }
