@@ -898,7 +898,20 @@ fn content_length(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
+/// HEAD an item; a transient failure (connection error, 5xx, 429) is tried
+/// once more after a short pause.
 async fn head(client: &reqwest::Client, url: &Url) -> Served {
+    match head_once(client, url).await {
+        (Served::Error(_), true) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            head_once(client, url).await.0
+        }
+        (s, _) => s,
+    }
+}
+
+/// One HEAD request, and whether a failure may be transient.
+async fn head_once(client: &reqwest::Client, url: &Url) -> (Served, bool) {
     let mut resp = client.head(url.clone()).send().await;
     if let Ok(r) = &resp
         && matches!(r.status().as_u16(), 405 | 501)
@@ -907,12 +920,15 @@ async fn head(client: &reqwest::Client, url: &Url) -> Served {
         resp = client.get(url.clone()).send().await;
     }
     match resp {
-        Ok(r) if r.status().is_success() => Served::Present(content_length(&r)),
+        Ok(r) if r.status().is_success() => (Served::Present(content_length(&r)), false),
         Ok(r) if matches!(r.status().as_u16(), 404 | 410) => {
-            Served::Absent(format!("HTTP {}", r.status()))
+            (Served::Absent(format!("HTTP {}", r.status())), false)
         }
-        Ok(r) => Served::Error(format!("HTTP {}", r.status())),
-        Err(e) => Served::Error(root_cause(&e)),
+        Ok(r) => {
+            let transient = r.status().is_server_error() || r.status().as_u16() == 429;
+            (Served::Error(format!("HTTP {}", r.status())), transient)
+        }
+        Err(e) => (Served::Error(root_cause(&e)), true),
     }
 }
 
