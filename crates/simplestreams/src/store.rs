@@ -16,8 +16,9 @@ pub const DATA_DIR: &str = ".data";
 pub const REFERENCES: &str = "references.json";
 /// Paths whose deletion is pending (written before metadata is published).
 pub const PENDING_DELETES: &str = "sstream-pending-deletes.json";
-/// Validators of the last successful run, under [`DATA_DIR`].
-pub const CACHE: &str = "sstream-cache.json";
+/// Validators of the last successful run per set of options, under
+/// [`DATA_DIR`]: `sstream-cache-<hash of the options>.json`.
+pub const CACHE_PREFIX: &str = "sstream-cache-";
 /// The lock file under [`DATA_DIR`].
 pub const LOCK: &str = "sstream.lock";
 
@@ -223,33 +224,34 @@ impl DirStore {
         self.read(&Self::data_rel(content_id)?)
     }
 
-    /// The fetch cache of the last successful run (empty when missing or
-    /// unreadable: it only saves requests).
-    pub fn load_cache(&self) -> crate::metadata::FetchCache {
-        let Ok(rel) = Self::data_rel(CACHE) else {
-            return Default::default();
-        };
-        match self.read(&rel) {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            _ => Default::default(),
+    /// The file holding the fetch cache of runs with `key` (one per set of
+    /// options: the MAAS documentation runs two filter sets into one mirror).
+    fn cache_rel(key: &str) -> Result<RelPath> {
+        let digest = crate::metadata::sha256_hex(key.as_bytes());
+        Self::data_rel(&format!("{CACHE_PREFIX}{}.json", &digest[..16]))
+    }
+
+    /// The fetch cache of the last successful run with `key` (empty when
+    /// missing, unreadable or for another key: it only saves requests).
+    pub fn load_cache(&self, key: &str) -> crate::metadata::FetchCache {
+        let cache: crate::metadata::FetchCache =
+            match Self::cache_rel(key).map(|rel| self.read(&rel)) {
+                Ok(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                _ => Default::default(),
+            };
+        if cache.key == key {
+            cache
+        } else {
+            Default::default()
         }
     }
 
-    /// Saves the fetch cache.
+    /// Saves the fetch cache under its key.
     pub fn save_cache(&self, cache: &crate::metadata::FetchCache) -> Result<()> {
-        let rel = Self::data_rel(CACHE)?;
-        let text =
-            serde_json::to_vec_pretty(cache).map_err(|e| Error::metadata(CACHE, e.to_string()))?;
+        let rel = Self::cache_rel(&cache.key)?;
+        let text = serde_json::to_vec_pretty(cache)
+            .map_err(|e| Error::metadata(rel.as_str(), e.to_string()))?;
         self.write_atomic(&rel, &text)
-    }
-
-    /// Forgets the fetch cache (before a run changes anything).
-    pub fn clear_cache(&self) -> Result<()> {
-        let rel = Self::data_rel(CACHE)?;
-        match fs::remove_file(rel.under(&self.root)) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(rel.under(&self.root), e)),
-            _ => Ok(()),
-        }
     }
 
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).

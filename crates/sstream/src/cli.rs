@@ -130,7 +130,7 @@ enum Command {
     /// Serve a mirror directory over HTTP.
     Serve(ServeArgs),
     /// Mirror a generated, signed sample stream, serve it and verify it.
-    Demo,
+    Demo(crate::demo::DemoArgs),
     /// Audit a mirror (directory or URL) as a client would; exit 0/1/2/3.
     Verify(crate::verify::VerifyArgs),
 }
@@ -164,7 +164,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Mirror(a) => mirror(a),
         Command::Query(a) => query(a),
         Command::Serve(a) => crate::serve::run(a),
-        Command::Demo => Err("demo: not implemented yet".to_string()),
+        Command::Demo(a) => crate::demo::run(a),
         Command::Verify(a) => return crate::verify::run(a),
     };
     finish("sstream", result)

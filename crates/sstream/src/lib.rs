@@ -2,6 +2,7 @@
 //! drop-in replacements `sstream-mirror` and `sstream-query`.
 
 pub mod cli;
+pub mod demo;
 pub mod logging;
 pub mod mirror;
 pub mod progress;

@@ -63,7 +63,7 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         let started = Instant::now();
         let reader = MetadataReader::new(source.clone(), &spec.entry, verification);
         let key = cache_key(&args, &spec.root);
-        let cache = store.load_cache();
+        let cache = store.load_cache(&key);
         let conditional = (cache.key == key && !args.verify_existing).then_some(Conditional {
             cache: &cache,
             store: &store,

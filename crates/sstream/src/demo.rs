@@ -1,0 +1,259 @@
+//! `sstream demo`: the whole job on a built-in sample, offline. It makes a
+//! signed MAAS-like stream, serves it on loopback, mirrors it with the MAAS
+//! documentation's two command lines, serves the mirror, verifies it over
+//! HTTP as a client would, and prints the boot-source URL for MAAS.
+
+use simplestreams::openpgp::SigningKey;
+use simplestreams::sample::{SampleRelease, SampleSpec, generate};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Options of `sstream demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Where to put the sample stream, the keyring and the mirror
+    /// (replaced if it holds an earlier demo).
+    #[arg(long, default_value = "sstream-demo")]
+    pub dir: PathBuf,
+    /// Keep serving the mirror until Ctrl-C instead of stopping at the end.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+/// Marks a directory as made by the demo, so that it may be replaced.
+const MARKER: &str = ".sstream-demo";
+
+/// A child `sstream serve`, stopped on drop.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(exe: &Path, dir: &Path) -> Result<Served, String> {
+        let mut child = Command::new(exe)
+            .args(["serve", &dir.to_string_lossy(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let line = child
+            .stdout
+            .take()
+            .and_then(|out| BufReader::new(out).lines().next())
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        if !url.starts_with("http://") {
+            let _ = child.kill();
+            return Err(format!("the server did not start (said {line:?})"));
+        }
+        Ok(Served { child, url })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn step(text: &str) {
+    println!("\n==> {text}");
+}
+
+fn run_self(exe: &Path, args: &[&str]) -> Result<(), String> {
+    println!(
+        "$ sstream {}",
+        args.iter()
+            .map(|a| shell_word(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let status = Command::new(exe)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`sstream {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_=./:".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        if !dir.join(MARKER).exists() {
+            return Err(format!(
+                "{} exists and was not made by the demo: choose another --dir",
+                dir.display()
+            ));
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by `sstream demo`\n")
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The sample: trusty, xenial and jammy on amd64 and arm64, three daily
+/// versions, bootloaders; small payloads.
+fn sample_spec() -> SampleSpec {
+    SampleSpec {
+        releases: vec![
+            SampleRelease::new("trusty", "14.04"),
+            SampleRelease::new("xenial", "16.04"),
+            SampleRelease::new("jammy", "22.04"),
+        ],
+        versions: vec!["20250601".into(), "20250615".into(), "20250701".into()],
+        payload_bytes: 256 * 1024,
+        ..SampleSpec::default()
+    }
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    prepare_dir(&args.dir)?;
+    let dir = std::path::absolute(&args.dir).map_err(|e| e.to_string())?;
+    let (source, mirror, keyring) = (
+        dir.join("source"),
+        dir.join("mirror"),
+        dir.join("keyring.gpg"),
+    );
+
+    step("Making a signing key and a signed MAAS-like sample stream");
+    let key =
+        SigningKey::generate("sstream demo <demo@sstream.invalid>").map_err(|e| e.to_string())?;
+    let public = key.public_keyring_binary().map_err(|e| e.to_string())?;
+    std::fs::write(&keyring, public).map_err(|e| format!("{}: {e}", keyring.display()))?;
+    let signer = |text: &[u8]| key.clearsign(text).map_err(|e| e.to_string());
+    let stream = generate(&sample_spec(), &source, Some(&signer))
+        .map_err(|e| format!("{}: {e}", source.display()))?;
+    println!(
+        "{} files, {} bytes in {}; keyring {}",
+        stream.files,
+        stream.bytes,
+        source.display(),
+        keyring.display()
+    );
+
+    step("Serving the sample stream on loopback (standing in for images.maas.io)");
+    let upstream = Served::start(&exe, &source)?;
+    println!("IMAGE_SRC={}", upstream.url);
+
+    step("Mirroring with the MAAS documentation's two command lines");
+    let k = format!("--keyring={}", keyring.display());
+    let out = mirror.to_string_lossy().into_owned();
+    run_self(
+        &exe,
+        &[
+            "mirror",
+            &k,
+            &upstream.url,
+            &out,
+            "arch=amd64",
+            "release~(trusty|xenial)",
+            "--max=1",
+            "--progress",
+        ],
+    )?;
+    run_self(
+        &exe,
+        &[
+            "mirror",
+            &k,
+            &upstream.url,
+            &out,
+            "os~(grub*|pxelinux)",
+            "--max=1",
+            "--progress",
+        ],
+    )?;
+
+    step("Running both again, as cron would: nothing changed upstream, so only 304s");
+    run_self(
+        &exe,
+        &[
+            "mirror",
+            &k,
+            &upstream.url,
+            &out,
+            "arch=amd64",
+            "release~(trusty|xenial)",
+            "--max=1",
+            "-v",
+        ],
+    )?;
+    run_self(
+        &exe,
+        &[
+            "mirror",
+            &k,
+            &upstream.url,
+            &out,
+            "os~(grub*|pxelinux)",
+            "--max=1",
+            "-v",
+        ],
+    )?;
+    drop(upstream);
+
+    step("Serving the mirror and checking it over HTTP as MAAS would");
+    let local = Served::start(&exe, &mirror)?;
+    run_self(&exe, &["verify", &k, &local.url])?;
+    println!("The newest squashfs MAAS would boot for each mirrored kernel:");
+    run_self(
+        &exe,
+        &[
+            "query",
+            &k,
+            &local.url,
+            "arch=amd64",
+            "release~(trusty|xenial)",
+            "ftype=squashfs",
+            "--max=1",
+            "-o",
+            "%(release)s %(arch)s %(subarch)s %(version_name)s %(item_url)s",
+        ],
+    )?;
+
+    step("Done");
+    println!("Mirror:        {}", mirror.display());
+    println!("Boot source:   {}", local.url);
+    println!("Keyring:       {}", keyring.display());
+    println!("Point MAAS at it (with the real keyring for images.maas.io):");
+    println!(
+        "  maas $PROFILE boot-source update 1 url={} keyring_filename={}",
+        local.url,
+        keyring.display()
+    );
+    println!("  maas $PROFILE boot-resources import");
+    if args.serve {
+        println!(
+            "\nServing {} at {} until Ctrl-C.",
+            mirror.display(),
+            local.url
+        );
+        let mut local = local;
+        let _ = local.child.wait();
+    } else {
+        println!(
+            "(The demo's server has stopped; serve the mirror with: sstream serve {})",
+            mirror.display()
+        );
+    }
+    Ok(())
+}
