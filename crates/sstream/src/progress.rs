@@ -97,11 +97,7 @@ impl Progress {
 
 /// One plain progress line: percentage, bytes, rate and ETA.
 pub fn plain_line(done: u64, total: u64, elapsed: Duration) -> String {
-    let pct = if total == 0 {
-        100
-    } else {
-        done.saturating_mul(100) / total
-    };
+    let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let eta = if rate > 0.0 && total > done {
         format!("{:.0}s", (total - done) as f64 / rate)

@@ -458,7 +458,7 @@ pub fn files(root: &Path) -> BTreeSet<String> {
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
                 walk(&e.path(), &r, out);
-            } else if !name.ends_with(".lock") && !(rel == ".data" && name.starts_with("sstream")) {
+            } else if !(name.ends_with(".lock") || rel == ".data" && name.starts_with("sstream")) {
                 out.insert(r);
             }
         }
