@@ -140,7 +140,11 @@ impl Plan {
         }
         let mut candidates: BTreeSet<RelPath> = BTreeSet::new();
         for sp in &streams {
-            heal_references(&mut references, sp, &mut candidates);
+            if options.item_download {
+                heal_references(&mut references, sp, &mut candidates);
+            } else {
+                drop_removed_references(&mut references, sp, &mut candidates);
+            }
         }
         for pending in store.load_pending_deletes()? {
             if let Ok(p) = RelPath::parse(&pending) {
@@ -301,6 +305,23 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         added,
         removed,
     }
+}
+
+/// Without item downloads nothing new is referenced (as the reference
+/// does); the items of removed versions lose their references.
+fn drop_removed_references(
+    refs: &mut References,
+    sp: &StreamPlan,
+    candidates: &mut BTreeSet<RelPath>,
+) {
+    for it in &sp.removed {
+        let Some(p) = &it.path else { continue };
+        candidates.insert(p.clone());
+        if let Some(list) = refs.get_mut(p.as_str()) {
+            list.retain(|r| *r != it.reference());
+        }
+    }
+    refs.retain(|_, v| !v.is_empty());
 }
 
 /// Brings the references of one content id in line with its new state, and

@@ -275,7 +275,8 @@ impl DirStore {
         Ok(refs)
     }
 
-    /// Writes the references (empty lists dropped).
+    /// Writes the references (empty lists dropped; no file while there has
+    /// never been anything to reference, as the reference does).
     pub fn save_references(&self, refs: &References) -> Result<()> {
         let rel = Self::data_rel(REFERENCES)?;
         let kept: References = refs
@@ -283,6 +284,9 @@ impl DirStore {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        if kept.is_empty() && !rel.under(&self.root).exists() {
+            return Ok(());
+        }
         let mut text = Vec::new();
         let mut ser = serde_json::Serializer::with_formatter(&mut text, PythonCompact);
         serde::Serialize::serialize(&kept, &mut ser)
