@@ -140,11 +140,7 @@ impl Plan {
         }
         let mut candidates: BTreeSet<RelPath> = BTreeSet::new();
         for sp in &streams {
-            if options.item_download {
-                heal_references(&mut references, sp, &mut candidates);
-            } else {
-                drop_removed_references(&mut references, sp, &mut candidates);
-            }
+            update_references(&mut references, sp, options.item_download, &mut candidates);
         }
         for pending in store.load_pending_deletes()? {
             if let Ok(p) = RelPath::parse(&pending) {
@@ -307,11 +303,15 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
     }
 }
 
-/// Without item downloads nothing new is referenced (as the reference
-/// does); the items of removed versions lose their references.
-fn drop_removed_references(
+/// Updates the references for one content id: items of removed versions
+/// lose theirs (their paths become deletion candidates); items of added
+/// versions that name a file gain one when items are downloaded. Lists are
+/// kept free of duplicates (the reference leaves duplicates after an
+/// interrupted run, and then never deletes the file).
+fn update_references(
     refs: &mut References,
     sp: &StreamPlan,
+    item_download: bool,
     candidates: &mut BTreeSet<RelPath>,
 ) {
     for it in &sp.removed {
@@ -321,37 +321,13 @@ fn drop_removed_references(
             list.retain(|r| *r != it.reference());
         }
     }
-    refs.retain(|_, v| !v.is_empty());
-}
-
-/// Brings the references of one content id in line with its new state, and
-/// collects the paths that lost references.
-fn heal_references(refs: &mut References, sp: &StreamPlan, candidates: &mut BTreeSet<RelPath>) {
-    let prefix = format!("{}/", sp.content_id());
-    for it in &sp.removed {
-        if let Some(p) = &it.path {
-            candidates.insert(p.clone());
-        }
-    }
-    for (path, list) in refs.iter_mut() {
-        let before = list.len();
-        list.retain(|r| !r.starts_with(&prefix));
-        if list.len() != before
-            && let Ok(p) = RelPath::parse(path)
-        {
-            candidates.insert(p);
-        }
-    }
-    for (pname, product) in &sp.state.products {
-        for (vname, version) in &product.versions {
-            for it in items_of(sp.content_id(), pname, vname, version) {
-                if let Some(p) = &it.path {
-                    let list = refs.entry(p.to_string()).or_default();
-                    let r = it.reference();
-                    if !list.contains(&r) {
-                        list.push(r);
-                    }
-                }
+    if item_download {
+        for it in &sp.added {
+            let Some(p) = &it.path else { continue };
+            let list = refs.entry(p.to_string()).or_default();
+            let r = it.reference();
+            if !list.contains(&r) {
+                list.push(r);
             }
         }
     }

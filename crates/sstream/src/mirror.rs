@@ -21,6 +21,11 @@ const WIPE_GUARD: f64 = 0.5;
 /// Runs a mirror.
 pub fn run(args: MirrorArgs) -> Result<(), String> {
     crate::logging::init(args.verbose, args.log_file.as_deref())?;
+    if args.keep && args.max.is_none() {
+        return Err(
+            "--keep needs --max: it keeps versions gone from the source up to --max".into(),
+        );
+    }
     let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
     let spec = split_source(&args.source, args.path.as_deref()).map_err(|e| e.to_string())?;
     let verification =
@@ -46,9 +51,6 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         prune: args.prune,
         verify_existing: args.verify_existing,
     };
-    if args.keep && args.max.is_none() {
-        log::warn!("--keep has no effect without --max");
-    }
     let store = DirStore::new(&args.output_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

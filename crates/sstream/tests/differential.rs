@@ -445,3 +445,48 @@ fn tree_comparison_rules() {
     }
     assert_eq!(tree_diff(&a, &b).len(), 4, "{d}");
 }
+
+/// `--no-item-download` writes state but no items and no references; a later
+/// run with downloads behaves as the reference's does on such a mirror.
+#[test]
+fn no_item_download_then_a_full_run() {
+    let case = Case::new(&day(&["20250601", "20250615"], &["20231004.0"]));
+    let k = case.keyring_opt();
+    let (r, o) = case.both("noitems", |out| {
+        args(&[&k, "--no-item-download", "--max=1", &case.server.url, out])
+    });
+    assert!(
+        !files(&o).iter().any(|f| f.ends_with("squashfs")),
+        "no items"
+    );
+    assert!(!o.join(".data/references.json").exists());
+    // Day 2 brings a new version; both runs download it.
+    case.update(&day(&["20250601", "20250615", "20250701"], &["20231004.0"]));
+    for (tool, out) in [(reference_mirror(), &r), (ours_mirror(), &o)] {
+        run_ok(
+            &tool,
+            &case.gpg.verify_home,
+            &args(&[&k, "--max=1", &case.server.url, &out.to_string_lossy()]),
+        );
+    }
+    compare_trees(&r, &o);
+    assert_has(&o, &["xenial/amd64/20250701/squashfs"], &[]);
+}
+
+/// `--keep` without `--max` is refused up front (the reference crashes with
+/// a traceback), and nothing is written.
+#[test]
+fn keep_without_max_is_a_usage_error() {
+    let case = Case::new(&day(&["20250601"], &["20231004.0"]));
+    let out = case.out("keep");
+    let result = std::process::Command::new(ours_mirror())
+        .args(["--keep", &case.server.url, &out.to_string_lossy()])
+        .env("GNUPGHOME", &case.gpg.verify_home)
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("--keep needs --max"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+}
