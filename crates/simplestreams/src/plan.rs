@@ -399,3 +399,209 @@ pub fn plan_fresh(stream: Stream, options: &MirrorOptions) -> Vec<StreamPlan> {
         .map(|source| plan_stream(source, Products::default(), options))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Document, parse_products};
+    use crate::source::Validators;
+
+    /// A products file with one product per (name, versions) and, per
+    /// version, a kernel of its own and a squashfs shared by all products.
+    fn stream(products: &[(&str, &[&str])]) -> Stream {
+        let mut ps = serde_json::Map::new();
+        for (name, versions) in products {
+            let mut vs = serde_json::Map::new();
+            for v in *versions {
+                vs.insert(
+                    v.to_string(),
+                    serde_json::json!({"items": {
+                        "kernel": {"path": format!("{name}/{v}/kernel"), "size": 2 * 1024 * 1024, "ftype": "boot-kernel"},
+                        "squashfs": {"path": format!("shared/{v}/squashfs"), "size": 3 * 1024 * 1024, "ftype": "squashfs"}
+                    }}),
+                );
+            }
+            ps.insert(
+                name.to_string(),
+                serde_json::json!({"arch": "amd64", "versions": vs}),
+            );
+        }
+        let doc =
+            serde_json::json!({"format": "products:1.0", "content_id": "c:1", "products": ps});
+        let raw = serde_json::to_vec(&doc).unwrap();
+        let document = Document {
+            rel: RelPath::parse("streams/v1/c.json").unwrap(),
+            url: "u".into(),
+            raw: raw.clone(),
+            json: raw,
+            validators: Validators::default(),
+        };
+        Stream {
+            index: None,
+            products: vec![parse_products(document, None).unwrap()],
+            unchanged: vec![],
+        }
+    }
+
+    fn options(max: Option<usize>) -> MirrorOptions {
+        MirrorOptions {
+            max,
+            item_download: true,
+            ..MirrorOptions::default()
+        }
+    }
+
+    /// Pretends a plan was executed: files written, state and references saved.
+    fn apply(plan: &Plan, store: &DirStore) {
+        for d in &plan.downloads {
+            let path = store.prepare(&d.path).unwrap();
+            std::fs::write(path, vec![0u8; d.expected.size.unwrap() as usize]).unwrap();
+        }
+        for sp in &plan.streams {
+            store.save_state(sp.content_id(), &sp.state).unwrap();
+        }
+        store.save_references(&plan.references).unwrap();
+        for p in &plan.deletions {
+            store.remove_item(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn shared_paths_are_fetched_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let plan = Plan::build(
+            stream(&[("ga", &["1"]), ("hwe", &["1"])]),
+            &store,
+            &options(None),
+        )
+        .unwrap();
+        let paths: Vec<&str> = plan.downloads.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["shared/1/squashfs", "ga/1/kernel", "hwe/1/kernel"],
+            "largest first, shared once"
+        );
+        let report = plan.report();
+        assert_eq!(report.len(), 5, "{report:?}");
+        assert_eq!(report[0], "+ ga 1 kernel ga/1/kernel 2 Mb");
+        assert_eq!(
+            report[4], "7 Mb change",
+            "3 + 2 + 2, the shared squashfs once"
+        );
+        assert_eq!(plan.references["shared/1/squashfs"].len(), 2);
+    }
+
+    #[test]
+    fn removals_delete_only_unreferenced_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(
+                stream(&[("ga", &["1"]), ("hwe", &["1"])]),
+                &store,
+                &options(Some(1)),
+            )
+            .unwrap(),
+            &store,
+        );
+        // Version 2 replaces 1 for ga only; hwe keeps version 1 (and the shared file).
+        let plan = Plan::build(
+            stream(&[("ga", &["1", "2"]), ("hwe", &["1"])]),
+            &store,
+            &options(Some(1)),
+        )
+        .unwrap();
+        let removed: Vec<String> = plan.streams[0]
+            .removed
+            .iter()
+            .map(|i| i.reference())
+            .collect();
+        assert_eq!(removed, ["c:1/ga/1/kernel", "c:1/ga/1/squashfs"]);
+        let deletions: Vec<&str> = plan.deletions.iter().map(RelPath::as_str).collect();
+        assert_eq!(
+            deletions,
+            ["ga/1/kernel"],
+            "shared/1/squashfs is still hwe's"
+        );
+        assert_eq!(plan.references["shared/1/squashfs"], ["c:1/hwe/1/squashfs"]);
+        apply(&plan, &store);
+        assert!(
+            !dir.path().join("ga/1").exists(),
+            "emptied directories go too"
+        );
+        // Nothing to do the next time.
+        let again = Plan::build(
+            stream(&[("ga", &["1", "2"]), ("hwe", &["1"])]),
+            &store,
+            &options(Some(1)),
+        )
+        .unwrap();
+        assert!(again.downloads.is_empty() && again.deletions.is_empty());
+        assert_eq!(again.report(), ["0 Mb change"]);
+    }
+
+    #[test]
+    fn products_gone_from_the_source_stay_unless_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(
+                stream(&[("ga", &["1"]), ("old", &["1"])]),
+                &store,
+                &options(None),
+            )
+            .unwrap(),
+            &store,
+        );
+        let kept = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        assert!(kept.deletions.is_empty());
+        assert!(kept.streams[0].state.products.contains_key("old"));
+        let pruning = MirrorOptions {
+            prune: true,
+            ..options(None)
+        };
+        let pruned = Plan::build(stream(&[("ga", &["1"])]), &store, &pruning).unwrap();
+        let deletions: Vec<&str> = pruned.deletions.iter().map(RelPath::as_str).collect();
+        assert_eq!(deletions, ["old/1/kernel"]);
+        assert!(!pruned.streams[0].state.products.contains_key("old"));
+        assert!(check_wipe_guard(&pruned, &store, 0.5).is_ok());
+        assert!(
+            check_wipe_guard(&pruned, &store, 0.01)
+                .unwrap_err()
+                .to_string()
+                .contains("--force")
+        );
+    }
+
+    #[test]
+    fn existing_files_are_trusted_by_size_or_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let first = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        // Files are there (say, from a run killed before it saved its state).
+        for d in &first.downloads {
+            let path = store.prepare(&d.path).unwrap();
+            std::fs::write(path, vec![0u8; d.expected.size.unwrap() as usize]).unwrap();
+        }
+        let trusted = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        assert!(trusted.downloads.is_empty());
+        let careful = MirrorOptions {
+            verify_existing: true,
+            ..options(None)
+        };
+        let checked = Plan::build(stream(&[("ga", &["1"])]), &store, &careful).unwrap();
+        assert!(checked.downloads.iter().all(|d| d.verify_only) && checked.downloads.len() == 2);
+        assert_eq!(checked.download_bytes(), 0);
+        let no_items = MirrorOptions {
+            item_download: false,
+            ..options(None)
+        };
+        assert!(
+            Plan::build(stream(&[("ga", &["2"])]), &store, &no_items)
+                .unwrap()
+                .downloads
+                .is_empty()
+        );
+    }
+}
