@@ -253,8 +253,15 @@ fn items_of(
 
 fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptions) -> StreamPlan {
     let cid = source.content_id.clone();
+    // As the reference: the document-level fields (`updated`...) of the
+    // state are those of the run that created it.
+    let fields = if target.fields.is_empty() {
+        source.products.fields.clone()
+    } else {
+        target.fields.clone()
+    };
     let mut state = Products {
-        fields: source.products.fields.clone(),
+        fields,
         products: target.products.clone(),
     };
     let (mut added, mut removed) = (Vec::new(), Vec::new());

@@ -418,12 +418,11 @@ fn tree_comparison_rules() {
         ".data/references.json",
         "{\n \"x/item\": [\"c/p/v/i2\", \"c/p/v/i1\"]\n}\n",
     );
-    // The top-level `updated` is not compared (see `tree_diff`).
     write(&a, ".data/c:id", r#"{"b": 1, "a": [1, 2], "updated": "x"}"#);
     write(
         &b,
         ".data/c:id",
-        "{\n \"a\": [\n  1,\n  2\n ],\n \"b\": 1,\n \"updated\": \"y\"\n}\n",
+        "{\n \"a\": [\n  1,\n  2\n ],\n \"b\": 1,\n \"updated\": \"x\"\n}\n",
     );
     write(&a, ".sstream.lock", "");
     std::fs::create_dir_all(b.join("empty/dir")).unwrap();

@@ -506,10 +506,6 @@ fn refs_as_sets(v: &Value) -> Option<BTreeMap<String, BTreeSet<String>>> {
 /// (directories and `*.lock` ignored), the same bytes, except under `.data/`:
 /// `.data/<content_id>` compared as JSON data and `.data/references.json` as a
 /// map of sets (order and duplicates ignored).
-///
-/// The top-level `updated` of `.data/<content_id>` is not compared: the
-/// reference keeps the value of the run that created the file, ours records
-/// the source's current one (nothing reads it back).
 pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
     let (fa, fb) = (files(a), files(b));
     let mut out = Vec::new();
@@ -543,12 +539,6 @@ pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
                     out.push(format!("{f} (as sets):\n    {}", d.join("\n    ")));
                 }
             } else {
-                let (mut jx, mut jy) = (jx, jy);
-                for j in [&mut jx, &mut jy] {
-                    if let Some(m) = j.as_object_mut() {
-                        m.remove("updated");
-                    }
-                }
                 let mut d = Vec::new();
                 json_diff(&jx, &jy, "", &mut d);
                 if !d.is_empty() {
