@@ -356,6 +356,7 @@ fn conditional_requests() {
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert!(r.header("content-type").is_none());
     let r = s.request("GET", path, &[("If-None-Match", "\"other\", \"x\"")]);
     assert_eq!(r.status, 200);
     let weak = format!("W/{etag}");
@@ -506,6 +507,23 @@ fn landing_page() {
     // A malformed state file is an error line, not a failure.
     assert!(html.contains(".data/broken:stream: invalid JSON"), "{html}");
     assert!(!html.contains("references.json"));
+
+    // A HEAD of the page has its length.
+    let h = s.request("HEAD", "/", &[("Host", "mirror.example:8080")]);
+    assert_eq!(
+        h.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    assert!(h.body.is_empty());
+
+    // A new sync shows up (the state file is read again when it changes).
+    let state = state_json().replace("20240102.1", "20240301");
+    let tmp = t.root.join(".data/.new.tmp");
+    fs::write(&tmp, state).expect("write");
+    fs::rename(&tmp, t.root.join(".data").join(CONTENT_ID)).expect("rename");
+    let html = s.get("/").text();
+    assert!(html.contains("<td>20240301</td>"), "{html}");
+    assert!(!html.contains("20240102.1"));
 
     // A hostile Host header is not echoed.
     let html = s.request("GET", "/", &[("Host", "\"><b>x</b>")]).text();

@@ -269,7 +269,15 @@ async fn respond(state: &State, req: &Request<Incoming>, local: SocketAddr) -> R
         return error_page(StatusCode::NOT_FOUND);
     }
     let name = path.segments.last().map_or(&[][..], |s| s.as_bytes());
-    match file_response(req.method(), req.headers(), &real, content_type(name)).await {
+    match file_response(
+        &state.root,
+        req.method(),
+        req.headers(),
+        &real,
+        content_type(name),
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(e) => error_page(io_status(&e)),
     }
@@ -467,12 +475,25 @@ fn digits(s: &str) -> Option<u64> {
 /// Serves a regular file: validators, conditional requests, If-Range, a
 /// single range, streaming body.
 async fn file_response(
+    root: &Path,
     method: &Method,
     headers: &HeaderMap,
     path: &Path,
     ctype: &'static str,
 ) -> std::io::Result<Response<Body>> {
     let mut file = tokio::fs::File::open(path).await?;
+    // `path` was resolved just before; if a directory on the way was
+    // swapped for a symbolic link meanwhile, the file opened may be another
+    // one: check where the descriptor really points.
+    {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if let Ok(real) = std::fs::read_link(link)
+            && !inside_root(root, &real)
+        {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+    }
     // The metadata of the opened file, not of the path: a sync may rename a
     // new file into place meanwhile; this response stays consistent.
     let meta = file.metadata().await?;
@@ -511,16 +532,26 @@ async fn file_response(
     {
         return empty(builder, StatusCode::PRECONDITION_FAILED);
     }
-    if let Some(list) = header_str(headers, header::IF_NONE_MATCH) {
-        if etag_listed(list, &v.etag, true) {
-            return empty(builder, StatusCode::NOT_MODIFIED);
+    let not_modified = if let Some(list) = header_str(headers, header::IF_NONE_MATCH) {
+        etag_listed(list, &v.etag, true)
+    } else {
+        matches!(
+            (header_date(headers, header::IF_MODIFIED_SINCE), v.mtime_secs),
+            (Some(since), Some(m)) if m <= since
+        )
+    };
+    if not_modified {
+        // Validators and caching headers only (RFC 9110 section 15.4.5).
+        let mut resp = empty(builder, StatusCode::NOT_MODIFIED)?;
+        let h = resp.headers_mut();
+        for name in [
+            header::CONTENT_TYPE,
+            header::ACCEPT_RANGES,
+            header::X_CONTENT_TYPE_OPTIONS,
+        ] {
+            h.remove(name);
         }
-    } else if let (Some(since), Some(m)) = (
-        header_date(headers, header::IF_MODIFIED_SINCE),
-        v.mtime_secs,
-    ) && m <= since
-    {
-        return empty(builder, StatusCode::NOT_MODIFIED);
+        return Ok(resp);
     }
 
     let range = match header_str(headers, header::RANGE) {

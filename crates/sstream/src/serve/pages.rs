@@ -3,12 +3,14 @@
 //! Everything that comes from the file system or the request (names, content
 //! ids, product names, the Host header) is escaped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -339,9 +341,21 @@ fn summarize(file_name: &str, bytes: &[u8]) -> Result<StreamSummary, String> {
     })
 }
 
+/// A summary of a state file, or why there is none.
+type Summary = Arc<Result<StreamSummary, String>>;
+
+/// Summaries of state files, by path, with the (inode, size, mtime) they
+/// were made from: the landing page parses a state file again only when it
+/// has changed.
+static SUMMARIES: LazyLock<Mutex<HashMap<PathBuf, (FileKey, Summary)>>> =
+    LazyLock::new(Default::default);
+
+/// What identifies a version of a file.
+type FileKey = (u64, u64, Option<SystemTime>);
+
 /// Reads and summarizes the mirror state files under `<mirror>/.data/`.
 /// `None` when there is no such directory.
-fn read_state(mirror: &Path) -> Option<Vec<(String, Result<StreamSummary, String>)>> {
+fn read_state(mirror: &Path) -> Option<Vec<Summary>> {
     let dir = mirror.join(".data");
     let rd = std::fs::read_dir(&dir).ok()?;
     let mut names: Vec<OsString> = rd
@@ -356,11 +370,33 @@ fn read_state(mirror: &Path) -> Option<Vec<(String, Result<StreamSummary, String
     names.sort();
     let mut out = Vec::new();
     for name in names {
+        let path = dir.join(&name);
         let shown = name.to_string_lossy().into_owned();
-        let result = read_capped(&dir.join(&name))
-            .and_then(|bytes| summarize(&shown, &bytes))
-            .map_err(|e| format!(".data/{shown}: {e}"));
-        out.push((shown, result));
+        let key = std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.modified().ok()));
+        if let Some(key) = key
+            && let Ok(cache) = SUMMARIES.lock()
+            && let Some((k, summary)) = cache.get(&path)
+            && *k == key
+        {
+            out.push(summary.clone());
+            continue;
+        }
+        let summary: Summary = Arc::new(
+            read_capped(&path)
+                .and_then(|bytes| summarize(&shown, &bytes))
+                .map_err(|e| format!(".data/{shown}: {e}")),
+        );
+        if let Some(key) = key
+            && let Ok(mut cache) = SUMMARIES.lock()
+        {
+            if cache.len() >= 1000 {
+                cache.clear();
+            }
+            cache.insert(path, (key, summary.clone()));
+        }
+        out.push(summary);
     }
     Some(out)
 }
@@ -487,11 +523,11 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
             html.push_str("<p>Nothing mirrored yet.</p>\n");
         }
         Some(streams) => {
-            for (_, result) in streams {
-                match result {
-                    Ok(s) => stream_section(html, &s),
+            for result in streams {
+                match &*result {
+                    Ok(s) => stream_section(html, s),
                     Err(e) => {
-                        let _ = writeln!(html, "<p class=\"error\">{}</p>", esc(&e));
+                        let _ = writeln!(html, "<p class=\"error\">{}</p>", esc(e));
                     }
                 }
             }
