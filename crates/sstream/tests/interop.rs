@@ -1,0 +1,286 @@
+//! Interoperability of the served mirror with its clients: a mirror made by
+//! our `sstream-mirror`, served by `sstream serve`, read by the reference's
+//! `sstream-query` and `sstream-mirror` (how MAAS up to 3.7 imports) with the
+//! keyring, by `curl` (Range, HEAD, conditional requests) and by a headless
+//! Chromium (the landing page and a listing, as an operator sees them).
+
+mod support;
+
+use sha2::{Digest, Sha256};
+use simplestreams::sample::{SampleRelease, SampleSpec};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use support::*;
+
+/// A signed stream mirrored by us with the MAAS documentation's two command
+/// lines, and our server in front of the mirror.
+struct Mirrored {
+    gpg: Gpg,
+    _tmp: tempfile::TempDir,
+    mirror: std::path::PathBuf,
+    served: Server,
+}
+
+fn mirrored() -> Mirrored {
+    let gpg = Gpg::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let spec = SampleSpec {
+        releases: vec![
+            SampleRelease::new("trusty", "14.04"),
+            SampleRelease::new("xenial", "16.04"),
+            SampleRelease::new("jammy", "22.04"),
+        ],
+        versions: vec!["20250601".into(), "20250701".into()],
+        payload_bytes: 32 * 1024,
+        ..SampleSpec::default()
+    };
+    gpg.generate(&spec, &src);
+    let upstream = Server::start(&src);
+    let mirror = tmp.path().join("mirror");
+    let k = format!("--keyring={}", gpg.keyring.display());
+    let out = mirror.to_string_lossy().into_owned();
+    for filters in [
+        &["arch=amd64", "release~(trusty|xenial)"][..],
+        &["os~(grub*|pxelinux)"][..],
+    ] {
+        let mut a = args(&[&k, &upstream.url, &out]);
+        a.extend(args(filters));
+        a.extend(args(&["--max=1", "--progress"]));
+        run_ok(&ours_mirror(), &gpg.verify_home, &a);
+    }
+    let served = Server::start(&mirror);
+    Mirrored {
+        gpg,
+        _tmp: tmp,
+        mirror,
+        served,
+    }
+}
+
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-D", "-", "-o", "/dev/stderr"])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/test.sh");
+    assert!(out.status.success(), "curl {args:?} failed");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stderr,
+    )
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// What MAAS does: the reference's `sstream-query` reads the mirror through
+/// our server, verifying every document with the keyring; the newest version
+/// of each selected Ubuntu product has a kernel, an initrd, a manifest and a
+/// squashfs, and every one of them downloads through the server with the
+/// advertised size and sha256.
+#[test]
+fn reference_query_reads_the_served_mirror() {
+    let m = mirrored();
+    let k = format!("--keyring={}", m.gpg.keyring.display());
+    let query = reference().join("sstream-query");
+    let out = run_ok(
+        &query,
+        &m.gpg.verify_home,
+        &args(&[
+            &k,
+            &m.served.url,
+            "arch=amd64",
+            "release~(trusty|xenial)",
+            "--max=1",
+            "--json",
+        ]),
+    );
+    let items: Vec<BTreeMap<String, String>> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ftypes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for it in &items {
+        ftypes
+            .entry(it["product_name"].clone())
+            .or_default()
+            .insert(it["ftype"].clone());
+        assert_eq!(it["version_name"], "20250701", "newest only");
+        let (headers, body) = curl(&[&it["item_url"]]);
+        assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+        assert_eq!(body.len().to_string(), it["size"], "{}", it["item_url"]);
+        assert_eq!(
+            hex(&Sha256::digest(&body)),
+            it["sha256"],
+            "{}",
+            it["item_url"]
+        );
+    }
+    assert_eq!(
+        ftypes.len(),
+        4,
+        "ga and hwe of trusty and xenial: {ftypes:?}"
+    );
+    for (product, kinds) in &ftypes {
+        for want in ["boot-kernel", "boot-initrd", "manifest", "squashfs"] {
+            assert!(kinds.contains(want), "{product} lacks {want}: {kinds:?}");
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The reference's `sstream-mirror` mirrors from our served mirror (a
+/// second-tier mirror, or MAAS up to 3.7 importing) and gets our tree.
+#[test]
+fn reference_mirror_copies_the_served_mirror() {
+    let m = mirrored();
+    let k = format!("--keyring={}", m.gpg.keyring.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy");
+    let out = copy.to_string_lossy().into_owned();
+    for filters in [
+        &["arch=amd64", "release~(trusty|xenial)"][..],
+        &["os~(grub*|pxelinux)"][..],
+    ] {
+        let mut a = args(&[&k, &m.served.url, &out]);
+        a.extend(args(filters));
+        a.push("--max=1".into());
+        run_ok(&reference_mirror(), &m.gpg.verify_home, &a);
+    }
+    compare_trees(&m.mirror, &copy);
+}
+
+/// Range, HEAD and conditional requests as `curl` makes them.
+#[test]
+fn curl_range_head_and_conditional() {
+    let m = mirrored();
+    let squashfs = files(&m.mirror)
+        .into_iter()
+        .find(|f| f.ends_with("/squashfs"))
+        .unwrap();
+    let url = format!("{}{squashfs}", m.served.url);
+    let full = std::fs::read(m.mirror.join(&squashfs)).unwrap();
+
+    let (h, body) = curl(&["-r", "100-199", &url]);
+    assert!(h.starts_with("HTTP/1.1 206"), "{h}");
+    assert_eq!(body, &full[100..200]);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes 100-199/{}", full.len()).as_str())
+    );
+
+    // (With -I curl writes the headers where the body would go.)
+    let (h, _) = curl(&["-I", &url]);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert_eq!(
+        header(&h, "content-length"),
+        Some(full.len().to_string().as_str())
+    );
+    let etag = header(&h, "etag").expect("an ETag").to_owned();
+    let modified = header(&h, "last-modified")
+        .expect("a Last-Modified")
+        .to_owned();
+
+    let (h, body) = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
+    assert!(h.starts_with("HTTP/1.1 304"), "{h}");
+    assert!(body.is_empty());
+    let (h, _) = curl(&["-H", &format!("If-Modified-Since: {modified}"), &url]);
+    assert!(h.starts_with("HTTP/1.1 304"), "{h}");
+    // A resume whose validator no longer matches gets the whole file.
+    let (h, body) = curl(&["-r", "100-", "-H", "If-Range: \"stale\"", &url]);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert_eq!(body, full);
+    // State and partial downloads are not served.
+    let (h, _) = curl(&[&format!("{}.data/references.json", m.served.url)]);
+    assert!(h.starts_with("HTTP/1.1 404"), "{h}");
+}
+
+/// Renders `url` in headless Chromium and returns the DOM.
+fn chromium_dom(url: &str, profile: &Path) -> String {
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("chromium is installed by scripts/test.sh");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `href` targets of a rendered page.
+fn links(dom: &str) -> Vec<String> {
+    dom.split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .map(|s| s.replace("&amp;", "&"))
+        .collect()
+}
+
+/// An operator "verifies the availability of the images by visiting the
+/// URL": the landing page shows the boot-source URL and the mirrored
+/// products, a listing shows the files, and every link resolves.
+#[test]
+fn browser_sees_landing_page_and_listing() {
+    let m = mirrored();
+    let profile = tempfile::tempdir().unwrap();
+    let landing = chromium_dom(&m.served.url, profile.path());
+    assert!(landing.contains(&m.served.url), "boot-source URL shown");
+    assert!(
+        landing.contains("ubuntu-cloudimage-keyring.gpg"),
+        "keyring named"
+    );
+    assert!(landing.contains("com.ubuntu.maas.stable:v3:boot:16.04:amd64:ga-16.04"));
+    assert!(landing.contains("20250701"), "newest version shown");
+    assert!(!landing.contains("22.04:amd64"), "jammy was not mirrored");
+
+    let listing_url = format!("{}xenial/amd64/20250701/", m.served.url);
+    let listing = chromium_dom(&listing_url, profile.path());
+    assert!(listing.contains("squashfs"), "{listing}");
+    assert!(listing.contains("ga-16.04"), "{listing}");
+    let mut checked = 0;
+    for page in [(&m.served.url, &landing), (&listing_url, &listing)] {
+        let base = url::Url::parse(page.0).unwrap();
+        for href in links(page.1) {
+            let target = base.join(&href).unwrap();
+            if target.host_str() != Some("127.0.0.1") {
+                continue; // never leave loopback
+            }
+            let (h, _) = curl(&["-I", target.as_str()]);
+            assert!(h.starts_with("HTTP/1.1 200"), "{target}: {h}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} links checked");
+}
