@@ -128,6 +128,12 @@ fn publish(
     let mut pending = store.load_pending_deletes()?;
     pending.extend(deletions.iter().cloned());
     store.save_pending_deletes(&pending)?;
+    // The references go before the states: the plan derives the changes to
+    // the references from the difference between the source and the states,
+    // so a run killed between the two must find the states still old (and
+    // redo the same, idempotent, changes), never the states new and the
+    // references old (whose stale entries would then never be dropped).
+    store.save_references(&references)?;
     for sp in plan
         .streams
         .iter()
@@ -135,7 +141,6 @@ fn publish(
     {
         store.save_state(sp.content_id(), &sp.state)?;
     }
-    store.save_references(&references)?;
     for sp in plan
         .streams
         .iter()
@@ -150,8 +155,16 @@ fn publish(
     if let Some(index) = &plan.index {
         store.write_atomic(&index.rel, &index.raw)?;
     }
+    // Whatever the references say, never delete a file a published state
+    // claims (they can disagree after an interrupted run followed by a run
+    // with other options).
+    let claimed = claimed_paths(plan);
     for p in &pending {
         if references.get(p).is_some_and(|l| !l.is_empty()) {
+            continue;
+        }
+        if claimed.contains(p.as_str()) {
+            log::warn!("{p}: not deleted: still part of the mirrored state");
             continue;
         }
         if let Ok(rel) = crate::path::RelPath::parse(p) {
@@ -161,6 +174,23 @@ fn publish(
     }
     store.save_pending_deletes(&BTreeSet::new())?;
     Ok(())
+}
+
+/// The item paths the states of a fully published plan claim.
+fn claimed_paths(plan: &Plan) -> BTreeSet<&str> {
+    let mut out = BTreeSet::new();
+    for sp in &plan.streams {
+        for product in sp.state.products.values() {
+            for version in product.versions.values() {
+                for item in version.items.values() {
+                    if let Some(p) = &item.path {
+                        out.insert(p.as_str());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The new references, except that those of failed content ids stay as
