@@ -22,16 +22,15 @@
 //! turns one into the other for reports.
 
 use crate::error::{Error, Result};
-use crate::format::{Checksum, Products};
+use crate::format::Products;
 use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
 use crate::path::RelPath;
 use crate::source::{
-    Expected, Source, SourceSpec, TransferOptions, join_url, verify_file_blocking,
+    Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, verify_file_blocking,
 };
 use crate::store::{DATA_DIR, DirStore, LOCK, PENDING_DELETES, REFERENCES};
 use futures_util::StreamExt;
-use md5::Md5;
-use sha2::{Digest, Sha256, Sha512};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
@@ -957,7 +956,7 @@ async fn hash_remote(client: &reqwest::Client, url: &Url, want: &Wanted) -> Opti
         Ok(r) => return problem(ProblemKind::Unreadable, format!("HTTP {}", r.status())),
         Err(e) => return problem(ProblemKind::Unreadable, root_cause(&e)),
     };
-    let mut hasher = Hasher::new(want.expected.checksum.as_ref());
+    let mut hasher = Hasher::for_checksum(want.expected.checksum.as_ref());
     let mut size = 0u64;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -987,40 +986,6 @@ async fn hash_remote(client: &reqwest::Client, url: &Url, want: &Wanted) -> Opti
             ),
         ),
         _ => None,
-    }
-}
-
-enum Hasher {
-    Sha512(Box<Sha512>),
-    Sha256(Box<Sha256>),
-    Md5(Box<Md5>),
-    None,
-}
-
-impl Hasher {
-    fn new(c: Option<&Checksum>) -> Hasher {
-        match c {
-            Some(Checksum::Sha512(_)) => Hasher::Sha512(Box::default()),
-            Some(Checksum::Sha256(_)) => Hasher::Sha256(Box::default()),
-            Some(Checksum::Md5(_)) => Hasher::Md5(Box::default()),
-            None => Hasher::None,
-        }
-    }
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha512(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Md5(h) => h.update(data),
-            Hasher::None => {}
-        }
-    }
-    fn finish(self) -> Option<String> {
-        match self {
-            Hasher::Sha512(h) => Some(hex::encode(h.finalize())),
-            Hasher::Sha256(h) => Some(hex::encode(h.finalize())),
-            Hasher::Md5(h) => Some(hex::encode(h.finalize())),
-            Hasher::None => None,
-        }
     }
 }
 

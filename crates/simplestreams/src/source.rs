@@ -657,8 +657,9 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Hashes with the algorithm of a checksum.
-enum Hasher {
+/// Hashes with the algorithm of an expected checksum (nothing when there
+/// is none).
+pub enum Hasher {
     Sha512(Sha512),
     Sha256(Sha256),
     Md5(Md5),
@@ -666,7 +667,8 @@ enum Hasher {
 }
 
 impl Hasher {
-    fn for_checksum(c: Option<&Checksum>) -> Hasher {
+    /// A hasher for `c`'s algorithm.
+    pub fn for_checksum(c: Option<&Checksum>) -> Hasher {
         match c {
             Some(Checksum::Sha512(_)) => Hasher::Sha512(Sha512::new()),
             Some(Checksum::Sha256(_)) => Hasher::Sha256(Sha256::new()),
@@ -674,7 +676,8 @@ impl Hasher {
             None => Hasher::None,
         }
     }
-    fn update(&mut self, data: &[u8]) {
+    /// Feeds `data`.
+    pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha512(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
@@ -682,7 +685,8 @@ impl Hasher {
             Hasher::None => {}
         }
     }
-    fn finish(self) -> Option<String> {
+    /// The digest in lower-case hex (`None` without a checksum).
+    pub fn finish(self) -> Option<String> {
         match self {
             Hasher::Sha512(h) => Some(hex::encode(h.finalize())),
             Hasher::Sha256(h) => Some(hex::encode(h.finalize())),
