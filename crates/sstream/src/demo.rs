@@ -123,6 +123,26 @@ fn sample_spec() -> SampleSpec {
     }
 }
 
+/// The filters of the MAAS documentation's two `sstream-mirror` lines.
+const SEED_FILTERS: [&[&str]; 2] = [
+    &["arch=amd64", "release~(trusty|xenial)"],
+    &["os~(grub*|pxelinux)"],
+];
+
+/// `mirror --keyring=K SRC OUT FILTERS... --max=1 EXTRA`, as in the documentation.
+fn mirror_args<'a>(
+    k: &'a str,
+    src: &'a str,
+    out: &'a str,
+    filters: &[&'a str],
+    extra: &'a str,
+) -> Vec<&'a str> {
+    let mut args = vec!["mirror", k, src, out];
+    args.extend_from_slice(filters);
+    args.extend(["--max=1", extra]);
+    args
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
@@ -157,58 +177,17 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     step("Mirroring with the MAAS documentation's two command lines");
     let k = format!("--keyring={}", keyring.display());
     let out = mirror.to_string_lossy().into_owned();
-    run_self(
-        &exe,
-        &[
-            "mirror",
-            &k,
-            &upstream.url,
-            &out,
-            "arch=amd64",
-            "release~(trusty|xenial)",
-            "--max=1",
-            "--progress",
-        ],
-    )?;
-    run_self(
-        &exe,
-        &[
-            "mirror",
-            &k,
-            &upstream.url,
-            &out,
-            "os~(grub*|pxelinux)",
-            "--max=1",
-            "--progress",
-        ],
-    )?;
+    for filters in SEED_FILTERS {
+        run_self(
+            &exe,
+            &mirror_args(&k, &upstream.url, &out, filters, "--progress"),
+        )?;
+    }
 
     step("Running both again, as cron would: nothing changed upstream, so only 304s");
-    run_self(
-        &exe,
-        &[
-            "mirror",
-            &k,
-            &upstream.url,
-            &out,
-            "arch=amd64",
-            "release~(trusty|xenial)",
-            "--max=1",
-            "-v",
-        ],
-    )?;
-    run_self(
-        &exe,
-        &[
-            "mirror",
-            &k,
-            &upstream.url,
-            &out,
-            "os~(grub*|pxelinux)",
-            "--max=1",
-            "-v",
-        ],
-    )?;
+    for filters in SEED_FILTERS {
+        run_self(&exe, &mirror_args(&k, &upstream.url, &out, filters, "-v"))?;
+    }
     drop(upstream);
 
     step("Serving the mirror and checking it over HTTP as MAAS would");
