@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Benchmark: our sstream-mirror against the reference Python tool and the raw
+# curl + sha256 limit, on a generated MAAS-like stream (unsigned,
+# --path streams/v1/index.json --no-verify) served by a private nginx on
+# 127.0.0.1. Prints a markdown table on stdout (progress on stderr).
+#
+# Knobs (environment): BENCH_REPEAT (runs of each measurement, median
+# reported; 1), BENCH_JOBS (our --jobs and the curl concurrency; 6),
+# BENCH_PAYLOAD (nominal squashfs bytes; 128 MiB), BENCH_PORT (18631),
+# BENCH_DROP_CACHES (1: drop the page cache before each measurement; 0),
+# BENCH_NO_BUILD (1: use the existing release build as is; 0),
+# BENCH_WAN_RATE (nginx limit_rate per connection of the "WAN-like" server,
+# which serves the extra full-mirror measurement; 50m; 0 skips it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+REPEAT=${BENCH_REPEAT:-1}
+JOBS=${BENCH_JOBS:-6}
+PAYLOAD=${BENCH_PAYLOAD:-134217728}
+PORT=${BENCH_PORT:-18631}
+DROP=${BENCH_DROP_CACHES:-0}
+WAN_RATE=${BENCH_WAN_RATE:-50m}
+B=$ROOT/target/bench
+WWW=$B/www
+URL=http://127.0.0.1:$PORT
+SRC=$URL/ # the reference needs the trailing slash
+RELEASES=trusty:14.04,xenial:16.04,jammy:22.04
+DAY0=20250615,20250718
+DAY1=20250718,20250801 # one new version per product, the oldest dropped
+log() { echo "bench: $*" >&2; }
+
+# --- Tools: nginx, GNU time, the reference, our release build. -----------
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -x /usr/bin/time ] || need+=(time)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+fi
+NGINX=$(command -v nginx)
+bash scripts/reference-venv.sh >&2
+REF=$ROOT/target/reference-venv/bin/sstream-mirror
+[ "${BENCH_NO_BUILD:-0}" = 1 ] ||
+  cargo build --release --bin sstream-mirror --example gen-stream -p sstream -p simplestreams >&2
+OURS=$ROOT/target/release/sstream-mirror
+GEN=$ROOT/target/release/examples/gen-stream
+
+# --- The source tree (reused when generated with the same parameters). ---
+PARAMS="payload=$PAYLOAD releases=$RELEASES arches=amd64,arm64 day0=$DAY0 day1=$DAY1 gen=$(sha256sum crates/simplestreams/src/sample.rs | cut -c1-16)"
+mkdir -p "$B"
+if [ "$(cat "$B/params" 2>/dev/null)" != "$PARAMS" ]; then
+  log "generating the source tree in $WWW"
+  rm -rf "$WWW" "$B/meta-day0" "$B/meta-day1" "$B/params"
+  gen() { "$GEN" --payload-bytes "$PAYLOAD" --releases "$RELEASES" --arches amd64,arm64 \
+    --versions "$2" --list "$B/$1.files" "$WWW" >&2 && cp -r "$WWW/streams/v1" "$B/meta-$1"; }
+  gen day1 "$DAY1"
+  gen day0 "$DAY0"
+  echo "$PARAMS" >"$B/params"
+fi
+use_day() { rm -rf "$WWW/streams/v1" && cp -r "$B/meta-$1" "$WWW/streams/v1"; }
+use_day day0
+
+# --- nginx on 127.0.0.1:$PORT, stopped on exit. ---------------------------
+mkdir -p "$B/nginx"
+cat >"$B/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $B/nginx/nginx.pid;
+error_log $B/nginx/error.log;
+events { worker_connections 256; }
+http {
+  default_type application/octet-stream;
+  log_format bench '\$status \$body_bytes_sent \$request_method \$request_uri';
+  access_log $B/nginx/access.log bench;
+  sendfile on;
+  server { listen 127.0.0.1:$PORT; root $WWW; }
+  server { listen 127.0.0.1:$((PORT + 1)); root $WWW; limit_rate $WAN_RATE; }
+}
+EOF
+: >"$B/nginx/access.log"
+stop_nginx() { [ -f "$B/nginx/nginx.pid" ] && kill "$(cat "$B/nginx/nginx.pid")" 2>/dev/null || true; }
+trap stop_nginx EXIT
+"$NGINX" -p "$B/nginx" -c "$B/nginx/nginx.conf"
+curl -sSf -o /dev/null "$URL/streams/v1/index.json"
+
+# --- Measurement. ---------------------------------------------------------
+# measure SCENARIO TOOL CMD...: runs CMD under /usr/bin/time -v, then `sync`
+# (our engine fsyncs every file, the reference does not: the clock stops when
+# the mirror is on disk for both; the sync part is recorded separately).
+# Appends to results.tsv: scenario, tool, tool seconds, sync seconds, peak RSS
+# KiB, bytes served, requests, CPU seconds.
+RESULTS=$B/results.tsv
+DROPPED=no
+measure() {
+  local scenario=$1 tool=$2; shift 2
+  sync
+  if [ "$DROP" = 1 ] && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then DROPPED=yes; fi
+  local before t0 t1 t2 tv=$B/time.txt
+  before=$(wc -l <"$B/nginx/access.log")
+  t0=$(date +%s.%N)
+  if ! /usr/bin/time -v -o "$tv" "$@" >"$B/last.log" 2>&1; then
+    log "$scenario/$tool failed:"; tail -5 "$B/last.log" >&2; exit 1
+  fi
+  t1=$(date +%s.%N)
+  sync
+  t2=$(date +%s.%N)
+  local new=$B/new.log
+  tail -n +"$((before + 1))" "$B/nginx/access.log" >"$new"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" \
+    "$(awk "BEGIN {print $t1 - $t0}")" "$(awk "BEGIN {print $t2 - $t1}")" \
+    "$(awk -F': ' '/Maximum resident/ {print $2}' "$tv")" \
+    "$(awk '{s += $2} END {printf "%.0f", s}' "$new")" "$(wc -l <"$new")" \
+    "$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {print u + s}' "$tv")" >>"$RESULTS"
+  log "$(tail -1 "$RESULTS")"
+}
+
+# Every payload of the day's list is in the mirror with the source's size.
+check_mirror() {
+  local day=$1 dir=$2 p
+  while read -r p; do
+    [ "$(stat -c %s "$dir/$p" 2>/dev/null)" = "$(stat -c %s "$WWW/$p")" ] ||
+      { log "$dir/$p: missing or wrong size"; exit 1; }
+  done <"$B/$day.files"
+}
+
+: >"$RESULTS"
+COMMON=(--path streams/v1/index.json --no-verify)
+FILTER=('arch=amd64' 'release~(trusty|xenial)')
+for i in $(seq "$REPEAT"); do
+  log "run $i of $REPEAT"
+  use_day day0
+  rm -rf "$B/out" && mkdir -p "$B/out/raw"
+  measure full ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
+  measure full reference "$REF" "${COMMON[@]}" "$SRC" "$B/out/ref"
+  measure full raw bash bench/raw-fetch.sh "$URL" "$B/out/raw" "$B/day0.files" "$JOBS"
+  check_mirror day0 "$B/out/ours"
+  check_mirror day0 "$B/out/ref"
+  measure noop ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
+  measure noop reference "$REF" "${COMMON[@]}" "$SRC" "$B/out/ref"
+  measure filtered ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" --max=1 "$SRC" "$B/out/ours-f" "${FILTER[@]}"
+  measure filtered reference "$REF" "${COMMON[@]}" --max=1 "$SRC" "$B/out/ref-f" "${FILTER[@]}"
+  if [ "$WAN_RATE" != 0 ]; then
+    WAN=http://127.0.0.1:$((PORT + 1))/
+    measure wan ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$WAN" "$B/out/ours-wan"
+    measure wan reference "$REF" "${COMMON[@]}" "$WAN" "$B/out/ref-wan"
+  fi
+  use_day day1
+  measure incremental ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
+  measure incremental reference "$REF" "${COMMON[@]}" "$SRC" "$B/out/ref"
+  check_mirror day1 "$B/out/ours"
+  check_mirror day1 "$B/out/ref"
+  use_day day0
+done
+stop_nginx
+rm -rf "$B/out" # about 10 GiB of mirrors
+
+python3 bench/report.py "$RESULTS" "jobs=$JOBS, repeat=$REPEAT, page cache dropped before each run: $DROPPED, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
