@@ -485,7 +485,9 @@ impl Source {
             }
             0
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+        // A short queue: on loopback hyper hands over chunks of ~400 KB, so this
+        // bounds what one download holds in memory to a couple of MB.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
         let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
         let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
             let mut w = PartWriter::open(&p, start, &exp, &u)?;
@@ -697,6 +699,8 @@ impl Hasher {
 }
 
 const IO_BUFFER: usize = 1 << 20;
+/// Write buffer of a download: gathers the small chunks of slow links.
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// Writes a `.part` file while hashing it.
 struct PartWriter {
@@ -714,7 +718,8 @@ impl PartWriter {
     fn open(path: &Path, start: u64, expected: &Expected, url: &str) -> Result<PartWriter> {
         let file = open_part(path, start)?;
         Ok(PartWriter {
-            file: std::io::BufWriter::with_capacity(IO_BUFFER, file),
+            // Large chunks bypass the buffer; it only gathers small ones.
+            file: std::io::BufWriter::with_capacity(WRITE_BUFFER, file),
             hasher: Hasher::for_checksum(expected.checksum.as_ref()),
             written: 0,
             expected: expected.clone(),
