@@ -188,7 +188,11 @@ pub type ProgressFn = Arc<dyn Fn(i64) + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct Source {
     roots: Vec<Url>,
-    client: reqwest::Client,
+    /// For `http://`: no TLS, so no certificate store to load (which is
+    /// most of the cost of a run that finds nothing to do).
+    plain: reqwest::Client,
+    /// For `https://`, built on first use with the system's roots.
+    tls: Arc<std::sync::OnceLock<reqwest::Client>>,
     options: TransferOptions,
 }
 
@@ -207,11 +211,17 @@ enum Attempt {
 impl Source {
     /// A source at `root`, with `mirrors` tried for items when the root fails.
     pub fn new(root: Url, mirrors: Vec<Url>, options: TransferOptions) -> Result<Source> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.idle_timeout)
-            .user_agent(concat!("sstream/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(32)
+        // Redirects to https are not followed by the plain client: `send`
+        // hands them over to the TLS one.
+        let plain = client_builder(&options)
+            .tls_certs_only(std::iter::empty())
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.url().scheme() == "https" || attempt.previous().len() >= 10 {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
         let mut roots = vec![root];
@@ -225,9 +235,52 @@ impl Source {
         }
         Ok(Source {
             roots,
-            client,
+            plain,
+            tls: Arc::default(),
             options,
         })
+    }
+
+    /// GETs `url` with `headers`, over TLS when the URL (or a redirect from
+    /// a plain URL) is `https`.
+    async fn send(
+        &self,
+        url: &Url,
+        headers: reqwest::header::HeaderMap,
+    ) -> reqwest::Result<reqwest::Response> {
+        if url.scheme() == "https" {
+            return self
+                .tls_client()?
+                .get(url.clone())
+                .headers(headers)
+                .send()
+                .await;
+        }
+        let resp = self
+            .plain
+            .get(url.clone())
+            .headers(headers.clone())
+            .send()
+            .await?;
+        let to_https = resp
+            .status()
+            .is_redirection()
+            .then(|| resp.headers().get(reqwest::header::LOCATION)?.to_str().ok())
+            .flatten()
+            .and_then(|loc| resp.url().join(loc).ok())
+            .filter(|u| u.scheme() == "https");
+        match to_https {
+            Some(next) => self.tls_client()?.get(next).headers(headers).send().await,
+            None => Ok(resp),
+        }
+    }
+
+    fn tls_client(&self) -> reqwest::Result<&reqwest::Client> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c);
+        }
+        let client = client_builder(&self.options).build()?;
+        Ok(self.tls.get_or_init(|| client))
     }
 
     /// The primary root.
@@ -277,16 +330,17 @@ impl Source {
         url: &Url,
         validators: Option<&Validators>,
     ) -> Result<Fetched, Attempt> {
-        let mut req = self.client.get(url.clone());
+        let mut headers = reqwest::header::HeaderMap::new();
         if let Some(v) = validators {
-            if let Some(etag) = &v.etag {
-                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
-            }
-            if let Some(lm) = &v.last_modified {
-                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
-            }
+            let mut set = |name, value: &Option<String>| {
+                if let Some(v) = value.as_deref().and_then(|v| v.parse().ok()) {
+                    headers.insert(name, v);
+                }
+            };
+            set(reqwest::header::IF_NONE_MATCH, &v.etag);
+            set(reqwest::header::IF_MODIFIED_SINCE, &v.last_modified);
         }
-        let resp = req.send().await.map_err(|e| retry(url, &e))?;
+        let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && validators.is_some() {
             return Ok(Fetched::NotModified);
@@ -450,11 +504,13 @@ impl Source {
                 }
             };
         }
-        let mut req = self.client.get(url.clone());
-        if have > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if have > 0
+            && let Ok(range) = format!("bytes={have}-").parse()
+        {
+            headers.insert(reqwest::header::RANGE, range);
         }
-        let resp = req.send().await.map_err(|e| retry(url, &e))?;
+        let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
         let status = resp.status();
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             remove_part(part, have, progress).map_err(fatal)?;
@@ -561,6 +617,15 @@ impl Source {
         }
         Ok(received)
     }
+}
+
+/// The client settings shared by the plain and the TLS client.
+fn client_builder(options: &TransferOptions) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .read_timeout(options.idle_timeout)
+        .user_agent(concat!("sstream/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(32)
 }
 
 fn file_path(url: &Url) -> Result<PathBuf> {
