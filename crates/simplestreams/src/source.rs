@@ -422,8 +422,8 @@ impl Source {
             Err(Error::transfer(
                 rel.as_str(),
                 format!(
-                    "failed at every root ({} mirrors); last: {last}",
-                    errors.len()
+                    "failed at all {} roots (primary and --mirror); last: {last}",
+                    errors.len() + 1
                 ),
             ))
         }

@@ -489,3 +489,46 @@ fn keep_without_max_is_a_usage_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!out.exists());
 }
+
+/// Concurrency changes nothing: with `--jobs 1` and `--jobs 16` our tree is
+/// the reference's, over a sequence of days with removals.
+#[test]
+fn any_concurrency_gives_the_reference_tree() {
+    let case = Case::new(&day(&["20250601", "20250615"], &["20230222.0"]));
+    let k = case.keyring_opt();
+    let outs = ["reference-jobs", "ours-jobs-1", "ours-jobs-16"].map(|n| case.out(n));
+    let run_all = || {
+        run_ok(
+            &reference_mirror(),
+            &case.gpg.verify_home,
+            &args(&[&k, "--max=2", &case.server.url, &outs[0].to_string_lossy()]),
+        );
+        for (out, jobs) in [(&outs[1], "1"), (&outs[2], "16")] {
+            run_ok(
+                &ours_mirror(),
+                &case.gpg.verify_home,
+                &args(&[
+                    &k,
+                    "--max=2",
+                    "--jobs",
+                    jobs,
+                    &case.server.url,
+                    &out.to_string_lossy(),
+                ]),
+            );
+        }
+        compare_trees(&outs[0], &outs[1]);
+        compare_trees(&outs[0], &outs[2]);
+    };
+    run_all();
+    case.update(&day(
+        &["20250615", "20250701", "20250715"],
+        &["20230222.0", "20231004.0"],
+    ));
+    run_all();
+    assert_has(
+        &outs[2],
+        &["xenial/amd64/20250715/squashfs"],
+        &["xenial/amd64/20250601/squashfs"],
+    );
+}

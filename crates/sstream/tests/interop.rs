@@ -284,3 +284,108 @@ fn browser_sees_landing_page_and_listing() {
     }
     assert!(checked >= 5, "only {checked} links checked");
 }
+
+/// Our `sstream-query` prints exactly what the reference's prints, in every
+/// output mode, over the served mirror.
+#[test]
+fn query_output_matches_the_reference() {
+    let m = mirrored();
+    let k = format!("--keyring={}", m.gpg.keyring.display());
+    let ours = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sstream-query"));
+    let cases: [&[&str]; 6] = [
+        &["arch=amd64", "ftype=squashfs"],
+        &["release=xenial", "--pretty"],
+        &["os~(grub*|pxelinux)", "--json"],
+        &[
+            "--max=1",
+            "-o",
+            "%(product_name)s %(version_name)s %(size)8s %(item_url)s",
+        ],
+        &["release!~trusty", "subarch~^hwe", "--max", "1", "--json"],
+        &["release=nothing-matches", "--json"],
+    ];
+    for case in cases {
+        let mut a = args(&[&k, &m.served.url]);
+        a.extend(args(case));
+        let want = run_ok(&reference().join("sstream-query"), &m.gpg.verify_home, &a);
+        let got = run_ok(&ours, &m.gpg.verify_home, &a);
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "sstream-query {case:?}"
+        );
+        assert!(!want.stdout.is_empty() || case.contains(&"--json"));
+    }
+}
+
+/// `sstream-query ... | head -1` ends quietly when the pipe closes.
+#[test]
+fn query_into_a_closed_pipe_is_quiet() {
+    let m = mirrored();
+    let k = format!("--keyring={}", m.gpg.keyring.display());
+    let script = format!(
+        "set -o pipefail; '{}' '{k}' '{}' | head -c 10 >/dev/null",
+        env!("CARGO_BIN_EXE_sstream-query"),
+        m.served.url
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env("GNUPGHOME", &m.gpg.verify_home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The README's first command: `sstream demo` does the whole job offline and
+/// prints the boot-source URL.
+#[test]
+fn demo_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_sstream"))
+        .args(["demo", "--dir", &dir.to_string_lossy()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Boot source:   http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: http://127.0.0.1:"),
+        "verified over HTTP: {stdout}"
+    );
+    assert!(stdout.contains("maas $PROFILE boot-resources import"));
+    let mirror = dir.join("mirror");
+    assert!(mirror.join("streams/v1/index.sjson").is_file());
+    let got = files(&mirror);
+    assert!(
+        got.iter()
+            .any(|f| f.starts_with("xenial/amd64/") && f.ends_with("/squashfs"))
+    );
+    assert!(got.iter().any(|f| f.starts_with("bootloaders/")));
+    assert!(
+        !got.iter().any(|f| f.starts_with("jammy/")),
+        "jammy is not selected"
+    );
+    // It refuses to replace a directory it did not make.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_sstream"))
+        .args(["demo", "--dir", &other.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("was not made by the demo"));
+}
