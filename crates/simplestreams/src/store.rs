@@ -42,54 +42,62 @@ impl DirStore {
         &self.root
     }
 
+    /// An [`Error::UnsafePath`] about `rel` under this store.
+    fn unsafe_path(&self, rel: &RelPath, reason: String) -> Error {
+        Error::UnsafePath {
+            context: self.root.display().to_string(),
+            path: rel.to_string(),
+            reason,
+        }
+    }
+
+    /// Walks the directories on the way to `rel`, refusing symlinks. With
+    /// `create`, missing directories are made; without, a missing or
+    /// non-directory step gives `None` (nothing there).
+    fn parent_dir(&self, rel: &RelPath, create: bool) -> Result<Option<PathBuf>> {
+        let verb = if create { "write" } else { "delete" };
+        let mut dir = self.root.clone();
+        let segments: Vec<&str> = rel.segments().collect();
+        for seg in &segments[..segments.len().saturating_sub(1)] {
+            dir.push(seg);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let why = format!(
+                        "{} is a symlink; refusing to {verb} through it",
+                        dir.display()
+                    );
+                    return Err(self.unsafe_path(rel, why));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) if create => {
+                    return Err(
+                        self.unsafe_path(rel, format!("{} is not a directory", dir.display()))
+                    );
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                }
+                Err(e) if create => return Err(Error::io(&dir, e)),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(dir))
+    }
+
     /// The local path of `rel`, after making sure every directory on the
     /// way exists and none is a symlink.
     pub fn prepare(&self, rel: &RelPath) -> Result<PathBuf> {
         fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        let mut dir = self.root.clone();
-        let segments: Vec<&str> = rel.segments().collect();
-        let (last, parents) = segments
-            .split_last()
-            .ok_or_else(|| Error::Refused("empty path".into()))?;
-        for seg in parents {
-            dir.push(seg);
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::UnsafePath {
-                        context: self.root.display().to_string(),
-                        path: rel.to_string(),
-                        reason: format!(
-                            "{} is a symlink; refusing to write through it",
-                            dir.display()
-                        ),
-                    });
-                }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(Error::UnsafePath {
-                        context: self.root.display().to_string(),
-                        path: rel.to_string(),
-                        reason: format!("{} is not a directory", dir.display()),
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-                }
-                Err(e) => return Err(Error::io(&dir, e)),
-            }
-        }
-        let path = dir.join(last);
+        let path = rel.under(&self.root);
+        self.parent_dir(rel, true)?;
         if let Ok(m) = fs::symlink_metadata(&path)
             && m.file_type().is_symlink()
         {
-            return Err(Error::UnsafePath {
-                context: self.root.display().to_string(),
-                path: rel.to_string(),
-                reason: format!(
-                    "{} is a symlink; refusing to write through it",
-                    path.display()
-                ),
-            });
+            let why = format!(
+                "{} is a symlink; refusing to write through it",
+                path.display()
+            );
+            return Err(self.unsafe_path(rel, why));
         }
         Ok(path)
     }
@@ -151,25 +159,8 @@ impl DirStore {
     /// Refuses (and removes nothing) when a directory on the way is a
     /// symlink: a deletion must not reach outside the mirror.
     pub fn remove_item(&self, rel: &RelPath) -> Result<()> {
-        let mut dir = self.root.clone();
-        let segments: Vec<&str> = rel.segments().collect();
-        for seg in &segments[..segments.len().saturating_sub(1)] {
-            dir.push(seg);
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::UnsafePath {
-                        context: self.root.display().to_string(),
-                        path: rel.to_string(),
-                        reason: format!(
-                            "{} is a symlink; refusing to delete through it",
-                            dir.display()
-                        ),
-                    });
-                }
-                Ok(m) if m.is_dir() => {}
-                // Nothing there: nothing to remove.
-                _ => return Ok(()),
-            }
+        if self.parent_dir(rel, false)?.is_none() {
+            return Ok(()); // nothing there: nothing to remove
         }
         let path = rel.under(&self.root);
         for p in [crate::source::part_path(&path), path.clone()] {
