@@ -2,34 +2,19 @@
 
 use crate::serve::ServeArgs;
 use clap::{Args, Parser, Subcommand};
+use simplestreams::metadata::Verification;
+use simplestreams::source::{SourceSpec, split_source};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Options shared by `sstream mirror` and the drop-in `sstream-mirror`.
+/// How a stream is read and logged: options shared by every command that
+/// reads one (mirror, query, verify).
 #[derive(Debug, Clone, Args)]
-pub struct MirrorArgs {
-    /// Keep versions that left the source, up to --max per product.
-    #[arg(long)]
-    pub keep: bool,
-    /// Keep at most MAX versions of each product (the newest).
-    #[arg(long, value_name = "MAX")]
-    pub max: Option<usize>,
+pub struct StreamArgs {
     /// The index or products file to start from, relative to the source root.
     #[arg(long)]
     pub path: Option<String>,
-    /// Mirror metadata only: do not download items that have a path.
-    #[arg(long)]
-    pub no_item_download: bool,
-    /// Print what would be done (on stdout) and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Show download progress.
-    #[arg(long)]
-    pub progress: bool,
-    /// Another source root to fetch items from when the primary fails (repeatable).
-    #[arg(long = "mirror", value_name = "URL")]
-    pub mirrors: Vec<String>,
     /// More output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -42,6 +27,48 @@ pub struct MirrorArgs {
     /// Do not verify signatures of signed (.sjson) metadata.
     #[arg(long, short = 'U')]
     pub no_verify: bool,
+}
+
+impl StreamArgs {
+    /// Installs the logger these options ask for.
+    pub fn init_logging(&self) -> Result<(), String> {
+        crate::logging::init(self.verbose, self.log_file.as_deref())
+    }
+
+    /// Splits `source` into root and entry document, and loads what
+    /// verifying it takes (see [`Verification::for_entry`]).
+    pub fn open(&self, source: &str) -> Result<(SourceSpec, Verification), String> {
+        let spec = split_source(source, self.path.as_deref()).map_err(|e| e.to_string())?;
+        let verification =
+            Verification::for_entry(&spec.entry, self.keyring.as_deref(), self.no_verify)
+                .map_err(|e| e.to_string())?;
+        Ok((spec, verification))
+    }
+}
+
+/// Options shared by `sstream mirror` and the drop-in `sstream-mirror`.
+#[derive(Debug, Clone, Args)]
+pub struct MirrorArgs {
+    /// Keep versions that left the source, up to --max per product.
+    #[arg(long)]
+    pub keep: bool,
+    /// Keep at most MAX versions of each product (the newest).
+    #[arg(long, value_name = "MAX")]
+    pub max: Option<usize>,
+    /// Mirror metadata only: do not download items that have a path.
+    #[arg(long)]
+    pub no_item_download: bool,
+    /// Print what would be done (on stdout) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Show download progress.
+    #[arg(long)]
+    pub progress: bool,
+    /// Another source root to fetch items from when the primary fails (repeatable).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Accepted for compatibility; items are always verified.
     #[arg(long)]
     pub no_checksumming_reader: bool,
@@ -80,9 +107,6 @@ pub struct QueryArgs {
     /// At most MAX versions of each product (the newest).
     #[arg(long, value_name = "MAX_ITEMS")]
     pub max: Option<usize>,
-    /// The index or products file to start from, relative to the source root.
-    #[arg(long)]
-    pub path: Option<String>,
     /// Python %-style format over the flattened item, e.g. '%(item_url)s'.
     #[arg(long, short = 'o', conflicts_with_all = ["pretty", "json"])]
     pub output_format: Option<String>,
@@ -92,18 +116,8 @@ pub struct QueryArgs {
     /// Print the items as a JSON list.
     #[arg(long)]
     pub json: bool,
-    /// More output (repeatable).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Also write the log to this file.
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
-    /// OpenPGP keyring (binary or armored) used to verify signed metadata.
-    #[arg(long)]
-    pub keyring: Option<PathBuf>,
-    /// Do not verify signatures of signed (.sjson) metadata.
-    #[arg(long, short = 'U')]
-    pub no_verify: bool,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// The source: a URL (http, https, file) or a directory.
     pub mirror_url: String,
     /// Filters: KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.

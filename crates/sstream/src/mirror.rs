@@ -6,11 +6,10 @@ use crate::progress::{Progress, human};
 use simplestreams::execute::{ExecuteOptions, execute};
 use simplestreams::filter::FilterSet;
 use simplestreams::metadata::{
-    CachedDocument, Conditional, FetchCache, MetadataReader, Stream, Verification,
-    read_stream_cached, sha256_hex,
+    CachedDocument, Conditional, FetchCache, MetadataReader, Stream, read_stream_cached, sha256_hex,
 };
 use simplestreams::plan::{MirrorOptions, Plan, check_wipe_guard};
-use simplestreams::source::{Source, TransferOptions, source_url, split_source};
+use simplestreams::source::{Source, TransferOptions, source_url};
 use simplestreams::store::DirStore;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -20,17 +19,14 @@ const WIPE_GUARD: f64 = 0.5;
 
 /// Runs a mirror.
 pub fn run(args: MirrorArgs) -> Result<(), String> {
-    crate::logging::init(args.verbose, args.log_file.as_deref())?;
+    args.stream.init_logging()?;
     if args.keep && args.max.is_none() {
         return Err(
             "--keep needs --max: it keeps versions gone from the source up to --max".into(),
         );
     }
     let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
-    let spec = split_source(&args.source, args.path.as_deref()).map_err(|e| e.to_string())?;
-    let verification =
-        Verification::for_entry(&spec.entry, args.keyring.as_deref(), args.no_verify)
-            .map_err(|e| e.to_string())?;
+    let (spec, verification) = args.stream.open(&args.source)?;
     let mirrors = args
         .mirrors
         .iter()
@@ -82,7 +78,7 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
             }
             return Ok(());
         }
-        let chatty = args.progress || args.verbose > 0;
+        let chatty = args.progress || args.stream.verbose > 0;
         if chatty {
             for line in plan.report() {
                 eprintln!("{line}");

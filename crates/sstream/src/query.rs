@@ -3,19 +3,16 @@
 use crate::cli::QueryArgs;
 use crate::pyformat::{format_item, json_list, pprint_dict, repr_dict};
 use simplestreams::filter::FilterSet;
-use simplestreams::metadata::{MetadataReader, Verification, read_stream};
+use simplestreams::metadata::{MetadataReader, read_stream};
 use simplestreams::plan::MirrorOptions;
-use simplestreams::source::{Source, TransferOptions, split_source};
+use simplestreams::source::{Source, TransferOptions};
 use std::io::{ErrorKind, Write};
 
 /// Runs a query and prints the items.
 pub fn run(args: QueryArgs) -> Result<(), String> {
-    crate::logging::init(args.verbose, args.log_file.as_deref())?;
+    args.stream.init_logging()?;
     let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
-    let spec = split_source(&args.mirror_url, args.path.as_deref()).map_err(|e| e.to_string())?;
-    let verification =
-        Verification::for_entry(&spec.entry, args.keyring.as_deref(), args.no_verify)
-            .map_err(|e| e.to_string())?;
+    let (spec, verification) = args.stream.open(&args.mirror_url)?;
     let source = Source::new(spec.root.clone(), Vec::new(), TransferOptions::default())
         .map_err(|e| e.to_string())?;
     let options = MirrorOptions {

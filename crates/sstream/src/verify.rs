@@ -1,13 +1,11 @@
 //! `sstream verify TARGET`: audit a mirror as a client would, with exit
 //! codes a cron job or a monitoring check can act on.
 
+use crate::cli::StreamArgs;
 use crate::progress::human;
 use clap::Args;
 use simplestreams::audit::{AuditOptions, Problem, Report, audit, problem_of_error};
-use simplestreams::metadata::Verification;
-use simplestreams::source::split_source;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit status: everything checked is fine (warnings allowed without --strict).
@@ -52,16 +50,8 @@ Exit status:
 #[derive(Debug, Clone, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct VerifyArgs {
-    /// OpenPGP keyring (binary or armored) used to verify signed metadata.
-    #[arg(long)]
-    pub keyring: Option<PathBuf>,
-    /// Do not verify signatures of signed (.sjson) metadata.
-    #[arg(long, short = 'U')]
-    pub no_verify: bool,
-    /// The index or products file to start from, relative to the root
-    /// (default streams/v1/index.sjson, or the file the URL names).
-    #[arg(long)]
-    pub path: Option<String>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Also check every item's checksum (reads every byte).
     #[arg(long)]
     pub full: bool,
@@ -74,9 +64,6 @@ pub struct VerifyArgs {
     /// Items checked at the same time.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
-    /// More output on stderr (repeatable).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
     /// The mirror: a directory, or a URL (http, https, file) of its root or
     /// of a streams/v1/*.json or *.sjson document.
     pub target: String,
@@ -103,18 +90,13 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 }
 
 fn verify(args: &VerifyArgs) -> u8 {
-    if let Err(e) = crate::logging::init(args.verbose, None) {
+    if let Err(e) = args.stream.init_logging() {
         return usage(&e);
     }
-    let spec = match split_source(&args.target, args.path.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return usage(&e.to_string()),
+    let (spec, verification) = match args.stream.open(&args.target) {
+        Ok(opened) => opened,
+        Err(e) => return usage(&e),
     };
-    let verification =
-        match Verification::for_entry(&spec.entry, args.keyring.as_deref(), args.no_verify) {
-            Ok(v) => v,
-            Err(e) => return usage(&e.to_string()),
-        };
     let options = AuditOptions {
         full: args.full,
         jobs: args.jobs.max(1),
