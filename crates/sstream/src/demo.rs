@@ -3,6 +3,7 @@
 //! documentation's two command lines, serves the mirror, verifies it over
 //! HTTP as a client would, and prints the boot-source URL for MAAS.
 
+use simplestreams::metadata::DEFAULT_KEYRING;
 use simplestreams::openpgp::SigningKey;
 use simplestreams::sample::{SampleRelease, SampleSpec, generate};
 use std::io::{BufRead, BufReader};
@@ -213,7 +214,9 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     println!("Mirror:        {}", mirror.display());
     println!("Boot source:   {}", local.url);
     println!("Keyring:       {}", keyring.display());
-    println!("Point MAAS at it (with the real keyring for images.maas.io):");
+    println!(
+        "Point MAAS at it (for a mirror of images.maas.io, keyring_filename={DEFAULT_KEYRING}):"
+    );
     println!(
         "  maas $PROFILE boot-source update 1 url={} keyring_filename={}",
         local.url,
