@@ -346,12 +346,13 @@ fn plan_downloads(
     store: &DirStore,
     options: &MirrorOptions,
 ) -> Vec<Download> {
+    let disputed = disputed_paths(streams);
     let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
     for sp in streams {
         for it in &sp.added {
             let Some(path) = &it.path else { continue };
             let present = store.has_file(path, it.size);
-            if present && !options.verify_existing {
+            if present && !options.verify_existing && !disputed.contains(path) {
                 continue;
             }
             by_path
@@ -374,6 +375,29 @@ fn plan_downloads(
             .then_with(|| a.path.cmp(&b.path))
     });
     downloads
+}
+
+/// Paths that items of the mirror's states describe with different
+/// checksums. Paths are meant to be immutable; when a stream breaks that,
+/// an existing file of the right size is not trusted but verified.
+fn disputed_paths(streams: &[StreamPlan]) -> BTreeSet<RelPath> {
+    let mut seen: BTreeMap<&RelPath, &Checksum> = BTreeMap::new();
+    let mut disputed = BTreeSet::new();
+    for sp in streams {
+        for product in sp.state.products.values() {
+            for version in product.versions.values() {
+                for item in version.items.values() {
+                    let (Some(path), Some(sum)) = (&item.path, &item.checksum) else {
+                        continue;
+                    };
+                    if *seen.entry(path).or_insert(sum) != sum {
+                        disputed.insert(path.clone());
+                    }
+                }
+            }
+        }
+    }
+    disputed
 }
 
 /// Refuses a plan that deletes more than `max_share` of the mirror's
@@ -416,6 +440,11 @@ mod tests {
     /// A products file with one product per (name, versions) and, per
     /// version, a kernel of its own and a squashfs shared by all products.
     fn stream(products: &[(&str, &[&str])]) -> Stream {
+        stream_with(products, |_| {})
+    }
+
+    /// Like [`stream`], with the JSON document changed by `tweak` first.
+    fn stream_with(products: &[(&str, &[&str])], tweak: impl Fn(&mut serde_json::Value)) -> Stream {
         let mut ps = serde_json::Map::new();
         for (name, versions) in products {
             let mut vs = serde_json::Map::new();
@@ -423,8 +452,8 @@ mod tests {
                 vs.insert(
                     v.to_string(),
                     serde_json::json!({"items": {
-                        "kernel": {"path": format!("{name}/{v}/kernel"), "size": 2 * 1024 * 1024, "ftype": "boot-kernel"},
-                        "squashfs": {"path": format!("shared/{v}/squashfs"), "size": 3 * 1024 * 1024, "ftype": "squashfs"}
+                        "kernel": {"path": format!("{name}/{v}/kernel"), "size": 2 * 1024 * 1024, "ftype": "boot-kernel", "sha256": "a".repeat(64)},
+                        "squashfs": {"path": format!("shared/{v}/squashfs"), "size": 3 * 1024 * 1024, "ftype": "squashfs", "sha256": "a".repeat(64)}
                     }}),
                 );
             }
@@ -433,8 +462,9 @@ mod tests {
                 serde_json::json!({"arch": "amd64", "versions": vs}),
             );
         }
-        let doc =
+        let mut doc =
             serde_json::json!({"format": "products:1.0", "content_id": "c:1", "products": ps});
+        tweak(&mut doc);
         let raw = serde_json::to_vec(&doc).unwrap();
         let document = Document {
             rel: RelPath::parse("streams/v1/c.json").unwrap(),
@@ -579,6 +609,29 @@ mod tests {
                 .to_string()
                 .contains("--force")
         );
+    }
+
+    #[test]
+    fn a_path_whose_checksum_changed_is_verified_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap(),
+            &store,
+        );
+        // Version 2 reuses version 1's squashfs path with another checksum.
+        let second = stream_with(&[("ga", &["1", "2"])], |doc| {
+            let squashfs = &mut doc["products"]["ga"]["versions"]["2"]["items"]["squashfs"];
+            squashfs["path"] = "shared/1/squashfs".into();
+            squashfs["sha256"] = "b".repeat(64).into();
+        });
+        let plan = Plan::build(second, &store, &options(None)).unwrap();
+        let d: Vec<(&str, bool)> = plan
+            .downloads
+            .iter()
+            .map(|d| (d.path.as_str(), d.verify_only))
+            .collect();
+        assert_eq!(d, [("shared/1/squashfs", true), ("ga/2/kernel", false)]);
     }
 
     #[test]
