@@ -532,3 +532,88 @@ fn any_concurrency_gives_the_reference_tree() {
         &["xenial/amd64/20250601/squashfs"],
     );
 }
+
+/// The real (trimmed) images.maas.io metadata from `shared/fixtures`, with
+/// its real sizes: the dry-run plan of the seed's command lines and queries
+/// are the reference's, line for line (our total counts each file once).
+#[test]
+fn real_maas_metadata_plans_and_queries() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/maas-real");
+    let tmp = tempfile::tempdir().unwrap();
+    let streams = tmp.path().join("src/streams/v1");
+    std::fs::create_dir_all(&streams).unwrap();
+    let mut sizes = BTreeMap::new();
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let name = path.file_name().unwrap();
+            std::fs::copy(&path, streams.join(name)).unwrap();
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            for product in doc["products"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values())
+            {
+                for version in product["versions"].as_object().unwrap().values() {
+                    for item in version["items"].as_object().unwrap().values() {
+                        sizes.insert(
+                            item["path"].as_str().unwrap().to_owned(),
+                            item["size"].as_u64().unwrap(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(sizes.len() > 20, "the fixtures hold items");
+    let server = Server::start(&tmp.path().join("src"));
+    let home = tempfile::tempdir().unwrap();
+    let common = ["--no-verify", "--path", "streams/v1/index.json"];
+    for filters in [
+        &["arch=amd64", "release~(trusty|xenial|jammy|noble)"][..],
+        &["os~(grub*|pxelinux)"][..],
+        &["os=centos"][..],
+        &[][..],
+    ] {
+        let out = tmp.path().join("out");
+        let mut a = args(&common);
+        a.extend(args(&[&server.url, &out.to_string_lossy()]));
+        a.extend(args(filters));
+        // (The reference's parser takes options after the filters, not
+        // between the directory and the filters.)
+        a.extend(args(&["--max=1", "--dry-run"]));
+        let theirs = run_ok(&reference_mirror(), home.path(), &a);
+        let ours = run_ok(&ours_mirror(), home.path(), &a);
+        let (want, got) = (plan_lines(&theirs.stderr), plan_lines(&ours.stdout));
+        assert!(want.len() > 2, "{filters:?} selects something");
+        assert_eq!(got[..got.len() - 1], want[..want.len() - 1], "{filters:?}");
+        let items: Vec<String> = got[..got.len() - 1].to_vec();
+        assert_eq!(
+            got.last().unwrap(),
+            &distinct_total(&items, &sizes),
+            "{filters:?}"
+        );
+        assert!(!out.exists(), "a dry run writes nothing");
+
+        let mut q = args(&common);
+        q.push(server.url.clone());
+        q.extend(args(filters));
+        q.extend(args(&[
+            "--max=1",
+            "-o",
+            "%(product_name)s %(version_name)s %(item_name)s %(size)s %(item_url)s",
+        ]));
+        let want = run_ok(&reference().join("sstream-query"), home.path(), &q);
+        let got = run_ok(
+            Path::new(env!("CARGO_BIN_EXE_sstream-query")),
+            home.path(),
+            &q,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{filters:?}"
+        );
+    }
+}
