@@ -703,13 +703,20 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
+/// A transfer error: retried, except a TLS certificate that does not verify
+/// (trying again changes nothing; the error says why).
 fn retry(url: &Url, e: &reqwest::Error) -> Attempt {
+    let cause = root_cause(e);
+    if cause.contains("certificate") {
+        let reason = format!("TLS certificate not trusted: {cause}");
+        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
+    }
     let reason = if e.is_timeout() {
         "timed out (no data received)".to_owned()
     } else if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
+        format!("cannot connect: {cause}")
     } else {
-        root_cause(e)
+        cause
     };
     Attempt::Retry(Error::transfer(url.as_str(), reason), None)
 }
