@@ -174,13 +174,14 @@ pub struct Stream {
     pub unchanged: Vec<UnchangedDocument>,
 }
 
-/// A products file the server reported unchanged since the last run.
+/// A products file the server reported unchanged since the last run (its
+/// published copy and mirror state are as that run left them).
 #[derive(Debug, Clone)]
 pub struct UnchangedDocument {
     /// Its content id.
     pub content_id: String,
-    /// The document (the mirror's published copy).
-    pub document: Document,
+    /// Where it is, relative to the stream root.
+    pub rel: RelPath,
 }
 
 /// Parses a fetched products document and checks its content id.
@@ -229,6 +230,47 @@ pub struct CachedDocument {
     /// For a products file: SHA-256 of the mirror state written for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_sha256: Option<String>,
+    /// Size, mtime and inode of the published copy when the run ended: while
+    /// they hold, the copy is not read again to check its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<FileStamp>,
+    /// The same for the state file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_stamp: Option<FileStamp>,
+}
+
+/// What identifies a file's content cheaply: size, modification time and
+/// inode (every publication is a rename of a new file, so a new inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: u128,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path`, if it is a regular file.
+    pub fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).ok()?;
+        if !m.is_file() {
+            return None;
+        }
+        let mtime_ns = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        Some(FileStamp {
+            len: m.len(),
+            mtime_ns,
+            ino: m.ino(),
+        })
+    }
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -246,12 +288,21 @@ pub struct Conditional<'a> {
 }
 
 impl Conditional<'_> {
-    /// The validators to send for `rel`, when the published copy is intact.
+    /// The validators to send for `rel`, when the published copy is still
+    /// what was fetched with them.
     fn validators(&self, rel: &RelPath) -> Option<&Validators> {
         let cached = self.cache.docs.get(rel.as_str())?;
-        let local = self.store.read(rel).ok()??;
-        (sha256_hex(&local) == cached.sha256 && !cached.validators.is_empty())
-            .then_some(&cached.validators)
+        if cached.validators.is_empty() {
+            return None;
+        }
+        let path = rel.under(self.store.root());
+        let intact = (cached.stamp.is_some() && FileStamp::of(&path) == cached.stamp)
+            || self
+                .store
+                .read(rel)
+                .ok()?
+                .is_some_and(|b| sha256_hex(&b) == cached.sha256);
+        intact.then_some(&cached.validators)
     }
 
     /// Whether the mirror state of `content_id` is as the last run left it.
@@ -259,45 +310,58 @@ impl Conditional<'_> {
         let Some(cached) = self.cache.docs.get(rel.as_str()) else {
             return false;
         };
-        if cached.content_id.as_deref() != Some(content_id) {
+        if cached.content_id.as_deref() != Some(content_id) || cached.state_sha256.is_none() {
             return false;
         }
+        let stamp = self
+            .store
+            .state_path(content_id)
+            .ok()
+            .and_then(|p| FileStamp::of(&p));
+        if cached.state_stamp.is_some() && stamp == cached.state_stamp {
+            return true;
+        }
         let state = self.store.state_bytes(content_id).ok().flatten();
-        state.map(|b| sha256_hex(&b)) == cached.state_sha256 && cached.state_sha256.is_some()
+        state.map(|b| sha256_hex(&b)) == cached.state_sha256
     }
 }
 
-/// Reads `rel`, conditionally when possible; a 304 is answered with the
-/// mirror's published copy. The flag tells whether the server said
-/// "unchanged".
-async fn read_maybe_cached(
+/// Reads `rel`, conditionally when possible. `Ok(None)`: the server says
+/// the published copy is current (304).
+async fn read_if_changed(
     reader: &MetadataReader,
     rel: &RelPath,
     conditional: Option<&Conditional<'_>>,
-) -> Result<(Document, bool)> {
+) -> Result<Option<Document>> {
     let validators = conditional.and_then(|c| c.validators(rel));
-    if let Some(doc) = reader.read_conditional(rel, validators).await? {
-        return Ok((doc, false));
+    reader.read_conditional(rel, validators).await
+}
+
+/// Reads `rel`, conditionally when possible; a 304 is answered with the
+/// mirror's published copy, verified and opened as if fetched.
+async fn read_current(
+    reader: &MetadataReader,
+    rel: &RelPath,
+    conditional: Option<&Conditional<'_>>,
+) -> Result<Document> {
+    if let Some(doc) = read_if_changed(reader, rel, conditional).await? {
+        return Ok(doc);
     }
-    // 304: the published copy is what the server has.
-    let store = conditional.map(|c| c.store);
-    let raw = match store.map(|s| s.read(rel)) {
-        Some(Ok(Some(raw))) => raw,
-        _ => return Ok((reader.read(rel).await?, false)),
+    let Some((raw, validators)) = conditional.and_then(|c| {
+        let raw = c.store.read(rel).ok()??;
+        Some((raw, c.cache.docs.get(rel.as_str())?.validators.clone()))
+    }) else {
+        return reader.read(rel).await;
     };
     let url = reader.source.url_of(rel).to_string();
     let json = reader.open(rel, &url, &raw)?;
-    let validators = validators.cloned().unwrap_or_default();
-    Ok((
-        Document {
-            rel: rel.clone(),
-            url,
-            raw,
-            json,
-            validators,
-        },
-        true,
-    ))
+    Ok(Document {
+        rel: rel.clone(),
+        url,
+        raw,
+        json,
+        validators,
+    })
 }
 
 /// Reads the entry document and, for an index, every products file it
@@ -314,7 +378,7 @@ pub async fn read_stream_cached(
     entry: &RelPath,
     conditional: Option<&Conditional<'_>>,
 ) -> Result<Stream> {
-    let (doc, _) = read_maybe_cached(reader, entry, conditional).await?;
+    let doc = read_current(reader, entry, conditional).await?;
     let format = document_format(&doc.url, &doc.json)?;
     if format == PRODUCTS_FORMAT {
         let products = parse_products(doc, None)?;
@@ -343,29 +407,30 @@ pub async fn read_stream_cached(
         Some((entry.content_id.clone(), path.clone()))
     });
     // Products files are fetched concurrently (a few at a time), kept in
-    // index order.
-    let fetched: Vec<Result<(String, Document, bool)>> = futures_util::stream::iter(wanted)
-        .map(|(content_id, path)| async move {
-            let (pdoc, not_modified) = read_maybe_cached(reader, &path, conditional).await?;
-            let unchanged =
-                not_modified && conditional.is_some_and(|c| c.state_intact(&path, &content_id));
-            Ok((content_id, pdoc, unchanged))
-        })
-        .buffered(4)
-        .collect()
-        .await;
+    // index order. One that the server reports unchanged, and whose mirror
+    // state is as the last run left it, is neither read nor verified again.
+    let fetched: Vec<Result<(String, RelPath, Option<Document>)>> =
+        futures_util::stream::iter(wanted)
+            .map(|(content_id, path)| async move {
+                let doc = match read_if_changed(reader, &path, conditional).await? {
+                    Some(doc) => Some(doc),
+                    None if conditional.is_some_and(|c| c.state_intact(&path, &content_id)) => None,
+                    None => Some(read_current(reader, &path, conditional).await?),
+                };
+                Ok((content_id, path, doc))
+            })
+            .buffered(4)
+            .collect()
+            .await;
     let mut products = Vec::new();
     let mut unchanged = Vec::new();
     for result in fetched {
-        let (content_id, pdoc, is_unchanged) = result?;
-        if is_unchanged {
-            log::info!("{}: unchanged", pdoc.url);
-            unchanged.push(UnchangedDocument {
-                content_id,
-                document: pdoc,
-            });
+        let (content_id, rel, pdoc) = result?;
+        let Some(pdoc) = pdoc else {
+            log::info!("{}: unchanged", reader.source.url_of(&rel));
+            unchanged.push(UnchangedDocument { content_id, rel });
             continue;
-        }
+        };
         let parsed = parse_products(pdoc, Some(&content_id))?;
         if parsed.content_id != content_id {
             log::warn!(

@@ -210,6 +210,11 @@ impl DirStore {
         }
     }
 
+    /// The local path of the mirrored tree of `content_id`.
+    pub fn state_path(&self, content_id: &str) -> Result<PathBuf> {
+        Ok(Self::data_rel(content_id)?.under(&self.root))
+    }
+
     /// The raw bytes of the mirrored tree of `content_id`, if any.
     pub fn state_bytes(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
         self.read(&Self::data_rel(content_id)?)

@@ -6,7 +6,8 @@ use crate::progress::{Progress, human};
 use simplestreams::execute::{ExecuteOptions, execute};
 use simplestreams::filter::FilterSet;
 use simplestreams::metadata::{
-    CachedDocument, Conditional, FetchCache, MetadataReader, Stream, read_stream_cached, sha256_hex,
+    CachedDocument, Conditional, FetchCache, FileStamp, MetadataReader, Stream, read_stream_cached,
+    sha256_hex,
 };
 use simplestreams::plan::{MirrorOptions, Plan, check_wipe_guard};
 use simplestreams::source::{Source, TransferOptions, source_url};
@@ -69,7 +70,7 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         let stream = read_stream_cached(&reader, &spec.entry, conditional.as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        let seen = fetched_documents(&stream);
+        let seen = fetched_documents(&stream, &cache);
         let plan = Plan::build(stream, &store, &options).map_err(|e| e.to_string())?;
         if args.dry_run {
             let mut out = std::io::stdout().lock();
@@ -120,53 +121,60 @@ fn cache_key(args: &MirrorArgs, root: &url::Url) -> String {
     )
 }
 
-/// The documents of this run, to remember for conditional requests.
-fn fetched_documents(stream: &Stream) -> Vec<(String, CachedDocument)> {
-    let entry = |doc: &simplestreams::metadata::Document, cid: Option<&str>| {
-        (
-            doc.rel.to_string(),
-            CachedDocument {
-                validators: doc.validators.clone(),
-                sha256: sha256_hex(&doc.raw),
-                content_id: cid.map(str::to_owned),
-                state_sha256: None,
-            },
-        )
+/// The documents of this run, to remember for conditional requests: those
+/// fetched (their state is filled in once the run is done) and, as they
+/// were, those the server reported unchanged.
+fn fetched_documents(stream: &Stream, old: &FetchCache) -> Vec<(String, CachedDocument, bool)> {
+    let fetched = |doc: &simplestreams::metadata::Document, cid: Option<&str>| {
+        let cached = CachedDocument {
+            validators: doc.validators.clone(),
+            sha256: sha256_hex(&doc.raw),
+            content_id: cid.map(str::to_owned),
+            state_sha256: None,
+            stamp: None,
+            state_stamp: None,
+        };
+        (doc.rel.to_string(), cached, true)
     };
-    let mut out: Vec<_> = stream.index.iter().map(|d| entry(d, None)).collect();
+    let mut out: Vec<_> = stream.index.iter().map(|d| fetched(d, None)).collect();
     out.extend(
         stream
             .products
             .iter()
-            .map(|p| entry(&p.document, Some(&p.content_id))),
+            .map(|p| fetched(&p.document, Some(&p.content_id))),
     );
-    out.extend(
-        stream
-            .unchanged
-            .iter()
-            .map(|u| entry(&u.document, Some(&u.content_id))),
-    );
+    for u in &stream.unchanged {
+        if let Some(cached) = old.docs.get(u.rel.as_str()) {
+            out.push((u.rel.to_string(), cached.clone(), false));
+        }
+    }
     out
 }
 
-/// Saves the validators of a successful run, with the state each products
-/// file left behind.
+/// Saves the validators of a successful run, with the stamps of the
+/// published copies and of the state each products file left behind.
 fn save_cache(
     store: &DirStore,
     key: String,
-    seen: Vec<(String, CachedDocument)>,
+    seen: Vec<(String, CachedDocument, bool)>,
 ) -> Result<(), String> {
     let mut cache = FetchCache {
         key,
         docs: Default::default(),
     };
-    for (rel, mut doc) in seen {
+    for (rel, mut doc, fetched) in seen {
         if doc.validators.is_empty() {
             continue;
         }
-        if let Some(cid) = &doc.content_id {
-            let state = store.state_bytes(cid).map_err(|e| e.to_string())?;
-            doc.state_sha256 = state.map(|b| sha256_hex(&b));
+        if fetched {
+            if let Ok(rel) = simplestreams::path::RelPath::parse(&rel) {
+                doc.stamp = FileStamp::of(&rel.under(store.root()));
+            }
+            if let Some(cid) = &doc.content_id {
+                let state = store.state_bytes(cid).map_err(|e| e.to_string())?;
+                doc.state_sha256 = state.map(|b| sha256_hex(&b));
+                doc.state_stamp = store.state_path(cid).ok().and_then(|p| FileStamp::of(&p));
+            }
         }
         cache.docs.insert(rel, doc);
     }

@@ -170,6 +170,25 @@ fn noop_runs_are_conditional_and_cheap() {
         .collect();
     assert!(changed.is_empty(), "a no-op run changed {changed:?}");
 
+    // A published copy changed behind our back (same size) is not trusted
+    // for a conditional request: it is fetched again and restored.
+    let v3 = out.join("streams/v1/com.ubuntu.maas:stable:v3:download.sjson");
+    let good = std::fs::read(&v3).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 10;
+    bad[last] ^= 0x20;
+    std::fs::write(&v3, &bad).unwrap();
+    let seen = gets(&server.stderr()).len();
+    run();
+    let again: Vec<_> = gets(&server.stderr()).into_iter().skip(seen).collect();
+    assert!(
+        again
+            .iter()
+            .any(|(p, s)| p.ends_with("v3:download.sjson") && s == "200"),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read(&v3).unwrap(), good, "the copy is restored");
+
     // The bootloader stream gets a new version; the v3 products file keeps
     // its bytes (and so its validators).
     std::thread::sleep(std::time::Duration::from_millis(1100));
