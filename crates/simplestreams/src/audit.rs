@@ -26,7 +26,8 @@ use crate::format::Products;
 use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
 use crate::path::RelPath;
 use crate::source::{
-    Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, verify_file_blocking,
+    Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, root_cause,
+    verify_file_blocking,
 };
 use crate::store::{DATA_DIR, DirStore, LOCK, PENDING_DELETES, REFERENCES};
 use futures_util::StreamExt;
@@ -929,16 +930,6 @@ async fn head_once(client: &reqwest::Client, url: &Url) -> (Served, bool) {
         }
         Err(e) => (Served::Error(root_cause(&e)), true),
     }
-}
-
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
 }
 
 /// Streams an item and checks its size and checksum (bounded memory).

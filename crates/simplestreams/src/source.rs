@@ -721,7 +721,8 @@ fn retry(url: &Url, e: &reqwest::Error) -> Attempt {
     Attempt::Retry(Error::transfer(url.as_str(), reason), None)
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+/// The innermost error's message: the one that says what really happened.
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

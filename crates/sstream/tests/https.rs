@@ -158,33 +158,38 @@ fn mirror(tool: &Path, ca: Option<&Path>, source: &str, out: &Path) -> Output {
     cmd.output().unwrap()
 }
 
-#[test]
-fn https_source_with_a_trusted_ca() {
-    let pki = Pki::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+/// A sample stream under `dir`, served over HTTPS with the PKI's leaf.
+fn sample_over_https(pki: &Pki, dir: &Path) -> PyServer {
+    let src = dir.join("src");
     simplestreams::sample::generate(&SampleSpec::default(), &src, None).unwrap();
-    let server = PyServer::start(&[
+    PyServer::start(&[
         "https",
         &src.to_string_lossy(),
         &pki.path("leaf.pem").to_string_lossy(),
         &pki.path("leaf.key").to_string_lossy(),
-    ]);
+    ])
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn https_source_with_a_trusted_ca() {
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = sample_over_https(&pki, tmp.path());
     let ca = pki.path("ca.pem");
 
     let (ours, theirs) = (tmp.path().join("ours"), tmp.path().join("theirs"));
     let out = mirror(&ours_mirror(), Some(&ca), &server.url, &ours);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = mirror(&reference_mirror(), Some(&ca), &server.url, &theirs);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     compare_trees(&theirs, &ours);
     assert!(files(&ours).iter().any(|f| f.ends_with("/squashfs")));
 
@@ -192,11 +197,7 @@ fn https_source_with_a_trusted_ca() {
     let redirect = PyServer::start(&["redirect", &server.url]);
     let via = tmp.path().join("via-redirect");
     let out = mirror(&ours_mirror(), Some(&ca), &redirect.url, &via);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     compare_trees(&theirs, &via);
 }
 
@@ -204,14 +205,7 @@ fn https_source_with_a_trusted_ca() {
 fn untrusted_certificate_fails_at_once_with_a_clear_error() {
     let pki = Pki::new();
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    simplestreams::sample::generate(&SampleSpec::default(), &src, None).unwrap();
-    let server = PyServer::start(&[
-        "https",
-        &src.to_string_lossy(),
-        &pki.path("leaf.pem").to_string_lossy(),
-        &pki.path("leaf.key").to_string_lossy(),
-    ]);
+    let server = sample_over_https(&pki, tmp.path());
     let out_dir = tmp.path().join("out");
     let out = mirror(&ours_mirror(), None, &server.url, &out_dir);
     assert!(!out.status.success());
