@@ -12,7 +12,7 @@ use simplestreams::sample::{self, SampleRelease, SampleSpec};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::copy_tree;
+use support::{copy_tree, snapshot};
 use tempfile::TempDir;
 
 const V3_JSON: &str = "streams/v1/com.ubuntu.maas:stable:v3:download.json";
@@ -33,39 +33,6 @@ fn spec(versions: &[&str]) -> SampleSpec {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Every entry under `root` (symlinks recorded as their target, not
-/// followed; directories as empty) and its bytes.
-fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().unwrap();
-            if ft.is_symlink() {
-                let target = fs::read_link(e.path()).unwrap();
-                out.insert(
-                    format!("{r} -> "),
-                    target.into_os_string().into_encoded_bytes(),
-                );
-            } else if ft.is_dir() {
-                out.insert(format!("{r}/"), Vec::new());
-                walk(&e.path(), &r, out);
-            } else {
-                out.insert(r, fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    let mut all = BTreeMap::new();
-    walk(root, "", &mut all);
-    all
 }
 
 /// The published files of a tree and their bytes (lock and cache left out).

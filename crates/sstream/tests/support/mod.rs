@@ -578,9 +578,10 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A snapshot of a tree: every file (including `*.lock`) and its bytes.
+/// A snapshot of a tree: every entry (including `*.lock`) and its bytes;
+/// symlinks recorded as their target (`"path -> "`), not followed;
+/// directories as empty (`"path/"`).
 pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut all = BTreeMap::new();
     fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd {
@@ -591,7 +592,14 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
             } else {
                 format!("{rel}/{name}")
             };
-            if e.file_type().unwrap().is_dir() {
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                let target = fs::read_link(e.path()).unwrap();
+                out.insert(
+                    format!("{r} -> "),
+                    target.into_os_string().into_encoded_bytes(),
+                );
+            } else if ft.is_dir() {
                 out.insert(format!("{r}/"), Vec::new());
                 walk(&e.path(), &r, out);
             } else {
@@ -599,6 +607,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
             }
         }
     }
+    let mut all = BTreeMap::new();
     walk(root, "", &mut all);
     all
 }
