@@ -13,6 +13,8 @@
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod error;
 pub mod execute;

@@ -735,9 +735,13 @@ pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
 /// Hashes with the algorithm of an expected checksum (nothing when there
 /// is none).
 pub enum Hasher {
+    /// SHA-512.
     Sha512(Sha512),
+    /// SHA-256.
     Sha256(Sha256),
+    /// MD5.
     Md5(Md5),
+    /// No checksum to compute.
     None,
 }
 

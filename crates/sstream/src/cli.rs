@@ -67,6 +67,7 @@ pub struct MirrorArgs {
     /// Another source root to fetch items from when the primary fails (repeatable).
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
+    /// Where the stream's entry is, how it is verified, and logging.
     #[command(flatten)]
     pub stream: StreamArgs,
     /// Accepted for compatibility; items are always verified.
@@ -116,6 +117,7 @@ pub struct QueryArgs {
     /// Print the items as a JSON list.
     #[arg(long)]
     pub json: bool,
+    /// Where the stream's entry is, how it is verified, and logging.
     #[command(flatten)]
     pub stream: StreamArgs,
     /// The source: a URL (http, https, file) or a directory.

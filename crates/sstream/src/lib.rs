@@ -1,6 +1,8 @@
 //! The `sstream` command-line tools: `sstream` (with subcommands) and the
 //! drop-in replacements `sstream-mirror` and `sstream-query`.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod demo;
 pub mod logging;

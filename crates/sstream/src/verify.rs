@@ -50,6 +50,7 @@ Exit status:
 #[derive(Debug, Clone, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct VerifyArgs {
+    /// Where the stream's entry is, how it is verified, and logging.
     #[command(flatten)]
     pub stream: StreamArgs,
     /// Also check every item's checksum (reads every byte).
