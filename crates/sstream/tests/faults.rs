@@ -535,7 +535,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn sigkill_at_random_points_never_leaves_an_inconsistent_tree() {
-    let rounds = env_u64("SSTREAM_KILL_ROUNDS").unwrap_or(20);
+    let rounds = env_u64("SSTREAM_KILL_ROUNDS").unwrap_or(60);
     let seed = env_u64("SSTREAM_KILL_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
