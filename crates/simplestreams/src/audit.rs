@@ -29,7 +29,7 @@ use crate::source::{
     Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, root_cause,
     verify_file_blocking,
 };
-use crate::store::{DATA_DIR, DirStore, LOCK, PENDING_DELETES, REFERENCES};
+use crate::store::{DATA_DIR, DirStore, REFERENCES, is_state_name};
 use futures_util::StreamExt;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -350,7 +350,7 @@ fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, options: &AuditOptio
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_file = e.file_type().is_ok_and(|t| t.is_file());
-            if !is_file || name == LOCK || name == PENDING_DELETES {
+            if !is_file {
                 continue;
             }
             if name == REFERENCES {
@@ -362,6 +362,9 @@ fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, options: &AuditOptio
                     format!("{DATA_DIR}/{name}"),
                     "temporary file of an interrupted write",
                 );
+                continue;
+            }
+            if !is_state_name(&name) {
                 continue;
             }
             match store.load_state(&name) {

@@ -22,6 +22,16 @@ pub const CACHE_PREFIX: &str = "sstream-cache-";
 /// The lock file under [`DATA_DIR`].
 pub const LOCK: &str = "sstream.lock";
 
+/// Whether a file name under [`DATA_DIR`] is a mirror state tree
+/// (`.data/<content_id>`), rather than the references, our own bookkeeping
+/// (lock, fetch caches, pending deletions) or a temporary file.
+pub fn is_state_name(name: &str) -> bool {
+    let bookkeeping = name == LOCK
+        || name == PENDING_DELETES
+        || (name.starts_with(CACHE_PREFIX) && name.ends_with(".json"));
+    !(name == REFERENCES || bookkeeping || name.starts_with('.') || name.ends_with(".tmp"))
+}
+
 /// `{item path: [content_id/product/version/item, ...]}`.
 pub type References = BTreeMap<String, Vec<String>>;
 
@@ -489,6 +499,24 @@ mod tests {
         assert!(!back.contains_key("q"));
         let text = fs::read_to_string(dir.path().join(".data/references.json")).unwrap();
         assert_eq!(text, r#"{"p": ["a", "b"]}"#);
+    }
+
+    #[test]
+    fn state_names() {
+        assert!(is_state_name("com.ubuntu.maas:stable:v3:download"));
+        assert!(
+            is_state_name("sstream-anything"),
+            "only our exact names are reserved"
+        );
+        for ours in [
+            REFERENCES,
+            LOCK,
+            PENDING_DELETES,
+            "sstream-cache-0123456789abcdef.json",
+            ".x.tmp-1",
+        ] {
+            assert!(!is_state_name(ours), "{ours}");
+        }
     }
 
     #[test]

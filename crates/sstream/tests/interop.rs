@@ -264,6 +264,19 @@ fn browser_sees_landing_page_and_listing() {
     assert!(landing.contains("com.ubuntu.maas.stable:v3:boot:16.04:amd64:ga-16.04"));
     assert!(landing.contains("20250701"), "newest version shown");
     assert!(!landing.contains("22.04:amd64"), "jammy was not mirrored");
+    assert!(
+        m.mirror.join(".data").read_dir().unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("sstream-cache-")
+        }),
+        "the mirror has a fetch cache"
+    );
+    assert!(
+        !landing.contains("sstream-cache"),
+        "bookkeeping is not a stream"
+    );
 
     let listing_url = format!("{}xenial/amd64/20250701/", m.served.url);
     let listing = chromium_dom(&listing_url, profile.path());

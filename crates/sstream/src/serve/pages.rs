@@ -364,7 +364,7 @@ fn read_state(mirror: &Path) -> Option<Vec<Summary>> {
         .map(|e| e.file_name())
         .filter(|n| {
             let b = n.as_bytes();
-            !is_hidden(b) && !b.ends_with(b".tmp") && b != b"references.json"
+            !is_hidden(b) && n.to_str().is_some_and(simplestreams::store::is_state_name)
         })
         .collect();
     names.sort();
