@@ -150,22 +150,7 @@ impl Index {
                     format!("index entry {content_id:?} is not an object"),
                 ));
             };
-            let path = match entry.get("path") {
-                None => None,
-                Some(Value::String(p)) => {
-                    Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
-                        context: format!("{url}: index entry {content_id:?}"),
-                        path: p.clone(),
-                        reason: e.to_string(),
-                    })?)
-                }
-                Some(_) => {
-                    return Err(Error::metadata(
-                        url,
-                        format!("index entry {content_id:?}: \"path\" is not a string"),
-                    ));
-                }
-            };
+            let path = path_field(url, &format!("index entry {content_id:?}"), entry)?;
             let format = entry
                 .get("format")
                 .and_then(Value::as_str)
@@ -224,38 +209,30 @@ impl Products {
 
     /// The tree back as JSON, in the reference's `.data/<content_id>` shape.
     pub fn to_value(&self) -> Value {
-        let mut doc = self.fields.clone();
-        let mut products = Map::new();
-        for (name, product) in &self.products {
-            products.insert(name.clone(), product.to_value());
-        }
-        doc.insert("products".into(), Value::Object(products));
-        Value::Object(doc)
+        with_children(&self.fields, "products", &self.products, |product| {
+            with_children(&product.fields, "versions", &product.versions, |version| {
+                with_children(&version.fields, "items", &version.items, |item| {
+                    Value::Object(item.fields.clone())
+                })
+            })
+        })
     }
 }
 
-impl Product {
-    fn to_value(&self) -> Value {
-        let mut doc = self.fields.clone();
-        let mut versions = Map::new();
-        for (name, version) in &self.versions {
-            versions.insert(name.clone(), version.to_value());
-        }
-        doc.insert("versions".into(), Value::Object(versions));
-        Value::Object(doc)
-    }
-}
-
-impl Version {
-    fn to_value(&self) -> Value {
-        let mut doc = self.fields.clone();
-        let mut items = Map::new();
-        for (name, item) in &self.items {
-            items.insert(name.clone(), Value::Object(item.fields.clone()));
-        }
-        doc.insert("items".into(), Value::Object(items));
-        Value::Object(doc)
-    }
+/// `fields` as a JSON object with `children` under `key`.
+fn with_children<T>(
+    fields: &Map<String, Value>,
+    key: &str,
+    children: &BTreeMap<String, T>,
+    child: impl Fn(&T) -> Value,
+) -> Value {
+    let mut doc = fields.clone();
+    let map = children
+        .iter()
+        .map(|(name, c)| (name.clone(), child(c)))
+        .collect();
+    doc.insert(key.into(), Value::Object(map));
+    Value::Object(doc)
 }
 
 /// Merges `_aliases` into a dict: for each `FIELD` in the alias table whose
@@ -326,15 +303,7 @@ impl Item {
     /// (product, version, item) in error messages.
     pub fn from_fields(url: &str, context: &str, fields: Map<String, Value>) -> Result<Item> {
         let bad = |reason: String| Error::metadata(url, format!("item {context}: {reason}"));
-        let path = match fields.get("path") {
-            None => None,
-            Some(Value::String(p)) => Some(RelPath::parse(p).map_err(|e| Error::UnsafePath {
-                context: format!("{url}: item {context}"),
-                path: p.clone(),
-                reason: e.to_string(),
-            })?),
-            Some(_) => return Err(bad("\"path\" is not a string".into())),
-        };
+        let path = path_field(url, &format!("item {context}"), &fields)?;
         let size = match fields.get("size") {
             None => None,
             Some(v) => Some(parse_size(v).ok_or_else(|| bad(format!("invalid size {v}")))?),
@@ -370,6 +339,22 @@ impl Item {
             size,
             checksum,
         })
+    }
+}
+
+/// The checked `path` of an index entry or item (`what` names it).
+fn path_field(url: &str, what: &str, fields: &Map<String, Value>) -> Result<Option<RelPath>> {
+    match fields.get("path") {
+        None => Ok(None),
+        Some(Value::String(p)) => RelPath::parse(p).map(Some).map_err(|e| Error::UnsafePath {
+            context: format!("{url}: {what}"),
+            path: p.clone(),
+            reason: e.to_string(),
+        }),
+        Some(_) => Err(Error::metadata(
+            url,
+            format!("{what}: \"path\" is not a string"),
+        )),
     }
 }
 
