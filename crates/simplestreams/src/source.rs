@@ -61,7 +61,9 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
     };
     let entry = match (path, named) {
         (Some(p), _) => p.to_owned(),
-        (None, Some(n)) => percent_decode(n),
+        (None, Some(n)) => percent_encoding::percent_decode_str(n)
+            .decode_utf8_lossy()
+            .into_owned(),
         (None, None) => DEFAULT_ENTRY.to_owned(),
     };
     let root = if root.ends_with('/') {
@@ -80,25 +82,6 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
 
 fn is_document_name(rest: &str) -> bool {
     !rest.contains('/') && (rest.ends_with(".json") || rest.ends_with(".sjson")) && rest.len() > 5
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URL of `rel` under `root`: segments are appended, never resolved, so

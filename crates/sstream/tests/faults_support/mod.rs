@@ -191,25 +191,6 @@ impl Drop for FaultServer {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&String::from_utf8_lossy(&b[i + 1..i + 3]), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Sleeps in small steps until `until` or the server stops; false if stopped.
 fn hold(shared: &Shared, until: impl Fn() -> bool) {
     let start = Instant::now();
@@ -248,7 +229,7 @@ fn handle(shared: &Shared, conn: TcpStream) {
             range = Some(v.trim().to_owned());
         }
     }
-    let path = percent_decode(
+    let path = decode_path(
         target
             .trim_start_matches('/')
             .split('?')
@@ -614,4 +595,11 @@ pub fn read_all(r: &mut impl Read) -> Vec<u8> {
     let mut v = Vec::new();
     let _ = r.read_to_end(&mut v);
     v
+}
+
+/// A request path with `%XX` escapes decoded (malformed ones kept as they are).
+fn decode_path(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -292,25 +292,6 @@ impl Drop for CountingServer {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(hex) = b.get(i + 1..i + 3)
-            && let Ok(v) = u8::from_str_radix(&String::from_utf8_lossy(hex), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn serve_one(mut conn: TcpStream, root: &Path, log: &Mutex<Vec<Served>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut request = String::new();
@@ -336,7 +317,7 @@ fn serve_one(mut conn: TcpStream, root: &Path, log: &Mutex<Vec<Served>>) {
     let mut parts = request.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("/");
-    let path = percent_decode(
+    let path = decode_path(
         target
             .split('?')
             .next()
@@ -610,4 +591,11 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut all = BTreeMap::new();
     walk(root, "", &mut all);
     all
+}
+
+/// A request path with `%XX` escapes decoded (malformed ones kept as they are).
+fn decode_path(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
