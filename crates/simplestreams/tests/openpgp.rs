@@ -109,35 +109,24 @@ impl Gpg {
 
     /// `gpg --clearsign` of `data` with key `fpr` (plus extra options).
     fn clearsign(&self, fpr: &str, data: &[u8], extra: &[&str]) -> Vec<u8> {
-        let input = self.path("input.txt");
-        let output = self.path("input.txt.asc");
-        std::fs::write(&input, data).expect("write input");
-        let mut args = vec!["--local-user", fpr];
-        args.extend_from_slice(extra);
-        args.extend([
-            "--output",
-            output.to_str().expect("utf-8 path"),
-            "--clearsign",
-        ]);
-        args.push(input.to_str().expect("utf-8 path"));
-        self.run(&args);
-        std::fs::read(&output).expect("read clearsigned output")
+        self.sign_as(fpr, data, extra, "--clearsign", "input.txt")
     }
 
     fn detach_sign(&self, fpr: &str, data: &[u8], extra: &[&str]) -> Vec<u8> {
-        let input = self.path("detached.txt");
-        let output = self.path("detached.txt.sig");
+        self.sign_as(fpr, data, extra, "--detach-sign", "detached.txt")
+    }
+
+    /// Runs `gpg <mode>` on `data` (written to `name`) with key `fpr`.
+    fn sign_as(&self, fpr: &str, data: &[u8], extra: &[&str], mode: &str, name: &str) -> Vec<u8> {
+        let input = self.path(name);
+        let output = self.path(&format!("{name}.out"));
         std::fs::write(&input, data).expect("write input");
         let mut args = vec!["--local-user", fpr];
         args.extend_from_slice(extra);
-        args.extend([
-            "--output",
-            output.to_str().expect("utf-8 path"),
-            "--detach-sign",
-        ]);
+        args.extend(["--output", output.to_str().expect("utf-8 path"), mode]);
         args.push(input.to_str().expect("utf-8 path"));
         self.run(&args);
-        std::fs::read(&output).expect("read signature")
+        std::fs::read(&output).expect("read gpg output")
     }
 
     /// Runs `gpgv --keyring <keyring> <files>` and returns whether it
