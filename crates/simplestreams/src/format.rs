@@ -546,9 +546,9 @@ mod tests {
     fn parses_the_real_index() {
         let bytes = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/maas-real/index.json"
+            "/../../tests/fixtures/maas-real/index.json"
         ))
-        .expect("the shared fixtures sit beside the project");
+        .expect("tests/fixtures/maas-real is part of the repository");
         let idx = Index::parse("index.json", &bytes).unwrap();
         assert_eq!(idx.entries.len(), 3);
         let e = &idx.entries["com.ubuntu.maas:stable:v3:download"];

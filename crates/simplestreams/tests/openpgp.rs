@@ -14,7 +14,7 @@ use simplestreams::openpgp::{
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/keys")
+        .join("../../tests/fixtures/keys")
         .join(name)
 }
 

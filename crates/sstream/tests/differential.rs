@@ -533,12 +533,12 @@ fn any_concurrency_gives_the_reference_tree() {
     );
 }
 
-/// The real (trimmed) images.maas.io metadata from `shared/fixtures`, with
+/// The real (trimmed) images.maas.io metadata from `tests/fixtures`, with
 /// its real sizes: the dry-run plan of the seed's command lines and queries
 /// are the reference's, line for line (our total counts each file once).
 #[test]
 fn real_maas_metadata_plans_and_queries() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/maas-real");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/maas-real");
     let tmp = tempfile::tempdir().unwrap();
     let streams = tmp.path().join("src/streams/v1");
     std::fs::create_dir_all(&streams).unwrap();
