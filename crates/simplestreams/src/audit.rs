@@ -722,9 +722,9 @@ impl Walker<'_> {
             if self.known.contains(&rel) || self.metadata.contains(&rel) {
                 continue;
             }
-            if name.ends_with(".part") {
+            if crate::layout::is_part_name(&name) {
                 self.leftovers.insert(rel, "partial download (.part)");
-            } else if name.starts_with('.') && name.contains(".tmp-") {
+            } else if crate::layout::is_temp_name(&name) {
                 self.leftovers
                     .insert(rel, "temporary file of an interrupted write");
             } else if self.pending.contains(&rel) {

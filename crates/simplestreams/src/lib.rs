@@ -20,6 +20,7 @@ pub mod error;
 pub mod execute;
 pub mod filter;
 pub mod format;
+pub mod layout;
 pub mod metadata;
 pub mod openpgp;
 pub mod path;

@@ -619,7 +619,7 @@ fn file_path(url: &Url) -> Result<PathBuf> {
 /// The `.part` file a download of `dest` writes to.
 pub fn part_path(dest: &Path) -> PathBuf {
     let mut name = dest.as_os_str().to_owned();
-    name.push(".part");
+    name.push(crate::layout::PART_SUFFIX);
     PathBuf::from(name)
 }
 

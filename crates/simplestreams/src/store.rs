@@ -10,27 +10,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-/// The state directory, as the reference names it.
-pub const DATA_DIR: &str = ".data";
-/// The references file under [`DATA_DIR`].
-pub const REFERENCES: &str = "references.json";
-/// Paths whose deletion is pending (written before metadata is published).
-pub const PENDING_DELETES: &str = "sstream-pending-deletes.json";
-/// Validators of the last successful run per set of options, under
-/// [`DATA_DIR`]: `sstream-cache-<hash of the options>.json`.
-pub const CACHE_PREFIX: &str = "sstream-cache-";
-/// The lock file under [`DATA_DIR`].
-pub const LOCK: &str = "sstream.lock";
-
-/// Whether a file name under [`DATA_DIR`] is a mirror state tree
-/// (`.data/<content_id>`), rather than the references, our own bookkeeping
-/// (lock, fetch caches, pending deletions) or a temporary file.
-pub fn is_state_name(name: &str) -> bool {
-    let bookkeeping = name == LOCK
-        || name == PENDING_DELETES
-        || (name.starts_with(CACHE_PREFIX) && name.ends_with(".json"));
-    !(name == REFERENCES || bookkeeping || name.starts_with('.') || name.ends_with(".tmp"))
-}
+pub use crate::layout::{CACHE_PREFIX, DATA_DIR, LOCK, PENDING_DELETES, REFERENCES, is_state_name};
 
 /// `{item path: [content_id/product/version/item, ...]}`.
 pub type References = BTreeMap<String, Vec<String>>;
@@ -376,7 +356,7 @@ fn temp_path(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.sstream-tmp"))
+    path.with_file_name(crate::layout::temp_name(&name))
 }
 
 /// Removes a file (or a symlink, not its target) if it exists.
@@ -499,24 +479,6 @@ mod tests {
         assert!(!back.contains_key("q"));
         let text = fs::read_to_string(dir.path().join(".data/references.json")).unwrap();
         assert_eq!(text, r#"{"p": ["a", "b"]}"#);
-    }
-
-    #[test]
-    fn state_names() {
-        assert!(is_state_name("com.ubuntu.maas:stable:v3:download"));
-        assert!(
-            is_state_name("sstream-anything"),
-            "only our exact names are reserved"
-        );
-        for ours in [
-            REFERENCES,
-            LOCK,
-            PENDING_DELETES,
-            "sstream-cache-0123456789abcdef.json",
-            ".x.tmp-1",
-        ] {
-            assert!(!is_state_name(ours), "{ours}");
-        }
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The mirror's namespace: the names a store reserves for its own files
+//! (state, bookkeeping, staging and temporary files), and the rule that keeps
+//! a stream's item and metadata paths out of them.
+//!
+//! Every store (a directory, a bucket) lays a mirror out the same way, so
+//! every name is defined here once and used by the stores, the audit and the
+//! server alike.
+
+use crate::path::RelPath;
+
+/// The state directory, as the reference names it.
+pub const DATA_DIR: &str = ".data";
+/// The references file under [`DATA_DIR`].
+pub const REFERENCES: &str = "references.json";
+/// Paths whose deletion is pending (written before metadata is published).
+pub const PENDING_DELETES: &str = "sstream-pending-deletes.json";
+/// Validators of the last successful run per set of options, under
+/// [`DATA_DIR`]: `sstream-cache-<hash of the options>.json`.
+pub const CACHE_PREFIX: &str = "sstream-cache-";
+/// The lock file under [`DATA_DIR`].
+pub const LOCK: &str = "sstream.lock";
+/// Prefix of every name of ours under [`DATA_DIR`] (lock, caches, pending
+/// deletions, status records, ...): `sstream.lock`, `sstream-*`.
+pub const OWN_PREFIX: &str = "sstream";
+/// Suffix of the staging file an item is downloaded into before it is
+/// verified and renamed into place.
+pub const PART_SUFFIX: &str = ".part";
+/// Suffix of the temporary file a metadata or state file is written through
+/// (`.<name>.sstream-tmp`, in the same directory).
+pub const TEMP_SUFFIX: &str = ".sstream-tmp";
+
+/// The name of the temporary file that `name` is written through.
+pub fn temp_name(name: &str) -> String {
+    format!(".{name}{TEMP_SUFFIX}")
+}
+
+/// Whether a file name is one of our temporary files (left behind only by an
+/// interrupted write).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+/// Whether a file name is an item's staging file.
+pub fn is_part_name(name: &str) -> bool {
+    name.ends_with(PART_SUFFIX)
+}
+
+/// Whether a file name under [`DATA_DIR`] is ours (lock, fetch caches,
+/// pending deletions, status records), rather than a state or the references.
+pub fn is_own_data_name(name: &str) -> bool {
+    name == LOCK
+        || name == PENDING_DELETES
+        || (name.starts_with(CACHE_PREFIX) && name.ends_with(".json"))
+        || name.starts_with("sstream-")
+}
+
+/// Whether a file name under [`DATA_DIR`] is a mirror state tree
+/// (`.data/<content_id>`), rather than the references, our own bookkeeping
+/// or a temporary file.
+pub fn is_state_name(name: &str) -> bool {
+    !(name == REFERENCES
+        || is_own_data_name(name)
+        || name.starts_with('.')
+        || is_temp_name(name)
+        || name.ends_with(".tmp"))
+}
+
+/// Why a path of the stream cannot be used in the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Reserved {
+    /// The path is, or is under, the state directory.
+    #[error("it is under {DATA_DIR}/, which holds the mirror's state and bookkeeping")]
+    DataDir,
+    /// The path ends like an item's staging file.
+    #[error("it ends in {PART_SUFFIX}, the suffix of the mirror's staging files")]
+    Staging,
+    /// A segment of the path is named like a temporary file.
+    #[error("it is named like the mirror's temporary files (.*{TEMP_SUFFIX})")]
+    Temporary,
+}
+
+/// Checks that `path` (an item's or a metadata document's) stays out of the
+/// names the mirror reserves: [`DATA_DIR`], staging and temporary names.
+pub fn check_stream_path(path: &RelPath) -> Result<(), Reserved> {
+    let mut segments = path.segments().peekable();
+    if segments.peek() == Some(&DATA_DIR) {
+        return Err(Reserved::DataDir);
+    }
+    if path.as_str().ends_with(PART_SUFFIX) {
+        return Err(Reserved::Staging);
+    }
+    if segments.any(is_temp_name) {
+        return Err(Reserved::Temporary);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(s: &str) -> Result<(), Reserved> {
+        check_stream_path(&RelPath::parse(s).unwrap())
+    }
+
+    #[test]
+    fn reserved_paths() {
+        assert_eq!(check(".data/references.json"), Err(Reserved::DataDir));
+        assert_eq!(check(".data"), Err(Reserved::DataDir));
+        assert_eq!(check("a/b.part"), Err(Reserved::Staging));
+        assert_eq!(check("a/.x.sstream-tmp/y"), Err(Reserved::Temporary));
+        assert_eq!(check("streams/v1/index.sjson"), Ok(()));
+        assert_eq!(check("a/.data/b"), Ok(()));
+        assert_eq!(check("a/b.partial"), Ok(()));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_temp_name(&temp_name("index.json")));
+        assert!(!is_temp_name("index.json"));
+        assert!(is_state_name("com.ubuntu.maas:stable:v3:download"));
+        for ours in [
+            REFERENCES,
+            LOCK,
+            PENDING_DELETES,
+            "sstream-cache-0123456789abcdef.json",
+            "sstream-status-maas.json",
+            ".x.sstream-tmp",
+            ".x.tmp-1",
+        ] {
+            assert!(!is_state_name(ours), "{ours}");
+        }
+    }
+}
