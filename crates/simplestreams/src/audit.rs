@@ -23,13 +23,11 @@
 
 use crate::error::{Error, Result};
 use crate::format::Products;
+use crate::hash::verify_path as verify_file_blocking;
 use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
 use crate::path::RelPath;
-use crate::source::{
-    Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, root_cause,
-    verify_file_blocking,
-};
-use crate::store::{DATA_DIR, DirStore, REFERENCES, is_state_name};
+use crate::source::{Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, root_cause};
+use crate::store::{DATA_DIR, DirStore, REFERENCES, Store, is_state_name};
 use futures_util::StreamExt;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,8 +244,8 @@ pub async fn audit(
         None
     };
     let source = Source::new(spec.root.clone(), Vec::new(), transfer.clone())?;
-    let reader = MetadataReader::new(source, &spec.entry, verification);
-    let stream = read_stream(&reader, &spec.entry).await?;
+    let reader = MetadataReader::new(source, spec.entry.clone(), verification);
+    let stream = read_stream(&reader, None).await?;
     let mut report = match local {
         Some(root) => {
             let (entry, options) = (spec.entry.clone(), options.clone());

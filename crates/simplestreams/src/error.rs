@@ -63,11 +63,13 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
-    /// Downloaded content does not match the metadata.
+    /// Downloaded or stored content does not match the metadata.
     #[error("{url}: {reason}")]
     Integrity {
-        /// The item's URL.
+        /// The item's URL (or the stored file).
         url: String,
+        /// Whether the size or the checksum is wrong.
+        kind: IntegrityKind,
         /// Expected versus actual size or checksum.
         reason: String,
     },
@@ -87,19 +89,32 @@ pub enum Error {
         /// Who holds it.
         reason: String,
     },
-    /// Some items failed; nothing depending on them was published.
-    #[error("{failed} item(s) failed, first: {first}")]
+    /// Some items failed; nothing depending on them was published. Each
+    /// failure is in the list (the first one also in the message).
+    #[error("{} item(s) failed, first: {}", failures.len(), first_of(failures))]
     ItemsFailed {
-        /// How many items failed.
-        failed: usize,
-        /// The first failure, in full.
-        first: Box<Error>,
-        /// All failures.
-        all: Vec<Error>,
+        /// Every failure, in the order they were found.
+        failures: Vec<Error>,
     },
     /// The operation was refused by a safety guard.
     #[error("{0}")]
     Refused(String),
+}
+
+/// What is wrong with content that does not match its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrityKind {
+    /// The size differs (or the transfer sent more than the size).
+    Size,
+    /// The checksum differs.
+    Checksum,
+}
+
+fn first_of(failures: &[Error]) -> String {
+    failures
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -117,6 +132,15 @@ impl Error {
             reason: reason.into(),
         }
     }
+    /// Whether this is (or, for several failures, includes) a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            Error::ItemsFailed { failures } => failures.iter().any(Error::is_disk_full),
+            _ => false,
+        }
+    }
+
     /// An [`Error::Transfer`] for `url`.
     pub fn transfer(url: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Transfer {

@@ -125,6 +125,11 @@ impl FilterSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The filters as given, in order.
+    pub fn texts(&self) -> Vec<&str> {
+        self.0.iter().map(Filter::as_str).collect()
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,19 @@ pub struct Item {
     pub checksum: Option<Checksum>,
 }
 
+/// An item of a [`Products`] tree with the names that lead to it.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemEntry<'a> {
+    /// The product's name.
+    pub product: &'a str,
+    /// The version's name.
+    pub version: &'a str,
+    /// The item's name.
+    pub name: &'a str,
+    /// The item.
+    pub item: &'a Item,
+}
+
 /// An expected checksum, lower-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checksum {
@@ -205,6 +218,20 @@ impl Products {
     /// The content id, if the document names one.
     pub fn content_id(&self) -> Option<&str> {
         self.fields.get("content_id").and_then(Value::as_str)
+    }
+
+    /// Every item of the tree with its product and version names, in order.
+    pub fn items(&self) -> impl Iterator<Item = ItemEntry<'_>> {
+        self.products.iter().flat_map(|(product, p)| {
+            p.versions.iter().flat_map(move |(version, v)| {
+                v.items.iter().map(move |(name, item)| ItemEntry {
+                    product,
+                    version,
+                    name,
+                    item,
+                })
+            })
+        })
     }
 
     /// The tree back as JSON, in the reference's `.data/<content_id>` shape.

@@ -16,12 +16,16 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod cache;
 pub mod error;
 pub mod execute;
 pub mod filter;
 pub mod format;
+pub mod hash;
+pub mod json;
 pub mod layout;
 pub mod metadata;
+pub mod mirror;
 pub mod openpgp;
 pub mod path;
 pub mod plan;
@@ -30,5 +34,6 @@ pub mod sample;
 pub mod select;
 pub mod source;
 pub mod store;
+pub mod units;
 
 pub use error::{Error, Result};

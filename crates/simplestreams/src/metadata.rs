@@ -6,9 +6,7 @@ use crate::format::{Index, PRODUCTS_FORMAT, Products, document_format};
 use crate::openpgp::{self, Keyring};
 use crate::path::{RelPath, check_file_name};
 use crate::source::{Fetched, Source, Validators};
-use crate::store::DirStore;
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The keyring MAAS and the reference use by default.
@@ -70,26 +68,35 @@ pub struct Document {
     pub json: Vec<u8>,
     /// Validators for conditional requests next time.
     pub validators: Validators,
+    /// The server answered 304: these are the mirror's published bytes.
+    pub revalidated: bool,
 }
 
 /// Reads documents of one stream, enforcing the signature policy.
 #[derive(Debug, Clone)]
 pub struct MetadataReader {
     source: Source,
+    entry: RelPath,
     verification: Verification,
     require_signed: bool,
 }
 
 impl MetadataReader {
     /// A reader for a stream whose entry document is `entry`.
-    pub fn new(source: Source, entry: &RelPath, verification: Verification) -> MetadataReader {
+    pub fn new(source: Source, entry: RelPath, verification: Verification) -> MetadataReader {
         let require_signed =
-            is_signed_name(entry) && matches!(verification, Verification::Keyring(_));
+            is_signed_name(&entry) && matches!(verification, Verification::Keyring(_));
         MetadataReader {
             source,
+            entry,
             verification,
             require_signed,
         }
+    }
+
+    /// The entry document (an index or a products file).
+    pub fn entry(&self) -> &RelPath {
+        &self.entry
     }
 
     /// The source documents are read from.
@@ -115,6 +122,7 @@ impl MetadataReader {
             raw,
             json,
             validators,
+            revalidated: false,
         }))
     }
 
@@ -207,123 +215,19 @@ pub fn parse_products(
     })
 }
 
-/// What the last successful run fetched, so that the next one can ask with
-/// conditional requests and skip products files that did not change.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct FetchCache {
-    /// Source root and options the entries are valid for.
-    pub key: String,
-    /// By document path.
-    pub docs: BTreeMap<String, CachedDocument>,
-}
-
-/// One remembered document.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CachedDocument {
-    /// Validators the server sent with it.
-    pub validators: Validators,
-    /// SHA-256 of the bytes as served (and as published in the mirror).
-    pub sha256: String,
-    /// For a products file: its content id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_id: Option<String>,
-    /// For a products file: SHA-256 of the mirror state written for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_sha256: Option<String>,
-    /// Size, mtime and inode of the published copy when the run ended: while
-    /// they hold, the copy is not read again to check its SHA-256.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stamp: Option<FileStamp>,
-    /// The same for the state file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_stamp: Option<FileStamp>,
-}
-
-/// What identifies a file's content cheaply: size, modification time and
-/// inode (every publication is a rename of a new file, so a new inode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileStamp {
-    /// Size in bytes.
-    pub len: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: u128,
-    /// Inode number.
-    pub ino: u64,
-}
-
-impl FileStamp {
-    /// The stamp of the file at `path`, if it is a regular file.
-    pub fn of(path: &std::path::Path) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::symlink_metadata(path).ok()?;
-        if !m.is_file() {
-            return None;
-        }
-        let mtime_ns = m
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_nanos();
-        Some(FileStamp {
-            len: m.len(),
-            mtime_ns,
-            ino: m.ino(),
-        })
-    }
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// Conditional reading against the mirror's published copies.
-pub struct Conditional<'a> {
-    /// What the last run saw (already checked to match this run's key).
-    pub cache: &'a FetchCache,
-    /// The mirror holding the published copies.
-    pub store: &'a DirStore,
-}
-
-impl Conditional<'_> {
-    /// The validators to send for `rel`, when the published copy is still
-    /// what was fetched with them.
-    fn validators(&self, rel: &RelPath) -> Option<&Validators> {
-        let cached = self.cache.docs.get(rel.as_str())?;
-        if cached.validators.is_empty() {
-            return None;
-        }
-        let path = rel.under(self.store.root());
-        let intact = (cached.stamp.is_some() && FileStamp::of(&path) == cached.stamp)
-            || self
-                .store
-                .read(rel)
-                .ok()?
-                .is_some_and(|b| sha256_hex(&b) == cached.sha256);
-        intact.then_some(&cached.validators)
-    }
-
-    /// Whether the mirror state of `content_id` is as the last run left it.
-    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool {
-        let Some(cached) = self.cache.docs.get(rel.as_str()) else {
-            return false;
-        };
-        if cached.content_id.as_deref() != Some(content_id) || cached.state_sha256.is_none() {
-            return false;
-        }
-        let stamp = self
-            .store
-            .state_path(content_id)
-            .ok()
-            .and_then(|p| FileStamp::of(&p));
-        if cached.state_stamp.is_some() && stamp == cached.state_stamp {
-            return true;
-        }
-        let state = self.store.state_bytes(content_id).ok().flatten();
-        state.map(|b| sha256_hex(&b)) == cached.state_sha256
-    }
+/// What the mirror keeps of its last run, for conditional reading: the
+/// validators the server sent, and whether the mirror's published copies
+/// and states are still what that run left.
+pub trait Previous: Sync {
+    /// The validators to send for `rel`, when the mirror's published copy
+    /// is still what was fetched with them.
+    fn validators(&self, rel: &RelPath) -> Option<Validators>;
+    /// The mirror's published copy of `rel` and its validators, to stand
+    /// for the document when the server answers 304.
+    fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)>;
+    /// Whether the mirror state of `content_id` is as the last run left it
+    /// after reading the products file `rel`.
+    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool;
 }
 
 /// Reads `rel`, conditionally when possible. `Ok(None)`: the server says
@@ -331,10 +235,10 @@ impl Conditional<'_> {
 async fn read_if_changed(
     reader: &MetadataReader,
     rel: &RelPath,
-    conditional: Option<&Conditional<'_>>,
+    previous: Option<&dyn Previous>,
 ) -> Result<Option<Document>> {
-    let validators = conditional.and_then(|c| c.validators(rel));
-    reader.read_conditional(rel, validators).await
+    let validators = previous.and_then(|c| c.validators(rel));
+    reader.read_conditional(rel, validators.as_ref()).await
 }
 
 /// Reads `rel`, conditionally when possible; a 304 is answered with the
@@ -342,15 +246,12 @@ async fn read_if_changed(
 async fn read_current(
     reader: &MetadataReader,
     rel: &RelPath,
-    conditional: Option<&Conditional<'_>>,
+    previous: Option<&dyn Previous>,
 ) -> Result<Document> {
-    if let Some(doc) = read_if_changed(reader, rel, conditional).await? {
+    if let Some(doc) = read_if_changed(reader, rel, previous).await? {
         return Ok(doc);
     }
-    let Some((raw, validators)) = conditional.and_then(|c| {
-        let raw = c.store.read(rel).ok()??;
-        Some((raw, c.cache.docs.get(rel.as_str())?.validators.clone()))
-    }) else {
+    let Some((raw, validators)) = previous.and_then(|c| c.published(rel)) else {
         return reader.read(rel).await;
     };
     let url = reader.source.url_of(rel).to_string();
@@ -361,24 +262,21 @@ async fn read_current(
         raw,
         json,
         validators,
+        revalidated: true,
     })
 }
 
 /// Reads the entry document and, for an index, every products file it
-/// names (each fetched once).
-pub async fn read_stream(reader: &MetadataReader, entry: &RelPath) -> Result<Stream> {
-    read_stream_cached(reader, entry, None).await
-}
-
-/// Like [`read_stream`], with conditional requests: products files the
-/// server reports unchanged, whose mirror state is as the last run left it,
-/// are not parsed again and are listed in [`Stream::unchanged`].
-pub async fn read_stream_cached(
+/// names (each fetched once). With `previous`, requests are conditional:
+/// products files the server reports unchanged, whose mirror state is as
+/// the last run left it, are not parsed again and are listed in
+/// [`Stream::unchanged`].
+pub async fn read_stream(
     reader: &MetadataReader,
-    entry: &RelPath,
-    conditional: Option<&Conditional<'_>>,
+    previous: Option<&dyn Previous>,
 ) -> Result<Stream> {
-    let doc = read_current(reader, entry, conditional).await?;
+    let entry = &reader.entry;
+    let doc = read_current(reader, entry, previous).await?;
     let format = document_format(&doc.url, &doc.json)?;
     if format == PRODUCTS_FORMAT {
         let products = parse_products(doc, None)?;
@@ -412,10 +310,10 @@ pub async fn read_stream_cached(
     let fetched: Vec<Result<(String, RelPath, Option<Document>)>> =
         futures_util::stream::iter(wanted)
             .map(|(content_id, path)| async move {
-                let doc = match read_if_changed(reader, &path, conditional).await? {
+                let doc = match read_if_changed(reader, &path, previous).await? {
                     Some(doc) => Some(doc),
-                    None if conditional.is_some_and(|c| c.state_intact(&path, &content_id)) => None,
-                    None => Some(read_current(reader, &path, conditional).await?),
+                    None if previous.is_some_and(|c| c.state_intact(&path, &content_id)) => None,
+                    None => Some(read_current(reader, &path, previous).await?),
                 };
                 Ok((content_id, path, doc))
             })

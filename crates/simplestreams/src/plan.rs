@@ -9,7 +9,7 @@ use crate::metadata::{Document, ProductsDocument, Stream};
 use crate::path::RelPath;
 use crate::select::select_versions;
 use crate::source::Expected;
-use crate::store::{DirStore, References};
+use crate::store::{References, Store};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What decides the plan besides the source and the mirror.
@@ -121,8 +121,8 @@ pub struct Plan {
     pub streams: Vec<StreamPlan>,
     /// Files to fetch (each path once), largest first.
     pub downloads: Vec<Download>,
-    /// `references.json` after the run.
-    pub references: References,
+    /// `references.json` after the run (`None`: unchanged, not read).
+    pub references: Option<References>,
     /// Paths to delete once the new metadata is published.
     pub deletions: BTreeSet<RelPath>,
     /// Bytes of the files to delete.
@@ -130,47 +130,77 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Computes the plan for `stream` against the mirror in `store`.
-    pub fn build(stream: Stream, store: &DirStore, options: &MirrorOptions) -> Result<Plan> {
-        let mut references = store.load_references()?;
+    /// Computes the plan for `stream` against the mirror in `store`, in
+    /// phases: each products file against its state, then the references
+    /// and deletions (only when something changes), then the downloads.
+    pub fn build(stream: Stream, store: &dyn Store, options: &MirrorOptions) -> Result<Plan> {
+        check_namespace(&stream)?;
         let mut streams = Vec::new();
         for source in stream.products {
             let target = store.load_state(&source.content_id)?;
             streams.push(plan_stream(source, target, options));
         }
+        let pending = store.load_pending_deletes()?;
+        let missing = if options.item_download {
+            missing_kept_items(&streams, store)
+        } else {
+            BTreeSet::new()
+        };
+        let changes = !pending.is_empty()
+            || !missing.is_empty()
+            || streams
+                .iter()
+                .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty());
+        let mut plan = Plan {
+            index: stream.index,
+            streams,
+            downloads: Vec::new(),
+            references: None,
+            deletions: BTreeSet::new(),
+            deletion_bytes: 0,
+        };
+        if changes {
+            plan.plan_references(store, pending, options)?;
+        }
+        if options.item_download {
+            let referenced = |p: &RelPath| {
+                plan.references
+                    .as_ref()
+                    .is_some_and(|r| r.get(p.as_str()).is_some_and(|l| !l.is_empty()))
+            };
+            let repairs: BTreeSet<RelPath> =
+                missing.into_iter().filter(|p| referenced(p)).collect();
+            for p in &repairs {
+                log::warn!("{p}: missing or damaged in the mirror; fetching it again");
+            }
+            plan.downloads = plan_downloads(&plan.streams, &repairs, store, options);
+        }
+        Ok(plan)
+    }
+
+    /// The references after the run, and the paths that lose their last
+    /// reference (with pending deletions of an interrupted run) to delete.
+    fn plan_references(
+        &mut self,
+        store: &dyn Store,
+        pending: BTreeSet<String>,
+        options: &MirrorOptions,
+    ) -> Result<()> {
+        let mut references = store.load_references()?;
         let mut candidates: BTreeSet<RelPath> = BTreeSet::new();
-        for sp in &streams {
+        for sp in &self.streams {
             update_references(&mut references, sp, options.item_download, &mut candidates);
         }
-        for pending in store.load_pending_deletes()? {
-            if let Ok(p) = RelPath::parse(&pending) {
-                candidates.insert(p);
-            }
-        }
-        let mut deletions = BTreeSet::new();
-        let mut deletion_bytes = 0;
+        candidates.extend(pending.iter().filter_map(|p| RelPath::parse(p).ok()));
         for path in candidates {
             if references.get(path.as_str()).is_none_or(Vec::is_empty) {
                 references.remove(path.as_str());
-                if let Ok(m) = std::fs::symlink_metadata(path.under(store.root())) {
-                    deletion_bytes += if m.is_file() { m.len() } else { 0 };
-                }
-                deletions.insert(path);
+                self.deletion_bytes += store.stamp(&path).map_or(0, |s| s.len);
+                self.deletions.insert(path);
             }
         }
-        let downloads = if options.item_download {
-            plan_downloads(&streams, store, options)
-        } else {
-            Vec::new()
-        };
-        Ok(Plan {
-            index: stream.index,
-            streams,
-            downloads,
-            references,
-            deletions,
-            deletion_bytes,
-        })
+        self.references = Some(references);
+        Ok(())
     }
 
     /// Bytes to download.
@@ -208,6 +238,45 @@ impl Plan {
         lines.push(format!("{} Mb change", change / (1024 * 1024)));
         lines
     }
+}
+
+/// Refuses a stream that names a path the mirror reserves for itself (see
+/// [`crate::layout`]): an item or products file under `.data/`, named like
+/// a staging or temporary file, an item at a metadata path of the stream,
+/// or a content id that is one of the mirror's own file names.
+fn check_namespace(stream: &Stream) -> Result<()> {
+    let refuse = |context: &str, path: &str, reason: String| Error::UnsafePath {
+        context: context.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let mut metadata: BTreeSet<&RelPath> = stream.index.iter().map(|d| &d.rel).collect();
+    metadata.extend(stream.products.iter().map(|p| &p.document.rel));
+    metadata.extend(stream.unchanged.iter().map(|u| &u.rel));
+    for rel in &metadata {
+        crate::layout::check_stream_path(rel)
+            .map_err(|r| refuse("metadata document", rel.as_str(), r.to_string()))?;
+    }
+    for doc in &stream.products {
+        let url = &doc.document.url;
+        if !crate::layout::is_state_name(&doc.content_id) {
+            let why = "it is one of the mirror's own file names under .data/".to_owned();
+            return Err(refuse(&format!("{url}: content_id"), &doc.content_id, why));
+        }
+        for entry in doc.products.items() {
+            let Some(path) = &entry.item.path else {
+                continue;
+            };
+            let context = format!("{url}: {}/{}/{}", entry.product, entry.version, entry.name);
+            crate::layout::check_stream_path(path)
+                .map_err(|r| refuse(&context, path.as_str(), r.to_string()))?;
+            if metadata.contains(path) {
+                let why = "it is the path of a metadata document of the stream".to_owned();
+                return Err(refuse(&context, path.as_str(), why));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The source's versions of `product` that have items passing the filters,
@@ -341,25 +410,60 @@ fn update_references(
     refs.retain(|_, v| !v.is_empty());
 }
 
+/// Items of versions the mirror keeps whose file is missing or of the
+/// wrong size (deleted, truncated: to fetch again when the mirror had them).
+fn missing_kept_items(streams: &[StreamPlan], store: &dyn Store) -> BTreeSet<RelPath> {
+    let mut out = BTreeSet::new();
+    for sp in streams {
+        let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        for entry in sp.state.items() {
+            let Some(path) = &entry.item.path else {
+                continue;
+            };
+            if !added.contains(path) && !store.has_file(path, entry.item.size) {
+                out.insert(path.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The files to fetch: items of added versions not yet in the mirror,
+/// `repairs` (kept items gone missing), and with `verify_existing` every
+/// item already there (checked, fetched again only when wrong). Each path
+/// once, largest first.
 fn plan_downloads(
     streams: &[StreamPlan],
-    store: &DirStore,
+    repairs: &BTreeSet<RelPath>,
+    store: &dyn Store,
     options: &MirrorOptions,
 ) -> Vec<Download> {
     let disputed = disputed_paths(streams);
     let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
     for sp in streams {
-        for it in &sp.added {
-            let Some(path) = &it.path else { continue };
-            let present = store.has_file(path, it.size);
-            if present && !options.verify_existing && !disputed.contains(path) {
+        let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        for entry in sp.state.items() {
+            let item = entry.item;
+            let Some(path) = &item.path else { continue };
+            let present = store.has_file(path, item.size);
+            let wanted = if added.contains(path) {
+                !present || options.verify_existing || disputed.contains(path)
+            } else if present {
+                options.verify_existing
+            } else {
+                repairs.contains(path)
+            };
+            if !wanted {
                 continue;
             }
             by_path
                 .entry(path.clone())
                 .or_insert_with(|| Download {
                     path: path.clone(),
-                    expected: it.expected(),
+                    expected: Expected {
+                        size: item.size,
+                        checksum: item.checksum.clone(),
+                    },
                     content_ids: BTreeSet::new(),
                     verify_only: present,
                 })
@@ -402,13 +506,13 @@ fn disputed_paths(streams: &[StreamPlan]) -> BTreeSet<RelPath> {
 
 /// Refuses a plan that deletes more than `max_share` of the mirror's
 /// referenced bytes (the wipe guard for `--prune`).
-pub fn check_wipe_guard(plan: &Plan, store: &DirStore, max_share: f64) -> Result<()> {
+pub fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) -> Result<()> {
     let before = store.load_references()?;
     let total: u64 = before
         .keys()
         .filter_map(|p| RelPath::parse(p).ok())
-        .filter_map(|p| std::fs::symlink_metadata(p.under(store.root())).ok())
-        .map(|m| m.len())
+        .filter_map(|p| store.stamp(&p))
+        .map(|s| s.len)
         .sum();
     if total > 0 && plan.deletion_bytes as f64 > total as f64 * max_share {
         return Err(Error::Refused(format!(
@@ -436,6 +540,7 @@ mod tests {
     use super::*;
     use crate::metadata::{Document, parse_products};
     use crate::source::Validators;
+    use crate::store::DirStore;
 
     /// A products file with one product per (name, versions) and, per
     /// version, a kernel of its own and a squashfs shared by all products.
@@ -472,6 +577,7 @@ mod tests {
             raw: raw.clone(),
             json: raw,
             validators: Validators::default(),
+            revalidated: false,
         };
         Stream {
             index: None,
@@ -491,15 +597,17 @@ mod tests {
     /// Pretends a plan was executed: files written, state and references saved.
     fn apply(plan: &Plan, store: &DirStore) {
         for d in &plan.downloads {
-            let path = store.prepare(&d.path).unwrap();
-            std::fs::write(path, vec![0u8; d.expected.size.unwrap() as usize]).unwrap();
+            let bytes = vec![0u8; d.expected.size.unwrap() as usize];
+            store.write_atomic(&d.path, &bytes).unwrap();
         }
         for sp in &plan.streams {
             store.save_state(sp.content_id(), &sp.state).unwrap();
         }
-        store.save_references(&plan.references).unwrap();
+        if let Some(refs) = &plan.references {
+            store.save_references(refs).unwrap();
+        }
         for p in &plan.deletions {
-            store.remove_item(p).unwrap();
+            store.remove(p).unwrap();
         }
     }
 
@@ -526,7 +634,10 @@ mod tests {
             report[4], "7 Mb change",
             "3 + 2 + 2, the shared squashfs once"
         );
-        assert_eq!(plan.references["shared/1/squashfs"].len(), 2);
+        assert_eq!(
+            plan.references.as_ref().unwrap()["shared/1/squashfs"].len(),
+            2
+        );
     }
 
     #[test]
@@ -561,7 +672,10 @@ mod tests {
             ["ga/1/kernel"],
             "shared/1/squashfs is still hwe's"
         );
-        assert_eq!(plan.references["shared/1/squashfs"], ["c:1/hwe/1/squashfs"]);
+        assert_eq!(
+            plan.references.as_ref().unwrap()["shared/1/squashfs"],
+            ["c:1/hwe/1/squashfs"]
+        );
         apply(&plan, &store);
         assert!(
             !dir.path().join("ga/1").exists(),
@@ -641,8 +755,8 @@ mod tests {
         let first = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
         // Files are there (say, from a run killed before it saved its state).
         for d in &first.downloads {
-            let path = store.prepare(&d.path).unwrap();
-            std::fs::write(path, vec![0u8; d.expected.size.unwrap() as usize]).unwrap();
+            let bytes = vec![0u8; d.expected.size.unwrap() as usize];
+            store.write_atomic(&d.path, &bytes).unwrap();
         }
         let trusted = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
         assert!(trusted.downloads.is_empty());

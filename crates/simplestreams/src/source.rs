@@ -1,16 +1,17 @@
 //! Where streams come from: HTTP(S) and local (`file://` or plain path)
 //! sources, with retries, stall timeouts, checked Range resume and fallback
-//! mirrors for items.
+//! mirrors for items. A source reads; it never names or writes a file of the
+//! mirror: items are streamed into a [`Staged`] item that the store owns.
 
-use crate::error::{Error, Result};
-use crate::format::Checksum;
+use crate::error::{Error, IntegrityKind, Result};
+use crate::hash::IO_BUFFER;
+pub use crate::hash::{Expected, Hasher};
 use crate::path::RelPath;
+use crate::store::Staged;
 use futures_util::StreamExt;
-use md5::Md5;
-use sha2::{Digest, Sha256, Sha512};
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -152,15 +153,6 @@ pub enum Fetched {
         /// Validators for the next conditional request.
         validators: Validators,
     },
-}
-
-/// What a downloaded file must be.
-#[derive(Debug, Clone, Default)]
-pub struct Expected {
-    /// The size in bytes, if known.
-    pub size: Option<u64>,
-    /// The strongest checksum, if known.
-    pub checksum: Option<Checksum>,
 }
 
 /// Receives byte counts as a download progresses (may be negative when a
@@ -335,9 +327,11 @@ impl Source {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
+        let date = header(reqwest::header::DATE);
         let validators = Validators {
             etag: header(reqwest::header::ETAG),
-            last_modified: header(reqwest::header::LAST_MODIFIED),
+            last_modified: header(reqwest::header::LAST_MODIFIED)
+                .filter(|lm| proves_freshness(lm, date.as_deref())),
         };
         if let Some(len) = resp.content_length()
             && len > MAX_METADATA_BYTES as u64
@@ -372,22 +366,24 @@ impl Source {
         base / 2 + base.mul_f64(fastrand::f64() / 2.0)
     }
 
-    /// Downloads `rel` to `dest`: into `dest.part` (resuming a previous
-    /// `.part` when the server honours the Range request), verifying size and
-    /// checksum, then renaming into place. Tries the primary root, then each
-    /// mirror. Returns the bytes transferred.
+    /// Downloads `rel` into `staged`, resuming what is already staged when
+    /// the server honours the Range request, and checks size and checksum.
+    /// Tries the primary root, then each mirror. Gives back the staged item,
+    /// complete and verified (the caller commits it), and the bytes
+    /// transferred.
     pub async fn download(
         &self,
         rel: &RelPath,
-        dest: &Path,
+        staged: Box<dyn Staged>,
         expected: &Expected,
         progress: &ProgressFn,
-    ) -> Result<u64> {
+    ) -> Result<(Box<dyn Staged>, u64)> {
+        let slot: Slot = Arc::new(Mutex::new(staged));
         let mut errors = Vec::new();
         for root in &self.roots {
             let url = join_url(root, rel);
-            match self.download_from(&url, dest, expected, progress).await {
-                Ok(n) => return Ok(n),
+            match self.download_from(&url, &slot, expected, progress).await {
+                Ok(n) => return Ok((take(slot, &url)?, n)),
                 Err(e) => {
                     if self.roots.len() > 1 {
                         log::warn!("{e}");
@@ -412,30 +408,29 @@ impl Source {
         }
     }
 
+    /// One root: a local copy, or HTTP attempts with retries and backoff.
     async fn download_from(
         &self,
         url: &Url,
-        dest: &Path,
+        slot: &Slot,
         expected: &Expected,
         progress: &ProgressFn,
     ) -> Result<u64> {
-        let part = part_path(dest);
         if url.scheme() == "file" {
             let from = file_path(url)?;
-            let (to, exp, progress) = (part.clone(), expected.clone(), progress.clone());
+            let (slot, exp, progress) = (slot.clone(), expected.clone(), progress.clone());
             let url_text = url.to_string();
-            let n = tokio::task::spawn_blocking(move || {
-                copy_verified(&from, &to, &exp, &url_text, &progress)
+            return tokio::task::spawn_blocking(move || {
+                copy_verified(&from, &slot, &exp, &url_text, &progress)
             })
             .await
-            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
-            return publish_part(&part, dest).map(|()| n);
+            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
         }
         let mut attempt = 0;
         let mut restarted = false;
         loop {
-            let (e, after) = match self.download_once(url, &part, expected, progress).await {
-                Ok(n) => return publish_part(&part, dest).map(|()| n),
+            let (e, after) = match self.download_once(url, slot, expected, progress).await {
+                Ok(n) => return Ok(n),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Restart(e)) if !restarted => {
                     log::warn!("{e}; starting again from the beginning");
@@ -454,38 +449,26 @@ impl Source {
         }
     }
 
+    /// One HTTP attempt, in phases: look at what is staged (resume, or
+    /// verify a complete one), request the rest, stream it into the staged
+    /// file while hashing, then check size and checksum.
     async fn download_once(
         &self,
         url: &Url,
-        part: &Path,
+        slot: &Slot,
         expected: &Expected,
         progress: &ProgressFn,
     ) -> Result<u64, Attempt> {
         let fatal = |e: Error| Attempt::Fatal(e);
-        let mut have = existing_len(part);
-        if let Some(size) = expected.size
-            && have > size
-        {
-            remove_part(part, have, progress).map_err(fatal)?;
+        let mut have = staged_len(slot);
+        if expected.size.is_some_and(|size| have > size) {
+            clear(slot, have, progress).await.map_err(fatal)?;
             have = 0;
         }
         if have > 0 && Some(have) == expected.size {
-            // A complete .part from an earlier run: verify it as it is.
-            let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
-            let verdict = tokio::task::spawn_blocking(move || {
-                let mut w = PartWriter::open(&p, have, &exp, &u)?;
-                w.hash_existing(have)?;
-                w.finish()
-            })
-            .await
-            .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?;
-            return match verdict {
-                Ok(()) => Ok(0),
-                Err(e) => {
-                    remove_part(part, have, progress).map_err(fatal)?;
-                    Err(Attempt::Restart(e))
-                }
-            };
+            return self
+                .verify_staged(url, slot, have, expected, progress)
+                .await;
         }
         let mut headers = reqwest::header::HeaderMap::new();
         if have > 0
@@ -494,90 +477,8 @@ impl Source {
             headers.insert(reqwest::header::RANGE, range);
         }
         let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
-            remove_part(part, have, progress).map_err(fatal)?;
-            return Err(Attempt::Restart(Error::transfer(
-                url.as_str(),
-                "416 for the resume range",
-            )));
-        }
-        check_status(url, &resp)?;
-        let start = if status == reqwest::StatusCode::PARTIAL_CONTENT {
-            match content_range_start(&resp) {
-                Some(s) if s == have => have,
-                _ => {
-                    remove_part(part, have, progress).map_err(fatal)?;
-                    return Err(Attempt::Retry(
-                        Error::transfer(
-                            url.as_str(),
-                            "206 with a Content-Range that does not match the request; restarting",
-                        ),
-                        Some(Duration::ZERO),
-                    ));
-                }
-            }
-        } else {
-            if have > 0 {
-                log::info!("{url}: server ignored the Range request; restarting from 0");
-                progress(-(have as i64));
-            }
-            0
-        };
-        // A short queue: on loopback hyper hands over chunks of ~400 KB, so this
-        // bounds what one download holds in memory to a couple of MB.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-        let (p, exp, u) = (part.to_path_buf(), expected.clone(), url.to_string());
-        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
-            let mut w = PartWriter::open(&p, start, &exp, &u)?;
-            w.hash_existing(start)?;
-            while let Some(chunk) = rx.blocking_recv() {
-                w.write(&chunk)?;
-            }
-            w.sync()
-        });
-        let mut stream = resp.bytes_stream();
-        let mut body_error = None;
-        let mut received = 0u64;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if let Some(size) = expected.size
-                        && start + received > size
-                    {
-                        body_error = Some(Attempt::Retry(
-                            Error::Integrity {
-                                url: url.to_string(),
-                                reason: format!("server sent more than the expected {size} bytes"),
-                            },
-                            None,
-                        ));
-                        break;
-                    }
-                    progress(chunk.len() as i64);
-                    if tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(retry(url, &e));
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let (total, digest) = writer
-            .await
-            .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?
-            .map_err(fatal)?;
-        if let Some(Attempt::Retry(Error::Integrity { url: u, reason }, _)) = body_error {
-            remove_part(part, total, progress).map_err(fatal)?;
-            return Err(Attempt::Retry(Error::Integrity { url: u, reason }, None));
-        }
-        if let Some(e) = body_error {
-            return Err(e);
-        }
+        let start = self.resume_point(url, &resp, slot, have, progress).await?;
+        let (total, digest, received) = receive(url, resp, slot, start, expected, progress).await?;
         if let Some(size) = expected.size
             && total < size
         {
@@ -589,8 +490,8 @@ impl Source {
                 None,
             ));
         }
-        if let Err(e) = check_digest(url.as_str(), expected, total, digest) {
-            remove_part(part, total, progress).map_err(fatal)?;
+        if let Err(e) = expected.check(url.as_str(), total, digest) {
+            clear(slot, total, progress).await.map_err(fatal)?;
             // When the file was resumed, the bad bytes may be the old ones.
             return Err(if start > 0 {
                 Attempt::Restart(e)
@@ -600,6 +501,188 @@ impl Source {
         }
         Ok(received)
     }
+
+    /// A complete staged file from an earlier run: verified as it is (and
+    /// discarded, to start again, when it is wrong).
+    async fn verify_staged(
+        &self,
+        url: &Url,
+        slot: &Slot,
+        have: u64,
+        expected: &Expected,
+        progress: &ProgressFn,
+    ) -> Result<u64, Attempt> {
+        let fatal = |e: Error| Attempt::Fatal(e);
+        let (s, exp, u) = (slot.clone(), expected.clone(), url.to_string());
+        let verdict = tokio::task::spawn_blocking(move || {
+            let mut staged = lock(&s);
+            let mut hasher = exp.hasher();
+            staged.begin(have, &mut |b| hasher.update(b))?;
+            exp.check(&u, have, hasher.finish())
+        })
+        .await
+        .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?;
+        match verdict {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                clear(slot, have, progress).await.map_err(fatal)?;
+                Err(Attempt::Restart(e))
+            }
+        }
+    }
+
+    /// Where the answer starts: `have` for a 206 whose Content-Range starts
+    /// there, 0 for a full answer (what was staged is dropped); anything
+    /// else is a failed attempt.
+    async fn resume_point(
+        &self,
+        url: &Url,
+        resp: &reqwest::Response,
+        slot: &Slot,
+        have: u64,
+        progress: &ProgressFn,
+    ) -> Result<u64, Attempt> {
+        let fatal = |e: Error| Attempt::Fatal(e);
+        let status = resp.status();
+        if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
+            clear(slot, have, progress).await.map_err(fatal)?;
+            return Err(Attempt::Restart(Error::transfer(
+                url.as_str(),
+                "416 for the resume range",
+            )));
+        }
+        check_status(url, resp)?;
+        if status != reqwest::StatusCode::PARTIAL_CONTENT {
+            if have > 0 {
+                log::info!("{url}: server ignored the Range request; restarting from 0");
+                progress(-(have as i64));
+            }
+            return Ok(0);
+        }
+        match content_range_start(resp) {
+            Some(s) if s == have => Ok(have),
+            _ => {
+                clear(slot, have, progress).await.map_err(fatal)?;
+                Err(Attempt::Retry(
+                    Error::transfer(
+                        url.as_str(),
+                        "206 with a Content-Range that does not match the request; restarting",
+                    ),
+                    Some(Duration::ZERO),
+                ))
+            }
+        }
+    }
+}
+
+/// The staged item a download writes, shared with the blocking thread that
+/// writes and hashes it.
+type Slot = Arc<Mutex<Box<dyn Staged>>>;
+
+fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Box<dyn Staged>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn staged_len(slot: &Slot) -> u64 {
+    lock(slot).staged_len()
+}
+
+/// The staged item back from its slot once every writer is done.
+fn take(slot: Slot, url: &Url) -> Result<Box<dyn Staged>> {
+    match Arc::try_unwrap(slot) {
+        Ok(m) => Ok(m
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)),
+        Err(_) => Err(Error::transfer(
+            url.as_str(),
+            "download still being written",
+        )),
+    }
+}
+
+/// Drops the `had` bytes staged (progress goes back by as much).
+async fn clear(slot: &Slot, had: u64, progress: &ProgressFn) -> Result<()> {
+    let s = slot.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut staged = lock(&s);
+        staged.begin(0, &mut |_| {})?;
+        staged.sync()
+    })
+    .await
+    .map_err(|e| Error::transfer("download", e.to_string()))??;
+    progress(-(had as i64));
+    Ok(())
+}
+
+/// Streams the body of `resp` into the staged file after its first `start`
+/// bytes, hashing everything. Gives the staged size, its digest and the
+/// bytes received.
+async fn receive(
+    url: &Url,
+    resp: reqwest::Response,
+    slot: &Slot,
+    start: u64,
+    expected: &Expected,
+    progress: &ProgressFn,
+) -> Result<(u64, Option<String>, u64), Attempt> {
+    let fatal = |e: Error| Attempt::Fatal(e);
+    // A short queue: on loopback hyper hands over chunks of ~400 KB, so this
+    // bounds what one download holds in memory to a couple of MB.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let (s, exp) = (slot.clone(), expected.clone());
+    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
+        let mut staged = lock(&s);
+        let mut hasher = exp.hasher();
+        staged.begin(start, &mut |b| hasher.update(b))?;
+        let mut written = start;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            staged.write(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        staged.sync()?;
+        Ok((written, hasher.finish()))
+    });
+    let mut stream = resp.bytes_stream();
+    let mut body_error = None;
+    let mut received = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                if let Some(size) = expected.size
+                    && start + received > size
+                {
+                    body_error = Some(Error::Integrity {
+                        url: url.to_string(),
+                        kind: IntegrityKind::Size,
+                        reason: format!("server sent more than the expected {size} bytes"),
+                    });
+                    break;
+                }
+                progress(chunk.len() as i64);
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                drop(tx);
+                let _ = writer.await;
+                return Err(retry(url, &e));
+            }
+        }
+    }
+    drop(tx);
+    let (total, digest) = writer
+        .await
+        .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?
+        .map_err(fatal)?;
+    if let Some(e) = body_error {
+        clear(slot, total, progress).await.map_err(fatal)?;
+        return Err(Attempt::Retry(e, None));
+    }
+    Ok((total, digest, received))
 }
 
 /// The client settings shared by the plain and the TLS client.
@@ -616,34 +699,6 @@ fn file_path(url: &Url) -> Result<PathBuf> {
         .map_err(|()| Error::transfer(url.as_str(), "not a local file path"))
 }
 
-/// The `.part` file a download of `dest` writes to.
-pub fn part_path(dest: &Path) -> PathBuf {
-    let mut name = dest.as_os_str().to_owned();
-    name.push(crate::layout::PART_SUFFIX);
-    PathBuf::from(name)
-}
-
-fn existing_len(part: &Path) -> u64 {
-    std::fs::symlink_metadata(part)
-        .map(|m| if m.is_file() { m.len() } else { 0 })
-        .unwrap_or(0)
-}
-
-fn remove_part(part: &Path, had: u64, progress: &ProgressFn) -> Result<()> {
-    match std::fs::remove_file(part) {
-        Ok(()) => {
-            progress(-(had as i64));
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(part, e)),
-    }
-}
-
-fn publish_part(part: &Path, dest: &Path) -> Result<()> {
-    std::fs::rename(part, dest).map_err(|e| Error::io(dest, e))
-}
-
 fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
     let status = resp.status();
     if status.is_success() {
@@ -658,6 +713,19 @@ fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
     } else {
         Err(Attempt::Fatal(e))
     }
+}
+
+/// Whether a `Last-Modified` can stand as a validator: a time after the
+/// response's own `Date`, or in the future of the local clock, cannot prove
+/// that the document is unchanged (a server with a fast clock would answer
+/// 304 to a changed document for as long as its clock runs ahead).
+fn proves_freshness(last_modified: &str, date: Option<&str>) -> bool {
+    let Ok(modified) = httpdate::parse_http_date(last_modified) else {
+        return false;
+    };
+    let date = date.and_then(|d| httpdate::parse_http_date(d).ok());
+    let now = std::time::SystemTime::now();
+    modified <= now && date.is_none_or(|d| modified <= d)
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
@@ -715,265 +783,52 @@ pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Hashes with the algorithm of an expected checksum (nothing when there
-/// is none).
-pub enum Hasher {
-    /// SHA-512.
-    Sha512(Sha512),
-    /// SHA-256.
-    Sha256(Sha256),
-    /// MD5.
-    Md5(Md5),
-    /// No checksum to compute.
-    None,
-}
-
-impl Hasher {
-    /// A hasher for `c`'s algorithm.
-    pub fn for_checksum(c: Option<&Checksum>) -> Hasher {
-        match c {
-            Some(Checksum::Sha512(_)) => Hasher::Sha512(Sha512::new()),
-            Some(Checksum::Sha256(_)) => Hasher::Sha256(Sha256::new()),
-            Some(Checksum::Md5(_)) => Hasher::Md5(Md5::new()),
-            None => Hasher::None,
-        }
-    }
-    /// Feeds `data`.
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha512(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Md5(h) => h.update(data),
-            Hasher::None => {}
-        }
-    }
-    /// The digest in lower-case hex (`None` without a checksum).
-    pub fn finish(self) -> Option<String> {
-        match self {
-            Hasher::Sha512(h) => Some(hex::encode(h.finalize())),
-            Hasher::Sha256(h) => Some(hex::encode(h.finalize())),
-            Hasher::Md5(h) => Some(hex::encode(h.finalize())),
-            Hasher::None => None,
-        }
-    }
-}
-
-const IO_BUFFER: usize = 1 << 20;
-/// Write buffer of a download: gathers the small chunks of slow links.
-const WRITE_BUFFER: usize = 256 << 10;
-
-/// Writes a `.part` file while hashing it.
-struct PartWriter {
-    file: std::io::BufWriter<std::fs::File>,
-    hasher: Hasher,
-    written: u64,
-    expected: Expected,
-    url: String,
-    path: PathBuf,
-}
-
-impl PartWriter {
-    /// Opens `path`, truncated to `start` bytes, positioned at its end.
-    /// Never writes through a symlink (or anything else) planted at `path`.
-    fn open(path: &Path, start: u64, expected: &Expected, url: &str) -> Result<PartWriter> {
-        let file = open_part(path, start)?;
-        Ok(PartWriter {
-            // Large chunks bypass the buffer; it only gathers small ones.
-            file: std::io::BufWriter::with_capacity(WRITE_BUFFER, file),
-            hasher: Hasher::for_checksum(expected.checksum.as_ref()),
-            written: 0,
-            expected: expected.clone(),
-            url: url.to_owned(),
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Feeds the first `len` bytes already in the file to the hasher.
-    fn hash_existing(&mut self, len: u64) -> Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let f = self.file.get_mut();
-        f.seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| Error::io(&self.path, e))?;
-        let mut buf = vec![0u8; IO_BUFFER];
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f
-                .read(&mut buf[..want])
-                .map_err(|e| Error::io(&self.path, e))?;
-            if n == 0 {
-                break;
-            }
-            self.hasher.update(&buf[..n]);
-            left -= n as u64;
-        }
-        self.written = len - left;
-        f.seek(std::io::SeekFrom::Start(self.written))
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok(())
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.hasher.update(data);
-        self.file
-            .write_all(data)
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.written += data.len() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// Flushes and syncs; gives the size written and the digest.
-    fn sync(mut self) -> Result<(u64, Option<String>)> {
-        self.flush()?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok((self.written, self.hasher.finish()))
-    }
-
-    /// Flushes, syncs and checks size and checksum.
-    fn finish(self) -> Result<()> {
-        let (url, expected) = (self.url.clone(), self.expected.clone());
-        let (written, digest) = self.sync()?;
-        check_digest(&url, &expected, written, digest)
-    }
-}
-
-/// Opens a `.part` file for writing, keeping its first `keep` bytes. A
-/// fresh one (`keep == 0`) replaces whatever is there (a symlink is
-/// removed, not followed) and is created exclusively; an existing one must
-/// be the regular file that was looked at.
-fn open_part(path: &Path, keep: u64) -> Result<std::fs::File> {
-    let unsafe_part = |reason: &str| Error::UnsafePath {
-        context: "download".into(),
-        path: path.display().to_string(),
-        reason: reason.into(),
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true);
-    if keep == 0 {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(path, e));
-            }
-            _ => {}
-        }
-        return options
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e));
-    }
-    let before = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-    if !before.is_file() {
-        return Err(unsafe_part("not a regular file"));
-    }
-    let file = options.open(path).map_err(|e| Error::io(path, e))?;
-    let after = file.metadata().map_err(|e| Error::io(path, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
-            return Err(unsafe_part("replaced while being opened"));
-        }
-    }
-    if !after.is_file() {
-        return Err(unsafe_part("not a regular file"));
-    }
-    file.set_len(keep).map_err(|e| Error::io(path, e))?;
-    Ok(file)
-}
-
-fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String>) -> Result<()> {
-    if let Some(want) = expected.size
-        && size != want
-    {
-        return Err(Error::Integrity {
-            url: url.to_owned(),
-            reason: format!("size {size}, expected {want}"),
-        });
-    }
-    if let (Some(want), Some(got)) = (&expected.checksum, digest)
-        && got != want.hex()
-    {
-        return Err(Error::Integrity {
-            url: url.to_owned(),
-            reason: format!(
-                "{} mismatch: got {got}, expected {}",
-                want.algorithm(),
-                want.hex()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Re-reads a file and checks it against `expected`.
-pub async fn verify_file(path: &Path, expected: &Expected, what: &str) -> Result<()> {
-    let (p, exp, w) = (path.to_path_buf(), expected.clone(), what.to_owned());
-    tokio::task::spawn_blocking(move || verify_file_blocking(&p, &exp, &w))
-        .await
-        .map_err(|e| Error::transfer(what, e.to_string()))?
-}
-
-/// Re-reads a file and checks it against `expected` (blocking).
-pub fn verify_file_blocking(path: &Path, expected: &Expected, what: &str) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Hasher::for_checksum(expected.checksum.as_ref());
-    let mut buf = vec![0u8; IO_BUFFER];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    check_digest(what, expected, size, hasher.finish())
-}
-
+/// Copies a local source file into the staged item, hashing it; a file
+/// larger than expected, or one that does not match, is dropped.
 fn copy_verified(
     from: &Path,
-    to: &Path,
+    slot: &Slot,
     expected: &Expected,
     url: &str,
     progress: &ProgressFn,
 ) -> Result<u64> {
     let mut src = std::fs::File::open(from).map_err(|e| Error::transfer(url, e.to_string()))?;
-    let mut w = PartWriter::open(to, 0, expected, url)?;
+    let mut staged = lock(slot);
+    let mut hasher = expected.hasher();
+    staged.begin(0, &mut |_| {})?;
     let mut buf = vec![0u8; IO_BUFFER];
-    loop {
-        let n = src.read(&mut buf).map_err(|e| Error::io(from, e))?;
-        if n == 0 {
-            break;
-        }
-        if let Some(size) = expected.size
-            && w.written + n as u64 > size
-        {
-            drop(w);
-            let _ = std::fs::remove_file(to);
-            return Err(Error::Integrity {
+    let mut written = 0u64;
+    let result = loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(Error::io(from, e)),
+        };
+        if expected.size.is_some_and(|size| written + n as u64 > size) {
+            break Err(Error::Integrity {
                 url: url.to_owned(),
-                reason: format!("larger than the expected {size} bytes"),
+                kind: IntegrityKind::Size,
+                reason: format!(
+                    "larger than the expected {} bytes",
+                    expected.size.unwrap_or(0)
+                ),
             });
         }
-        w.write(&buf[..n])?;
+        hasher.update(&buf[..n]);
+        if let Err(e) = staged.write(&buf[..n]) {
+            break Err(e);
+        }
+        written += n as u64;
         progress(n as i64);
+    };
+    let result = result
+        .and_then(|()| staged.sync())
+        .and_then(|()| expected.check(url, written, hasher.finish()));
+    if result.is_err() {
+        let _ = staged.begin(0, &mut |_| {});
+        progress(-(written as i64));
     }
-    let n = w.written;
-    if let Err(e) = w.finish() {
-        let _ = std::fs::remove_file(to);
-        progress(-(n as i64));
-        return Err(e);
-    }
-    Ok(n)
+    result.map(|()| written)
 }
 
 #[cfg(test)]

@@ -5,13 +5,22 @@
 
 pub mod cli;
 pub mod demo;
+pub mod error;
 pub mod logging;
 pub mod mirror;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
 pub mod serve;
+pub mod stream_args;
 pub mod verify;
+
+/// The runtime commands run their async work on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
 
 /// Entry point of `sstream`.
 pub fn main_sstream() -> std::process::ExitCode {

@@ -1,45 +1,126 @@
-//! `sstream mirror` / `sstream-mirror`: fetch and verify metadata, plan,
-//! execute, publish.
+//! `sstream mirror` / `sstream-mirror`: the options mapped onto the
+//! library's [`Mirror`], the plan printed, progress shown, a summary.
 
-use crate::cli::MirrorArgs;
-use crate::progress::{Progress, human};
-use simplestreams::execute::{ExecuteOptions, execute};
+use crate::error::CliError;
+use crate::progress::RunDisplay;
+use crate::stream_args::StreamArgs;
+use clap::Args;
 use simplestreams::filter::FilterSet;
-use simplestreams::metadata::{
-    CachedDocument, Conditional, FetchCache, FileStamp, MetadataReader, Stream, read_stream_cached,
-    sha256_hex,
-};
-use simplestreams::plan::{MirrorOptions, Plan, check_wipe_guard};
+use simplestreams::metadata::MetadataReader;
+use simplestreams::mirror::{Mirror, RunSettings};
+use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions, source_url};
 use simplestreams::store::DirStore;
+use simplestreams::units::human_size;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Share of the mirror `--prune` may delete without `--force`.
-const WIPE_GUARD: f64 = 0.5;
+/// Options of `sstream mirror` and the drop-in `sstream-mirror`.
+#[derive(Debug, Clone, Args)]
+pub struct MirrorArgs {
+    /// Keep versions that left the source, up to --max per product.
+    #[arg(long, requires = "max")]
+    pub keep: bool,
+    /// Keep at most MAX versions of each product (the newest).
+    #[arg(long, value_name = "MAX")]
+    pub max: Option<usize>,
+    /// Mirror metadata only: do not download items that have a path.
+    #[arg(long)]
+    pub no_item_download: bool,
+    /// Print what would be done (on stdout) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Show download progress.
+    #[arg(long)]
+    pub progress: bool,
+    /// Another source root to fetch items from when the primary fails (repeatable).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Where the stream's entry is, how it is verified, and logging.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Accepted for compatibility; items are always verified.
+    #[arg(long)]
+    pub no_checksumming_reader: bool,
+    /// Number of concurrent item downloads.
+    #[arg(long, short = 'j', default_value_t = 6)]
+    pub jobs: usize,
+    /// Retries per transfer on timeouts, resets, 5xx and 429.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// Re-hash every item of the mirror (and fetch the ones that are wrong)
+    /// instead of trusting their size.
+    #[arg(long)]
+    pub verify_existing: bool,
+    /// Abandon a transfer that receives nothing for this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Wait for another run on the same output directory to finish.
+    #[arg(long)]
+    pub wait: bool,
+    /// Also remove versions the filters now exclude and products gone from the source.
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow pruning to delete more than half of the mirror.
+    #[arg(long)]
+    pub force: bool,
+    /// The source: a URL (http, https, file) or a directory.
+    pub source: String,
+    /// The mirror directory to write.
+    pub output_dir: PathBuf,
+    /// Filters: KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
+    pub filters: Vec<String>,
+}
 
-/// Runs a mirror.
-pub fn run(args: MirrorArgs) -> Result<(), String> {
+/// Runs a mirror (or, with `--dry-run`, prints its plan).
+pub fn run(args: MirrorArgs) -> Result<(), CliError> {
     args.stream.init_logging()?;
-    if args.keep && args.max.is_none() {
-        return Err(
-            "--keep needs --max: it keeps versions gone from the source up to --max".into(),
-        );
-    }
-    let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
+    let mirror = job(&args)?;
+    crate::runtime()?.block_on(async {
+        if args.dry_run {
+            let plan = mirror.plan().await?;
+            let mut out = std::io::stdout().lock();
+            for line in plan.report() {
+                writeln!(out, "{line}")?;
+            }
+            return Ok(());
+        }
+        let chatty = args.progress || args.stream.verbose > 0;
+        let display = Arc::new(RunDisplay::new(args.progress, chatty));
+        let result = mirror.run(display.clone()).await;
+        display.finish();
+        let summary = result?;
+        if chatty {
+            eprintln!(
+                "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
+                summary.files,
+                human_size(summary.bytes),
+                summary.elapsed.as_secs_f64(),
+                summary.published.len(),
+                summary.deleted
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The library job these options describe.
+pub fn job(args: &MirrorArgs) -> Result<Mirror, CliError> {
+    let filters = FilterSet::parse(&args.filters)?;
     let (spec, verification) = args.stream.open(&args.source)?;
     let mirrors = args
         .mirrors
         .iter()
         .map(|m| source_url(m))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, _>>()?;
     let transfer = TransferOptions {
         retries: args.retries,
         idle_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
         ..TransferOptions::default()
     };
-    let source = Source::new(spec.root.clone(), mirrors, transfer).map_err(|e| e.to_string())?;
+    let source = Source::new(spec.root, mirrors, transfer)?;
     let options = MirrorOptions {
         filters,
         max: args.max,
@@ -48,150 +129,12 @@ pub fn run(args: MirrorArgs) -> Result<(), String> {
         prune: args.prune,
         verify_existing: args.verify_existing,
     };
-    let store = DirStore::new(&args.output_dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        let _lock = if args.dry_run {
-            None
-        } else {
-            Some(store.lock(args.wait).map_err(|e| e.to_string())?)
-        };
-        let started = Instant::now();
-        let reader = MetadataReader::new(source.clone(), &spec.entry, verification);
-        let key = cache_key(&args, &spec.root);
-        let cache = store.load_cache(&key);
-        let conditional = (cache.key == key && !args.verify_existing).then_some(Conditional {
-            cache: &cache,
-            store: &store,
-        });
-        let stream = read_stream_cached(&reader, &spec.entry, conditional.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        let seen = fetched_documents(&stream, &cache);
-        let plan = Plan::build(stream, &store, &options).map_err(|e| e.to_string())?;
-        if args.dry_run {
-            let mut out = std::io::stdout().lock();
-            for line in plan.report() {
-                writeln!(out, "{line}").map_err(|e| format!("stdout: {e}"))?;
-            }
-            return Ok(());
-        }
-        let chatty = args.progress || args.stream.verbose > 0;
-        if chatty {
-            for line in plan.report() {
-                eprintln!("{line}");
-            }
-        }
-        if args.prune && !args.force {
-            check_wipe_guard(&plan, &store, WIPE_GUARD).map_err(|e| e.to_string())?;
-        }
-        let progress = Progress::new(plan.download_bytes(), args.progress);
-        let jobs = ExecuteOptions { jobs: args.jobs };
-        let result = execute(plan, &source, &store, &jobs, progress.callback()).await;
-        progress.finish();
-        let report = result.map_err(describe)?;
-        save_cache(&store, key, seen)?;
-        if chatty {
-            eprintln!(
-                "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
-                report.files,
-                human(report.bytes),
-                started.elapsed().as_secs_f64(),
-                report.published.len(),
-                report.deleted
-            );
-        }
-        Ok(())
-    })
-}
-
-/// What the cache is valid for: the same source root and the same options.
-fn cache_key(args: &MirrorArgs, root: &url::Url) -> String {
-    format!(
-        "{} {root} filters={:?} max={:?} keep={} items={} prune={}",
-        env!("CARGO_PKG_VERSION"),
-        args.filters,
-        args.max,
-        args.keep,
-        !args.no_item_download,
-        args.prune
-    )
-}
-
-/// The documents of this run, to remember for conditional requests: those
-/// fetched (their state is filled in once the run is done) and, as they
-/// were, those the server reported unchanged.
-fn fetched_documents(stream: &Stream, old: &FetchCache) -> Vec<(String, CachedDocument, bool)> {
-    let fetched = |doc: &simplestreams::metadata::Document, cid: Option<&str>| {
-        let cached = CachedDocument {
-            validators: doc.validators.clone(),
-            sha256: sha256_hex(&doc.raw),
-            content_id: cid.map(str::to_owned),
-            state_sha256: None,
-            stamp: None,
-            state_stamp: None,
-        };
-        (doc.rel.to_string(), cached, true)
+    let settings = RunSettings {
+        jobs: args.jobs,
+        wait: args.wait,
+        wipe_guard: (!args.force).then_some(0.5),
     };
-    let mut out: Vec<_> = stream.index.iter().map(|d| fetched(d, None)).collect();
-    out.extend(
-        stream
-            .products
-            .iter()
-            .map(|p| fetched(&p.document, Some(&p.content_id))),
-    );
-    for u in &stream.unchanged {
-        if let Some(cached) = old.docs.get(u.rel.as_str()) {
-            out.push((u.rel.to_string(), cached.clone(), false));
-        }
-    }
-    out
-}
-
-/// Saves the validators of a successful run, with the stamps of the
-/// published copies and of the state each products file left behind.
-fn save_cache(
-    store: &DirStore,
-    key: String,
-    seen: Vec<(String, CachedDocument, bool)>,
-) -> Result<(), String> {
-    let mut cache = FetchCache {
-        key,
-        docs: Default::default(),
-    };
-    for (rel, mut doc, fetched) in seen {
-        if doc.validators.is_empty() {
-            continue;
-        }
-        if fetched {
-            if let Ok(rel) = simplestreams::path::RelPath::parse(&rel) {
-                doc.stamp = FileStamp::of(&rel.under(store.root()));
-            }
-            if let Some(cid) = &doc.content_id {
-                let state = store.state_bytes(cid).map_err(|e| e.to_string())?;
-                doc.state_sha256 = state.map(|b| sha256_hex(&b));
-                doc.state_stamp = store.state_path(cid).ok().and_then(|p| FileStamp::of(&p));
-            }
-        }
-        cache.docs.insert(rel, doc);
-    }
-    store.save_cache(&cache).map_err(|e| e.to_string())
-}
-
-/// Several failures: each on its own line, then the summary.
-fn describe(e: simplestreams::Error) -> String {
-    match e {
-        simplestreams::Error::ItemsFailed { failed, first, all } => {
-            let mut lines = vec![first.to_string()];
-            lines.extend(all.iter().map(ToString::to_string));
-            format!(
-                "{}\n{failed} item(s) failed; the streams that need them were not published",
-                lines.join("\n")
-            )
-        }
-        other => other.to_string(),
-    }
+    let reader = MetadataReader::new(source, spec.entry, verification);
+    let store = Arc::new(DirStore::new(&args.output_dir));
+    Ok(Mirror::new(reader, store, options, settings))
 }

@@ -2,10 +2,12 @@
 //! periodic lines otherwise.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use simplestreams::plan::Plan;
 use simplestreams::source::ProgressFn;
+use simplestreams::units::human_size as human;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A progress display for one run.
@@ -112,19 +114,53 @@ pub fn plain_line(done: u64, total: u64, elapsed: Duration) -> String {
     )
 }
 
-/// Bytes in binary units.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
+/// What a mirror run shows on stderr: the plan (when `chatty`), then a
+/// progress display (when `bar`).
+pub struct RunDisplay {
+    bar: bool,
+    chatty: bool,
+    progress: Mutex<Option<Progress>>,
+    callback: OnceLock<ProgressFn>,
+}
+
+impl RunDisplay {
+    /// A display; `bar` shows progress, `chatty` prints the plan.
+    pub fn new(bar: bool, chatty: bool) -> RunDisplay {
+        RunDisplay {
+            bar,
+            chatty,
+            progress: Mutex::new(None),
+            callback: OnceLock::new(),
+        }
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
+
+    /// Stops the progress display.
+    pub fn finish(&self) {
+        let taken = self.progress.lock().ok().and_then(|mut p| p.take());
+        if let Some(p) = taken {
+            p.finish();
+        }
+    }
+}
+
+impl simplestreams::mirror::Progress for RunDisplay {
+    fn planned(&self, plan: &Plan) {
+        if self.chatty {
+            for line in plan.report() {
+                eprintln!("{line}");
+            }
+        }
+        let progress = Progress::new(plan.download_bytes(), self.bar);
+        let _ = self.callback.set(progress.callback());
+        if let Ok(mut slot) = self.progress.lock() {
+            *slot = Some(progress);
+        }
+    }
+
+    fn transferred(&self, bytes: i64) {
+        if let Some(callback) = self.callback.get() {
+            callback(bytes);
+        }
     }
 }
 

@@ -1,20 +1,45 @@
 //! `sstream query` / `sstream-query`: list the items of a stream.
 
-use crate::cli::QueryArgs;
+use crate::error::CliError;
 use crate::pyformat::{format_item, json_list, pprint_dict, repr_dict};
+use crate::stream_args::StreamArgs;
+use clap::Args;
 use simplestreams::filter::FilterSet;
 use simplestreams::metadata::{MetadataReader, read_stream};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions};
 use std::io::{ErrorKind, Write};
 
+/// Options shared by `sstream query` and the drop-in `sstream-query`.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// At most MAX versions of each product (the newest).
+    #[arg(long, value_name = "MAX_ITEMS")]
+    pub max: Option<usize>,
+    /// Python %-style format over the flattened item, e.g. '%(item_url)s'.
+    #[arg(long, short = 'o', conflicts_with_all = ["pretty", "json"])]
+    pub output_format: Option<String>,
+    /// Pretty-print each item.
+    #[arg(long, conflicts_with = "json")]
+    pub pretty: bool,
+    /// Print the items as a JSON list.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the stream's entry is, how it is verified, and logging.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// The source: a URL (http, https, file) or a directory.
+    pub mirror_url: String,
+    /// Filters: KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
+    pub filters: Vec<String>,
+}
+
 /// Runs a query and prints the items.
-pub fn run(args: QueryArgs) -> Result<(), String> {
+pub fn run(args: QueryArgs) -> Result<(), CliError> {
     args.stream.init_logging()?;
-    let filters = FilterSet::parse(&args.filters).map_err(|e| e.to_string())?;
+    let filters = FilterSet::parse(&args.filters)?;
     let (spec, verification) = args.stream.open(&args.mirror_url)?;
-    let source = Source::new(spec.root.clone(), Vec::new(), TransferOptions::default())
-        .map_err(|e| e.to_string())?;
+    let source = Source::new(spec.root.clone(), Vec::new(), TransferOptions::default())?;
     let options = MirrorOptions {
         filters,
         max: args.max,
@@ -23,14 +48,9 @@ pub fn run(args: QueryArgs) -> Result<(), String> {
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let stream = runtime.block_on(async {
-        let reader = MetadataReader::new(source, &spec.entry, verification);
-        read_stream(&reader, &spec.entry)
-            .await
-            .map_err(|e| e.to_string())
-    })?;
+        .build()?;
+    let reader = MetadataReader::new(source, spec.entry, verification);
+    let stream = runtime.block_on(read_stream(&reader, None))?;
     let items = simplestreams::query::query(stream, &spec.root, &options);
     let mut out = std::io::stdout().lock();
     let written = if args.json {
@@ -58,6 +78,6 @@ pub fn run(args: QueryArgs) -> Result<(), String> {
     match written.and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("stdout: {e}")),
+        Err(e) => Err(anyhow::Error::new(e).context("stdout").into()),
     }
 }

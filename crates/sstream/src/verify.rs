@@ -1,10 +1,10 @@
 //! `sstream verify TARGET`: audit a mirror as a client would, with exit
 //! codes a cron job or a monitoring check can act on.
 
-use crate::cli::StreamArgs;
-use crate::progress::human;
+use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::audit::{AuditOptions, Problem, Report, audit, problem_of_error};
+use simplestreams::units::human_size as human;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -92,11 +92,11 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 
 fn verify(args: &VerifyArgs) -> u8 {
     if let Err(e) = args.stream.init_logging() {
-        return usage(&e);
+        return usage(&e.to_string());
     }
     let (spec, verification) = match args.stream.open(&args.target) {
         Ok(opened) => opened,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e.to_string()),
     };
     let options = AuditOptions {
         full: args.full,

@@ -9,7 +9,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use simplestreams::format::Products;
-use simplestreams::source::{Expected, verify_file_blocking};
+use simplestreams::hash::{Expected, verify_path as verify_file_blocking};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,266 @@
+//! The fetch cache: what the last successful run with the same options
+//! fetched, so that the next run asks with conditional requests and skips
+//! products files that did not change.
+//!
+//! One cache per set of options (the MAAS documentation runs two filter
+//! sets into one mirror), kept by the store under `.data/` as
+//! `sstream-cache-<digest of the options>.json`. A cached answer is trusted
+//! only while the mirror's published copy (and state) are still what that
+//! run left, and for at most [`MAX_TRUST`]: after that the document is
+//! fetched unconditionally, so a server whose validators lie cannot keep the
+//! mirror stale for ever.
+
+use crate::error::{Error, Result};
+use crate::hash::sha256_hex;
+use crate::layout::CACHE_PREFIX;
+use crate::metadata::{Document, Previous, Stream};
+use crate::path::RelPath;
+use crate::source::Validators;
+use crate::store::{FileStamp, Store, data_rel};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a fetched document's validators are used for conditional
+/// requests before the document is fetched in full again.
+pub const MAX_TRUST: Duration = Duration::from_secs(24 * 3600);
+
+/// What the last successful run fetched.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FetchCache {
+    /// The options (and source) the entries are valid for.
+    pub key: String,
+    /// By document path.
+    pub docs: BTreeMap<String, CachedDocument>,
+}
+
+/// One remembered document.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CachedDocument {
+    /// Validators the server sent with it.
+    pub validators: Validators,
+    /// When it was last fetched in full (seconds since the epoch).
+    #[serde(default)]
+    pub fetched_at: u64,
+    /// SHA-256 of the bytes as served (and as published in the mirror).
+    pub sha256: String,
+    /// For a products file: its content id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    /// For a products file: SHA-256 of the mirror state written for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_sha256: Option<String>,
+    /// Stamp of the published copy when the run ended: while it holds, the
+    /// copy is not read again to check its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<FileStamp>,
+    /// The same for the state file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_stamp: Option<FileStamp>,
+    /// For a products file: the items of its state that were in the mirror
+    /// when the run ended (path and size). While the document is unchanged
+    /// each is checked with a stat, so a deleted or truncated item is found
+    /// (and fetched again) without reading the state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<(String, Option<u64>)>,
+}
+
+/// A document this run read: fetched in full, or reported unchanged.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    rel: String,
+    doc: CachedDocument,
+    fetched: bool,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl FetchCache {
+    /// The digest that names the cache of runs with `key`.
+    fn rel(key: &str) -> Result<RelPath> {
+        let digest = sha256_hex(key.as_bytes());
+        data_rel(&format!("{CACHE_PREFIX}{}.json", &digest[..16]))
+    }
+
+    /// The cache of the last successful run with `key` (empty when missing,
+    /// unreadable or for another key: it only saves requests).
+    pub fn load(store: &dyn Store, key: &str) -> FetchCache {
+        let cache: FetchCache = match Self::rel(key).map(|rel| store.read(&rel)) {
+            Ok(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => FetchCache::default(),
+        };
+        if cache.key == key {
+            cache
+        } else {
+            FetchCache::default()
+        }
+    }
+
+    /// Saves the cache under its key.
+    pub fn save(&self, store: &dyn Store) -> Result<()> {
+        let rel = Self::rel(&self.key)?;
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::metadata(store.display(&rel), e.to_string()))?;
+        store.write_atomic(&rel, &text)
+    }
+
+    /// Conditional reading against `store`'s published copies.
+    pub fn previous<'a>(&'a self, store: &'a dyn Store) -> Conditional<'a> {
+        Conditional { cache: self, store }
+    }
+
+    /// The documents of a run, to remember for conditional requests: those
+    /// fetched (their stamps are filled in by [`FetchCache::after_run`]) and,
+    /// as they were, those the server reported unchanged.
+    pub fn seen(&self, stream: &Stream) -> Vec<Seen> {
+        let now = now_secs();
+        let fetched = |doc: &Document, cid: Option<&str>| Seen {
+            rel: doc.rel.to_string(),
+            doc: CachedDocument {
+                validators: doc.validators.clone(),
+                // A 304 proves nothing new: the trust keeps its age.
+                fetched_at: match self.docs.get(doc.rel.as_str()) {
+                    Some(old) if doc.revalidated => old.fetched_at,
+                    _ => now,
+                },
+                sha256: sha256_hex(&doc.raw),
+                content_id: cid.map(str::to_owned),
+                state_sha256: None,
+                stamp: None,
+                state_stamp: None,
+                claims: Vec::new(),
+            },
+            fetched: true,
+        };
+        let mut out: Vec<Seen> = stream.index.iter().map(|d| fetched(d, None)).collect();
+        out.extend(
+            stream
+                .products
+                .iter()
+                .map(|p| fetched(&p.document, Some(&p.content_id))),
+        );
+        for u in &stream.unchanged {
+            if let Some(cached) = self.docs.get(u.rel.as_str()) {
+                out.push(Seen {
+                    rel: u.rel.to_string(),
+                    doc: cached.clone(),
+                    fetched: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// The cache a successful run leaves: the validators of what it saw,
+    /// with the stamps of the published copies and of the state each
+    /// products file left behind.
+    pub fn after_run(key: String, seen: Vec<Seen>, store: &dyn Store) -> Result<FetchCache> {
+        let mut cache = FetchCache {
+            key,
+            docs: BTreeMap::new(),
+        };
+        for Seen {
+            rel,
+            mut doc,
+            fetched,
+        } in seen
+        {
+            if doc.validators.is_empty() {
+                continue;
+            }
+            if fetched {
+                if let Ok(rel) = RelPath::parse(&rel) {
+                    doc.stamp = store.stamp(&rel);
+                }
+                if let Some(cid) = &doc.content_id {
+                    let state = store.state_bytes(cid)?;
+                    doc.state_sha256 = state.map(|b| sha256_hex(&b));
+                    doc.state_stamp = store.state_stamp(cid);
+                    doc.claims = claims(store, cid)?;
+                }
+            }
+            cache.docs.insert(rel, doc);
+        }
+        Ok(cache)
+    }
+}
+
+/// The items of `content_id`'s state that are in the mirror.
+fn claims(store: &dyn Store, content_id: &str) -> Result<Vec<(String, Option<u64>)>> {
+    let state = store.load_state(content_id)?;
+    let mut out: Vec<(String, Option<u64>)> = state
+        .items()
+        .filter_map(|e| Some((e.item.path.as_ref()?, e.item.size)))
+        .filter(|(path, size)| store.has_file(path, *size))
+        .map(|(path, size)| (path.to_string(), size))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The last run's cache over the mirror's published copies.
+pub struct Conditional<'a> {
+    cache: &'a FetchCache,
+    store: &'a dyn Store,
+}
+
+impl Conditional<'_> {
+    /// The cached entry of `rel`, while it may be trusted.
+    fn trusted(&self, rel: &RelPath) -> Option<&CachedDocument> {
+        let cached = self.cache.docs.get(rel.as_str())?;
+        let age = now_secs().saturating_sub(cached.fetched_at);
+        (!cached.validators.is_empty() && age < MAX_TRUST.as_secs()).then_some(cached)
+    }
+}
+
+impl Previous for Conditional<'_> {
+    fn validators(&self, rel: &RelPath) -> Option<Validators> {
+        let cached = self.trusted(rel)?;
+        let intact = (cached.stamp.is_some() && self.store.stamp(rel) == cached.stamp)
+            || self
+                .store
+                .read(rel)
+                .ok()?
+                .is_some_and(|b| sha256_hex(&b) == cached.sha256);
+        intact.then(|| cached.validators.clone())
+    }
+
+    fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)> {
+        let raw = self.store.read(rel).ok()??;
+        Some((raw, self.cache.docs.get(rel.as_str())?.validators.clone()))
+    }
+
+    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool {
+        let Some(cached) = self.trusted(rel) else {
+            return false;
+        };
+        if cached.content_id.as_deref() != Some(content_id) || cached.state_sha256.is_none() {
+            return false;
+        }
+        let stamp = self.store.state_stamp(content_id);
+        let state_intact = (cached.state_stamp.is_some() && stamp == cached.state_stamp) || {
+            let state = self.store.state_bytes(content_id).ok().flatten();
+            state.map(|b| sha256_hex(&b)) == cached.state_sha256
+        };
+        state_intact && self.items_present(cached)
+    }
+}
+
+impl Conditional<'_> {
+    /// Whether every item the last run left in the mirror is still there,
+    /// with its size.
+    fn items_present(&self, cached: &CachedDocument) -> bool {
+        cached.claims.iter().all(|(path, size)| {
+            let present = RelPath::parse(path).is_ok_and(|rel| self.store.has_file(&rel, *size));
+            if !present {
+                log::info!("{path}: missing or damaged in the mirror; reading its metadata again");
+            }
+            present
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! The mirror entry point: one job — a source, how its metadata is
+//! verified, the options and a store — run through the pipeline:
+//!
+//! 1. **fetch and verify metadata** ([`crate::metadata`]), conditionally
+//!    against the fetch cache ([`crate::cache`]);
+//! 2. **plan** ([`crate::plan`]) against the mirror's state;
+//! 3. **execute** and **publish** ([`crate::execute`]) into the store.
+//!
+//! `sstream mirror`, `sstream-mirror` and a config job all call
+//! [`Mirror::run`]; a dry run prints [`Mirror::plan`].
+
+use crate::cache::FetchCache;
+use crate::error::Result;
+use crate::execute::{ExecuteOptions, execute};
+use crate::metadata::{MetadataReader, Previous, Stream, read_stream};
+use crate::plan::{MirrorOptions, Plan, check_wipe_guard};
+use crate::source::ProgressFn;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a run goes about its work (not what it mirrors).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Concurrent downloads.
+    pub jobs: usize,
+    /// Wait for another run on the same mirror instead of failing.
+    pub wait: bool,
+    /// The share of the mirror's bytes `prune` may delete (`None`: no limit,
+    /// `--force`).
+    pub wipe_guard: Option<f64>,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            jobs: 6,
+            wait: false,
+            wipe_guard: Some(0.5),
+        }
+    }
+}
+
+/// What a caller hears of a run as it goes.
+pub trait Progress: Send + Sync {
+    /// The plan is made; downloads start next.
+    fn planned(&self, _plan: &Plan) {}
+    /// Bytes received (negative when a partial download is discarded).
+    fn transferred(&self, _bytes: i64) {}
+}
+
+/// A [`Progress`] that listens to nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Progress for Quiet {}
+
+/// What a successful run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Files fetched.
+    pub files: usize,
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Content ids whose new metadata was published.
+    pub published: Vec<String>,
+    /// Files deleted.
+    pub deleted: usize,
+    /// Whether anything in the mirror changed (fetched, published anew or
+    /// deleted).
+    pub changed: bool,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+/// One mirror job.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    reader: MetadataReader,
+    store: Arc<dyn Store>,
+    options: MirrorOptions,
+    settings: RunSettings,
+}
+
+/// What the fetch cache of a job is valid for: the source, the options
+/// that decide the plan, and this version of the tool.
+#[derive(serde::Serialize)]
+struct CacheKey<'a> {
+    version: &'a str,
+    source: &'a str,
+    entry: &'a str,
+    filters: Vec<&'a str>,
+    max: Option<usize>,
+    keep: bool,
+    item_download: bool,
+    prune: bool,
+}
+
+impl Mirror {
+    /// A job reading with `reader` (source, entry, verification) into
+    /// `store`.
+    pub fn new(
+        reader: MetadataReader,
+        store: Arc<dyn Store>,
+        options: MirrorOptions,
+        settings: RunSettings,
+    ) -> Mirror {
+        Mirror {
+            reader,
+            store,
+            options,
+            settings,
+        }
+    }
+
+    /// The store the job writes.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Fetches and verifies the metadata and plans against the mirror as it
+    /// is; takes no lock and writes nothing: what a dry run prints.
+    pub async fn plan(&self) -> Result<Plan> {
+        let (_, stream) = self.read().await?;
+        Plan::build(stream, self.store(), &self.options)
+    }
+
+    /// Runs the job: takes the lock, checks the store is writable, reads the
+    /// metadata (conditionally), plans, checks the wipe guard, executes and
+    /// publishes, then remembers what it fetched for the next run.
+    pub async fn run(&self, progress: Arc<dyn Progress>) -> Result<Summary> {
+        let started = Instant::now();
+        let _lease = self.store.lock(self.settings.wait)?;
+        self.store.check_writable()?;
+        let (cache, stream) = self.read().await?;
+        let seen = cache.seen(&stream);
+        let plan = Plan::build(stream, self.store(), &self.options)?;
+        if self.options.prune
+            && let Some(share) = self.settings.wipe_guard
+        {
+            check_wipe_guard(&plan, self.store(), share)?;
+        }
+        progress.planned(&plan);
+        let deletions = !plan.deletions.is_empty();
+        let listener = progress.clone();
+        let on_bytes: ProgressFn = Arc::new(move |n| listener.transferred(n));
+        let jobs = ExecuteOptions {
+            jobs: self.settings.jobs,
+        };
+        let report = execute(plan, self.reader.source(), self.store(), &jobs, on_bytes).await?;
+        FetchCache::after_run(self.cache_key(), seen, self.store())?.save(self.store())?;
+        Ok(Summary {
+            changed: report.files > 0
+                || report.deleted > 0
+                || deletions
+                || !report.published.is_empty(),
+            files: report.files,
+            bytes: report.bytes,
+            published: report.published,
+            deleted: report.deleted,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Phase 1: the stream, read conditionally against the fetch cache of
+    /// the last run with the same options (not with `verify_existing`,
+    /// which re-reads everything).
+    async fn read(&self) -> Result<(FetchCache, Stream)> {
+        let cache = if self.options.verify_existing {
+            FetchCache::default()
+        } else {
+            FetchCache::load(self.store(), &self.cache_key())
+        };
+        let stream = {
+            let conditional = cache.previous(self.store());
+            let previous: Option<&dyn Previous> =
+                (!cache.docs.is_empty()).then_some(&conditional as &dyn Previous);
+            read_stream(&self.reader, previous).await?
+        };
+        Ok((cache, stream))
+    }
+
+    /// The key of this job's fetch cache.
+    fn cache_key(&self) -> String {
+        let key = CacheKey {
+            version: env!("CARGO_PKG_VERSION"),
+            source: self.reader.source().root().as_str(),
+            entry: self.reader.entry().as_str(),
+            filters: self.options.filters.texts(),
+            max: self.options.max,
+            keep: self.options.keep,
+            item_download: self.options.item_download,
+            prune: self.options.prune,
+        };
+        serde_json::to_string(&key).unwrap_or_default()
+    }
+}

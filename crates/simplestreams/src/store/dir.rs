@@ -1,0 +1,614 @@
+//! A mirror in a local directory: never written through a symlink, never
+//! outside the root; metadata written through a temporary file, fsynced and
+//! renamed; items downloaded into `<path>.part` and renamed once verified;
+//! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
+
+use super::{FileStamp, Lease, Staged, Store, data_rel};
+use crate::error::{Error, Result};
+use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, temp_name};
+use crate::path::RelPath;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Write buffer of a download: gathers the small chunks of slow links.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// A mirror rooted at a local directory (created when needed).
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A store at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> DirStore {
+        DirStore { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An [`Error::UnsafePath`] about `rel` under this store.
+    fn unsafe_path(&self, rel: &RelPath, reason: String) -> Error {
+        Error::UnsafePath {
+            context: self.root.display().to_string(),
+            path: rel.to_string(),
+            reason,
+        }
+    }
+
+    /// Walks the directories on the way to `rel`, refusing symlinks. With
+    /// `create`, missing directories are made; without, a missing or
+    /// non-directory step gives `None` (nothing there).
+    fn parent_dir(&self, rel: &RelPath, create: bool) -> Result<Option<PathBuf>> {
+        let verb = if create { "write" } else { "delete" };
+        let mut dir = self.root.clone();
+        let segments: Vec<&str> = rel.segments().collect();
+        for seg in &segments[..segments.len().saturating_sub(1)] {
+            dir.push(seg);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let why = format!(
+                        "{} is a symlink; refusing to {verb} through it",
+                        dir.display()
+                    );
+                    return Err(self.unsafe_path(rel, why));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) if create => {
+                    return Err(
+                        self.unsafe_path(rel, format!("{} is not a directory", dir.display()))
+                    );
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                }
+                Err(e) if create => return Err(Error::io(&dir, e)),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(dir))
+    }
+
+    /// The local path of `rel`, after making sure every directory on the
+    /// way exists and none is a symlink, and that `rel` itself is not one.
+    fn prepare(&self, rel: &RelPath) -> Result<PathBuf> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let path = rel.under(&self.root);
+        self.parent_dir(rel, true)?;
+        if let Ok(m) = fs::symlink_metadata(&path)
+            && m.file_type().is_symlink()
+        {
+            let why = format!(
+                "{} is a symlink; refusing to write through it",
+                path.display()
+            );
+            return Err(self.unsafe_path(rel, why));
+        }
+        Ok(path)
+    }
+
+    /// Opens the regular file at `path` for reading without blocking on (or
+    /// following) anything else planted there: a FIFO, a device, a symlink.
+    fn open_regular(path: &Path) -> std::io::Result<File> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// Reads the regular file at `path` (`None` when absent).
+    fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+        let mut file = match Self::open_regular(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                let e = std::io::Error::other("a symlink, not a regular file");
+                return Err(Error::io(path, e));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes `bytes` to `path` through a temporary file in the same
+    /// directory (which must not exist): created exclusively, fsynced,
+    /// renamed, directory fsynced.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(temp_name(&name));
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let result = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+            sync_dir(&dir);
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+impl Store for DirStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn display(&self, rel: &RelPath) -> String {
+        rel.under(&self.root).display().to_string()
+    }
+
+    fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
+        file_stamp(&rel.under(&self.root))
+    }
+
+    fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+        Self::read_regular(&rel.under(&self.root))
+    }
+
+    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>> {
+        let path = rel.under(&self.root);
+        let file = Self::open_regular(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Box::new(file))
+    }
+
+    /// Unchanged content is left alone (its mtime too). A temporary file
+    /// left by a killed run is removed first (the run lock makes its name
+    /// ours).
+    fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
+        let path = self.prepare(rel)?;
+        let tmp = path.with_file_name(temp_name(&file_name(&path)));
+        remove_if_present(&tmp)?;
+        if Self::read_regular(&path).is_ok_and(|old| old.as_deref() == Some(bytes)) {
+            return Ok(());
+        }
+        self.replace(&path, bytes)
+    }
+
+    fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
+        let dest = self.prepare(rel)?;
+        Ok(Box::new(PartFile::new(dest)))
+    }
+
+    /// Removes the file at `rel` (and a stale `.part`), then every parent
+    /// directory that is left empty, up to the root (`.data/` stays).
+    /// Refuses (and removes nothing) when a directory on the way is a
+    /// symlink: a deletion must not reach outside the mirror.
+    fn remove(&self, rel: &RelPath) -> Result<()> {
+        if self.parent_dir(rel, false)?.is_none() {
+            return Ok(()); // nothing there: nothing to remove
+        }
+        let path = rel.under(&self.root);
+        let tmp = path.with_file_name(temp_name(&file_name(&path)));
+        for p in [part_path(&path), tmp, path.clone()] {
+            remove_if_present(&p)?;
+        }
+        for dir in rel.ancestors() {
+            if dir == DATA_DIR {
+                break;
+            }
+            if fs::remove_dir(self.root.join(dir)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A lock left by a killed run is free (the kernel releases it with the
+    /// process).
+    fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
+        let rel = data_rel(LOCK)?;
+        let path = self.prepare(&rel)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::io(
+                &path,
+                std::io::Error::other("not a regular file"),
+            ));
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) if wait => {
+                log::info!("{}: waiting for another run to finish", path.display());
+                file.lock().map_err(|e| Error::io(&path, e))?;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(Error::Locked {
+                    path,
+                    reason: format!(
+                        "another run is mirroring into this directory{who}; use --wait to wait for it"
+                    ),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+        Ok(Box::new(FileLock { _file: file }))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.root.join(DATA_DIR)] {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let probe = dir.join(temp_name("sstream-write-check"));
+            let _ = fs::remove_file(&probe);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map_err(|e| {
+                    Error::io(
+                        &dir,
+                        std::io::Error::new(e.kind(), format!("not writable: {e}")),
+                    )
+                })?;
+            let _ = fs::remove_file(&probe);
+        }
+        Ok(())
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated string and `st` a buffer of the
+        // right type; statvfs fills it on success.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so `st` is initialised.
+        let st = unsafe { st.assume_init() };
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// The `flock` of a run.
+#[derive(Debug)]
+struct FileLock {
+    _file: File,
+}
+
+impl Lease for FileLock {}
+
+/// An item staged as `<path>.part` beside its final path.
+struct PartFile {
+    dest: PathBuf,
+    part: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl PartFile {
+    fn new(dest: PathBuf) -> PartFile {
+        PartFile {
+            part: part_path(&dest),
+            dest,
+            file: None,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut std::io::BufWriter<File>> {
+        match &mut self.file {
+            Some(f) => Ok(f),
+            None => Err(Error::io(
+                &self.part,
+                std::io::Error::other("staging file not begun"),
+            )),
+        }
+    }
+}
+
+impl Staged for PartFile {
+    fn staged_len(&self) -> u64 {
+        fs::symlink_metadata(&self.part)
+            .map(|m| if m.is_file() { m.len() } else { 0 })
+            .unwrap_or(0)
+    }
+
+    fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()> {
+        self.file = None;
+        let mut file = open_part(&self.part, keep)?;
+        if keep > 0 {
+            hash_prefix(&mut file, keep, consume).map_err(|e| Error::io(&self.part, e))?;
+        }
+        self.file = Some(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let part = self.part.clone();
+        self.writer()?
+            .write_all(data)
+            .map_err(|e| Error::io(part, e))
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let part = self.part.clone();
+        let w = self.writer()?;
+        w.flush().map_err(|e| Error::io(&part, e))?;
+        w.get_ref().sync_all().map_err(|e| Error::io(&part, e))
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        fs::rename(&self.part, &self.dest).map_err(|e| Error::io(&self.dest, e))
+    }
+
+    fn discard(self: Box<Self>) -> Result<()> {
+        remove_if_present(&self.part)
+    }
+
+    fn describe(&self) -> String {
+        self.part.display().to_string()
+    }
+}
+
+/// Feeds the first `len` bytes of `file` to `consume`, leaving the file
+/// positioned after them.
+fn hash_prefix(file: &mut File, len: u64, consume: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; crate::hash::IO_BUFFER];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "staging file shorter than expected",
+            ));
+        }
+        consume(&buf[..n]);
+        left -= n as u64;
+    }
+    file.seek(std::io::SeekFrom::Start(len))?;
+    Ok(())
+}
+
+/// Opens a `.part` file for writing, keeping its first `keep` bytes. A
+/// fresh one (`keep == 0`) replaces whatever is there (a symlink is
+/// removed, not followed) and is created exclusively; an existing one must
+/// be the regular file that was looked at.
+fn open_part(path: &Path, keep: u64) -> Result<File> {
+    let unsafe_part = |reason: &str| Error::UnsafePath {
+        context: "download".into(),
+        path: path.display().to_string(),
+        reason: reason.into(),
+    };
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true);
+    if keep == 0 {
+        remove_if_present(path)?;
+        return options
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e));
+    }
+    let before = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    if !before.is_file() {
+        return Err(unsafe_part("not a regular file"));
+    }
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let after = file.metadata().map_err(|e| Error::io(path, e))?;
+    if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
+        return Err(unsafe_part("replaced while being opened"));
+    }
+    if !after.is_file() {
+        return Err(unsafe_part("not a regular file"));
+    }
+    file.set_len(keep).map_err(|e| Error::io(path, e))?;
+    Ok(file)
+}
+
+/// The `.part` file a download of `dest` writes to.
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(PART_SUFFIX);
+    PathBuf::from(name)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The stamp of the file at `path`, if it is a regular file.
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let m = fs::symlink_metadata(path).ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let mtime_ns = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(FileStamp {
+        len: m.len(),
+        mtime_ns,
+        ino: m.ino(),
+    })
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Removes a file (or a symlink, not its target) if it exists.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Products;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn writes_atomically_and_removes_empty_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        store.write_atomic(&rel("a/b/c/file"), b"x").unwrap();
+        store.write_atomic(&rel("a/keep"), b"y").unwrap();
+        assert_eq!(fs::read(dir.path().join("a/b/c/file")).unwrap(), b"x");
+        store.remove(&rel("a/b/c/file")).unwrap();
+        assert!(!dir.path().join("a/b").exists());
+        assert!(dir.path().join("a/keep").exists());
+    }
+
+    #[test]
+    fn refuses_symlinked_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("evil")).unwrap();
+        let store = DirStore::new(dir.path());
+        let err = store
+            .write_atomic(&rel("evil/x"), b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert!(!outside.path().join("x").exists());
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("f")).unwrap();
+        assert!(store.stage(&rel("f")).is_err());
+        assert!(store.read(&rel("f")).is_err(), "a symlink is not read");
+    }
+
+    #[test]
+    fn a_fifo_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("index.sjson");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let store = DirStore::new(dir.path());
+        let err = store.read(&rel("index.sjson")).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(store.open(&rel("index.sjson")).is_err());
+    }
+
+    #[test]
+    fn references_heal_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".data")).unwrap();
+        fs::write(
+            dir.path().join(".data/references.json"),
+            r#"{"p": ["a", "b", "a"], "q": []}"#,
+        )
+        .unwrap();
+        let store = DirStore::new(dir.path());
+        let refs = store.load_references().unwrap();
+        assert_eq!(refs["p"], ["a", "b"]);
+        store.save_references(&refs).unwrap();
+        let back = store.load_references().unwrap();
+        assert!(!back.contains_key("q"));
+        let text = fs::read_to_string(dir.path().join(".data/references.json")).unwrap();
+        assert_eq!(text, r#"{"p": ["a", "b"]}"#);
+    }
+
+    #[test]
+    fn corrupt_pending_deletes_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".data")).unwrap();
+        let file = dir.path().join(".data/sstream-pending-deletes.json");
+        fs::write(&file, "[\"a\", ").unwrap();
+        let store = DirStore::new(dir.path());
+        let err = store.load_pending_deletes().unwrap_err().to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("pending deletions"), "{err}");
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let held = store.lock(false).unwrap();
+        let err = store.lock(false).unwrap_err().to_string();
+        assert!(err.contains("another run"), "{err}");
+        drop(held);
+        store.lock(false).unwrap();
+    }
+
+    #[test]
+    fn staged_items_resume_and_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let mut staged = store.stage(&rel("a/item")).unwrap();
+        staged.begin(0, &mut |_| {}).unwrap();
+        staged.write(b"hello ").unwrap();
+        staged.sync().unwrap();
+        drop(staged);
+        assert!(!store.has_file(&rel("a/item"), None));
+        let mut staged = store.stage(&rel("a/item")).unwrap();
+        assert_eq!(staged.staged_len(), 6);
+        let mut seen = Vec::new();
+        staged.begin(6, &mut |b| seen.extend_from_slice(b)).unwrap();
+        assert_eq!(seen, b"hello ");
+        staged.write(b"world").unwrap();
+        staged.sync().unwrap();
+        staged.commit().unwrap();
+        assert_eq!(store.read(&rel("a/item")).unwrap().unwrap(), b"hello world");
+        assert!(!dir.path().join("a/item.part").exists());
+    }
+
+    #[test]
+    fn state_round_trips_with_indent_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let doc = r#"{"format":"products:1.0","content_id":"c:1","products":{"p":{"arch":"amd64","versions":{"1":{"items":{"i":{"path":"x","size":1}}}}}}}"#;
+        let tree = Products::parse("u", doc.as_bytes()).unwrap();
+        store.save_state("c:1", &tree).unwrap();
+        let text = fs::read_to_string(dir.path().join(".data/c:1")).unwrap();
+        assert!(text.starts_with("{\n \"content_id\""), "{text}");
+        let back = store.load_state("c:1").unwrap();
+        assert_eq!(back.to_value(), tree.to_value());
+        assert!(store.save_state("../x", &tree).is_err());
+    }
+}

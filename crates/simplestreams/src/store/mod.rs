@@ -1,0 +1,216 @@
+//! Where a mirror is kept. A [`Store`] owns every byte written under the
+//! mirror's root: items (staged, verified by the caller, then committed
+//! under their final name), metadata, the state under `.data/`, the
+//! references, the run lock and our bookkeeping files. Nothing else writes
+//! there.
+//!
+//! [`DirStore`] keeps a mirror in a local directory. A new kind of store
+//! (object storage, say) implements [`Store`] and [`Staged`]; the plan and
+//! the executor only ever see `&dyn Store`.
+//!
+//! The layout (which names are ours) is [`crate::layout`]'s; the state
+//! files are read and written by the provided methods of [`Store`], so
+//! every store writes them alike, in the reference's format.
+
+mod dir;
+
+pub use crate::layout::{CACHE_PREFIX, DATA_DIR, LOCK, PENDING_DELETES, REFERENCES, is_state_name};
+pub use dir::DirStore;
+
+use crate::error::{Error, Result};
+use crate::format::Products;
+use crate::path::{RelPath, check_file_name};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `{item path: [content_id/product/version/item, ...]}`.
+pub type References = BTreeMap<String, Vec<String>>;
+
+/// What identifies a stored file's content cheaply: size, modification time
+/// and a file identity (an inode; every publication is a new file). While a
+/// stamp holds, the file is not read again to check its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: u128,
+    /// Inode number (or another identity of this version of the file).
+    pub ino: u64,
+}
+
+/// An item being downloaded into a store, under a staging name that no
+/// reader follows. The download writes and syncs it, checks what it holds,
+/// then [`Staged::commit`]s it under the item's path.
+pub trait Staged: Send {
+    /// Bytes already staged by an earlier attempt or run (to resume from).
+    fn staged_len(&self) -> u64;
+    /// Keeps the first `keep` bytes staged (discarding the rest) and feeds
+    /// them to `consume` in order, ready to append after them.
+    fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()>;
+    /// Appends `data`.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes what was written durable.
+    fn sync(&mut self) -> Result<()>;
+    /// Publishes the staged bytes under the item's path.
+    fn commit(self: Box<Self>) -> Result<()>;
+    /// Drops whatever is staged.
+    fn discard(self: Box<Self>) -> Result<()>;
+    /// The staging name, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Held while a run works on a mirror; released on drop (and by the
+/// system when the process dies).
+pub trait Lease: Send + std::fmt::Debug {}
+
+/// A mirror's storage.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the mirror is, for messages (a directory, a bucket URL).
+    fn location(&self) -> String;
+
+    /// How `rel` is named in messages (its local path, its URL).
+    fn display(&self, rel: &RelPath) -> String;
+
+    /// The stamp of the file at `rel` when it is a regular file.
+    fn stamp(&self, rel: &RelPath) -> Option<FileStamp>;
+
+    /// Reads the regular file at `rel`; `None` when nothing is there.
+    /// Anything else there (a directory, a FIFO, a symlink) is an error.
+    fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>>;
+
+    /// Opens the regular file at `rel` for reading (to verify an item).
+    fn open(&self, rel: &RelPath) -> Result<Box<dyn std::io::Read + Send>>;
+
+    /// Writes `bytes` to `rel` so that a reader sees the old content or the
+    /// new, never a mix; unchanged content is left alone.
+    fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()>;
+
+    /// Staging for a download of the item at `rel`.
+    fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>>;
+
+    /// Removes the item at `rel` (and what is staged for it).
+    fn remove(&self, rel: &RelPath) -> Result<()>;
+
+    /// Takes the run lock: fails at once if another run holds it, or waits
+    /// for it with `wait`.
+    fn lock(&self, wait: bool) -> Result<Box<dyn Lease>>;
+
+    /// Checks, before anything is downloaded, that the run can write where
+    /// it will (the root, `.data/`).
+    fn check_writable(&self) -> Result<()>;
+
+    /// Bytes free where the items go, when the store can tell.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether `rel` is a regular file of `size` bytes (any size: `None`).
+    fn has_file(&self, rel: &RelPath, size: Option<u64>) -> bool {
+        self.stamp(rel)
+            .is_some_and(|s| size.is_none_or(|want| want == s.len))
+    }
+
+    /// The mirrored tree of `content_id` (empty when never mirrored).
+    fn load_state(&self, content_id: &str) -> Result<Products> {
+        let rel = data_rel(content_id)?;
+        let Some(bytes) = self.read(&rel)? else {
+            return Ok(Products::default());
+        };
+        let where_ = self.display(&rel);
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::metadata(&where_, format!("malformed mirror state: {e}")))?;
+        match value {
+            serde_json::Value::Object(map) => Products::from_map(&where_, map),
+            _ => Err(Error::metadata(
+                &where_,
+                "malformed mirror state: not an object",
+            )),
+        }
+    }
+
+    /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
+    fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
+        let rel = data_rel(content_id)?;
+        self.write_atomic(&rel, &crate::json::sorted_pretty(&tree.to_value()))
+    }
+
+    /// The raw bytes of the mirrored tree of `content_id`, if any.
+    fn state_bytes(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
+        self.read(&data_rel(content_id)?)
+    }
+
+    /// The stamp of the mirrored tree of `content_id`, if any.
+    fn state_stamp(&self, content_id: &str) -> Option<FileStamp> {
+        self.stamp(&data_rel(content_id).ok()?)
+    }
+
+    /// The references, duplicates removed (the reference leaves them after
+    /// an interrupted run).
+    fn load_references(&self) -> Result<References> {
+        let rel = data_rel(REFERENCES)?;
+        let Some(bytes) = self.read(&rel)? else {
+            return Ok(References::new());
+        };
+        let mut refs: References = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::metadata(self.display(&rel), format!("malformed references: {e}"))
+        })?;
+        for list in refs.values_mut() {
+            let mut seen = BTreeSet::new();
+            list.retain(|x| seen.insert(x.clone()));
+        }
+        Ok(refs)
+    }
+
+    /// Writes the references (empty lists dropped; no file while there has
+    /// never been anything to reference, as the reference does).
+    fn save_references(&self, refs: &References) -> Result<()> {
+        let rel = data_rel(REFERENCES)?;
+        let kept: References = refs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if kept.is_empty() && self.stamp(&rel).is_none() {
+            return Ok(());
+        }
+        let text = crate::json::python_compact(&kept)
+            .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
+        self.write_atomic(&rel, &text)
+    }
+
+    /// Paths whose deletion an earlier run scheduled but did not finish.
+    fn load_pending_deletes(&self) -> Result<BTreeSet<String>> {
+        let rel = data_rel(PENDING_DELETES)?;
+        let Some(bytes) = self.read(&rel)? else {
+            return Ok(BTreeSet::new());
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::metadata(
+                self.display(&rel),
+                format!("malformed list of pending deletions: {e}; fix or remove it"),
+            )
+        })
+    }
+
+    /// Records (or, when empty, clears) the pending deletions.
+    fn save_pending_deletes(&self, paths: &BTreeSet<String>) -> Result<()> {
+        let rel = data_rel(PENDING_DELETES)?;
+        if paths.is_empty() {
+            return self.remove(&rel);
+        }
+        let text = serde_json::to_vec_pretty(paths)
+            .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
+        self.write_atomic(&rel, &text)
+    }
+}
+
+/// The path of `name` under [`DATA_DIR`], checked to be a plain file name.
+pub fn data_rel(name: &str) -> Result<RelPath> {
+    let unsafe_name = |reason: String| Error::UnsafePath {
+        context: DATA_DIR.into(),
+        path: name.into(),
+        reason,
+    };
+    check_file_name(name).map_err(|e| unsafe_name(e.to_string()))?;
+    RelPath::parse(&format!("{DATA_DIR}/{name}")).map_err(|e| unsafe_name(e.to_string()))
+}

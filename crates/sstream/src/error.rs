@@ -1,0 +1,99 @@
+//! The CLI's error: what went wrong, with its cause chain, and the exit
+//! code it maps to (as cargo's `CliError`).
+
+use std::fmt;
+
+/// Exit code of a failed run.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a usage error (bad arguments, a bad config).
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error of a command, and its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// The error, with its causes.
+    pub error: anyhow::Error,
+    /// The process exit code.
+    pub code: u8,
+}
+
+impl CliError {
+    /// A failure (exit 1).
+    pub fn new(error: impl Into<anyhow::Error>) -> CliError {
+        CliError {
+            error: error.into(),
+            code: EXIT_FAILURE,
+        }
+    }
+
+    /// A usage error (exit 2).
+    pub fn usage(message: impl fmt::Display) -> CliError {
+        CliError {
+            error: anyhow::anyhow!("{message}"),
+            code: EXIT_USAGE,
+        }
+    }
+
+    /// The same error with another exit code.
+    pub fn with_code(self, code: u8) -> CliError {
+        CliError { code, ..self }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> CliError {
+        CliError::new(error)
+    }
+}
+
+impl From<simplestreams::Error> for CliError {
+    fn from(error: simplestreams::Error) -> CliError {
+        CliError::new(error)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> CliError {
+        CliError::new(error)
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> CliError {
+        CliError::new(anyhow::Error::msg(message))
+    }
+}
+
+impl fmt::Display for CliError {
+    /// The error and each cause not already part of the message before it,
+    /// joined with `: ` (library errors name their cause in their own text).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = String::new();
+        for cause in self.error.chain() {
+            let text = cause.to_string();
+            if shown.contains(&text) {
+                continue;
+            }
+            if !shown.is_empty() {
+                shown.push_str(": ");
+            }
+            shown.push_str(&text);
+        }
+        f.write_str(&shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn chain_without_repeats() {
+        let io = std::io::Error::other("disk on fire");
+        let lib = simplestreams::Error::io("/m/x", io);
+        let e = CliError::new(Err::<(), _>(lib).context("mirroring job maas").unwrap_err());
+        assert_eq!(e.to_string(), "mirroring job maas: /m/x: disk on fire");
+        assert_eq!(CliError::usage("bad").code, EXIT_USAGE);
+    }
+}
