@@ -10,9 +10,11 @@
 //! root: traversal is rejected and symbolic links that resolve outside the
 //! root are not followed.
 
+mod files;
 mod http;
 mod logbody;
 mod pages;
+mod paths;
 
 use std::convert::Infallible;
 use std::io::Write;

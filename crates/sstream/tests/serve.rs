@@ -779,3 +779,96 @@ fn sigint_cuts_a_stalled_download_after_the_grace_period() {
     assert!(log.contains("\"GET /images/huge.img\" 200 "), "{log}");
     assert!(log.contains("incomplete"), "{log}");
 }
+
+/// The modules of the server (`src/serve.rs` and `src/serve/*.rs`) and the
+/// modules each one uses, read from the source (test modules left out).
+fn serve_module_uses() -> Vec<(String, Vec<String>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![("serve".to_string(), src.join("serve.rs"))];
+    for ent in fs::read_dir(src.join("serve")).expect("src/serve") {
+        let path = ent.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let name = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, path));
+        }
+    }
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let ident_after = |text: &str, prefix: &str| -> Vec<String> {
+        text.match_indices(prefix)
+            .map(|(i, _)| {
+                text[i + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    };
+    files
+        .iter()
+        .map(|(name, path)| {
+            let text = fs::read_to_string(path).expect("read module");
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let mut uses = Vec::new();
+            if name == "serve" {
+                // The parent uses a child by naming it: `http::handle`.
+                for child in names.iter().filter(|n| *n != "serve") {
+                    if text.contains(&format!("{child}::")) {
+                        uses.push(child.clone());
+                    }
+                }
+            } else {
+                for prefix in ["super::", "crate::serve::"] {
+                    for id in ident_after(text, prefix) {
+                        // `super::Item` of the parent itself is a use of it.
+                        let used = if names.contains(&id) {
+                            id
+                        } else {
+                            "serve".into()
+                        };
+                        uses.push(used);
+                    }
+                }
+            }
+            uses.sort();
+            uses.dedup();
+            uses.retain(|u| u != name);
+            (name.clone(), uses)
+        })
+        .collect()
+}
+
+#[test]
+fn no_two_server_modules_import_each_other() {
+    let graph = serve_module_uses();
+    assert!(graph.len() >= 4, "modules found: {graph:?}");
+    let uses = |m: &str| -> Vec<String> {
+        graph
+            .iter()
+            .find(|(n, _)| n == m)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_default()
+    };
+    // Depth-first search for a path from each module back to itself.
+    for (start, _) in &graph {
+        let mut stack: Vec<Vec<String>> = vec![vec![start.clone()]];
+        while let Some(path) = stack.pop() {
+            let last = path.last().expect("non-empty").clone();
+            for next in uses(&last) {
+                assert!(
+                    next != *start,
+                    "module cycle: {} -> {next}",
+                    path.join(" -> ")
+                );
+                if !path.contains(&next) {
+                    let mut p = path.clone();
+                    p.push(next);
+                    stack.push(p);
+                }
+            }
+        }
+    }
+}
