@@ -214,9 +214,12 @@ pub(crate) async fn response(
     let not_modified = if let Some(list) = header_str(headers, header::IF_NONE_MATCH) {
         etag_listed(list, &v.etag, true)
     } else {
+        // Only the file's own date, as nginx (`if_modified_since exact`):
+        // a file whose mtime went backwards (a sync put an older one in
+        // place) must not look unchanged to a client holding a later date.
         matches!(
             (header_date(headers, header::IF_MODIFIED_SINCE), v.mtime_secs),
-            (Some(since), Some(m)) if m <= since
+            (Some(since), Some(m)) if m == since
         )
     };
     if not_modified {
