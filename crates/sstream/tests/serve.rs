@@ -22,9 +22,31 @@ impl Server {
     /// Starts `sstream serve DIR --listen 127.0.0.1:0 EXTRA...` and reads
     /// the startup line for the port.
     fn start(dir: &Path, log_dir: &Path, extra: &[&str]) -> Server {
+        Server::spawn(
+            Command::new(env!("CARGO_BIN_EXE_sstream")),
+            dir,
+            log_dir,
+            extra,
+        )
+    }
+
+    /// Like [`Server::start`], under a limit of `soft` open files that the
+    /// process may raise up to `hard` (set by the shell's `ulimit`).
+    fn start_with_fd_limit(dir: &Path, log_dir: &Path, soft: u32, hard: u32) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_sstream"));
+        Server::spawn(cmd, dir, log_dir, &[])
+    }
+
+    /// Runs `cmd serve DIR --listen 127.0.0.1:0 EXTRA...`.
+    fn spawn(mut cmd: Command, dir: &Path, log_dir: &Path, extra: &[&str]) -> Server {
         let stderr_path = log_dir.join(format!("serve-{}.log", fastrand_suffix()));
         let stderr = fs::File::create(&stderr_path).expect("create log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sstream"))
+        let mut child = cmd
             .arg("serve")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
@@ -72,26 +94,33 @@ impl Server {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Sends `sig` (e.g. "TERM") with the real kill(1) and waits for the
-    /// exit status.
-    fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+    /// Sends `sig` (e.g. "TERM") with the real kill(1).
+    fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Waits for the server to exit.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIG{sig}"
-            );
+            assert!(Instant::now() < deadline, "server did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` (e.g. "TERM") with the real kill(1) and waits for the
+    /// exit status.
+    fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        self.signal(sig);
+        self.wait_exit()
     }
 }
 
@@ -138,9 +167,19 @@ impl Resp {
 /// Sends one request with `Connection: close` and reads the whole answer.
 /// The path is sent exactly as given.
 fn raw_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    raw_request_within(port, method, path, headers, Duration::from_secs(30))
+}
+
+/// [`raw_request`], failing if the server says nothing for `timeout`.
+fn raw_request_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
@@ -929,4 +968,99 @@ fn no_two_server_modules_import_each_other() {
             }
         }
     }
+}
+
+#[test]
+fn sighup_stops_gracefully_and_lets_a_download_finish() {
+    let t = make_tree();
+    let len: u64 = 64 * 1024 * 1024;
+    fs::File::create(t.root.join("images/huge.img"))
+        .and_then(|f| f.set_len(len))
+        .expect("sparse file");
+    let mut s = Server::start(&t.root, &t.logs, &["--grace", "60"]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    c.write_all(b"GET /images/huge.img HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).expect("response starts");
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // The download is under way (64 MiB do not fit in socket buffers).
+    s.signal("HUP");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("read the rest");
+    let split = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of header");
+    assert_eq!(
+        (rest.len() - split - 4) as u64,
+        len,
+        "the download in flight was finished"
+    );
+    let st = s.wait_exit();
+    assert_eq!(st.code(), Some(0), "log: {}", s.log());
+    let log = s.log();
+    assert!(log.contains("serve: SIGHUP: stopping"), "{log}");
+    assert!(log.contains("serve: stopped (SIGHUP)"), "{log}");
+    assert!(
+        log.contains(&format!("\"GET /images/huge.img\" 200 {len} ")),
+        "{log}"
+    );
+    assert!(TcpStream::connect(("127.0.0.1", s.port)).is_err());
+}
+
+#[test]
+fn real_requests_are_served_when_idle_and_slow_clients_hold_every_descriptor() {
+    let t = make_tree();
+    fs::File::create(t.root.join("images/huge.img"))
+        .and_then(|f| f.set_len(64 * 1024 * 1024))
+        .expect("sparse file");
+    // Soft limit 64, hard 256: the server raises it to 256, room for about
+    // 100 connections; the clients below open 300.
+    let s = Server::start_with_fd_limit(&t.root, &t.logs, 64, 256);
+
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        match i % 20 {
+            // A download whose client stops reading.
+            0 => c
+                .write_all(b"GET /images/huge.img HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("send"),
+            // A request header that never ends.
+            1..10 => c
+                .write_all(b"GET /images/p1/20240102.1/root.img HTTP/1.1\r\nHost: x\r\n")
+                .expect("send"),
+            // Connected, silent.
+            _ => {}
+        }
+        held.push(c);
+    }
+
+    // Real clients still get their answers (the idle ones would only be
+    // cut by the server's 30 s header timeout).
+    for _ in 0..20 {
+        let r = raw_request_within(
+            s.port,
+            "GET",
+            "/images/p1/20240102.1/root.img",
+            &[],
+            Duration::from_secs(10),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, IMAGE);
+    }
+    let r = raw_request_within(s.port, "GET", "/", &[], Duration::from_secs(10));
+    assert_eq!(r.status, 200);
+    let log = s.log();
+    assert!(
+        log.contains("serve: open files limit 256:"),
+        "soft limit raised to the hard one: {log}"
+    );
+    assert!(
+        log.contains("closing the longest idle or stalled ones"),
+        "closings reported: {log}"
+    );
+    drop(held);
 }

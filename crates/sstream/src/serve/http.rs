@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::connections::Busy;
 use super::files;
 use super::logbody::{LogBody, LogEntry};
 use super::pages;
@@ -37,6 +38,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     client: SocketAddr,
     local: SocketAddr,
+    busy: Busy,
 ) -> Response<LogBody> {
     let start = Instant::now();
     let method = req.method().to_string();
@@ -68,7 +70,7 @@ pub(crate) async fn handle(
         status,
         start,
     };
-    Response::from_parts(parts, LogBody::new(body, expected, entry))
+    Response::from_parts(parts, LogBody::new(body, expected, entry, busy))
 }
 
 /// The request target as written in the log: no quotes, no control bytes.
@@ -102,6 +104,10 @@ async fn resolve(state: &State, segments: &[OsString]) -> Result<PathBuf, Status
 
 /// The status for a failed file system access.
 fn io_status(e: &std::io::Error) -> StatusCode {
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+        // Out of descriptors: a moment's condition, not a missing file.
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     match e.kind() {
         std::io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::NOT_FOUND,
