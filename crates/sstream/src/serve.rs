@@ -9,24 +9,33 @@
 //! mirror's `.data/` state) and lock files at the root. No request leaves the
 //! root: traversal is rejected and symbolic links that resolve outside the
 //! root are not followed.
+//!
+//! SIGTERM, SIGINT and SIGHUP stop it gracefully: no new connections, and
+//! the responses in flight get `--grace` seconds to finish. Connections stay
+//! within the open files limit (see [`connections`]).
 
+mod connections;
+mod files;
 mod http;
 mod logbody;
 mod pages;
+mod paths;
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+
+use connections::{Connections, Slot};
 
 /// Options of `sstream serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,8 +45,8 @@ pub struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free port).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Seconds that in-flight responses get to finish after SIGTERM or
-    /// SIGINT before their connections are cut.
+    /// Seconds that in-flight responses get to finish after SIGTERM,
+    /// SIGINT or SIGHUP before their connections are cut.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub grace: u64,
 }
@@ -46,7 +55,10 @@ pub struct ServeArgs {
 /// idle limit of a kept-alive connection between requests).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Failures to accept are reported at most this often.
+const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the server until SIGTERM, SIGINT or SIGHUP.
 ///
 /// Prints `Serving <DIR> at http://<ADDR>:<PORT>/` on stdout once listening
 /// (with the real port when `--listen` asked for port 0), writes one access
@@ -58,18 +70,61 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if !root.is_dir() {
         return Err(format!("serve {}: not a directory", args.dir.display()));
     }
+    let fd_limit = connections::raise_fd_limit()
+        .map_err(|e| format!("serve: cannot read the open files limit: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("serve: cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(serve(root, args));
+    let result = runtime.block_on(serve(root, args, fd_limit));
     // Connections still open after the grace period are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
+/// The signals that stop the server.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (from then on, none of these signals kills the
+    /// process).
+    fn install() -> Result<Self, String> {
+        let one = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("serve: {name} handler: {e}"))
+        };
+        Ok(StopSignals {
+            term: one(SignalKind::terminate(), "SIGTERM")?,
+            int: one(SignalKind::interrupt(), "SIGINT")?,
+            hup: one(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// What every connection task shares.
+#[derive(Clone)]
+struct Shared {
+    state: Arc<http::State>,
+    /// Changes (or closes) when connections must finish.
+    shutdown: watch::Receiver<bool>,
+    /// Held by every connection task; the sender sees when all are gone.
+    alive: watch::Receiver<()>,
+}
+
 /// Binds, announces, accepts connections until a signal, then drains.
-async fn serve(root: PathBuf, args: ServeArgs) -> Result<(), String> {
+async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<(), String> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("serve: cannot listen on {}: {e}", args.listen))?;
@@ -78,87 +133,148 @@ async fn serve(root: PathBuf, args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("serve: cannot read the bound address: {e}"))?;
     // Install the handlers before announcing, so that a signal sent right
     // after the announcement is never lost.
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| format!("serve: SIGTERM handler: {e}"))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| format!("serve: SIGINT handler: {e}"))?;
+    let mut signals = StopSignals::install()?;
+    announce(&args.dir, local)?;
 
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "Serving {} at http://{local}/", args.dir.display())
-            .and_then(|()| out.flush())
-            .map_err(|e| format!("serve: cannot write to stdout: {e}"))?;
-    }
-
-    let state = Arc::new(http::State::new(root));
-    // Dropping `shutdown_tx` (or sending) tells connections to finish.
+    let connections = Connections::new(fd_limit);
+    eprintln!(
+        "serve: open files limit {fd_limit}: at most {} connections at once",
+        connections.cap()
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Every connection task holds a clone of `close_rx`; `close_tx.closed()`
-    // resolves once all of them are gone.
-    let (close_tx, close_rx) = watch::channel(());
+    let (alive_tx, alive_rx) = watch::channel(());
+    let shared = Shared {
+        state: Arc::new(http::State::new(root)),
+        shutdown: shutdown_rx,
+        alive: alive_rx,
+    };
+    let signal_name =
+        accept_until_signal(&listener, local, &connections, &shared, &mut signals).await;
+    eprintln!(
+        "serve: {signal_name}: stopping: no new connections, up to {}s for the open ones",
+        args.grace
+    );
+    drop(listener);
+    drop(shared);
+    let _ = shutdown_tx.send(true);
+    drain(&alive_tx, signal_name, args.grace).await;
+    eprintln!("serve: stopped ({signal_name})");
+    Ok(())
+}
 
-    let signal_name = loop {
-        let (stream, peer) = tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    eprintln!("serve: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+/// Prints the startup line on stdout.
+fn announce(dir: &Path, local: SocketAddr) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Serving {} at http://{local}/", dir.display())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("serve: cannot write to stdout: {e}"))
+}
+
+/// Accepts connections, within the room [`Connections`] gives, until one of
+/// the stop signals arrives; returns its name.
+async fn accept_until_signal(
+    listener: &TcpListener,
+    local: SocketAddr,
+    connections: &Arc<Connections>,
+    shared: &Shared,
+    signals: &mut StopSignals,
+) -> &'static str {
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            name = signals.next() => return name,
+            accepted = async {
+                connections.wait_for_room().await;
+                listener.accept().await
+            } => accepted,
         };
-        let _ = stream.set_nodelay(true);
-        // The address the client reached (not 0.0.0.0), for the landing page.
-        let conn_local = stream.local_addr().unwrap_or(local);
-        let state = state.clone();
-        let mut shutdown_rx = shutdown_rx.clone();
-        let close_rx = close_rx.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local).await) }
-            });
-            let conn = http1::Builder::new()
+        match accepted {
+            Ok((stream, peer)) => {
+                let slot = connections.admit();
+                spawn_connection(stream, peer, local, slot, shared.clone());
+            }
+            Err(e) => {
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if last_report.is_none_or(|t| t.elapsed() >= ACCEPT_REPORT_EVERY) {
+                    eprintln!("serve: accept failed: {e}");
+                    last_report = Some(Instant::now());
+                }
+                if out_of_fds {
+                    // Descriptors held elsewhere (files, listings): make
+                    // room, then try again.
+                    connections.close_one();
+                }
+                // Back off instead of spinning.
+                let pause = if out_of_fds { 10 } else { 100 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection in its own task until it ends, is told to close
+/// to make room, or the server stops (then the response in flight ends and
+/// the connection closes).
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    slot: Slot,
+    shared: Shared,
+) {
+    let _ = stream.set_nodelay(true);
+    // The address the client reached (not 0.0.0.0), for the landing page.
+    let conn_local = stream.local_addr().unwrap_or(local);
+    tokio::spawn(async move {
+        let Shared {
+            state,
+            mut shutdown,
+            alive,
+        } = shared;
+        let conn_state = slot.connection().clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            let busy = conn_state.begin_response();
+            async move { Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local, busy).await) }
+        });
+        let mut conn = Box::pin(
+            http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    _ = conn.as_mut() => break,
-                    _ = shutdown_rx.changed(), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+                .serve_connection(TokioIo::new(stream), service),
+        );
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                () = slot.closing() => break,
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
-            drop(close_rx);
-        });
-    };
-    drop(listener);
-    drop(close_rx);
-    let _ = shutdown_tx.send(true);
-    let open = close_tx.receiver_count();
+        }
+        // The socket (and any file being sent) is closed before the slot
+        // is given back.
+        drop(conn);
+        drop(slot);
+        drop(alive);
+    });
+}
+
+/// Waits up to `grace` seconds for the connection tasks to end.
+async fn drain(alive: &watch::Sender<()>, signal_name: &str, grace: u64) {
+    let open = alive.receiver_count();
     if open > 0 {
-        eprintln!(
-            "serve: {signal_name}: waiting up to {}s for {open} connection(s)",
-            args.grace
-        );
+        eprintln!("serve: {signal_name}: waiting up to {grace}s for {open} connection(s)");
     }
-    if tokio::time::timeout(Duration::from_secs(args.grace), close_tx.closed())
+    if tokio::time::timeout(Duration::from_secs(grace), alive.closed())
         .await
         .is_err()
     {
         eprintln!(
             "serve: grace period over, cutting {} connection(s)",
-            close_tx.receiver_count()
+            alive.receiver_count()
         );
     }
-    eprintln!("serve: stopped ({signal_name})");
-    Ok(())
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use http_body::{Frame, SizeHint};
 
+use super::connections::Busy;
+
 /// What the access log line says about a request.
 pub(crate) struct LogEntry {
     pub(crate) client: SocketAddr,
@@ -28,12 +30,15 @@ pub(crate) struct LogBody {
     expected: Option<u64>,
     finished: bool,
     entry: LogEntry,
+    /// Marks the connection busy while the response is in flight.
+    busy: Busy,
 }
 
 impl LogBody {
     /// Wraps `inner` (sent with a Content-Length of `expected`, if known);
-    /// the log line is written when the wrapper is dropped.
-    pub(crate) fn new(inner: Body, expected: Option<u64>, entry: LogEntry) -> Self {
+    /// the log line is written, and the connection marked idle through
+    /// `busy`, when the wrapper is dropped.
+    pub(crate) fn new(inner: Body, expected: Option<u64>, entry: LogEntry, busy: Busy) -> Self {
         let finished = http_body::Body::is_end_stream(&inner);
         LogBody {
             inner,
@@ -41,6 +46,7 @@ impl LogBody {
             expected,
             finished,
             entry,
+            busy,
         }
     }
 }
@@ -60,6 +66,7 @@ impl http_body::Body for LogBody {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
                 }
+                this.busy.progress();
             }
             Poll::Ready(None) => this.finished = true,
             _ => {}

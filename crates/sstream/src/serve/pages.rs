@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::http::{inside_root, is_hidden, url_path};
+use super::paths::{inside_root, is_hidden, url_path};
 
 /// Keyring MAAS should verify a signed mirror with: metadata files are
 /// copied byte for byte, so the upstream signatures stay valid.
