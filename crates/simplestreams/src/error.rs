@@ -68,6 +68,8 @@ pub enum Error {
     Integrity {
         /// The item's URL.
         url: String,
+        /// Whether the size or the checksum disagrees.
+        kind: IntegrityKind,
         /// Expected versus actual size or checksum.
         reason: String,
     },
@@ -100,6 +102,15 @@ pub enum Error {
     /// The operation was refused by a safety guard.
     #[error("{0}")]
     Refused(String),
+}
+
+/// What of a file disagrees with its metadata, in an [`Error::Integrity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntegrityKind {
+    /// The size (too short, too long).
+    Size,
+    /// The checksum (same size, other bytes).
+    Checksum,
 }
 
 impl Error {

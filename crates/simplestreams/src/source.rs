@@ -2,7 +2,7 @@
 //! sources, with retries, stall timeouts, checked Range resume and fallback
 //! mirrors for items.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IntegrityKind, Result};
 use crate::format::Checksum;
 use crate::path::RelPath;
 use futures_util::StreamExt;
@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+mod probe;
+pub use probe::{MIRROR_ENTRIES, Probe};
 
 /// The default entry point of a stream, relative to its root.
 pub const DEFAULT_ENTRY: &str = "streams/v1/index.sjson";
@@ -549,6 +552,7 @@ impl Source {
                         body_error = Some(Attempt::Retry(
                             Error::Integrity {
                                 url: url.to_string(),
+                                kind: IntegrityKind::Size,
                                 reason: format!("server sent more than the expected {size} bytes"),
                             },
                             None,
@@ -571,9 +575,9 @@ impl Source {
             .await
             .map_err(|e| fatal(Error::transfer(url.as_str(), e.to_string())))?
             .map_err(fatal)?;
-        if let Some(Attempt::Retry(Error::Integrity { url: u, reason }, _)) = body_error {
+        if let Some(Attempt::Retry(e @ Error::Integrity { .. }, _)) = body_error {
             remove_part(part, total, progress).map_err(fatal)?;
-            return Err(Attempt::Retry(Error::Integrity { url: u, reason }, None));
+            return Err(Attempt::Retry(e, None));
         }
         if let Some(e) = body_error {
             return Err(e);
@@ -896,6 +900,7 @@ fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String
     {
         return Err(Error::Integrity {
             url: url.to_owned(),
+            kind: IntegrityKind::Size,
             reason: format!("size {size}, expected {want}"),
         });
     }
@@ -904,6 +909,7 @@ fn check_digest(url: &str, expected: &Expected, size: u64, digest: Option<String
     {
         return Err(Error::Integrity {
             url: url.to_owned(),
+            kind: IntegrityKind::Checksum,
             reason: format!(
                 "{} mismatch: got {got}, expected {}",
                 want.algorithm(),
@@ -961,6 +967,7 @@ fn copy_verified(
             let _ = std::fs::remove_file(to);
             return Err(Error::Integrity {
                 url: url.to_owned(),
+                kind: IntegrityKind::Size,
                 reason: format!("larger than the expected {size} bytes"),
             });
         }
