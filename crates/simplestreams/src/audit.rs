@@ -20,23 +20,44 @@
 //! Metadata that does not parse or verify, and a target that cannot be read
 //! at all, are an [`Error`] rather than a [`Problem`]: [`problem_of_error`]
 //! turns one into the other for reports.
+//!
+//! # Phases
+//!
+//! Every read goes through one [`Source`] (its timeouts, retries, TLS and
+//! proxies): the metadata, the `HEAD` probes of a served mirror
+//! ([`Source::probe`]) and the hashing of items ([`Source::check`]).
+//!
+//! A directory (`audit_dir`):
+//! 1. `read_state`: the state trees, `references.json` and the pending
+//!    deletions under `.data/`.
+//! 2. `recorded_files`: what the state trees record as mirrored.
+//! 3. `check_references`: `references.json` lists exactly that.
+//! 4. `check_dangling`: what only `references.json` lists is there.
+//! 5. `stateless_products`: products files without a state tree.
+//! 6. `check_recorded`: every recorded file is there, with its size.
+//! 7. `check_newest_local`: the client rule on the stateless products.
+//! 8. `find_strays`: files nothing references (orphans) and leftovers.
+//!
+//! A served mirror (`audit_url`): `newest_versions` of every products
+//! file, `probe_files` (one `HEAD` per distinct path), then
+//! `check_served` applies the client rule.
+//!
+//! Both end with `hash_files` with `--full`: the files found with the
+//! right size are read and hashed.
 
-use crate::error::{Error, Result};
-use crate::format::Products;
-use crate::hash::verify_path as verify_file_blocking;
+use crate::error::{Error, IntegrityKind, Result};
+use crate::format::{ItemEntry, Products};
+use crate::layout::{DATA_DIR, REFERENCES, is_part_name, is_state_name, is_temp_name};
 use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
 use crate::path::RelPath;
-use crate::source::{Expected, Hasher, Source, SourceSpec, TransferOptions, join_url, root_cause};
-use crate::store::{DATA_DIR, DirStore, REFERENCES, Store, is_state_name};
+use crate::source::{Expected, Probe, Source, SourceSpec, TransferOptions};
+use crate::store::{DirStore, References, Store};
 use futures_util::StreamExt;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use url::Url;
 
 /// What an audit does besides the basic checks.
 #[derive(Debug, Clone)]
@@ -206,6 +227,9 @@ pub fn problem_of_error(e: &Error) -> Problem {
     Problem::new(kind, location, e.to_string())
 }
 
+/// Why a temporary file is a leftover.
+const INTERRUPTED_WRITE: &str = "temporary file of an interrupted write";
+
 /// Audits the mirror at `spec`: a local directory for `file://` roots, a
 /// served mirror for `http(s)://` roots (see the module documentation).
 ///
@@ -217,104 +241,560 @@ pub async fn audit(
     verification: Verification,
     options: &AuditOptions,
 ) -> Result<Report> {
-    let transfer = TransferOptions {
+    let target = Target::of(spec)?;
+    let source = Source::new(spec.root.clone(), Vec::new(), audit_transfer())?;
+    let reader = MetadataReader::new(source, spec.entry.clone(), verification);
+    let stream = read_stream(&reader, None).await?;
+    let source = reader.source();
+    let Inventory {
+        mut report,
+        to_hash,
+    } = match &target {
+        Target::Dir(root) => {
+            let (root, entry, full) = (root.clone(), spec.entry.clone(), options.full);
+            tokio::task::spawn_blocking(move || audit_dir(&root, &entry, &stream, full))
+                .await
+                .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
+        }
+        Target::Served => audit_url(source, &stream, options).await,
+    };
+    if options.full {
+        let found = hash_files(source, &target, to_hash, options.jobs).await;
+        report.problems.extend(found);
+    }
+    report.sort();
+    Ok(report)
+}
+
+/// Transfers of an audit: fewer retries and shorter pauses than a mirror
+/// run's (a check should answer soon).
+fn audit_transfer() -> TransferOptions {
+    TransferOptions {
         retries: 2,
         backoff: Duration::from_millis(200),
         ..TransferOptions::default()
-    };
-    let local = if spec.root.scheme() == "file" {
+    }
+}
+
+/// What is audited.
+enum Target {
+    /// A local mirror directory (no trailing slash).
+    Dir(PathBuf),
+    /// A mirror served over HTTP(S).
+    Served,
+}
+
+impl Target {
+    /// The target of `spec`; a local one must be a directory.
+    fn of(spec: &SourceSpec) -> Result<Target> {
+        if spec.root.scheme() != "file" {
+            return Ok(Target::Served);
+        }
         let root = spec
             .root
             .to_file_path()
             .map_err(|()| Error::transfer(spec.root.as_str(), "not a local directory"))?;
         // Without the trailing slash of the URL.
-        let root: std::path::PathBuf = root.components().collect();
+        let root: PathBuf = root.components().collect();
         match fs::metadata(&root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::transfer(
-                    root.display().to_string(),
-                    "not a directory",
-                ));
-            }
-            Err(e) => return Err(Error::io(root, e)),
+            Ok(m) if m.is_dir() => Ok(Target::Dir(root)),
+            Ok(_) => Err(Error::transfer(
+                root.display().to_string(),
+                "not a directory",
+            )),
+            Err(e) => Err(Error::io(root, e)),
         }
-        Some(root)
-    } else {
-        None
-    };
-    let source = Source::new(spec.root.clone(), Vec::new(), transfer.clone())?;
-    let reader = MetadataReader::new(source, spec.entry.clone(), verification);
-    let stream = read_stream(&reader, None).await?;
-    let mut report = match local {
-        Some(root) => {
-            let (entry, options) = (spec.entry.clone(), options.clone());
-            tokio::task::spawn_blocking(move || audit_dir(&root, &entry, &stream, &options))
-                .await
-                .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
+    }
+
+    /// How a problem about `rel` names it: its local path, or its URL.
+    fn location(&self, source: &Source, rel: &RelPath) -> String {
+        match self {
+            Target::Dir(root) => display(root, rel.as_str()),
+            Target::Served => source.url_of(rel).to_string(),
         }
-        None => audit_url(&spec.root, &stream, options, &transfer).await?,
-    };
-    report.sort();
-    Ok(report)
+    }
 }
 
-fn document_count(stream: &Stream) -> usize {
-    usize::from(stream.index.is_some()) + stream.products.len()
+/// What the checks of a target found, and the files left to hash.
+struct Inventory {
+    report: Report,
+    /// Files found with the right size, to be hashed with `--full`.
+    to_hash: Vec<Wanted>,
 }
 
-/// What a mirrored item file must be, and who records it.
+impl Report {
+    /// An empty report on `stream`'s documents.
+    fn of_stream(stream: &Stream) -> Report {
+        Report {
+            documents: usize::from(stream.index.is_some()) + stream.products.len(),
+            ..Report::default()
+        }
+    }
+}
+
+impl From<IntegrityKind> for ProblemKind {
+    fn from(kind: IntegrityKind) -> ProblemKind {
+        match kind {
+            IntegrityKind::Size => ProblemKind::Size,
+            IntegrityKind::Checksum => ProblemKind::Checksum,
+        }
+    }
+}
+
+/// A file the metadata says is mirrored: where, what it must be, and which
+/// item names it.
 #[derive(Debug, Clone)]
 struct Wanted {
+    path: RelPath,
     expected: Expected,
     /// `content_id/product/version/item` of the first item naming it.
     reference: String,
 }
 
-/// The items of the newest version of each product that name a file:
-/// `(product/version, [(path, expected, reference)])`.
-type ClientVersions = Vec<(String, Vec<(RelPath, Wanted)>)>;
+impl Wanted {
+    /// The file of an item of `content_id`, if it names one.
+    fn of(content_id: &str, entry: &ItemEntry<'_>) -> Option<Wanted> {
+        let item = entry.item;
+        Some(Wanted {
+            path: item.path.clone()?,
+            expected: Expected {
+                size: item.size,
+                checksum: item.checksum.clone(),
+            },
+            reference: entry.reference(content_id),
+        })
+    }
+}
 
-fn client_versions(content_id: &str, products: &Products) -> ClientVersions {
-    let mut out = Vec::new();
-    for (pname, product) in &products.products {
-        let Some((vname, version)) = product.versions.iter().next_back() else {
+/// The newest version of a product: what a client uses.
+#[derive(Debug)]
+struct NewestVersion {
+    /// The product's name.
+    product: String,
+    /// `product/version`, for messages.
+    name: String,
+    /// Its items that name a file.
+    files: Vec<Wanted>,
+}
+
+/// The newest version of each product of `products` that names a file:
+/// what the client rule checks.
+fn newest_versions(content_id: &str, products: &Products) -> Vec<NewestVersion> {
+    let is_newest = |e: &ItemEntry<'_>| {
+        let newest = e.product.versions.keys().next_back();
+        newest.is_some_and(|v| v == e.version_name)
+    };
+    let mut versions: Vec<NewestVersion> = Vec::new();
+    for entry in products.items().filter(is_newest) {
+        let Some(want) = Wanted::of(content_id, &entry) else {
             continue;
         };
-        let items: Vec<(RelPath, Wanted)> = version
-            .items
-            .iter()
-            .filter_map(|(iname, item)| {
-                let path = item.path.clone()?;
-                Some((
-                    path,
-                    Wanted {
-                        expected: Expected {
-                            size: item.size,
-                            checksum: item.checksum.clone(),
-                        },
-                        reference: format!("{content_id}/{pname}/{vname}/{iname}"),
-                    },
-                ))
-            })
-            .collect();
-        if !items.is_empty() {
-            out.push((format!("{pname}/{vname}"), items));
+        let name = format!("{}/{}", entry.product_name, entry.version_name);
+        match versions.last_mut() {
+            // Items come product by product: one version each.
+            Some(last) if last.product == entry.product_name => last.files.push(want),
+            _ => versions.push(NewestVersion {
+                product: entry.product_name.to_owned(),
+                name,
+                files: vec![want],
+            }),
         }
     }
-    out
+    versions
+}
+
+/// The problem a failed [`Source::check`] of `want` (named `location`) is:
+/// a size or checksum mismatch, or a file that could not be read.
+fn check_problem(location: String, want: &Wanted, e: &Error) -> Problem {
+    let (kind, reason) = match e {
+        Error::Integrity { kind, reason, .. } => ((*kind).into(), reason.clone()),
+        e => (ProblemKind::Unreadable, reason_of(e)),
+    };
+    Problem::new(kind, location, format!("{reason} ({})", want.reference))
+}
+
+/// Why a transfer failed, without the URL (the problem names it).
+fn reason_of(e: &Error) -> String {
+    match e {
+        Error::Transfer { reason, .. } => reason.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// Last phase of both targets (`--full`): reads and hashes every file in
+/// `files`, `jobs` at a time; gives what disagrees or cannot be read.
+async fn hash_files(
+    source: &Source,
+    target: &Target,
+    files: Vec<Wanted>,
+    jobs: usize,
+) -> Vec<Problem> {
+    let found: Vec<Option<Problem>> = futures_util::stream::iter(files)
+        .map(|want| async move {
+            let location = target.location(source, &want.path);
+            log::debug!("hashing {location}");
+            let verdict = source.check(&want.path, &want.expected).await;
+            verdict.err().map(|e| check_problem(location, &want, &e))
+        })
+        .buffer_unordered(jobs.clamp(1, 64))
+        .collect()
+        .await;
+    found.into_iter().flatten().collect()
 }
 
 // ---------------------------------------------------------------------------
 // Local directories.
 
+/// `rel` (a `/`-separated path) under `root`, as problems name it.
 fn display(root: &Path, rel: &str) -> String {
     let mut p = root.to_path_buf();
     p.extend(rel.split('/'));
     p.display().to_string()
 }
 
-/// What stat says about an item file.
+/// Audits the mirror directory `root` whose entry is `entry` (phases 1 to
+/// 8 of the module documentation); with `full`, the files to hash are left
+/// to [`hash_files`].
+fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, full: bool) -> Inventory {
+    let mut report = Report::of_stream(stream);
+    let state = read_state(root, &mut report.problems);
+    let recorded = recorded_files(&state.trees);
+    check_references(root, &state.references, &recorded, &mut report.problems);
+    let listed = check_dangling(root, &state.references, &recorded, &mut report.problems);
+    let stateless = stateless_products(root, stream, &state, &mut report.problems);
+
+    let mut to_hash = check_recorded(root, &recorded, full, &mut report);
+    // A file is checked once, whoever names it.
+    let mut checked: BTreeSet<String> = recorded.files.keys().map(RelPath::to_string).collect();
+    checked.extend(listed);
+    to_hash.extend(check_newest_local(
+        root,
+        &stateless.versions,
+        &mut checked,
+        full,
+        &mut report,
+    ));
+
+    let mut known = checked;
+    known.extend(stateless.named);
+    let strays = Strays {
+        root,
+        known: &known,
+        metadata: &metadata_paths(stream),
+        meta_dir: entry.ancestors().next().unwrap_or(""),
+        pending: &state.pending,
+    };
+    find_strays(&strays, state.leftovers, &mut report.problems);
+    Inventory { report, to_hash }
+}
+
+/// What `.data/` holds (phase 1).
+struct MirrorState {
+    /// The state trees that parse, by content id.
+    trees: BTreeMap<String, Products>,
+    /// `references.json`.
+    references: ReferencesFile,
+    /// Paths whose deletion an interrupted run scheduled.
+    pending: BTreeSet<String>,
+    /// Temporary files of interrupted writes under `.data/`, relative to
+    /// the root, and why they are leftovers.
+    leftovers: BTreeMap<String, &'static str>,
+}
+
+/// `.data/references.json` as found.
+enum ReferencesFile {
+    /// There is none.
+    Absent,
+    /// There is one, but it does not parse (already reported).
+    Malformed,
+    /// Its entries.
+    Read(References),
+}
+
+/// Phase 1: reads `.data/`: every state tree, `references.json` and the
+/// pending deletions, and notes temporary files. A state tree or a
+/// `references.json` that does not parse is a problem, and left out.
+fn read_state(root: &Path, problems: &mut Vec<Problem>) -> MirrorState {
+    let store = DirStore::new(root);
+    let mut state = MirrorState {
+        trees: BTreeMap::new(),
+        references: ReferencesFile::Absent,
+        pending: store.load_pending_deletes().unwrap_or_default(),
+        leftovers: BTreeMap::new(),
+    };
+    let mut has_references = false;
+    let files = fs::read_dir(root.join(DATA_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()));
+    for e in files {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = format!("{DATA_DIR}/{name}");
+        if name == REFERENCES {
+            has_references = true;
+        } else if is_temp_name(&name) {
+            state.leftovers.insert(rel, INTERRUPTED_WRITE);
+        } else if is_state_name(&name) {
+            match store.load_state(&name) {
+                Ok(tree) => {
+                    state.trees.insert(name, tree);
+                }
+                Err(e) => problems.push(Problem::new(
+                    ProblemKind::State,
+                    display(root, &rel),
+                    format!("cannot use the mirror state: {e}"),
+                )),
+            }
+        }
+    }
+    if has_references {
+        state.references = match store.load_references() {
+            Ok(r) => ReferencesFile::Read(r),
+            Err(e) => {
+                problems.push(Problem::new(
+                    ProblemKind::References,
+                    display(root, &format!("{DATA_DIR}/{REFERENCES}")),
+                    e.to_string(),
+                ));
+                ReferencesFile::Malformed
+            }
+        };
+    }
+    state
+}
+
+/// What the state trees record as mirrored (phase 2).
+struct Recorded {
+    /// Per path, what the first item naming it says it must be.
+    files: BTreeMap<RelPath, Wanted>,
+    /// Per path, every item naming it (`content_id/product/version/item`):
+    /// what `references.json` must list.
+    references: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Phase 2: every file the state trees record, and the items naming each.
+fn recorded_files(trees: &BTreeMap<String, Products>) -> Recorded {
+    let mut recorded = Recorded {
+        files: BTreeMap::new(),
+        references: BTreeMap::new(),
+    };
+    for (content_id, tree) in trees {
+        for want in tree.items().filter_map(|e| Wanted::of(content_id, &e)) {
+            recorded
+                .references
+                .entry(want.path.to_string())
+                .or_default()
+                .insert(want.reference.clone());
+            recorded.files.entry(want.path.clone()).or_insert(want);
+        }
+    }
+    recorded
+}
+
+/// Phase 3: `references.json` lists, for every path, exactly the items the
+/// state trees record for it; it may be missing only when they record none.
+fn check_references(
+    root: &Path,
+    file: &ReferencesFile,
+    recorded: &Recorded,
+    problems: &mut Vec<Problem>,
+) {
+    let refs = match file {
+        ReferencesFile::Read(refs) => refs,
+        ReferencesFile::Malformed => return,
+        ReferencesFile::Absent if recorded.references.is_empty() => return,
+        ReferencesFile::Absent => {
+            problems.push(Problem::new(
+                ProblemKind::References,
+                display(root, &format!("{DATA_DIR}/{REFERENCES}")),
+                "missing, although the .data state records mirrored items",
+            ));
+            return;
+        }
+    };
+    let disagree = |path: &str, detail: String| {
+        Problem::new(ProblemKind::References, display(root, path), detail)
+    };
+    let none = BTreeSet::new();
+    for (path, list) in refs {
+        let listed: BTreeSet<&String> = list.iter().collect();
+        let in_state = recorded.references.get(path).unwrap_or(&none);
+        let extra: Vec<&String> = listed
+            .iter()
+            .copied()
+            .filter(|r| !in_state.contains(*r))
+            .collect();
+        let lacking: Vec<&String> = in_state.iter().filter(|r| !listed.contains(r)).collect();
+        if !extra.is_empty() {
+            problems.push(disagree(
+                path,
+                format!(
+                    "references.json lists {} that no .data state records",
+                    join(&extra)
+                ),
+            ));
+        }
+        if !lacking.is_empty() {
+            problems.push(disagree(path, unlisted(&lacking)));
+        }
+    }
+    for (path, in_state) in &recorded.references {
+        if !refs.contains_key(path) {
+            let in_state: Vec<&String> = in_state.iter().collect();
+            problems.push(disagree(path, unlisted(&in_state)));
+        }
+    }
+}
+
+fn unlisted(references: &[&String]) -> String {
+    format!(
+        "recorded in .data as {} but not listed in references.json",
+        join(references)
+    )
+}
+
+fn join(list: &[&String]) -> String {
+    list.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Phase 4: the files `references.json` lists but no state tree records
+/// must still be there (else they dangle). Gives every such path (they
+/// are not orphans).
+fn check_dangling(
+    root: &Path,
+    file: &ReferencesFile,
+    recorded: &Recorded,
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<String> {
+    let ReferencesFile::Read(refs) = file else {
+        return BTreeSet::new();
+    };
+    let only_listed: BTreeSet<String> = refs
+        .keys()
+        .filter(|p| !recorded.references.contains_key(*p))
+        .cloned()
+        .collect();
+    for path in &only_listed {
+        let Ok(rel) = RelPath::parse(path) else {
+            problems.push(Problem::new(
+                ProblemKind::References,
+                format!("{DATA_DIR}/{REFERENCES}"),
+                format!("unsafe path {path:?}"),
+            ));
+            continue;
+        };
+        if !matches!(stat(&rel.under(root)), Found::File(_)) {
+            problems.push(Problem::new(
+                ProblemKind::Dangling,
+                display(root, path),
+                "listed in references.json, but the file is missing",
+            ));
+        }
+    }
+    only_listed
+}
+
+/// The products files without a state tree (phase 5).
+struct Stateless {
+    /// The newest version of each of their products, for the client rule.
+    versions: Vec<NewestVersion>,
+    /// Every path they name (none is an orphan).
+    named: BTreeSet<String>,
+}
+
+/// Phase 5: each products file without a state tree is reported (a
+/// warning) and left to the client rule.
+fn stateless_products(
+    root: &Path,
+    stream: &Stream,
+    state: &MirrorState,
+    problems: &mut Vec<Problem>,
+) -> Stateless {
+    let mut stateless = Stateless {
+        versions: Vec::new(),
+        named: BTreeSet::new(),
+    };
+    for pd in &stream.products {
+        if state.trees.contains_key(&pd.content_id) {
+            continue;
+        }
+        problems.push(Problem::new(
+            ProblemKind::NoState,
+            display(root, &format!("{DATA_DIR}/{}", pd.content_id)),
+            format!(
+                "no mirror state for {}: checked the newest version of each product as a client would",
+                pd.content_id
+            ),
+        ));
+        stateless
+            .versions
+            .extend(newest_versions(&pd.content_id, &pd.products));
+        let paths = pd.products.items().filter_map(|e| e.item.path.as_ref());
+        stateless.named.extend(paths.map(RelPath::to_string));
+    }
+    stateless
+}
+
+/// Phase 6: every file the state records is there with its size. Gives
+/// those to hash (with `full`, when they have a checksum).
+fn check_recorded(
+    root: &Path,
+    recorded: &Recorded,
+    full: bool,
+    report: &mut Report,
+) -> Vec<Wanted> {
+    recorded
+        .files
+        .values()
+        .filter_map(|want| check_file(root, want, full, report))
+        .collect()
+}
+
+/// Phase 7: the client rule on the products without state: a newest
+/// version with at least one file present must have all of them, and at
+/// least one newest version must be present. Files already in `checked`
+/// are skipped (and those checked here are added). Gives the files to hash.
+fn check_newest_local(
+    root: &Path,
+    versions: &[NewestVersion],
+    checked: &mut BTreeSet<String>,
+    full: bool,
+    report: &mut Report,
+) -> Vec<Wanted> {
+    let mut to_hash = Vec::new();
+    let mut any_present = false;
+    for version in versions {
+        let present = version
+            .files
+            .iter()
+            .any(|w| matches!(stat(&w.path.under(root)), Found::File(_)));
+        if !present {
+            report.versions_skipped += 1;
+            log::debug!("{}: no item present; taken as not mirrored", version.name);
+            continue;
+        }
+        any_present = true;
+        for want in &version.files {
+            if checked.insert(want.path.to_string()) {
+                to_hash.extend(check_file(root, want, full, report));
+            }
+        }
+    }
+    if !versions.is_empty() && !any_present {
+        report.problems.push(Problem::new(
+            ProblemKind::Missing,
+            root.display().to_string(),
+            "no item of the newest version of any product is present",
+        ));
+    }
+    to_hash
+}
+
+/// What `lstat` says about an item file.
 enum Found {
     File(u64),
     NotRegular,
@@ -325,374 +805,131 @@ enum Found {
 fn stat(path: &Path) -> Found {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => Found::File(m.len()),
-        Ok(m) if m.file_type().is_symlink() => Found::NotRegular,
         Ok(_) => Found::NotRegular,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Absent,
         Err(e) => Found::Error(e.to_string()),
     }
 }
 
-fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, options: &AuditOptions) -> Report {
-    let mut report = Report {
-        documents: document_count(stream),
-        ..Report::default()
-    };
-    let store = DirStore::new(root);
-    let data = root.join(DATA_DIR);
-
-    // The state: every `.data/<content_id>` tree, references, pending deletes.
-    let mut states: BTreeMap<String, Products> = BTreeMap::new();
-    let mut leftovers: BTreeMap<String, &'static str> = BTreeMap::new();
-    let mut has_references = false;
-    if let Ok(dir) = fs::read_dir(&data) {
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let is_file = e.file_type().is_ok_and(|t| t.is_file());
-            if !is_file {
-                continue;
-            }
-            if name == REFERENCES {
-                has_references = true;
-                continue;
-            }
-            if name.starts_with('.') {
-                leftovers.insert(
-                    format!("{DATA_DIR}/{name}"),
-                    "temporary file of an interrupted write",
-                );
-                continue;
-            }
-            if !is_state_name(&name) {
-                continue;
-            }
-            match store.load_state(&name) {
-                Ok(tree) => {
-                    states.insert(name, tree);
-                }
-                Err(e) => report.problems.push(Problem::new(
-                    ProblemKind::State,
-                    display(root, &format!("{DATA_DIR}/{name}")),
-                    format!("cannot use the mirror state: {e}"),
-                )),
-            }
-        }
-    }
-    let references = if has_references {
-        match store.load_references() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                report.problems.push(Problem::new(
-                    ProblemKind::References,
-                    display(root, &format!("{DATA_DIR}/{REFERENCES}")),
-                    e.to_string(),
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let pending = store.load_pending_deletes().unwrap_or_default();
-
-    // What the state records as mirrored, per path.
-    let mut wanted: BTreeMap<RelPath, Wanted> = BTreeMap::new();
-    let mut state_refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (cid, tree) in &states {
-        for (pname, product) in &tree.products {
-            for (vname, version) in &product.versions {
-                for (iname, item) in &version.items {
-                    let Some(path) = &item.path else { continue };
-                    let reference = format!("{cid}/{pname}/{vname}/{iname}");
-                    state_refs
-                        .entry(path.to_string())
-                        .or_default()
-                        .insert(reference.clone());
-                    wanted.entry(path.clone()).or_insert_with(|| Wanted {
-                        expected: Expected {
-                            size: item.size,
-                            checksum: item.checksum.clone(),
-                        },
-                        reference,
-                    });
-                }
-            }
-        }
-    }
-
-    // references.json against the state.
-    match &references {
-        Some(refs) => {
-            for (path, list) in refs {
-                let listed: BTreeSet<String> = list.iter().cloned().collect();
-                let recorded = state_refs.get(path).cloned().unwrap_or_default();
-                let extra: Vec<&String> = listed.difference(&recorded).collect();
-                let lacking: Vec<&String> = recorded.difference(&listed).collect();
-                if !extra.is_empty() {
-                    report.problems.push(Problem::new(
-                        ProblemKind::References,
-                        display(root, path),
-                        format!(
-                            "references.json lists {} that no .data state records",
-                            join(&extra)
-                        ),
-                    ));
-                }
-                if !lacking.is_empty() {
-                    report.problems.push(Problem::new(
-                        ProblemKind::References,
-                        display(root, path),
-                        format!(
-                            "recorded in .data as {} but not listed in references.json",
-                            join(&lacking)
-                        ),
-                    ));
-                }
-            }
-            for (path, recorded) in &state_refs {
-                if !refs.contains_key(path) {
-                    let recorded: Vec<&String> = recorded.iter().collect();
-                    report.problems.push(Problem::new(
-                        ProblemKind::References,
-                        display(root, path),
-                        format!(
-                            "recorded in .data as {} but not listed in references.json",
-                            join(&recorded)
-                        ),
-                    ));
-                }
-            }
-        }
-        None if has_references => {}
-        None if !state_refs.is_empty() => report.problems.push(Problem::new(
-            ProblemKind::References,
-            display(root, &format!("{DATA_DIR}/{REFERENCES}")),
-            "missing, although the .data state records mirrored items",
-        )),
-        None => {}
-    }
-
-    // Dangling references: files listed only in references.json.
-    let mut known: BTreeSet<String> = wanted.keys().map(|p| p.to_string()).collect();
-    for path in references.iter().flat_map(|r| r.keys()) {
-        if wanted.keys().any(|w| w.as_str() == path) {
-            continue;
-        }
-        known.insert(path.clone());
-        let Ok(rel) = RelPath::parse(path) else {
-            report.problems.push(Problem::new(
-                ProblemKind::References,
-                format!("{DATA_DIR}/{REFERENCES}"),
-                format!("unsafe path {path:?}"),
-            ));
-            continue;
-        };
-        if !matches!(stat(&rel.under(root)), Found::File(_)) {
-            report.problems.push(Problem::new(
-                ProblemKind::Dangling,
-                display(root, path),
-                "listed in references.json, but the file is missing",
-            ));
-        }
-    }
-
-    // Products files the state says nothing about: the client rule.
-    let mut client: ClientVersions = Vec::new();
-    let mut named: BTreeSet<String> = BTreeSet::new();
-    for pd in &stream.products {
-        if states.contains_key(&pd.content_id) {
-            continue;
-        }
-        report.problems.push(Problem::new(
-            ProblemKind::NoState,
-            display(root, &format!("{DATA_DIR}/{}", pd.content_id)),
-            format!(
-                "no mirror state for {}: checked the newest version of each product as a client would",
-                pd.content_id
-            ),
-        ));
-        client.extend(client_versions(&pd.content_id, &pd.products));
-        // Whatever the products file names is not an orphan.
-        for product in pd.products.products.values() {
-            for version in product.versions.values() {
-                for item in version.items.values() {
-                    if let Some(p) = &item.path {
-                        named.insert(p.to_string());
-                    }
-                }
-            }
-        }
-    }
-
-    // Stat every recorded item; queue the ones of the right size for hashing.
-    let mut to_hash: Vec<(RelPath, Wanted)> = Vec::new();
-    for (path, want) in &wanted {
-        check_local(root, path, want, options, &mut report, &mut to_hash);
-    }
-    let mut any_client_item = false;
-    let mut any_client_served = false;
-    for (version, items) in &client {
-        any_client_item = true;
-        let found: Vec<Found> = items.iter().map(|(p, _)| stat(&p.under(root))).collect();
-        if !found.iter().any(|f| matches!(f, Found::File(_))) {
-            report.versions_skipped += 1;
-            log::debug!("{version}: no item present; taken as not mirrored");
-            continue;
-        }
-        any_client_served = true;
-        for (path, want) in items {
-            if known.insert(path.to_string()) {
-                check_local(root, path, want, options, &mut report, &mut to_hash);
-            }
-        }
-    }
-    if any_client_item && !any_client_served {
-        report.problems.push(Problem::new(
-            ProblemKind::Missing,
-            root.display().to_string(),
-            "no item of the newest version of any product is present",
-        ));
-    }
-    if options.full {
-        hash_local(root, to_hash, options.jobs, &mut report);
-    }
-
-    // Orphans and leftovers.
-    let mut metadata: BTreeSet<String> = stream
-        .products
-        .iter()
-        .map(|p| p.document.rel.to_string())
-        .collect();
-    if let Some(index) = &stream.index {
-        metadata.insert(index.rel.to_string());
-    }
-    known.extend(named);
-    let meta_dir = entry.ancestors().next().unwrap_or("").to_owned();
-    let mut walker = Walker {
-        root,
-        known: &known,
-        metadata: &metadata,
-        meta_dir: &meta_dir,
-        pending: &pending,
-        leftovers: &mut leftovers,
-        problems: &mut report.problems,
-    };
-    walker.walk(root, "");
-    for (rel, why) in leftovers {
-        report.problems.push(Problem::new(
-            ProblemKind::Leftover,
-            display(root, &rel),
-            why,
-        ));
-    }
-    report
-}
-
-fn join(list: &[&String]) -> String {
-    list.iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn check_local(
-    root: &Path,
-    path: &RelPath,
-    want: &Wanted,
-    options: &AuditOptions,
-    report: &mut Report,
-    to_hash: &mut Vec<(RelPath, Wanted)>,
-) {
+/// Checks that `want` is a regular file of its size, counting it in
+/// `report`. Gives it back when it is to be hashed (`full`, a checksum to
+/// compare, the right size).
+fn check_file(root: &Path, want: &Wanted, full: bool, report: &mut Report) -> Option<Wanted> {
     report.items_checked += 1;
-    let shown = display(root, path.as_str());
-    match stat(&path.under(root)) {
+    let shown = display(root, want.path.as_str());
+    let problem = match stat(&want.path.under(root)) {
         Found::File(len) => {
             report.bytes_checked += len;
             match want.expected.size {
-                Some(size) if size != len => report.problems.push(Problem::new(
+                Some(size) if size != len => Problem::new(
                     ProblemKind::Size,
                     shown,
                     format!("size {len}, expected {size} ({})", want.reference),
-                )),
-                _ if options.full && want.expected.checksum.is_some() => {
-                    to_hash.push((path.clone(), want.clone()));
-                }
-                _ => {}
+                ),
+                _ if full && want.expected.checksum.is_some() => return Some(want.clone()),
+                _ => return None,
             }
         }
-        Found::NotRegular => report.problems.push(Problem::new(
+        Found::NotRegular => Problem::new(
             ProblemKind::Missing,
             shown,
             format!("not a regular file ({})", want.reference),
-        )),
-        Found::Absent => report.problems.push(Problem::new(
+        ),
+        Found::Absent => Problem::new(
             ProblemKind::Missing,
             shown,
             format!("recorded as mirrored ({}), file not found", want.reference),
-        )),
-        Found::Error(e) => report.problems.push(Problem::new(
+        ),
+        Found::Error(e) => Problem::new(
             ProblemKind::Unreadable,
             shown,
             format!("{e} ({})", want.reference),
-        )),
+        ),
+    };
+    report.problems.push(problem);
+    None
+}
+
+/// The metadata documents read, relative to the root.
+fn metadata_paths(stream: &Stream) -> BTreeSet<String> {
+    let products = stream.products.iter().map(|p| p.document.rel.to_string());
+    let index = stream.index.iter().map(|d| d.rel.to_string());
+    products.chain(index).collect()
+}
+
+/// What a walk for strays knows is meant to be there.
+struct Strays<'a> {
+    root: &'a Path,
+    /// Item files something references, relative to the root.
+    known: &'a BTreeSet<String>,
+    /// The metadata documents read.
+    metadata: &'a BTreeSet<String>,
+    /// The directory of the entry document (`streams/v1`).
+    meta_dir: &'a str,
+    /// Paths whose deletion an interrupted run scheduled.
+    pending: &'a BTreeSet<String>,
+}
+
+/// What a file nothing references is.
+enum Stray {
+    /// Left by an interrupted run (a warning): why.
+    Leftover(&'static str),
+    /// Metadata of another family (`index.json` beside `index.sjson`):
+    /// not checked, not reported.
+    OtherMetadata,
+    /// Anything else: a file or a symbolic link.
+    Orphan(&'static str),
+}
+
+/// Phase 8: walks the root (but `.data/`) for files nothing references:
+/// `.part` downloads, temporary files and pending deletions are leftovers,
+/// anything else an orphan. `leftovers` are those found in `.data/`.
+fn find_strays(
+    strays: &Strays<'_>,
+    mut leftovers: BTreeMap<String, &'static str>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut found = Vec::new();
+    strays.walk(strays.root, "", &mut found, problems);
+    for (rel, stray) in found {
+        match stray {
+            Stray::Leftover(why) => {
+                leftovers.insert(rel, why);
+            }
+            Stray::OtherMetadata => {
+                log::debug!("{rel}: metadata not walked from the entry; not checked");
+            }
+            Stray::Orphan(what) => problems.push(Problem::new(
+                ProblemKind::Orphan,
+                display(strays.root, &rel),
+                format!("{what} not referenced by the mirror state or metadata"),
+            )),
+        }
+    }
+    for (rel, why) in leftovers {
+        problems.push(Problem::new(
+            ProblemKind::Leftover,
+            display(strays.root, &rel),
+            why,
+        ));
     }
 }
 
-/// Hashes files on `jobs` threads (1 MiB buffer each).
-fn hash_local(root: &Path, files: Vec<(RelPath, Wanted)>, jobs: usize, report: &mut Report) {
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, 64).min(files.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, want)) = files.get(i) else {
-                        break;
-                    };
-                    let shown = display(root, path.as_str());
-                    log::debug!("hashing {shown}");
-                    let problem =
-                        match verify_file_blocking(&path.under(root), &want.expected, &shown) {
-                            Ok(()) => continue,
-                            Err(Error::Integrity { reason, .. }) => {
-                                let kind = if reason.starts_with("size") {
-                                    ProblemKind::Size
-                                } else {
-                                    ProblemKind::Checksum
-                                };
-                                Problem::new(kind, shown, format!("{reason} ({})", want.reference))
-                            }
-                            Err(e) => Problem::new(ProblemKind::Unreadable, shown, e.to_string()),
-                        };
-                    if let Ok(mut f) = found.lock() {
-                        f.push(problem);
-                    }
-                }
-            });
-        }
-    });
-    report
-        .problems
-        .extend(found.into_inner().unwrap_or_else(|e| e.into_inner()));
-}
-
-/// Walks the root for files nothing references.
-struct Walker<'a> {
-    root: &'a Path,
-    known: &'a BTreeSet<String>,
-    metadata: &'a BTreeSet<String>,
-    meta_dir: &'a str,
-    pending: &'a BTreeSet<String>,
-    leftovers: &'a mut BTreeMap<String, &'static str>,
-    problems: &'a mut Vec<Problem>,
-}
-
-impl Walker<'_> {
-    fn walk(&mut self, dir: &Path, prefix: &str) {
+impl Strays<'_> {
+    /// Collects in `found` every file under `dir` (`prefix` relative to the
+    /// root) that is neither known nor metadata, in name order; a directory
+    /// that cannot be listed is a problem.
+    fn walk(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        found: &mut Vec<(String, Stray)>,
+        problems: &mut Vec<Problem>,
+    ) {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                self.problems.push(Problem::new(
+                problems.push(Problem::new(
                     ProblemKind::Unreadable,
                     dir.display().to_string(),
                     format!("cannot list the directory: {e}"),
@@ -704,48 +941,41 @@ impl Walker<'_> {
         entries.sort_by_key(fs::DirEntry::file_name);
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
+            if prefix.is_empty() && name == DATA_DIR {
+                continue;
+            }
             let rel = if prefix.is_empty() {
                 name.clone()
             } else {
                 format!("{prefix}/{name}")
             };
-            if prefix.is_empty() && name == DATA_DIR {
-                continue;
-            }
             let Ok(kind) = e.file_type() else { continue };
             if kind.is_dir() {
-                self.walk(&e.path(), &rel);
-                continue;
+                self.walk(&e.path(), &rel, found, problems);
+            } else if !self.known.contains(&rel) && !self.metadata.contains(&rel) {
+                let stray = self.classify(&rel, &name, prefix, kind);
+                found.push((rel, stray));
             }
-            if self.known.contains(&rel) || self.metadata.contains(&rel) {
-                continue;
-            }
-            if crate::layout::is_part_name(&name) {
-                self.leftovers.insert(rel, "partial download (.part)");
-            } else if crate::layout::is_temp_name(&name) {
-                self.leftovers
-                    .insert(rel, "temporary file of an interrupted write");
-            } else if self.pending.contains(&rel) {
-                self.leftovers
-                    .insert(rel, "scheduled for deletion by an interrupted run");
-            } else if prefix == self.meta_dir
-                && kind.is_file()
-                && (name.ends_with(".json") || name.ends_with(".sjson"))
-            {
-                // Metadata of another family (index.json beside index.sjson).
-                log::debug!("{rel}: metadata not walked from the entry; not checked");
-            } else {
-                let what = if kind.is_symlink() {
-                    "symbolic link"
-                } else {
-                    "file"
-                };
-                self.problems.push(Problem::new(
-                    ProblemKind::Orphan,
-                    display(self.root, &rel),
-                    format!("{what} not referenced by the mirror state or metadata"),
-                ));
-            }
+        }
+    }
+
+    /// What the unreferenced file `rel` (named `name`, in `prefix`) is.
+    fn classify(&self, rel: &str, name: &str, prefix: &str, kind: fs::FileType) -> Stray {
+        if is_part_name(name) {
+            Stray::Leftover("partial download (.part)")
+        } else if is_temp_name(name) {
+            Stray::Leftover(INTERRUPTED_WRITE)
+        } else if self.pending.contains(rel) {
+            Stray::Leftover("scheduled for deletion by an interrupted run")
+        } else if prefix == self.meta_dir
+            && kind.is_file()
+            && (name.ends_with(".json") || name.ends_with(".sjson"))
+        {
+            Stray::OtherMetadata
+        } else if kind.is_symlink() {
+            Stray::Orphan("symbolic link")
+        } else {
+            Stray::Orphan("file")
         }
     }
 }
@@ -753,237 +983,157 @@ impl Walker<'_> {
 // ---------------------------------------------------------------------------
 // Served mirrors.
 
-/// What a HEAD request says about an item.
+/// What a probe says about a file (an error kept as its reason).
 #[derive(Debug, Clone)]
 enum Served {
     Present(Option<u64>),
     Absent(String),
-    Error(String),
+    Unreadable(String),
 }
 
-async fn audit_url(
-    root: &Url,
-    stream: &Stream,
-    options: &AuditOptions,
-    transfer: &TransferOptions,
-) -> Result<Report> {
-    let mut report = Report {
-        documents: document_count(stream),
-        ..Report::default()
-    };
-    let client = reqwest::Client::builder()
-        .connect_timeout(transfer.connect_timeout)
-        .read_timeout(transfer.idle_timeout)
-        .user_agent(concat!("sstream/", env!("CARGO_PKG_VERSION"), " verify"))
-        .build()
-        .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
-    let versions: ClientVersions = stream
+impl From<Result<Probe>> for Served {
+    fn from(probe: Result<Probe>) -> Served {
+        match probe {
+            Ok(Probe::Present(len)) => Served::Present(len),
+            Ok(Probe::Absent(why)) => Served::Absent(why),
+            Err(e) => Served::Unreadable(reason_of(&e)),
+        }
+    }
+}
+
+/// Audits the mirror `source` serves with the client rule:
+/// [`newest_versions`] of every products file, [`probe_files`], then
+/// [`check_served`]. With `--full`, the files to hash are left to
+/// [`hash_files`].
+async fn audit_url(source: &Source, stream: &Stream, options: &AuditOptions) -> Inventory {
+    let mut report = Report::of_stream(stream);
+    let versions: Vec<NewestVersion> = stream
         .products
         .iter()
-        .flat_map(|pd| client_versions(&pd.content_id, &pd.products))
+        .flat_map(|pd| newest_versions(&pd.content_id, &pd.products))
         .collect();
-    // HEAD each distinct path once.
-    let paths: BTreeSet<RelPath> = versions
-        .iter()
-        .flat_map(|(_, items)| items.iter().map(|(p, _)| p.clone()))
-        .collect();
-    let served: BTreeMap<RelPath, Served> = futures_util::stream::iter(paths)
-        .map(|p| {
-            let client = &client;
-            async move {
-                let url = join_url(root, &p);
-                let s = head(client, &url).await;
-                (p, s)
-            }
-        })
-        .buffer_unordered(options.jobs.clamp(1, 64) * 2)
-        .collect()
-        .await;
+    let served = probe_files(source, &versions, options.jobs).await;
+    let to_hash = check_served(source, &versions, &served, options.full, &mut report);
+    Inventory { report, to_hash }
+}
 
+/// Probes ([`Source::probe`]) each distinct file of `versions` once,
+/// `2 × jobs` at a time.
+async fn probe_files(
+    source: &Source,
+    versions: &[NewestVersion],
+    jobs: usize,
+) -> BTreeMap<RelPath, Served> {
+    let paths: BTreeSet<&RelPath> = versions
+        .iter()
+        .flat_map(|v| v.files.iter().map(|w| &w.path))
+        .collect();
+    futures_util::stream::iter(paths)
+        .map(|path| async move { (path.clone(), Served::from(source.probe(path).await)) })
+        .buffer_unordered(jobs.clamp(1, 64) * 2)
+        .collect()
+        .await
+}
+
+/// The client rule on what is served: a newest version counts as mirrored
+/// when one of its files is served, and then all of them must be, with
+/// their size; at least one must count. Each file is checked once. Gives
+/// the files to hash (with `full`: every file served with the right size).
+fn check_served(
+    source: &Source,
+    versions: &[NewestVersion],
+    served: &BTreeMap<RelPath, Served>,
+    full: bool,
+    report: &mut Report,
+) -> Vec<Wanted> {
     let mut checked: BTreeSet<RelPath> = BTreeSet::new();
-    let mut to_hash: Vec<(RelPath, Wanted)> = Vec::new();
+    let mut to_hash = Vec::new();
     let mut any_served = false;
-    for (version, items) in &versions {
-        let mirrored = items
+    for version in versions {
+        let mirrored = version
+            .files
             .iter()
-            .any(|(p, _)| matches!(served.get(p), Some(Served::Present(_))));
-        if !mirrored {
-            report.versions_skipped += 1;
-            log::debug!("{version}: no item served; taken as not mirrored");
-            for (p, _) in items {
-                if let Some(Served::Error(e)) = served.get(p)
-                    && checked.insert(p.clone())
-                {
-                    report.problems.push(Problem::new(
-                        ProblemKind::Unreadable,
-                        join_url(root, p).to_string(),
-                        e.clone(),
+            .any(|w| matches!(served.get(&w.path), Some(Served::Present(_))));
+        if mirrored {
+            any_served = true;
+            for want in &version.files {
+                if checked.insert(want.path.clone()) {
+                    to_hash.extend(check_served_file(
+                        source, version, want, served, full, report,
                     ));
                 }
             }
-            continue;
-        }
-        any_served = true;
-        for (path, want) in items {
-            if !checked.insert(path.clone()) {
-                continue;
-            }
-            report.items_checked += 1;
-            let url = join_url(root, path).to_string();
-            match served.get(path) {
-                Some(Served::Present(len)) => {
-                    report.bytes_checked += len.unwrap_or(0);
-                    match (len, want.expected.size) {
-                        (Some(len), Some(size)) if *len != size => {
-                            report.problems.push(Problem::new(
-                                ProblemKind::Size,
-                                url,
-                                format!(
-                                    "Content-Length {len}, expected {size} ({})",
-                                    want.reference
-                                ),
-                            ));
-                        }
-                        _ if options.full => to_hash.push((path.clone(), want.clone())),
-                        _ => {}
-                    }
-                }
-                Some(Served::Absent(status)) => report.problems.push(Problem::new(
-                    ProblemKind::Missing,
-                    url,
-                    format!(
-                        "{status}, but other items of {version} are served ({})",
-                        want.reference
-                    ),
-                )),
-                Some(Served::Error(e)) => {
+        } else {
+            report.versions_skipped += 1;
+            log::debug!("{}: no item served; taken as not mirrored", version.name);
+            // Not mirrored as far as can be told; but what could not be
+            // asked about at all is a problem.
+            for want in &version.files {
+                if let Some(Served::Unreadable(e)) = served.get(&want.path)
+                    && checked.insert(want.path.clone())
+                {
+                    let url = source.url_of(&want.path).to_string();
                     report
                         .problems
                         .push(Problem::new(ProblemKind::Unreadable, url, e.clone()));
                 }
-                None => {}
             }
         }
     }
     if !versions.is_empty() && !any_served {
         report.problems.push(Problem::new(
             ProblemKind::Missing,
-            root.to_string(),
+            source.root().to_string(),
             "no item of the newest version of any product is served",
         ));
     }
-    if options.full {
-        let found: Vec<Option<Problem>> = futures_util::stream::iter(to_hash)
-            .map(|(path, want)| {
-                let client = &client;
-                async move {
-                    let url = join_url(root, &path);
-                    hash_remote(client, &url, &want).await
-                }
-            })
-            .buffer_unordered(options.jobs.clamp(1, 64))
-            .collect()
-            .await;
-        report.problems.extend(found.into_iter().flatten());
-    }
-    Ok(report)
+    to_hash
 }
 
-fn content_length(resp: &reqwest::Response) -> Option<u64> {
-    resp.headers()
-        .get(reqwest::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// HEAD an item; a transient failure (connection error, 5xx, 429) is tried
-/// once more after a short pause.
-async fn head(client: &reqwest::Client, url: &Url) -> Served {
-    match head_once(client, url).await {
-        (Served::Error(_), true) => {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            head_once(client, url).await.0
-        }
-        (s, _) => s,
-    }
-}
-
-/// One HEAD request, and whether a failure may be transient.
-async fn head_once(client: &reqwest::Client, url: &Url) -> (Served, bool) {
-    let mut resp = client.head(url.clone()).send().await;
-    if let Ok(r) = &resp
-        && matches!(r.status().as_u16(), 405 | 501)
-    {
-        // No HEAD: a GET whose body is dropped unread.
-        resp = client.get(url.clone()).send().await;
-    }
-    match resp {
-        Ok(r) if r.status().is_success() => (Served::Present(content_length(&r)), false),
-        Ok(r) if matches!(r.status().as_u16(), 404 | 410) => {
-            (Served::Absent(format!("HTTP {}", r.status())), false)
-        }
-        Ok(r) => {
-            let transient = r.status().is_server_error() || r.status().as_u16() == 429;
-            (Served::Error(format!("HTTP {}", r.status())), transient)
-        }
-        Err(e) => (Served::Error(root_cause(&e)), true),
-    }
-}
-
-/// Streams an item and checks its size and checksum (bounded memory).
-async fn hash_remote(client: &reqwest::Client, url: &Url, want: &Wanted) -> Option<Problem> {
-    let problem = |kind, detail: String| {
-        Some(Problem::new(
-            kind,
-            url.to_string(),
-            format!("{detail} ({})", want.reference),
-        ))
-    };
-    log::debug!("hashing {url}");
-    let resp = match client.get(url.clone()).send().await {
-        Ok(r) if r.status().is_success() => r,
-        Ok(r) => return problem(ProblemKind::Unreadable, format!("HTTP {}", r.status())),
-        Err(e) => return problem(ProblemKind::Unreadable, root_cause(&e)),
-    };
-    let mut hasher = Hasher::for_checksum(want.expected.checksum.as_ref());
-    let mut size = 0u64;
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(c) => {
-                size += c.len() as u64;
-                hasher.update(&c);
+/// Checks one file of a mirrored newest `version`: served, with the size
+/// the metadata gives (when the server tells its `Content-Length`). Gives
+/// it back when it is to be hashed (`full`, not of a wrong size).
+fn check_served_file(
+    source: &Source,
+    version: &NewestVersion,
+    want: &Wanted,
+    served: &BTreeMap<RelPath, Served>,
+    full: bool,
+    report: &mut Report,
+) -> Option<Wanted> {
+    report.items_checked += 1;
+    let url = source.url_of(&want.path).to_string();
+    let problem = match served.get(&want.path)? {
+        Served::Present(len) => {
+            report.bytes_checked += len.unwrap_or(0);
+            match (len, want.expected.size) {
+                (Some(len), Some(size)) if *len != size => Problem::new(
+                    ProblemKind::Size,
+                    url,
+                    format!("Content-Length {len}, expected {size} ({})", want.reference),
+                ),
+                _ if full => return Some(want.clone()),
+                _ => return None,
             }
-            Err(e) => return problem(ProblemKind::Unreadable, root_cause(&e)),
         }
-    }
-    if let Some(want_size) = want.expected.size
-        && size != want_size
-    {
-        return problem(
-            ProblemKind::Size,
-            format!("size {size}, expected {want_size}"),
-        );
-    }
-    match (&want.expected.checksum, hasher.finish()) {
-        (Some(c), Some(got)) if got != c.hex() => problem(
-            ProblemKind::Checksum,
+        Served::Absent(status) => Problem::new(
+            ProblemKind::Missing,
+            url,
             format!(
-                "{} mismatch: got {got}, expected {}",
-                c.algorithm(),
-                c.hex()
+                "{status}, but other items of {} are served ({})",
+                version.name, want.reference
             ),
         ),
-        _ => None,
-    }
+        Served::Unreadable(e) => Problem::new(ProblemKind::Unreadable, url, e.clone()),
+    };
+    report.problems.push(problem);
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::temp_name;
     use crate::source::split_source;
 
     fn spec(dir: &Path, path: &str) -> SourceSpec {
@@ -1081,6 +1231,28 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn interrupted_writes_are_leftovers_not_orphans() {
+        let dir = mirror();
+        let root = dir.path();
+        let temps = [
+            format!("streams/v1/{}", temp_name("c.json")),
+            format!("{DATA_DIR}/{}", temp_name("c:1")),
+            format!("{DATA_DIR}/{}", temp_name(REFERENCES)),
+        ];
+        for rel in &temps {
+            write(root, rel, b"{\"half\": ");
+        }
+        let r = run(&spec(root, "streams/v1/c.json"), true).unwrap();
+        let mut want: Vec<(ProblemKind, String)> = temps
+            .iter()
+            .map(|rel| (ProblemKind::Leftover, display(root, rel)))
+            .collect();
+        want.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(kinds(&r), want);
+        assert_eq!((r.errors(), r.items_checked), (0, 2));
     }
 
     #[test]

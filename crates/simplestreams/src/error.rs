@@ -102,7 +102,7 @@ pub enum Error {
 }
 
 /// What is wrong with content that does not match its metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IntegrityKind {
     /// The size differs (or the transfer sent more than the size).
     Size,

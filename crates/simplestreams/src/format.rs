@@ -74,17 +74,33 @@ pub struct Item {
     pub checksum: Option<Checksum>,
 }
 
-/// An item of a [`Products`] tree with the names that lead to it.
+/// One item of a products tree as [`Products::items`] yields it: the item
+/// and the product and version it belongs to, each with its name.
 #[derive(Debug, Clone, Copy)]
 pub struct ItemEntry<'a> {
-    /// The product's name.
-    pub product: &'a str,
-    /// The version's name.
-    pub version: &'a str,
-    /// The item's name.
-    pub name: &'a str,
+    /// The product's name (its key under `products`).
+    pub product_name: &'a str,
+    /// The product.
+    pub product: &'a Product,
+    /// The version's name (its key under `versions`).
+    pub version_name: &'a str,
+    /// The version.
+    pub version: &'a Version,
+    /// The item's name (its key under `items`).
+    pub item_name: &'a str,
     /// The item.
     pub item: &'a Item,
+}
+
+impl ItemEntry<'_> {
+    /// How `references.json` and the reference tools name the item:
+    /// `<content_id>/<product>/<version>/<item>`.
+    pub fn reference(&self, content_id: &str) -> String {
+        format!(
+            "{content_id}/{}/{}/{}",
+            self.product_name, self.version_name, self.item_name
+        )
+    }
 }
 
 /// An expected checksum, lower-case hex.
@@ -220,17 +236,26 @@ impl Products {
         self.fields.get("content_id").and_then(Value::as_str)
     }
 
-    /// Every item of the tree with its product and version names, in order.
+    /// Every item of every version of every product, in name order
+    /// (product, then version, then item), with the names that lead to it.
     pub fn items(&self) -> impl Iterator<Item = ItemEntry<'_>> {
-        self.products.iter().flat_map(|(product, p)| {
-            p.versions.iter().flat_map(move |(version, v)| {
-                v.items.iter().map(move |(name, item)| ItemEntry {
-                    product,
-                    version,
-                    name,
-                    item,
+        self.products.iter().flat_map(|(product_name, product)| {
+            product
+                .versions
+                .iter()
+                .flat_map(move |(version_name, version)| {
+                    version
+                        .items
+                        .iter()
+                        .map(move |(item_name, item)| ItemEntry {
+                            product_name,
+                            product,
+                            version_name,
+                            version,
+                            item_name,
+                            item,
+                        })
                 })
-            })
         })
     }
 
@@ -509,6 +534,35 @@ mod tests {
         );
         assert!(prod.versions["20250101"].items["meta"].path.is_none());
         assert!(!p.to_value().as_object().unwrap().contains_key("_aliases"));
+    }
+
+    #[test]
+    fn items_walks_every_level_in_name_order() {
+        let doc = r#"{"format":"products:1.0","products":{
+            "b":{"versions":{"2":{"items":{"y":{"path":"b/2/y"},"x":{}}},"1":{"items":{}}}},
+            "a":{"versions":{"1":{"items":{"z":{"path":"a/1/z","size":1}}}}},
+            "c":{}}}"#;
+        let p = Products::parse("u", doc.as_bytes()).unwrap();
+        let seen: Vec<(&str, &str, &str, Option<&str>)> = p
+            .items()
+            .map(|e| {
+                let path = e.item.path.as_ref().map(RelPath::as_str);
+                (e.product_name, e.version_name, e.item_name, path)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", "1", "z", Some("a/1/z")),
+                ("b", "2", "x", None),
+                ("b", "2", "y", Some("b/2/y")),
+            ]
+        );
+        let first = p.items().next().unwrap();
+        assert_eq!(first.reference("c:1"), "c:1/a/1/z");
+        assert!(std::ptr::eq(first.product, &p.products["a"]));
+        assert_eq!(first.version.items.len(), 1);
+        assert_eq!(Products::default().items().count(), 0);
     }
 
     #[test]

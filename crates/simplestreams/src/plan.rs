@@ -267,7 +267,10 @@ fn check_namespace(stream: &Stream) -> Result<()> {
             let Some(path) = &entry.item.path else {
                 continue;
             };
-            let context = format!("{url}: {}/{}/{}", entry.product, entry.version, entry.name);
+            let context = format!(
+                "{url}: {}/{}/{}",
+                entry.product_name, entry.version_name, entry.item_name
+            );
             crate::layout::check_stream_path(path)
                 .map_err(|r| refuse(&context, path.as_str(), r.to_string()))?;
             if metadata.contains(path) {

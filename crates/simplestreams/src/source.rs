@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
+mod probe;
+pub use probe::{MIRROR_ENTRIES, Probe};
+
 /// The default entry point of a stream, relative to its root.
 pub const DEFAULT_ENTRY: &str = "streams/v1/index.sjson";
 

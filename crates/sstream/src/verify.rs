@@ -3,7 +3,10 @@
 
 use crate::stream_args::StreamArgs;
 use clap::Args;
+use simplestreams::Result;
 use simplestreams::audit::{AuditOptions, Problem, Report, audit, problem_of_error};
+use simplestreams::metadata::Verification;
+use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url, split_source};
 use simplestreams::units::human_size as human;
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +21,12 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_METADATA: u8 = 3;
 
 const AFTER_HELP: &str = "\
+Entry document:
+  A mirror directory given without --path is read from the entry it has:
+  streams/v1/index.sjson, else streams/v1/index.json. A URL is read from
+  streams/v1/index.sjson (what MAAS reads), unless it or --path names
+  another document.
+
 What is checked:
   Every metadata document (the entry and each products file it names) must
   parse and verify. Signature policy as for `sstream mirror`: with a .sjson
@@ -66,7 +75,7 @@ pub struct VerifyArgs {
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
     /// The mirror: a directory, or a URL (http, https, file) of its root or
-    /// of a streams/v1/*.json or *.sjson document.
+    /// of a streams/v1/*.json or *.sjson document (see "Entry document").
     pub target: String,
 }
 
@@ -94,8 +103,8 @@ fn verify(args: &VerifyArgs) -> u8 {
     if let Err(e) = args.stream.init_logging() {
         return usage(&e.to_string());
     }
-    let (spec, verification) = match args.stream.open(&args.target) {
-        Ok(opened) => opened,
+    let mut spec = match split_source(&args.target, args.stream.path.as_deref()) {
+        Ok(spec) => spec,
         Err(e) => return usage(&e.to_string()),
     };
     let options = AuditOptions {
@@ -112,7 +121,16 @@ fn verify(args: &VerifyArgs) -> u8 {
             return EXIT_METADATA;
         }
     };
-    let result = runtime.block_on(audit(&spec, verification, &options));
+    let result = match runtime.block_on(find_entry(args, &mut spec)) {
+        Ok(()) => {
+            let keyring = args.stream.keyring.as_deref();
+            match Verification::for_entry(&spec.entry, keyring, args.stream.no_verify) {
+                Ok(verification) => runtime.block_on(audit(&spec, verification, &options)),
+                Err(e) => return usage(&e.to_string()),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let (report, code) = match result {
         Ok(report) => {
             let failing = report.errors() > 0 || (args.strict && !report.problems.is_empty());
@@ -131,6 +149,25 @@ fn verify(args: &VerifyArgs) -> u8 {
         eprintln!("sstream verify: error: stdout: {e}");
     }
     code
+}
+
+/// Whether the entry document was left to the default: no `--path`, and a
+/// target naming no document (its URL is the root).
+fn entry_defaulted(args: &VerifyArgs, spec: &SourceSpec) -> bool {
+    let bare = |url: &str| url.trim_end_matches('/').to_owned();
+    args.stream.path.is_none()
+        && source_url(&args.target).is_ok_and(|url| bare(url.as_str()) == bare(spec.root.as_str()))
+}
+
+/// For a mirror directory whose entry was left to the default, the entry it
+/// has (see [`Source::find_entry`]): `sstream mirror` publishes the index
+/// under the name the source gives it, signed or not.
+async fn find_entry(args: &VerifyArgs, spec: &mut SourceSpec) -> Result<()> {
+    if spec.root.scheme() == "file" && entry_defaulted(args, spec) {
+        let source = Source::new(spec.root.clone(), Vec::new(), TransferOptions::default())?;
+        spec.entry = source.find_entry().await?;
+    }
+    Ok(())
 }
 
 fn usage(message: &str) -> u8 {

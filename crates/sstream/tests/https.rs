@@ -222,3 +222,39 @@ fn untrusted_certificate_fails_at_once_with_a_clear_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!out_dir.join("streams").exists());
 }
+
+/// `sstream verify DIR-or-URL`, trusting `ca` only.
+fn verify(ca: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sstream"))
+        .arg("verify")
+        .args(["--no-verify", "--path", "streams/v1/index.json"])
+        .args(args)
+        .env_remove("SSL_CERT_DIR")
+        .env("SSL_CERT_FILE", ca)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_over_https_and_through_a_redirect_to_it() {
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = sample_over_https(&pki, tmp.path());
+    let ca = pki.path("ca.pem");
+    // HEAD probes and hashing, over TLS.
+    let out = verify(&ca, &["--full", &server.url]);
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    assert!(stdout.contains(" 0 error(s)"), "{stdout}");
+
+    // The redirecting server answers HEAD with 501: the probes fall back to
+    // GET, and the redirect to https is handed over to the TLS client.
+    let redirect = PyServer::start(&["redirect", &server.url]);
+    let out = verify(&ca, &["--full", &redirect.url]);
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        stdout.replace(&server.url, &redirect.url)
+    );
+}

@@ -2,8 +2,10 @@
 //! generated sample stream, damaged in known ways, audited from the
 //! directory and over HTTP (`sstream serve`), checking exit codes and output.
 
+mod faults_support;
 mod support;
 
+use faults_support::{Fault, FaultServer};
 use serde_json::Value;
 use simplestreams::sample::{self, SampleSpec, SampleStream};
 use std::fs;
@@ -392,4 +394,181 @@ fn served_mirror_over_http() {
     assert_eq!(code, 1, "{stdout}");
     let url = format!("{}{item}", server.url);
     assert_eq!(problems(&json(&stdout)), [("missing".to_owned(), url)]);
+}
+
+#[test]
+fn directory_without_path_is_read_from_the_entry_it_has() {
+    // The unsigned mirror has streams/v1/index.json only.
+    let m = unsigned_mirror();
+    assert!(!m.out.join("streams/v1/index.sjson").exists());
+    let (code, stdout, stderr) = verify(&["--no-verify", "--json", &m.path()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["documents"], 3, "{stdout}");
+    assert_eq!(problems(&v), []);
+    // An unsigned entry needs no keyring nor --no-verify.
+    let (code, stdout, stderr) = verify(&[&m.path()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // A damaged item is still found through the entry found.
+    let item = m.item();
+    fs::remove_file(m.out.join(&item)).unwrap();
+    let (code, stdout, _) = verify(&["--json", &m.path()]);
+    assert_eq!(code, 1, "{stdout}");
+    let missing = m.out.join(&item).display().to_string();
+    assert_eq!(problems(&json(&stdout)), [("missing".to_owned(), missing)]);
+
+    // Neither entry: the default one is named as unreachable.
+    fs::remove_file(m.out.join("streams/v1/index.json")).unwrap();
+    let (code, stdout, _) = verify(&["--no-verify", "--json", &m.path()]);
+    assert_eq!(code, 3, "{stdout}");
+    let found = problems(&json(&stdout));
+    assert_eq!(found[0].0, "unreachable", "{stdout}");
+    assert!(stdout.contains("index.sjson"), "{stdout}");
+}
+
+#[test]
+fn directory_with_both_entries_is_read_from_the_signed_one() {
+    let gpg = Gpg::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("mirror"));
+    gpg.generate(&SampleSpec::default(), &src);
+    let keyring = gpg.keyring.to_string_lossy().into_owned();
+    mirror_ok(&[
+        "--keyring",
+        &keyring,
+        &src.to_string_lossy(),
+        &out.to_string_lossy(),
+        "arch=amd64",
+    ]);
+    // An unsigned index beside the signed one, naming nothing mirrored.
+    let junk = r#"{"format":"index:1.0","index":{"x:1":{"path":"streams/v1/x.json"}}}"#;
+    fs::write(out.join("streams/v1/index.json"), junk).unwrap();
+    let target = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = verify(&["--keyring", &keyring, "--json", &target]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(json(&stdout)["documents"], 3, "{stdout}");
+    // Unchecked signatures do not make the unsigned index preferred.
+    let (code, stdout, stderr) = verify(&["--no-verify", "--json", &target]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(json(&stdout)["documents"], 3, "{stdout}");
+}
+
+#[test]
+fn interrupted_metadata_write_is_a_leftover_not_an_orphan() {
+    let m = unsigned_mirror();
+    // What a write of the index and of a state killed before its rename
+    // leaves: the store's temporary names.
+    let index_tmp = m
+        .out
+        .join("streams/v1")
+        .join(simplestreams::layout::temp_name("index.json"));
+    let state_tmp = m
+        .out
+        .join(".data")
+        .join(simplestreams::layout::temp_name(&m.sample.content_ids[0]));
+    for tmp in [&index_tmp, &state_tmp] {
+        fs::write(tmp, b"{\"format\": \"ind").unwrap();
+    }
+    let (code, stdout, _) = verify_unsigned(&m.path(), &["--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let mut found = problems(&json(&stdout));
+    found.sort();
+    let mut want = vec![
+        ("leftover".to_owned(), index_tmp.display().to_string()),
+        ("leftover".to_owned(), state_tmp.display().to_string()),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+    let (code, stdout, _) = verify_unsigned(&m.path(), &["--strict"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("error: leftover: ") && l.contains(".sstream-tmp")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn served_mirror_is_probed_and_hashed_with_retries() {
+    let m = unsigned_mirror();
+    let item = m.item();
+    let size = m.sample.payloads[&item];
+    let server = FaultServer::start(&m.out);
+    let url = format!("{}{item}", server.url);
+    let requests = || server.requests_of(&item).len();
+    // One fault per request of the item; the faults used here change
+    // nothing in the answer to a HEAD but its status or Content-Length.
+    let cut = Fault::Drop { after: 10 };
+    let corrupt = Fault::Corrupt { at: 0 };
+
+    // A 503 to the HEAD is tried again, and not reported.
+    server.script(
+        &item,
+        &[Fault::Status {
+            code: 503,
+            retry_after: None,
+        }],
+    );
+    let (code, stdout, stderr) = verify_unsigned(&server.url, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!((requests(), server.unused_faults()), (2, 0));
+
+    // A server that does not do HEAD (405) is asked with a GET.
+    server.script(
+        &item,
+        &[Fault::Status {
+            code: 405,
+            retry_after: None,
+        }],
+    );
+    let (code, stdout, _) = verify_unsigned(&server.url, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!((requests(), server.unused_faults()), (4, 0));
+
+    // A Content-Length that disagrees is a size problem.
+    server.script(&item, &[Fault::LieLength { delta: -1 }]);
+    let (code, stdout, _) = verify_unsigned(&server.url, &["--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(problems(&json(&stdout)), [("size".to_owned(), url.clone())]);
+    let detail = json(&stdout)["problems"][0]["detail"].clone();
+    let want = format!("Content-Length {}, expected {size}", size - 1);
+    assert!(detail.as_str().unwrap().starts_with(&want), "{detail}");
+    assert_eq!(requests(), 5);
+
+    // --full: a download cut short is read again from the start.
+    server.script(&item, &[cut.clone(), cut]);
+    let (code, stdout, stderr) = verify_unsigned(&server.url, &["--full"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!((requests(), server.unused_faults()), (8, 0));
+
+    // --full: wrong bytes are a checksum problem, found on the first read
+    // (a clean second read would hide it).
+    server.script(&item, &[corrupt.clone(), corrupt]);
+    let (code, stdout, _) = verify_unsigned(&server.url, &["--full", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        problems(&json(&stdout)),
+        [("checksum".to_owned(), url.clone())]
+    );
+    assert_eq!((requests(), server.unused_faults()), (10, 0));
+
+    // An item that always fails is unreadable, after the retries.
+    server.always(
+        &item,
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    );
+    let (code, stdout, _) = verify_unsigned(&server.url, &["--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let v = json(&stdout);
+    assert_eq!(problems(&v), [("unreadable".to_owned(), url)]);
+    assert!(
+        v["problems"][0]["detail"].as_str().unwrap().contains("503"),
+        "{stdout}"
+    );
+    assert_eq!(requests(), 13, "a first try and two retries");
 }
