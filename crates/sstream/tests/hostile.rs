@@ -446,6 +446,45 @@ fn corpus() -> Vec<Case> {
         c.extra = vec![filter];
         v.push(c);
     }
+    // Paths that collide with the mirror's own namespace.
+    v.push(case(
+        "item at another item's staging name",
+        Metadata,
+        &["squashfs.manifest.part", "ends in .part"],
+        set_path("xenial/amd64/20250718/squashfs.manifest.part"),
+    ));
+    v.push(case(
+        "item under .data",
+        Metadata,
+        &[".data/sstream-pending-deletes.json", "under .data/"],
+        set_path(".data/sstream-pending-deletes.json"),
+    ));
+    v.push(case(
+        "item at the references",
+        Metadata,
+        &[".data/references.json", "under .data/"],
+        set_path(".data/references.json"),
+    ));
+    v.push(case(
+        "item at a metadata path",
+        Metadata,
+        &[INDEX, "metadata document"],
+        set_path("streams/v1/index.json"),
+    ));
+    v.push(case(
+        "item named like a temporary file",
+        Metadata,
+        &[".squashfs.sstream-tmp", "temporary"],
+        set_path("xenial/amd64/20250718/.squashfs.sstream-tmp"),
+    ));
+    v.push(case(
+        "content id that is one of our own file names",
+        Metadata,
+        &["references.json", "own file names"],
+        edit_products(|doc| {
+            doc.insert("content_id".into(), json!("references.json"));
+        }),
+    ));
     // Symlinks planted in the output directory, pointing outside.
     let mut c = case(
         "symlinked item directory",
