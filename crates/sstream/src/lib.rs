@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod logging;
 pub mod mirror;
