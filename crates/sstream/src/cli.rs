@@ -149,6 +149,10 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Audit a mirror (directory or URL) as a client would; exit 0/1/2/3.
     Verify(crate::verify::VerifyArgs),
+    /// Run the mirror jobs of the configuration file (all, or those named).
+    Sync(crate::sync::SyncArgs),
+    /// Show every job's last run and success; exit 1 if one failed or is stale.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -182,6 +186,8 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Serve(a) => crate::serve::run(a),
         Command::Demo(a) => crate::demo::run(a),
         Command::Verify(a) => return crate::verify::run(a),
+        Command::Sync(a) => return crate::sync::run(a),
+        Command::Status(a) => return crate::status::run(a),
     };
     finish("sstream", result)
 }

@@ -13,6 +13,8 @@ pub mod progress;
 pub mod pyformat;
 pub mod query;
 pub mod serve;
+pub mod status;
+pub mod sync;
 pub mod verify;
 
 /// Entry point of `sstream`.
