@@ -304,10 +304,7 @@ mod tests {
     #[test]
     fn group_text_is_canonical_and_unambiguous() {
         let g = FilterGroups::parse(&[vec!["a=1", "b~x|y"], vec!["c=\"] | [\""]]).unwrap();
-        assert_eq!(
-            g.to_string(),
-            r#"["a=1", "b~x|y"] | ["c=\"] | [\""]"#
-        );
+        assert_eq!(g.to_string(), r#"["a=1", "b~x|y"] | ["c=\"] | [\""]"#);
         let split = FilterGroups::parse(&[vec!["a=1"], vec!["b~x|y"]]).unwrap();
         assert_ne!(g.to_string(), split.to_string());
         let err = FilterGroups::parse(&[vec!["a=1"], vec!["release~(x"]]).unwrap_err();

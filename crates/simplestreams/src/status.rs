@@ -164,7 +164,10 @@ const MAX_JOB_NAME: usize = 100;
 /// `_` or `-`, starting with a letter or digit (it becomes part of a file
 /// name and a metrics label).
 pub fn check_job_name(name: &str) -> std::result::Result<(), String> {
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -307,7 +310,10 @@ mod tests {
         assert!(path.ends_with(".data/sstream-status-maas.json"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"result\": \"ok\""), "{text}");
-        assert!(text.contains("\"started\": \"2025-07-18T02:30:00.000Z\""), "{text}");
+        assert!(
+            text.contains("\"started\": \"2025-07-18T02:30:00.000Z\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -315,11 +321,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::new(tmp.path());
         write(&store, &record("good", RunResult::Ok)).unwrap();
-        std::fs::write(tmp.path().join(".data/sstream-status-bad.json"), b"{\"job\":").unwrap();
+        std::fs::write(
+            tmp.path().join(".data/sstream-status-bad.json"),
+            b"{\"job\":",
+        )
+        .unwrap();
         let err = read(&store, "bad").unwrap_err().to_string();
         assert!(err.contains("sstream-status-bad.json"), "{err}");
         assert!(err.contains("malformed status record"), "{err}");
-        let jobs: Vec<String> = read_all(&store).unwrap().into_iter().map(|r| r.job).collect();
+        let jobs: Vec<String> = read_all(&store)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job)
+            .collect();
         assert_eq!(jobs, ["good"]);
     }
 

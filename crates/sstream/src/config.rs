@@ -27,8 +27,8 @@
 //! or the mirrors; each problem is a [`ConfigError`] naming the file, the
 //! line and the key.
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use simplestreams::filter::FilterGroups;
 use simplestreams::source::{source_url, split_source};
 use std::collections::BTreeMap;
@@ -146,10 +146,7 @@ impl Config {
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let ctx = Context { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
-        let base = file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
         let defaults = raw.defaults.map(Spanned::into_inner).unwrap_or_default();
         if let Some(name) = &defaults.name {
@@ -385,9 +382,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("bad duration {text:?}: {e} (e.g. \"90s\", \"2h 30m\", \"2d\")")
-    })
+    humantime::parse_duration(t)
+        .map_err(|e| format!("bad duration {text:?}: {e} (e.g. \"90s\", \"2h 30m\", \"2d\")"))
 }
 
 /// A size in bytes: a number, or a string with a binary unit (`"512K"`,
@@ -553,7 +549,7 @@ impl Context<'_> {
             self.error(
                 Some(table_line),
                 Some(key),
-                &format!("missing in this [[job]] (and not in [defaults])"),
+                "missing in this [[job]] (and not in [defaults])",
             )
         };
         let name = raw.name.ok_or_else(|| missing("name"))?;
@@ -584,7 +580,11 @@ impl Context<'_> {
         };
         let keep = flag(&raw.keep);
         if keep && raw.max.is_none() {
-            let span = raw.keep.as_ref().map(Spanned::span).unwrap_or(table.clone());
+            let span = raw
+                .keep
+                .as_ref()
+                .map(Spanned::span)
+                .unwrap_or(table.clone());
             return Err(self.at(
                 span,
                 "keep",
@@ -676,9 +676,7 @@ impl Context<'_> {
         for (job, spans) in jobs {
             let line = self.line(spans.dir.start);
             match owners.get(job.dir.as_path()) {
-                Some((other, other_line)) if same_source(other, job) => {
-                    let _ = other_line;
-                }
+                Some((other, _)) if same_source(other, job) => {}
                 Some((other, other_line)) => {
                     return Err(self.at(
                         spans.dir.clone(),
@@ -805,7 +803,9 @@ on_success = "echo done"
         assert_eq!(stable.max, Some(1), "inherited");
         assert_eq!(
             stable.keyring.as_deref(),
-            Some(Path::new("/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"))
+            Some(Path::new(
+                "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
+            ))
         );
         assert_eq!(stable.filters.groups().len(), 2);
         assert_eq!(
@@ -817,7 +817,11 @@ on_success = "echo done"
         assert_eq!(candidate.max, Some(2), "the job's own value wins");
         assert!(candidate.keep);
         assert_eq!(candidate.dir, Path::new("/etc/sstream/mirrors/candidate"));
-        assert_eq!(candidate.filters.groups().len(), 1, "a flat list is one group");
+        assert_eq!(
+            candidate.filters.groups().len(),
+            1,
+            "a flat list is one group"
+        );
         assert_eq!(candidate.timeout, Duration::from_secs(120));
         assert_eq!(candidate.limit_rate, Some(20 << 20));
         assert_eq!(candidate.min_free, Some(1 << 30));
@@ -832,7 +836,10 @@ on_success = "echo done"
             .collect();
         assert_eq!(names, ["candidate"]);
         let e = config.select(&["nope".into()]).unwrap_err().to_string();
-        assert!(e.contains("no job named \"nope\" (jobs: maas-stable, candidate)"), "{e}");
+        assert!(
+            e.contains("no job named \"nope\" (jobs: maas-stable, candidate)"),
+            "{e}"
+        );
     }
 
     /// Each bad config: (text, line, key, part of the message).
@@ -840,39 +847,141 @@ on_success = "echo done"
     fn bad_configs_name_file_line_and_key() {
         let job = "[[job]]\nname = \"a\"\nsource = \"http://h/s/\"\ndir = \"/m/a\"\n";
         let cases: Vec<(String, Option<usize>, Option<&str>, &str)> = vec![
-            (format!("{job}kep = true\n"), Some(5), None, "unknown key \"kep\""),
-            (format!("{job}max = \"one\"\n"), Some(5), Some("max"), "invalid type"),
-            (format!("{job}max = -1\n"), Some(5), Some("max"), "invalid value"),
-            (format!("{job}prune = 1\n"), Some(5), Some("prune"), "expected a boolean"),
-            (format!("{job}filters = [\"arch\"]\n"), Some(5), Some("filters"), "invalid filter \"arch\""),
+            (
+                format!("{job}kep = true\n"),
+                Some(5),
+                None,
+                "unknown key \"kep\"",
+            ),
+            (
+                format!("{job}max = \"one\"\n"),
+                Some(5),
+                Some("max"),
+                "invalid type",
+            ),
+            (
+                format!("{job}max = -1\n"),
+                Some(5),
+                Some("max"),
+                "invalid value",
+            ),
+            (
+                format!("{job}prune = 1\n"),
+                Some(5),
+                Some("prune"),
+                "expected a boolean",
+            ),
+            (
+                format!("{job}filters = [\"arch\"]\n"),
+                Some(5),
+                Some("filters"),
+                "invalid filter \"arch\"",
+            ),
             (
                 format!("{job}filters = [\"a=1\", [\"b=2\"]]\n"),
                 Some(5),
                 Some("filters"),
                 "mixes filters and groups",
             ),
-            (format!("{job}filters = [1]\n"), Some(5), Some("filters"), "a filter string or a list"),
-            (format!("{job}keep = true\n"), Some(5), Some("keep"), "keep needs max"),
-            (format!("{job}jobs = 0\n"), Some(5), Some("jobs"), "at least 1"),
-            (format!("{job}timeout = \"soon\"\n"), Some(5), Some("timeout"), "bad duration"),
-            (format!("{job}limit_rate = \"fast\"\n"), Some(5), Some("limit_rate"), "bad size"),
-            (format!("{job}on_success = \" \"\n"), Some(5), Some("on_success"), "empty command"),
-            (format!("{job}source2 = 1\n"), Some(5), None, "unknown key \"source2\""),
-            (format!("{job}mirrors = [\"ftp://x/\"]\n"), Some(5), Some("mirrors"), "unsupported scheme"),
-            (format!("{job}{job}"), Some(6), Some("name"), "duplicate job name \"a\" (first at line 2)"),
             (
-                format!("{job}[[job]]\nname = \"b\"\nsource = \"http://other/s/\"\ndir = \"/m/a/\"\n"),
+                format!("{job}filters = [1]\n"),
+                Some(5),
+                Some("filters"),
+                "a filter string or a list",
+            ),
+            (
+                format!("{job}keep = true\n"),
+                Some(5),
+                Some("keep"),
+                "keep needs max",
+            ),
+            (
+                format!("{job}jobs = 0\n"),
+                Some(5),
+                Some("jobs"),
+                "at least 1",
+            ),
+            (
+                format!("{job}timeout = \"soon\"\n"),
+                Some(5),
+                Some("timeout"),
+                "bad duration",
+            ),
+            (
+                format!("{job}limit_rate = \"fast\"\n"),
+                Some(5),
+                Some("limit_rate"),
+                "bad size",
+            ),
+            (
+                format!("{job}on_success = \" \"\n"),
+                Some(5),
+                Some("on_success"),
+                "empty command",
+            ),
+            (
+                format!("{job}source2 = 1\n"),
+                Some(5),
+                None,
+                "unknown key \"source2\"",
+            ),
+            (
+                format!("{job}mirrors = [\"ftp://x/\"]\n"),
+                Some(5),
+                Some("mirrors"),
+                "unsupported scheme",
+            ),
+            (
+                format!("{job}{job}"),
+                Some(6),
+                Some("name"),
+                "duplicate job name \"a\" (first at line 2)",
+            ),
+            (
+                format!(
+                    "{job}[[job]]\nname = \"b\"\nsource = \"http://other/s/\"\ndir = \"/m/a/\"\n"
+                ),
                 Some(8),
                 Some("dir"),
                 "also the dir of job \"a\" (line 4), which mirrors another source",
             ),
-            ("[[job]]\nname = \"a\"\ndir = \"/m\"\n".into(), Some(1), Some("source"), "missing"),
-            ("[[job]]\nname = \"a/b\"\nsource = \"http://h/\"\ndir = \"/m\"\n".into(), Some(2), Some("name"), "job name"),
-            ("[defaults]\nname = \"x\"\n".into(), Some(2), Some("name"), "cannot be inherited"),
+            (
+                "[[job]]\nname = \"a\"\ndir = \"/m\"\n".into(),
+                Some(1),
+                Some("source"),
+                "missing",
+            ),
+            (
+                "[[job]]\nname = \"a/b\"\nsource = \"http://h/\"\ndir = \"/m\"\n".into(),
+                Some(2),
+                Some("name"),
+                "job name",
+            ),
+            (
+                "[defaults]\nname = \"x\"\n".into(),
+                Some(2),
+                Some("name"),
+                "cannot be inherited",
+            ),
             ("[defaults]\nmax = 1\n".into(), None, None, "no [[job]]"),
-            ("[job]\nname = \"a\"\n".into(), Some(1), Some("job"), "[[job]]"),
-            ("[[job]\nname = 1\n".into(), Some(1), Some("job"), "unclosed array table"),
-            (format!("{job}name = \"again\"\n"), Some(5), Some("name"), "duplicate key"),
+            (
+                "[job]\nname = \"a\"\n".into(),
+                Some(1),
+                Some("job"),
+                "[[job]]",
+            ),
+            (
+                "[[job]\nname = 1\n".into(),
+                Some(1),
+                Some("job"),
+                "unclosed array table",
+            ),
+            (
+                format!("{job}name = \"again\"\n"),
+                Some(5),
+                Some("name"),
+                "duplicate key",
+            ),
             ("[jobs]\n".into(), Some(1), None, "unknown key \"jobs\""),
         ];
         for (text, line, key, want) in cases {
@@ -907,7 +1016,10 @@ on_success = "echo done"
             assert!(parse_size(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86400));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86400)
+        );
         assert_eq!(parse_duration("2h 30m").unwrap(), Duration::from_secs(9000));
         assert!(parse_duration("soon").is_err());
     }
@@ -916,7 +1028,9 @@ on_success = "echo done"
     fn defaults_match_sstream_mirror() {
         use clap::{Args, FromArgMatches};
         let cmd = crate::cli::MirrorArgs::augment_args(clap::Command::new("m"));
-        let m = cmd.try_get_matches_from(["m", "http://h/", "/tmp/x"]).unwrap();
+        let m = cmd
+            .try_get_matches_from(["m", "http://h/", "/tmp/x"])
+            .unwrap();
         let args = crate::cli::MirrorArgs::from_arg_matches(&m).unwrap();
         assert_eq!(args.jobs, DEFAULT_JOBS);
         assert_eq!(args.retries, DEFAULT_RETRIES);

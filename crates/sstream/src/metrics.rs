@@ -198,7 +198,10 @@ mod tests {
             "sstream_last_run_removed_files{job=\"maas-stable\"} 2.0",
             "sstream_mirror_size_bytes{job=\"maas-stable\"} 1048576.0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

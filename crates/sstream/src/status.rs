@@ -148,14 +148,20 @@ fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
     let age = record.last_success.map(|t| t.age(now));
     status.last_success_age_seconds = age.map(|a| a.as_secs());
     let (health, problem) = if !record.is_ok() {
-        let first = record.errors.first().map_or("no error recorded", String::as_str);
+        let first = record
+            .errors
+            .first()
+            .map_or("no error recorded", String::as_str);
         let more = match record.errors.len() {
             0 | 1 => String::new(),
             n => format!(" (and {} more)", n - 1),
         };
         (
             Health::Failed,
-            Some(format!("last run failed at {}: {first}{more}", seconds(record.finished))),
+            Some(format!(
+                "last run failed at {}: {first}{more}",
+                seconds(record.finished)
+            )),
         )
     } else {
         (Health::Ok, None)
@@ -246,7 +252,10 @@ mod tests {
     fn short_durations() {
         assert_eq!(short(Duration::from_secs(59)), "59s");
         assert_eq!(short(Duration::from_millis(61_500)), "1m 1s");
-        assert_eq!(short(Duration::from_secs(3 * 86400 + 4 * 3600 + 12 * 60 + 7)), "3days 4h 12m");
+        assert_eq!(
+            short(Duration::from_secs(3 * 86400 + 4 * 3600 + 12 * 60 + 7)),
+            "3days 4h 12m"
+        );
         assert_eq!(short(Duration::from_secs(2 * 86400)), "2days");
     }
 }

@@ -119,7 +119,12 @@ pub fn run(args: SyncArgs) -> ExitCode {
 fn sync_job(job: &Job, args: &SyncArgs) -> bool {
     let say = |line: &str| eprintln!("sstream sync: {}: {line}", job.name);
     if args.dry_run {
-        println!("# job {}: {} -> {}", job.name, job.source, job.dir.display());
+        println!(
+            "# job {}: {} -> {}",
+            job.name,
+            job.source,
+            job.dir.display()
+        );
         return match run_job(job, true, args.progress) {
             Ok(_) => true,
             Err(failure) => {
@@ -231,13 +236,15 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
     config
         .jobs
         .iter()
-        .filter_map(|job| match status::read(&DirStore::new(&job.dir), &job.name) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("sstream sync: {}: warning: {e}", job.name);
-                None
-            }
-        })
+        .filter_map(
+            |job| match status::read(&DirStore::new(&job.dir), &job.name) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sstream sync: {}: warning: {e}", job.name);
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -280,7 +287,7 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
                 .to_owned(),
         ]));
     }
-    let before = Snapshot::of(&job.dir);
+    let before = (!dry_run).then(|| Snapshot::of(&job.dir));
     let mut errors = Vec::new();
     for filters in groups {
         if let Err(e) = crate::mirror::run(mirror_args(job, filters, dry_run, progress)) {
@@ -288,11 +295,7 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
             break;
         }
     }
-    let outcome = if dry_run {
-        JobOutcome::default()
-    } else {
-        before.outcome(&Snapshot::of(&job.dir))
-    };
+    let outcome = before.map_or_else(JobOutcome::default, |b| b.outcome(&Snapshot::of(&job.dir)));
     if errors.is_empty() {
         Ok(outcome)
     } else {
@@ -415,6 +418,34 @@ pub fn disk_usage(dir: &Path) -> u64 {
 mod tests {
     use super::*;
     use std::fs;
+
+    fn job(extra: &str) -> Job {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nsource = \"http://127.0.0.1:9/\"\ndir = \"/nonexistent/j\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("/etc/sstream/sstream.toml")).unwrap();
+        config.jobs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn options_not_supported_yet_are_refused_not_ignored() {
+        let j = job("sign_key = \"k.asc\"\nmin_free = \"1G\"\n");
+        let failure = run_job(&j, true, false).unwrap_err();
+        assert_eq!(
+            failure.errors,
+            [
+                "sign_key is not supported by this version of sstream",
+                "min_free is not supported by this version of sstream"
+            ]
+        );
+        let j = job("prune = true\nfilters = [[\"a=1\"], [\"b=2\"]]\n");
+        let failure = run_job(&j, true, false).unwrap_err();
+        assert!(
+            failure.errors[0].contains("prune with several filter groups"),
+            "{failure:?}"
+        );
+        assert!(!Path::new("/nonexistent/j").exists());
+    }
 
     #[test]
     fn snapshots_tell_downloads_removals_and_bookkeeping_apart() {
