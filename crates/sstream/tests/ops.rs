@@ -357,9 +357,24 @@ filters = [["arch=amd64", "release~(trusty|xenial)"], ["os~(grub*|pxelinux)"]]
 max = 1
 "#
     ));
-    let out = site.sstream(&["sync", "--config", config.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", show(&out));
+    let config = config.to_str().unwrap();
     let ours = site.path("ours");
+    // A dry run prints each group's plan and touches nothing.
+    let out = site.sstream(&["sync", "--config", config, "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("# job maas: "), "{stdout}");
+    assert!(
+        stdout.contains("trusty/amd64/20250718/squashfs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bootloaders/pxe/i386/20231004.0/syslinux.tar.xz"),
+        "{stdout}"
+    );
+    assert!(!ours.exists(), "a dry run wrote {}", ours.display());
+    let out = site.sstream(&["sync", "--config", config]);
+    assert!(out.status.success(), "{}", show(&out));
     compare_trees(&reference_dir, &ours);
     assert!(
         ours.join("bootloaders/pxe/i386/20231004.0/syslinux.tar.xz")
