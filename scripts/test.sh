@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 bash scripts/reference-venv.sh   # reference tools (test oracle) + gnupg
 
 # Debian packages the tests drive: curl (HTTP checks), openssl (a test CA
-# for HTTPS sources) and a headless
-# Chromium (what an operator's browser shows of `sstream serve`).
+# for HTTPS sources), a headless
+# Chromium (what an operator's browser shows of `sstream serve`) and
+# systemd (`systemd-analyze verify` on the shipped units).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq

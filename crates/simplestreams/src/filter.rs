@@ -1,6 +1,7 @@
 //! Filters over flattened items: `KEY=VALUE`, `KEY!=VALUE`, `KEY~REGEX`,
 //! `KEY!~REGEX`. A missing key compares as the empty string; all filters of
-//! a [`FilterSet`] must match.
+//! a [`FilterSet`] must match; an item passes [`FilterGroups`] when it
+//! matches every filter of any one group.
 
 use crate::error::{Error, Result};
 use crate::format::FlatItem;
@@ -126,9 +127,77 @@ impl FilterSet {
         self.0.is_empty()
     }
 
-    /// The filters as given, in order.
-    pub fn texts(&self) -> Vec<&str> {
-        self.0.iter().map(Filter::as_str).collect()
+    /// The filters, in the order given.
+    pub fn filters(&self) -> &[Filter] {
+        &self.0
+    }
+}
+
+/// The canonical text of a set: its filters as given, as a list of quoted
+/// strings (`["arch=amd64", "release~(trusty|xenial)"]`), stable enough to
+/// key a cache.
+impl std::fmt::Display for FilterSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<&str> = self.0.iter().map(Filter::as_str).collect();
+        write!(f, "{texts:?}")
+    }
+}
+
+/// A disjunction of [`FilterSet`]s: an item is wanted when it matches every
+/// filter of any group. No group, or one empty group, matches everything;
+/// one group behaves exactly as that [`FilterSet`].
+#[derive(Debug, Clone, Default)]
+pub struct FilterGroups(Vec<FilterSet>);
+
+impl FilterGroups {
+    /// Parses each group's filter arguments.
+    pub fn parse<G: AsRef<[S]>, S: AsRef<str>>(groups: &[G]) -> Result<FilterGroups> {
+        groups
+            .iter()
+            .map(|g| FilterSet::parse(g.as_ref()))
+            .collect::<Result<_>>()
+            .map(FilterGroups)
+    }
+
+    /// Whether every filter of at least one group passes (always, without
+    /// groups).
+    pub fn matches(&self, item: &FlatItem) -> bool {
+        self.0.is_empty() || self.0.iter().any(|g| g.matches(item))
+    }
+
+    /// The groups, in the order given.
+    pub fn groups(&self) -> &[FilterSet] {
+        &self.0
+    }
+
+    /// Whether every item matches: no group, or a group without filters.
+    pub fn matches_everything(&self) -> bool {
+        self.0.is_empty() || self.0.iter().any(FilterSet::is_empty)
+    }
+}
+
+impl From<FilterSet> for FilterGroups {
+    fn from(set: FilterSet) -> FilterGroups {
+        FilterGroups(vec![set])
+    }
+}
+
+/// The canonical text: each group's [`FilterSet`] text, joined by ` | `.
+/// One group reads exactly as its set (no group reads as `[]`, like an
+/// empty set), so a single-group key is the same as before groups existed.
+/// Unambiguous: a `|` or `]` inside a filter is within its quoted string.
+impl std::fmt::Display for FilterGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("[]");
+        }
+        for (i, group) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{group}")?;
+        }
+        Ok(())
     }
 }
 
@@ -187,6 +256,59 @@ mod tests {
         assert!(f.matches(&item(&[("a", "b=c")])));
         let f = Filter::parse("key-with|bar=x").unwrap();
         assert!(f.matches(&item(&[("key-with|bar", "x")])));
+    }
+
+    #[test]
+    fn groups_match_any_group() {
+        let g = FilterGroups::parse(&[
+            vec!["arch=amd64", "release~(trusty|xenial)"],
+            vec!["os~(grub*|pxelinux)"],
+        ])
+        .unwrap();
+        assert!(g.matches(&item(&[("arch", "amd64"), ("release", "xenial")])));
+        assert!(g.matches(&item(&[("os", "pxelinux"), ("arch", "i386")])));
+        assert!(!g.matches(&item(&[("arch", "arm64"), ("release", "xenial")])));
+        assert!(!g.matches(&item(&[("os", "ubuntu"), ("arch", "amd64")])));
+        assert!(!g.matches_everything());
+    }
+
+    #[test]
+    fn one_group_is_the_set() {
+        let texts = ["arch=amd64", "release~(trusty|xenial)"];
+        let set = FilterSet::parse(&texts).unwrap();
+        let groups = FilterGroups::from(set.clone());
+        for it in [
+            item(&[("arch", "amd64"), ("release", "xenial")]),
+            item(&[("arch", "arm64"), ("release", "xenial")]),
+            item(&[]),
+        ] {
+            assert_eq!(set.matches(&it), groups.matches(&it));
+        }
+        // The cache key of a single group is the Debug text of its arguments,
+        // as the mirror command has always keyed its cache.
+        assert_eq!(groups.to_string(), format!("{texts:?}"));
+        assert_eq!(set.to_string(), format!("{texts:?}"));
+    }
+
+    #[test]
+    fn no_group_or_an_empty_group_matches_everything() {
+        let none = FilterGroups::default();
+        let empty = FilterGroups::parse::<Vec<&str>, &str>(&[vec![]]).unwrap();
+        let it = item(&[("arch", "s390x")]);
+        assert!(none.matches(&it) && empty.matches(&it));
+        assert!(none.matches_everything() && empty.matches_everything());
+        assert_eq!(none.to_string(), "[]");
+        assert_eq!(empty.to_string(), "[]");
+    }
+
+    #[test]
+    fn group_text_is_canonical_and_unambiguous() {
+        let g = FilterGroups::parse(&[vec!["a=1", "b~x|y"], vec!["c=\"] | [\""]]).unwrap();
+        assert_eq!(g.to_string(), r#"["a=1", "b~x|y"] | ["c=\"] | [\""]"#);
+        let split = FilterGroups::parse(&[vec!["a=1"], vec!["b~x|y"]]).unwrap();
+        assert_ne!(g.to_string(), split.to_string());
+        let err = FilterGroups::parse(&[vec!["a=1"], vec!["release~(x"]]).unwrap_err();
+        assert!(err.to_string().contains("release~(x"), "{err}");
     }
 
     #[test]

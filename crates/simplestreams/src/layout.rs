@@ -17,6 +17,11 @@ pub const PENDING_DELETES: &str = "sstream-pending-deletes.json";
 /// Validators of the last successful run per set of options, under
 /// [`DATA_DIR`]: `sstream-cache-<hash of the options>.json`.
 pub const CACHE_PREFIX: &str = "sstream-cache-";
+/// The status record of a configured job's last run, under [`DATA_DIR`]:
+/// `sstream-status-<job>.json`.
+pub const STATUS_PREFIX: &str = "sstream-status-";
+/// The suffix of a status record's name.
+pub const STATUS_SUFFIX: &str = ".json";
 /// The lock file under [`DATA_DIR`].
 pub const LOCK: &str = "sstream.lock";
 /// Prefix of every name of ours under [`DATA_DIR`] (lock, caches, pending
@@ -32,6 +37,19 @@ pub const TEMP_SUFFIX: &str = ".sstream-tmp";
 /// The name of the temporary file that `name` is written through.
 pub fn temp_name(name: &str) -> String {
     format!(".{name}{TEMP_SUFFIX}")
+}
+
+/// The file name, under [`DATA_DIR`], of the status record of `job` (a
+/// name checked by `status::check_job_name`).
+pub fn status_name(job: &str) -> String {
+    format!("{STATUS_PREFIX}{job}{STATUS_SUFFIX}")
+}
+
+/// The job whose status record `name` (a file name under [`DATA_DIR`]) is.
+pub fn status_job(name: &str) -> Option<&str> {
+    name.strip_prefix(STATUS_PREFIX)?
+        .strip_suffix(STATUS_SUFFIX)
+        .filter(|job| !job.is_empty())
 }
 
 /// Whether a file name is one of our temporary files (left behind only by an
@@ -119,12 +137,17 @@ mod tests {
         assert!(is_temp_name(&temp_name("index.json")));
         assert!(!is_temp_name("index.json"));
         assert!(is_state_name("com.ubuntu.maas:stable:v3:download"));
+        assert_eq!(status_name("maas"), "sstream-status-maas.json");
+        assert_eq!(status_job(&status_name("maas-stable")), Some("maas-stable"));
+        assert_eq!(status_job("sstream-status-.json"), None);
+        assert_eq!(status_job("sstream-cache-0123.json"), None);
+        assert!(is_own_data_name(&status_name("maas")));
         for ours in [
             REFERENCES,
             LOCK,
             PENDING_DELETES,
             "sstream-cache-0123456789abcdef.json",
-            "sstream-status-maas.json",
+            &status_name("maas"),
             ".x.sstream-tmp",
             ".x.tmp-1",
         ] {

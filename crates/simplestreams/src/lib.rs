@@ -10,6 +10,7 @@
 //! 3. **execute**: [`execute`] downloads and verifies items in parallel.
 //! 4. **publish**: [`store`] writes metadata and state in a safe order.
 //!
+//! [`status`] records each configured job's last run in the mirror.
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
 
@@ -33,6 +34,7 @@ pub mod query;
 pub mod sample;
 pub mod select;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod units;
 

@@ -3,7 +3,7 @@
 //! it; a query is a plan over an empty mirror.
 
 use crate::error::{Error, Result};
-use crate::filter::FilterSet;
+use crate::filter::FilterGroups;
 use crate::format::{Checksum, Item, Product, Products, Version, flatten};
 use crate::metadata::{Document, ProductsDocument, Stream};
 use crate::path::RelPath;
@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What decides the plan besides the source and the mirror.
 #[derive(Debug, Clone, Default)]
 pub struct MirrorOptions {
-    /// Items must pass these.
-    pub filters: FilterSet,
+    /// Items must pass these (every filter of any group).
+    pub filters: FilterGroups,
     /// Keep at most this many versions per product.
     pub max: Option<usize>,
     /// Keep versions gone from the source, within `max`.
@@ -288,7 +288,7 @@ fn filtered_versions(
     doc: &Products,
     name: &str,
     product: &Product,
-    filters: &FilterSet,
+    filters: &FilterGroups,
 ) -> BTreeMap<String, Version> {
     let mut out = BTreeMap::new();
     for (vname, version) in &product.versions {

@@ -31,6 +31,10 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Audit a mirror (directory or URL) as a client would; exit 0/1/2/3.
     Verify(crate::verify::VerifyArgs),
+    /// Run the mirror jobs of the configuration file (all, or those named).
+    Sync(crate::sync::SyncArgs),
+    /// Show every job's last run and success; exit 1 if one failed or is stale.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -67,6 +71,8 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Serve(a) => crate::serve::run(a).map_err(CliError::from),
         Command::Demo(a) => crate::demo::run(a).map_err(CliError::from),
         Command::Verify(a) => return crate::verify::run(a),
+        Command::Sync(a) => return crate::sync::run(a),
+        Command::Status(a) => return crate::status::run(a),
     };
     finish("sstream", result)
 }
@@ -116,24 +122,8 @@ fn finish(program: &str, result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{program}: error: {}", describe(&e));
+            eprintln!("{program}: error: {}", e.lines().join("\n"));
             ExitCode::from(e.code)
         }
-    }
-}
-
-/// The message of a failure: several item failures each on their own line,
-/// then the summary.
-fn describe(e: &CliError) -> String {
-    match e.error.downcast_ref::<simplestreams::Error>() {
-        Some(simplestreams::Error::ItemsFailed { failures }) => {
-            let lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            format!(
-                "{}\n{} item(s) failed; the streams that need them were not published",
-                lines.join("\n"),
-                failures.len()
-            )
-        }
-        _ => e.to_string(),
     }
 }

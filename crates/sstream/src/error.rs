@@ -34,6 +34,22 @@ impl CliError {
         }
     }
 
+    /// The message, one line per problem: several item failures each on
+    /// their own line, then the summary.
+    pub fn lines(&self) -> Vec<String> {
+        match self.error.downcast_ref::<simplestreams::Error>() {
+            Some(simplestreams::Error::ItemsFailed { failures }) => {
+                let mut lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                lines.push(format!(
+                    "{} item(s) failed; the streams that need them were not published",
+                    failures.len()
+                ));
+                lines
+            }
+            _ => vec![self.to_string()],
+        }
+    }
+
     /// The same error with another exit code.
     pub fn with_code(self, code: u8) -> CliError {
         CliError { code, ..self }

@@ -4,15 +4,19 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod mirror;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
 pub mod serve;
+pub mod status;
 pub mod stream_args;
+pub mod sync;
 pub mod verify;
 
 /// The runtime commands run their async work on.

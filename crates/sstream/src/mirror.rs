@@ -5,9 +5,9 @@ use crate::error::CliError;
 use crate::progress::RunDisplay;
 use crate::stream_args::StreamArgs;
 use clap::Args;
-use simplestreams::filter::FilterSet;
+use simplestreams::filter::FilterGroups;
 use simplestreams::metadata::MetadataReader;
-use simplestreams::mirror::{Mirror, RunSettings};
+use simplestreams::mirror::{Mirror, RunSettings, Summary};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions, source_url};
 use simplestreams::store::DirStore;
@@ -77,64 +77,112 @@ pub struct MirrorArgs {
 /// Runs a mirror (or, with `--dry-run`, prints its plan).
 pub fn run(args: MirrorArgs) -> Result<(), CliError> {
     args.stream.init_logging()?;
-    let mirror = job(&args)?;
+    let chatty = args.progress || args.stream.verbose > 0;
+    let mirror = args.parts()?.build()?;
+    let summary = execute(&mirror, args.dry_run, args.progress, chatty)?;
+    if let (Some(summary), true) = (summary, chatty) {
+        eprintln!(
+            "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
+            summary.files,
+            human_size(summary.bytes),
+            summary.elapsed.as_secs_f64(),
+            summary.published.len(),
+            summary.deleted
+        );
+    }
+    Ok(())
+}
+
+/// Runs a job: with `dry_run` prints its plan on stdout (and gives `None`),
+/// otherwise mirrors with a progress display (`bar`) and the plan on
+/// stderr (`chatty`).
+pub fn execute(
+    mirror: &Mirror,
+    dry_run: bool,
+    bar: bool,
+    chatty: bool,
+) -> Result<Option<Summary>, CliError> {
     crate::runtime()?.block_on(async {
-        if args.dry_run {
+        if dry_run {
             let plan = mirror.plan().await?;
             let mut out = std::io::stdout().lock();
             for line in plan.report() {
                 writeln!(out, "{line}")?;
             }
-            return Ok(());
+            return Ok(None);
         }
-        let chatty = args.progress || args.stream.verbose > 0;
-        let display = Arc::new(RunDisplay::new(args.progress, chatty));
+        let display = Arc::new(RunDisplay::new(bar, chatty));
         let result = mirror.run(display.clone()).await;
         display.finish();
-        let summary = result?;
-        if chatty {
-            eprintln!(
-                "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
-                summary.files,
-                human_size(summary.bytes),
-                summary.elapsed.as_secs_f64(),
-                summary.published.len(),
-                summary.deleted
-            );
-        }
-        Ok(())
+        Ok(Some(result?))
     })
 }
 
-/// The library job these options describe.
-pub fn job(args: &MirrorArgs) -> Result<Mirror, CliError> {
-    let filters = FilterSet::parse(&args.filters)?;
-    let (spec, verification) = args.stream.open(&args.source)?;
-    let mirrors = args
-        .mirrors
-        .iter()
-        .map(|m| source_url(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let transfer = TransferOptions {
-        retries: args.retries,
-        idle_timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
-        ..TransferOptions::default()
-    };
-    let source = Source::new(spec.root, mirrors, transfer)?;
-    let options = MirrorOptions {
-        filters,
-        max: args.max,
-        keep: args.keep,
-        item_download: !args.no_item_download,
-        prune: args.prune,
-        verify_existing: args.verify_existing,
-    };
-    let settings = RunSettings {
-        jobs: args.jobs,
-        wait: args.wait,
-        wipe_guard: (!args.force).then_some(0.5),
-    };
-    let reader = MetadataReader::new(source, spec.entry, verification);
-    let store = Arc::new(DirStore::new(&args.output_dir));
-    Ok(Mirror::new(reader, store, options, settings))
+/// What a job is made of, whether it comes from the command line or from a
+/// config file.
+#[derive(Debug, Clone)]
+pub struct JobParts {
+    /// The source: a URL (http, https, file) or a directory.
+    pub source: String,
+    /// The mirror directory.
+    pub dir: PathBuf,
+    /// Where the entry is and how it is verified.
+    pub stream: StreamArgs,
+    /// Fallback roots for items.
+    pub mirrors: Vec<String>,
+    /// Retries and timeouts.
+    pub transfer: TransferOptions,
+    /// What is mirrored.
+    pub options: MirrorOptions,
+    /// How the run goes about it.
+    pub settings: RunSettings,
 }
+
+impl JobParts {
+    /// The library job.
+    pub fn build(self) -> Result<Mirror, CliError> {
+        let (spec, verification) = self.stream.open(&self.source)?;
+        let mirrors = self
+            .mirrors
+            .iter()
+            .map(|m| source_url(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = Source::new(spec.root, mirrors, self.transfer)?;
+        let reader = MetadataReader::new(source, spec.entry, verification);
+        let store = Arc::new(DirStore::new(&self.dir));
+        Ok(Mirror::new(reader, store, self.options, self.settings))
+    }
+}
+
+impl MirrorArgs {
+    /// The job these options describe.
+    pub fn parts(&self) -> Result<JobParts, CliError> {
+        Ok(JobParts {
+            source: self.source.clone(),
+            dir: self.output_dir.clone(),
+            stream: self.stream.clone(),
+            mirrors: self.mirrors.clone(),
+            transfer: TransferOptions {
+                retries: self.retries,
+                idle_timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+                ..TransferOptions::default()
+            },
+            options: MirrorOptions {
+                filters: FilterGroups::parse(&[&self.filters])?,
+                max: self.max,
+                keep: self.keep,
+                item_download: !self.no_item_download,
+                prune: self.prune,
+                verify_existing: self.verify_existing,
+            },
+            settings: RunSettings {
+                jobs: self.jobs,
+                wait: self.wait,
+                wipe_guard: (!self.force).then_some(WIPE_GUARD),
+            },
+        })
+    }
+}
+
+/// Share of the mirror `--prune` may delete without `--force`.
+pub const WIPE_GUARD: f64 = 0.5;

@@ -4,7 +4,7 @@ use crate::error::CliError;
 use crate::pyformat::{format_item, json_list, pprint_dict, repr_dict};
 use crate::stream_args::StreamArgs;
 use clap::Args;
-use simplestreams::filter::FilterSet;
+use simplestreams::filter::FilterGroups;
 use simplestreams::metadata::{MetadataReader, read_stream};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions};
@@ -37,7 +37,7 @@ pub struct QueryArgs {
 /// Runs a query and prints the items.
 pub fn run(args: QueryArgs) -> Result<(), CliError> {
     args.stream.init_logging()?;
-    let filters = FilterSet::parse(&args.filters)?;
+    let filters = FilterGroups::parse(&[&args.filters])?;
     let (spec, verification) = args.stream.open(&args.mirror_url)?;
     let source = Source::new(spec.root.clone(), Vec::new(), TransferOptions::default())?;
     let options = MirrorOptions {

@@ -1,0 +1,261 @@
+//! `sstream status`: every configured job's last run, last success and its
+//! age, result and size, read from the status records in the mirrors. Exit
+//! status 0 when every job is healthy, 1 when a job's last run failed, it
+//! never succeeded, or its last success is older than `--max-age` (so it
+//! can back a monitoring check), 2 when the configuration is unusable.
+
+use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job, parse_duration};
+use clap::Args;
+use serde::Serialize;
+use simplestreams::status::{self, StatusRecord, Timestamp};
+use simplestreams::store::DirStore;
+use simplestreams::units::human_size as human;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+/// Options of `sstream status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A job whose last success is older than this is stale, e.g. 36h, 2d.
+    #[arg(long, value_name = "DUR", default_value = "2d", value_parser = parse_duration)]
+    pub max_age: Duration,
+    /// The jobs to show, by name (default: all).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+}
+
+/// How a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Health {
+    /// Last run succeeded, recently enough.
+    Ok,
+    /// The last run failed.
+    Failed,
+    /// The last success is older than `--max-age`, or there was none.
+    Stale,
+    /// No run recorded.
+    Never,
+    /// The record cannot be read.
+    Unreadable,
+}
+
+/// One job's line of the report.
+#[derive(Debug, Serialize)]
+struct JobStatus {
+    job: String,
+    dir: PathBuf,
+    source: String,
+    health: Health,
+    /// Why the job is not healthy.
+    problem: Option<String>,
+    /// Age of the last success, in seconds.
+    last_success_age_seconds: Option<u64>,
+    /// The last run's record, as stored.
+    record: Option<StatusRecord>,
+}
+
+/// The whole report (`--json`).
+#[derive(Debug, Serialize)]
+struct Report {
+    config: PathBuf,
+    max_age_seconds: u64,
+    healthy: bool,
+    jobs: Vec<JobStatus>,
+}
+
+/// Runs `sstream status`.
+pub fn run(args: StatusArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sstream status: error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let jobs = match config.select(&args.jobs) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("sstream status: error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let now = SystemTime::now();
+    let statuses: Vec<JobStatus> = jobs
+        .into_iter()
+        .map(|job| assess(job, now, args.max_age))
+        .collect();
+    let report = Report {
+        config: config.file.clone(),
+        max_age_seconds: args.max_age.as_secs(),
+        healthy: statuses.iter().all(|s| s.health == Health::Ok),
+        jobs: statuses,
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("sstream status: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", table(&report.jobs, now));
+        for s in &report.jobs {
+            if let Some(problem) = &s.problem {
+                eprintln!("sstream status: {}: {problem}", s.job);
+            }
+        }
+    }
+    if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Reads `job`'s record and judges it.
+fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
+    let mut status = JobStatus {
+        job: job.name.clone(),
+        dir: job.dir.clone(),
+        source: job.source.clone(),
+        health: Health::Ok,
+        problem: None,
+        last_success_age_seconds: None,
+        record: None,
+    };
+    let record = match status::read(&DirStore::new(&job.dir), &job.name) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            status.health = Health::Never;
+            status.problem = Some(format!("never run (no status in {})", job.dir.display()));
+            return status;
+        }
+        Err(e) => {
+            status.health = Health::Unreadable;
+            status.problem = Some(e.to_string());
+            return status;
+        }
+    };
+    let age = record.last_success.map(|t| t.age(now));
+    status.last_success_age_seconds = age.map(|a| a.as_secs());
+    let (health, problem) = if !record.is_ok() {
+        let first = record
+            .errors
+            .first()
+            .map_or("no error recorded", String::as_str);
+        let more = match record.errors.len() {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        (
+            Health::Failed,
+            Some(format!(
+                "last run failed at {}: {first}{more}",
+                seconds(record.finished)
+            )),
+        )
+    } else {
+        (Health::Ok, None)
+    };
+    let stale = match age {
+        None => Some("never succeeded".to_owned()),
+        Some(a) if a > max_age => Some(format!(
+            "last success {} ago, older than --max-age {}",
+            short(a),
+            short(max_age)
+        )),
+        Some(_) => None,
+    };
+    status.health = health;
+    status.problem = match (problem, stale) {
+        (Some(p), Some(s)) => Some(format!("{p}; {s}")),
+        (Some(p), None) => Some(p),
+        (None, Some(s)) => {
+            status.health = Health::Stale;
+            Some(s)
+        }
+        (None, None) => None,
+    };
+    status.record = Some(record);
+    status
+}
+
+/// The text report: a header and one aligned row per job.
+fn table(jobs: &[JobStatus], now: SystemTime) -> String {
+    let mut rows = vec![[
+        "JOB".to_owned(),
+        "STATUS".to_owned(),
+        "LAST RUN".to_owned(),
+        "LAST SUCCESS".to_owned(),
+        "AGE".to_owned(),
+        "SIZE".to_owned(),
+    ]];
+    for s in jobs {
+        let r = s.record.as_ref();
+        let dash = || "-".to_owned();
+        let health = serde_json::to_value(s.health)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        rows.push([
+            s.job.clone(),
+            health,
+            r.map_or_else(dash, |r| seconds(r.finished)),
+            r.and_then(|r| r.last_success).map_or_else(dash, seconds),
+            r.and_then(|r| r.last_success)
+                .map_or_else(dash, |t| short(t.age(now))),
+            r.map_or_else(dash, |r| human(r.bytes_on_disk)),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A timestamp to the second.
+fn seconds(t: Timestamp) -> String {
+    humantime::format_rfc3339_seconds(t.system_time()).to_string()
+}
+
+/// A duration to the minute past an hour, to the second below (`3d 4h 12m`).
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let rounded = if secs >= 3600 { secs - secs % 60 } else { secs };
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short(Duration::from_secs(59)), "59s");
+        assert_eq!(short(Duration::from_millis(61_500)), "1m 1s");
+        assert_eq!(
+            short(Duration::from_secs(3 * 86400 + 4 * 3600 + 12 * 60 + 7)),
+            "3days 4h 12m"
+        );
+        assert_eq!(short(Duration::from_secs(2 * 86400)), "2days");
+    }
+}

@@ -1,0 +1,389 @@
+//! `sstream sync`: run the jobs of the configuration file (all, or those
+//! named), one after the other in one process. Each job's run is recorded
+//! in its mirror ([`simplestreams::status`]), summed up in one line, and
+//! followed by its `on_success` or `on_failure` hook; one job's failure
+//! does not stop the others. Exit status: 0 when every job and hook
+//! succeeded, 1 otherwise, 2 when the configuration is unusable.
+
+use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job};
+use crate::mirror::{JobParts, WIPE_GUARD};
+use crate::stream_args::StreamArgs;
+use clap::Args;
+use simplestreams::mirror::RunSettings;
+use simplestreams::plan::MirrorOptions;
+use simplestreams::source::TransferOptions;
+use simplestreams::status::{self, RunResult, StatusRecord, Timestamp};
+use simplestreams::store::DirStore;
+use simplestreams::units::human_size as human;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+/// Options of `sstream sync`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print what each job would do (on stdout) and change nothing: no
+    /// status, no hooks, no metrics.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write every job's metrics to DIR/sstream.prom (for
+    /// node_exporter's textfile collector).
+    #[arg(long, value_name = "DIR")]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Show download progress.
+    #[arg(long)]
+    pub progress: bool,
+    /// More output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write the log to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// The jobs to run, by name (default: all, in file order).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+}
+
+/// What one run of a job did (for a failed run: what it did before failing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// Whether anything was published or removed.
+    pub changed: bool,
+    /// Files downloaded.
+    pub files: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Files removed.
+    pub removed: u64,
+}
+
+/// A failed run of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFailure {
+    /// One line per problem.
+    pub errors: Vec<String>,
+    /// What the run did before it failed.
+    pub outcome: JobOutcome,
+}
+
+impl JobFailure {
+    fn new(errors: Vec<String>) -> JobFailure {
+        JobFailure {
+            errors,
+            outcome: JobOutcome::default(),
+        }
+    }
+}
+
+/// Runs `sstream sync`.
+pub fn run(args: SyncArgs) -> ExitCode {
+    if let Err(e) = crate::logging::init(args.verbose, args.log_file.as_deref()) {
+        eprintln!("sstream sync: error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sstream sync: error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let jobs = match config.select(&args.jobs) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("sstream sync: error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut all_ok = true;
+    for job in jobs {
+        all_ok &= sync_job(job, &args);
+    }
+    if let (Some(dir), false) = (&args.metrics_textfile, args.dry_run) {
+        let records = records_of(&config);
+        if let Err(e) = crate::metrics::write_textfile(dir, &records) {
+            eprintln!("sstream sync: error: metrics: {e}");
+            all_ok = false;
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs one job: mirror, record, report, hook. Whether all of it succeeded.
+fn sync_job(job: &Job, args: &SyncArgs) -> bool {
+    let say = |line: &str| eprintln!("sstream sync: {}: {line}", job.name);
+    if args.dry_run {
+        println!(
+            "# job {}: {} -> {}",
+            job.name,
+            job.source,
+            job.dir.display()
+        );
+        return match run_job(job, true, args.progress) {
+            Ok(_) => true,
+            Err(failure) => {
+                failure.errors.iter().for_each(|l| say(l));
+                false
+            }
+        };
+    }
+    let store = DirStore::new(&job.dir);
+    let previous = status::read(&store, &job.name).unwrap_or_else(|e| {
+        say(&format!("warning: {e}; starting a new record"));
+        None
+    });
+    let started = Timestamp::now();
+    let result = run_job(job, false, args.progress);
+    let finished = Timestamp::now();
+    let (outcome, errors) = match result {
+        Ok(outcome) => (outcome, Vec::new()),
+        Err(failure) => (failure.outcome, failure.errors),
+    };
+    let result = if errors.is_empty() {
+        RunResult::Ok
+    } else {
+        RunResult::Failed
+    };
+    let record = StatusRecord {
+        job: job.name.clone(),
+        source: job.source.clone(),
+        started,
+        finished,
+        result,
+        errors,
+        changed: outcome.changed,
+        files_downloaded: outcome.files,
+        bytes_downloaded: outcome.bytes,
+        files_removed: outcome.removed,
+        bytes_on_disk: disk_usage(&job.dir),
+        last_success: match result {
+            RunResult::Ok => Some(finished),
+            RunResult::Failed => previous.and_then(|p| p.last_success),
+        },
+    };
+    let mut ok = record.is_ok();
+    record.errors.iter().for_each(|l| say(l));
+    if let Err(e) = status::write(&store, &record) {
+        say(&format!("cannot write the status record: {e}"));
+        ok = false;
+    }
+    println!("{}: {}", job.name, summary(&record));
+    let _ = std::io::stdout().flush();
+    let hook = match record.result {
+        RunResult::Ok => job.on_success.as_deref().map(|c| ("on_success", c)),
+        RunResult::Failed => job.on_failure.as_deref().map(|c| ("on_failure", c)),
+    };
+    if let Some((which, command)) = hook
+        && let Err(e) = run_hook(job, which, command, &record)
+    {
+        say(&e);
+        ok = false;
+    }
+    ok
+}
+
+/// The one-line summary of a run, after the job's name.
+fn summary(r: &StatusRecord) -> String {
+    let took = format!("{:.1}s", r.duration().as_secs_f64());
+    let what = if r.changed || r.files_downloaded > 0 {
+        format!(
+            "{} file(s), {} downloaded, {} file(s) removed",
+            r.files_downloaded,
+            human(r.bytes_downloaded),
+            r.files_removed
+        )
+    } else {
+        "nothing changed".to_owned()
+    };
+    let disk = human(r.bytes_on_disk);
+    match r.result {
+        RunResult::Ok => format!("ok in {took}; {what}; {disk} on disk"),
+        RunResult::Failed => format!(
+            "FAILED after {took} ({} error(s)); {what}; {disk} on disk",
+            r.errors.len()
+        ),
+    }
+}
+
+/// Runs a hook with `sh -c`, its environment telling what the run did.
+fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(), String> {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("SSTREAM_JOB", &job.name)
+        .env("SSTREAM_DIR", &job.dir)
+        .env("SSTREAM_RESULT", r.result.as_str())
+        .env("SSTREAM_CHANGED", if r.changed { "1" } else { "0" })
+        .env("SSTREAM_BYTES", r.bytes_downloaded.to_string())
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("{which} hook: cannot run sh: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{which} hook failed ({status}): {command}"))
+    }
+}
+
+/// The status records of every job of `config` that has one.
+fn records_of(config: &Config) -> Vec<StatusRecord> {
+    config
+        .jobs
+        .iter()
+        .filter_map(
+            |job| match status::read(&DirStore::new(&job.dir), &job.name) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sstream sync: {}: warning: {e}", job.name);
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// Mirrors `job` once through the library's entry point, all its filter
+/// groups in one run, one plan and one publish (a dry run prints the plan
+/// on stdout instead). Options the engine does not have yet are refused
+/// rather than ignored.
+pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
+    let unsupported: Vec<String> = [
+        ("sign_key", job.sign_key.is_some()),
+        ("limit_rate", job.limit_rate.is_some()),
+        ("delete_delay", job.delete_delay.is_some()),
+        ("min_free", job.min_free.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(key, _)| format!("{key} is not supported by this version of sstream"))
+    .collect();
+    if !unsupported.is_empty() {
+        return Err(JobFailure::new(unsupported));
+    }
+    let chatty = progress || log::max_level() >= log::LevelFilter::Info;
+    let summary = parts(job)
+        .build()
+        .and_then(|mirror| crate::mirror::execute(&mirror, dry_run, progress, chatty))
+        .map_err(|e| JobFailure::new(e.lines()))?;
+    Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
+        changed: s.changed,
+        files: s.files as u64,
+        bytes: s.bytes,
+        removed: s.deleted as u64,
+    }))
+}
+
+/// The library job a config job describes.
+fn parts(job: &Job) -> JobParts {
+    JobParts {
+        source: job.source.clone(),
+        dir: job.dir.clone(),
+        stream: StreamArgs {
+            path: job.path.clone(),
+            verbose: 0,
+            log_file: None,
+            keyring: job.keyring.clone(),
+            no_verify: job.no_verify,
+        },
+        mirrors: job.mirrors.clone(),
+        transfer: TransferOptions {
+            retries: job.retries,
+            idle_timeout: job.timeout.max(Duration::from_millis(100)),
+            ..TransferOptions::default()
+        },
+        options: MirrorOptions {
+            filters: job.filters.clone(),
+            max: job.max,
+            keep: job.keep,
+            item_download: !job.no_item_download,
+            prune: job.prune,
+            verify_existing: job.verify_existing,
+        },
+        settings: RunSettings {
+            jobs: job.jobs,
+            wait: job.wait,
+            wipe_guard: (!job.force).then_some(WIPE_GUARD),
+        },
+    }
+}
+
+/// Calls `f` for every regular file under `dir` (symlinks not followed).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(&path, f);
+        } else if meta.is_file() {
+            f(&path, &meta);
+        }
+    }
+}
+
+/// The size of everything under `dir`, each file counted once (hard links
+/// share their bytes).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    walk(dir, &mut |_, meta| {
+        if seen.insert((meta.dev(), meta.ino())) {
+            total += meta.len();
+        }
+    });
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn job(extra: &str) -> Job {
+        let text = format!(
+            "[[job]]\nname = \"j\"\nsource = \"http://127.0.0.1:9/\"\ndir = \"/nonexistent/j\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("/etc/sstream/sstream.toml")).unwrap();
+        config.jobs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn options_not_supported_yet_are_refused_not_ignored() {
+        let j = job("sign_key = \"k.asc\"\nmin_free = \"1G\"\n");
+        let failure = run_job(&j, true, false).unwrap_err();
+        assert_eq!(
+            failure.errors,
+            [
+                "sign_key is not supported by this version of sstream",
+                "min_free is not supported by this version of sstream"
+            ]
+        );
+        assert!(!Path::new("/nonexistent/j").exists());
+    }
+
+    #[test]
+    fn disk_usage_counts_hard_links_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("a/new"), b"1234567").unwrap();
+        fs::write(root.join("a/kept"), b"1").unwrap();
+        fs::hard_link(root.join("a/new"), root.join("a/same")).unwrap();
+        assert_eq!(disk_usage(root), 8);
+        assert_eq!(disk_usage(&root.join("missing")), 0);
+    }
+}
