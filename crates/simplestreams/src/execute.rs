@@ -122,14 +122,58 @@ async fn download(
             }
         }
     }
-    if not_started > 0 {
+    if disk_full.load(Ordering::SeqCst) {
+        let stopped: Vec<&Download> = plan
+            .downloads
+            .iter()
+            .filter(|d| failed_ids.iter().any(|c| d.content_ids.contains(c)))
+            .collect();
         failures.push(Error::Refused(format!(
-            "{not_started} download(s) not started after the disk filled up ({}); \
-             free some space and run again (partial downloads resume)",
-            store.location()
+            "the disk filled up ({}): {not_started} download(s) not started; {}; \
+             free some space and run again",
+            store.location(),
+            triage_parts(store, &stopped)
         )));
     }
     (failures, failed_ids)
+}
+
+/// After the disk filled up: keeps the partial downloads worth resuming
+/// (at least half done) and drops the others to give the space back. Says
+/// which.
+fn triage_parts(store: &dyn Store, stopped: &[&Download]) -> String {
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for d in stopped {
+        let Ok(staged) = store.stage(&d.path) else {
+            continue;
+        };
+        let have = staged.staged_len();
+        if have == 0 {
+            continue;
+        }
+        let size = d.expected.size.unwrap_or(u64::MAX);
+        if have.saturating_mul(2) >= size {
+            kept.push(format!(
+                "{} ({}%)",
+                d.path,
+                have.saturating_mul(100) / size.max(1)
+            ));
+        } else if staged.discard().is_ok() {
+            dropped.push(d.path.to_string());
+        }
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "partial downloads kept to resume: {}; dropped to free space: {}",
+        list(&kept),
+        list(&dropped)
+    )
 }
 
 /// Fetches one file (or first checks the one there), commits it, and gives

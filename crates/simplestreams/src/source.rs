@@ -481,6 +481,7 @@ impl Source {
         }
         let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
         let start = self.resume_point(url, &resp, slot, have, progress).await?;
+        check_body(url, &resp, expected, start)?;
         let (total, digest, received) = receive(url, resp, slot, start, expected, progress).await?;
         if let Some(size) = expected.size
             && total < size
@@ -705,7 +706,10 @@ fn file_path(url: &Url) -> Result<PathBuf> {
 fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
     let status = resp.status();
     if status.is_success() {
-        return Ok(());
+        return check_encoding(url, resp);
+    }
+    if status.is_redirection() {
+        return Err(Attempt::Fatal(not_followed(url, resp)));
     }
     let e = Error::transfer(url.as_str(), format!("HTTP {status}"));
     if status.is_server_error()
@@ -716,6 +720,80 @@ fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
     } else {
         Err(Attempt::Fatal(e))
     }
+}
+
+/// A redirect that was not followed: where it led, and why not.
+fn not_followed(url: &Url, resp: &reqwest::Response) -> Error {
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    let reason = match location.and_then(|l| resp.url().join(l).ok()) {
+        None => format!("HTTP {status} without a usable Location"),
+        Some(to) if !matches!(to.scheme(), "http" | "https") => format!(
+            "HTTP {status}: redirected to {to}, not followed (only http and https redirects are)"
+        ),
+        Some(to) => format!(
+            "HTTP {status}: redirected to {to}, not followed: too many redirects (a redirect loop?)"
+        ),
+    };
+    Error::transfer(url.as_str(), reason)
+}
+
+/// Refuses a body in a `Content-Encoding` (sstream asks for none and
+/// decodes none: a compressed item or document would fail its checks with
+/// a misleading message).
+fn check_encoding(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
+    let encoding = resp
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+    match encoding {
+        None => Ok(()),
+        Some(e) => Err(Attempt::Fatal(Error::transfer(
+            url.as_str(),
+            format!(
+                "served with Content-Encoding: {e}, which sstream does not decode \
+                 (it asks for none); serve the files as they are"
+            ),
+        ))),
+    }
+}
+
+/// Checks, before any byte is staged, that an answer can be the item: its
+/// `Content-Length` must be what is left to fetch. An HTML page instead of
+/// the item (a captive portal, an error page answered with 200) is said to
+/// be one and not retried; another length is retried.
+fn check_body(
+    url: &Url,
+    resp: &reqwest::Response,
+    expected: &Expected,
+    start: u64,
+) -> Result<(), Attempt> {
+    let (Some(size), Some(len)) = (expected.size, resp.content_length()) else {
+        return Ok(());
+    };
+    let want = size.saturating_sub(start);
+    if len == want {
+        return Ok(());
+    }
+    let kind = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no Content-Type");
+    let what = format!(
+        "HTTP {} with {len} bytes of {kind}, not the {want} bytes expected",
+        resp.status()
+    );
+    if kind.starts_with("text/html") && !url.path().ends_with(".html") {
+        let why = format!("{what}: a captive portal or an error page, not the item");
+        return Err(Attempt::Fatal(Error::transfer(url.as_str(), why)));
+    }
+    Err(Attempt::Retry(Error::transfer(url.as_str(), what), None))
 }
 
 /// Whether a `Last-Modified` can stand as a validator: a time after the
@@ -763,6 +841,14 @@ fn retry(url: &Url, e: &reqwest::Error) -> Attempt {
     let cause = root_cause(e);
     if cause.contains("certificate") {
         let reason = format!("TLS certificate not trusted: {cause}");
+        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
+    }
+    if e.is_redirect() {
+        let reason = format!("too many redirects (a redirect loop?): {cause}");
+        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
+    }
+    if cause.contains("too large") {
+        let reason = format!("the server's response header is too large: {cause}");
         return Attempt::Fatal(Error::transfer(url.as_str(), reason));
     }
     let reason = if e.is_timeout() {

@@ -35,31 +35,40 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A server with a fast clock: every answer carries a `Last-Modified` a day
-/// in the future and no ETag, and it answers 304 to any
-/// `If-Modified-Since`, whatever changed. Records each request's headers.
-struct FastClockServer {
+/// What a [`RawServer`] answers to one request (given its path and head):
+/// raw response bytes.
+type Handler = dyn Fn(&str, &str) -> Vec<u8> + Send + Sync;
+
+/// A small HTTP/1.1 server on loopback answering with whatever its handler
+/// says, byte for byte (to play servers that misbehave). Records each
+/// request's head.
+struct RawServer {
     url: String,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
-impl FastClockServer {
-    fn start(root: PathBuf) -> FastClockServer {
+impl RawServer {
+    fn start(handler: Box<Handler>) -> RawServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
+        let handler: Arc<Handler> = Arc::from(handler);
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (root, log) = (root.clone(), log.clone());
-                std::thread::spawn(move || serve(conn, &root, &log));
+                let (handler, log) = (handler.clone(), log.clone());
+                std::thread::spawn(move || serve(conn, handler.as_ref(), &log));
             }
         });
-        FastClockServer { url, requests }
+        RawServer { url, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
-fn serve(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
+fn serve(conn: TcpStream, handler: &Handler, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -76,30 +85,46 @@ fn serve(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
         }
         log.lock().unwrap().push(head.clone());
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86400));
-        let now = httpdate::fmt_http_date(SystemTime::now());
-        let response = if head.to_ascii_lowercase().contains("if-modified-since:") {
-            format!("HTTP/1.1 304 Not Modified\r\nDate: {now}\r\nLast-Modified: {future}\r\n\r\n")
-                .into_bytes()
-        } else {
-            let decoded = percent_encoding::percent_decode_str(&path).decode_utf8_lossy();
-            match fs::read(root.join(decoded.trim_start_matches('/'))) {
-                Ok(body) => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nDate: {now}\r\nLast-Modified: {future}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend_from_slice(&body);
-                    r
-                }
-                Err(_) => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-            }
-        };
-        if out.write_all(&response).is_err() {
+        if out.write_all(&handler(&path, &head)).is_err() {
             return;
         }
     }
+}
+
+/// A plain answer: status line, headers, and a body with its length.
+fn answer(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The file at `path` under `root`, or a 404.
+fn file_answer(root: &Path, path: &str, headers: &[(&str, String)]) -> Vec<u8> {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    match fs::read(root.join(decoded.trim_start_matches('/'))) {
+        Ok(body) => answer("200 OK", headers, &body),
+        Err(_) => answer("404 Not Found", &[], b""),
+    }
+}
+
+/// A server with a fast clock: every answer carries a `Last-Modified` a day
+/// in the future and no ETag, and it answers 304 to any
+/// `If-Modified-Since`, whatever changed.
+fn fast_clock_server(root: PathBuf) -> RawServer {
+    RawServer::start(Box::new(move |path, head| {
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86400));
+        let now = httpdate::fmt_http_date(SystemTime::now());
+        let dates = [("Date", now), ("Last-Modified", future)];
+        if head.to_ascii_lowercase().contains("if-modified-since:") {
+            return answer("304 Not Modified", &dates, b"");
+        }
+        file_answer(&root, path, &dates)
+    }))
 }
 
 /// A `Last-Modified` in the future is not a validator: a changed upstream
@@ -109,16 +134,14 @@ fn a_last_modified_in_the_future_cannot_keep_the_mirror_stale() {
     let src = TempDir::new().unwrap();
     let out = TempDir::new().unwrap();
     sample::generate(&spec(&[OLD]), src.path(), None).unwrap();
-    let server = FastClockServer::start(src.path().to_path_buf());
+    let server = fast_clock_server(src.path().to_path_buf());
     let run = || mirror(&args(&server.url, s(out.path()), &["--max=1"]));
     assert_ok(&run(), "day 1");
     fs::remove_dir_all(src.path().join("streams")).unwrap();
     sample::generate(&spec(&[OLD, NEW]), src.path(), None).unwrap();
     assert_ok(&run(), "day 2");
     let conditional = server
-        .requests
-        .lock()
-        .unwrap()
+        .requests()
         .iter()
         .filter(|r| r.to_ascii_lowercase().contains("if-modified-since"))
         .count();
@@ -232,4 +255,175 @@ fn a_fifo_in_the_mirror_is_refused_not_waited_on() {
         .read_to_string(&mut body)
         .unwrap();
     assert!(body.contains("\"index\""), "{body}");
+}
+
+/// A server that misbehaves on one path (`bad`) and serves the stream
+/// otherwise: a run from it fails with a clear error naming what came
+/// back, makes the bad request `tries` times at most, and leaves no
+/// `.part` of the bad answer.
+fn misbehaving(bad: &'static str, reply: Vec<u8>, needles: &[&str], tries: usize) {
+    let src = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    sample::generate(&spec(&[OLD]), src.path(), None).unwrap();
+    let root = src.path().to_path_buf();
+    let server = RawServer::start(Box::new(move |path, _| {
+        if path == bad {
+            reply.clone()
+        } else {
+            file_answer(&root, path, &[])
+        }
+    }));
+    let o = mirror(&args(&server.url, s(out.path()), &[]));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{bad}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{bad}: {n:?} not in {err}");
+    }
+    let line = format!("GET {bad} ");
+    let asked = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(&line))
+        .count();
+    assert!(asked <= tries, "{bad}: asked {asked} times: {err}");
+    let part = out
+        .path()
+        .join(format!("{}.part", bad.trim_start_matches('/')));
+    assert!(!part.exists(), "{bad}: a .part of the bad answer was left");
+}
+
+/// Redirect loops, redirects to `file://`, a captive portal's page, a
+/// compressed document and an oversized header each say what they are,
+/// and what cannot get better is not retried.
+#[test]
+fn misbehaving_servers_are_named_for_what_they_do() {
+    let index = "/streams/v1/index.json";
+    misbehaving(
+        index,
+        answer("302 Found", &[("Location", index.to_owned())], b""),
+        &["redirect loop"],
+        11,
+    );
+    misbehaving(
+        index,
+        answer(
+            "302 Found",
+            &[("Location", "file:///etc/passwd".to_owned())],
+            b"",
+        ),
+        &["file:///etc/passwd", "only http and https"],
+        1,
+    );
+    misbehaving(
+        index,
+        answer(
+            "200 OK",
+            &[("Content-Encoding", "gzip".to_owned())],
+            b"\x1f\x8b\x08",
+        ),
+        &["Content-Encoding: gzip", "does not decode"],
+        1,
+    );
+    let huge = "x".repeat(1 << 20);
+    misbehaving(
+        index,
+        answer("200 OK", &[("X-Padding", huge)], b"{}"),
+        &["too large"],
+        1,
+    );
+    let squashfs: &'static str =
+        Box::leak(format!("/xenial/amd64/{OLD}/squashfs").into_boxed_str());
+    misbehaving(
+        squashfs,
+        answer(
+            "200 OK",
+            &[("Content-Type", "text/html; charset=utf-8".to_owned())],
+            b"<html><body>Please log in to use the Wi-Fi</body></html>",
+        ),
+        &[squashfs, "text/html", "captive portal"],
+        1,
+    );
+}
+
+/// A `.data/` the run cannot write is found before anything is downloaded.
+#[test]
+fn an_unwritable_state_directory_is_found_before_downloading() {
+    if !is_root() {
+        eprintln!("skipped: needs root (chattr +i)");
+        return;
+    }
+    let src = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    sample::generate(&spec(&[OLD]), src.path(), None).unwrap();
+    assert_ok(&mirror(&args(s(src.path()), s(out.path()), &[])), "day 1");
+    fs::remove_dir_all(src.path().join("streams")).unwrap();
+    sample::generate(&spec(&[OLD, NEW]), src.path(), None).unwrap();
+    let data = out.path().join(".data");
+    struct Immutable<'a>(&'a Path);
+    impl Drop for Immutable<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+    }
+    let st = Command::new("chattr")
+        .arg("+i")
+        .arg(&data)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("skipped: chattr +i is not supported here");
+        return;
+    }
+    let _guard = Immutable(&data);
+    let served = Server::start(src.path());
+    let o = mirror(&args(&served.url, s(out.path()), &[]));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&data.display().to_string()) && err.contains("not writable"),
+        "{err}"
+    );
+    let items = served.stderr().lines().filter(|l| l.contains(NEW)).count();
+    assert_eq!(
+        items,
+        0,
+        "nothing of the new version was requested:\n{}",
+        served.stderr()
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A no-op run (every document answered 304, every item in place) reads
+/// neither the references nor the states: a references file it cannot
+/// parse is not even opened.
+#[test]
+fn a_noop_run_reads_no_references() {
+    let src = TempDir::new().unwrap();
+    let out = TempDir::new().unwrap();
+    sample::generate(&spec(&[OLD]), src.path(), None).unwrap();
+    let server = Server::start(src.path());
+    let run = || mirror(&args(&server.url, s(out.path()), &[]));
+    assert_ok(&run(), "first run");
+    let refs = out.path().join(".data/references.json");
+    let good = fs::read(&refs).unwrap();
+    fs::write(&refs, b"not json").unwrap();
+    assert_ok(&run(), "no-op");
+    assert_eq!(fs::read(&refs).unwrap(), b"not json");
+    // Once something changes they are read, and a broken file is named.
+    fs::remove_file(out.path().join(format!("xenial/amd64/{OLD}/squashfs"))).unwrap();
+    let o = run();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("malformed references"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(&refs, good).unwrap();
+    assert_ok(&run(), "repaired");
 }
