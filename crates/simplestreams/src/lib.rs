@@ -8,7 +8,9 @@
 //! 2. **plan**: [`filter`] and [`select`] decide which items and versions are
 //!    wanted; [`plan`] compares that with the mirror's state and yields actions.
 //! 3. **execute**: [`execute`] downloads and verifies items in parallel.
-//! 4. **publish**: [`store`] writes metadata and state in a safe order.
+//! 4. **publish**: [`store`] writes metadata and state in a safe order;
+//!    for a re-signed mirror, [`holdings`] makes the metadata that lists
+//!    exactly what the mirror holds.
 //!
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
@@ -20,6 +22,7 @@ pub mod error;
 pub mod execute;
 pub mod filter;
 pub mod format;
+pub mod holdings;
 pub mod layout;
 pub mod metadata;
 pub mod openpgp;
