@@ -149,6 +149,10 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Audit a mirror (directory or URL) as a client would; exit 0/1/2/3.
     Verify(crate::verify::VerifyArgs),
+    /// Generate a signing key, or export its public key for MAAS.
+    Key(crate::key::KeyArgs),
+    /// Sign an unsigned tree: a .sjson and a .json.gpg beside each streams/v1 .json.
+    Sign(crate::sign::SignArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -182,6 +186,8 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Serve(a) => crate::serve::run(a),
         Command::Demo(a) => crate::demo::run(a),
         Command::Verify(a) => return crate::verify::run(a),
+        Command::Key(a) => crate::key::run(a),
+        Command::Sign(a) => crate::sign::run(a),
     };
     finish("sstream", result)
 }

@@ -5,12 +5,14 @@
 
 pub mod cli;
 pub mod demo;
+pub mod key;
 pub mod logging;
 pub mod mirror;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
 pub mod serve;
+pub mod sign;
 pub mod verify;
 
 /// Entry point of `sstream`.

@@ -205,10 +205,21 @@ fn single_cert(bytes: &[u8]) -> Result<Cert, KeyError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(KeyError::NotAKey("the file is empty".to_string()));
     }
-    let parser = CertParser::from_bytes(bytes).map_err(|e| KeyError::NotAKey(one_line(&e)))?;
+    let not_a_key = |e: openpgp::anyhow::Error| {
+        let text = bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+        let armored = bytes.windows(14).any(|w| w == b"-----BEGIN PGP");
+        KeyError::NotAKey(if text && !armored {
+            "a text file without a -----BEGIN PGP PRIVATE KEY BLOCK----- line".to_string()
+        } else {
+            one_line(&e)
+        })
+    };
+    let parser = CertParser::from_bytes(bytes).map_err(not_a_key)?;
     let mut certs = Vec::new();
     for cert in parser {
-        certs.push(cert.map_err(|e| KeyError::NotAKey(one_line(&e)))?);
+        certs.push(cert.map_err(not_a_key)?);
     }
     match certs.len() {
         0 => Err(KeyError::NotAKey("no OpenPGP key found".to_string())),
@@ -429,16 +440,7 @@ impl SigningKey {
     /// `gpg --clearsign`, a final line break of `text` is kept).
     pub fn clearsign(&self, text: &[u8]) -> Result<Vec<u8>, KeyError> {
         let sig = self.sign(SignatureType::Text, |ctx| hash_cleartext(ctx, text))?;
-        let mut out = Vec::with_capacity(text.len() + text.len() / 16 + 1024);
-        out.extend_from_slice(BEGIN_SIGNED);
-        out.extend_from_slice(b"\nHash: SHA512\n\n");
-        for line in text.split(|&b| b == b'\n') {
-            if line.first() == Some(&b'-') {
-                out.extend_from_slice(b"- ");
-            }
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
+        let mut out = frame_cleartext(text);
         armor_signature(&mut out, sig)?;
         Ok(out)
     }
@@ -491,6 +493,34 @@ impl SigningKey {
             .sign_hash(&mut keypair, ctx)
             .map_err(fail)
     }
+}
+
+/// The cleartext framework around `text`, up to the signature block: the
+/// BEGIN line, a `Hash: SHA512` header, a blank line, then `text`
+/// dash-escaped, every line (the last one too) ending in a line break.
+fn frame_cleartext(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 16 + 1024);
+    out.extend_from_slice(BEGIN_SIGNED);
+    out.extend_from_slice(b"\nHash: SHA512\n\n");
+    for line in text.split(|&b| b == b'\n') {
+        if line.first() == Some(&b'-') {
+            out.extend_from_slice(b"- ");
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The text that [`super::verify_cleartext`] returns for the output of
+/// [`SigningKey::clearsign`] over `text`: `text` without trailing spaces
+/// and tabs on its lines. To tell whether a signed document already signs
+/// `text` without signing again.
+pub fn clearsigned_text(text: &[u8]) -> Vec<u8> {
+    let mut framed = frame_cleartext(text);
+    framed.extend_from_slice(b"-----BEGIN PGP SIGNATURE-----\n-----END PGP SIGNATURE-----\n");
+    // The framing is our own, so it always parses.
+    super::cleartext_body(&framed).unwrap_or_default()
 }
 
 /// Appends `sig` as an armored `PGP SIGNATURE` block.
@@ -559,6 +589,27 @@ mod tests {
         assert_eq!(public, key.public_keyring_binary().unwrap());
         assert!(!Cert::from_bytes(&public).unwrap().is_tsk());
         assert!(Keyring::from_bytes(&loaded.public_keyring_armored().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn clearsigned_text_is_what_verification_returns() {
+        let key = SigningKey::generate("x").unwrap();
+        let ring = key.keyring();
+        for text in [
+            &b""[..],
+            b"{}",
+            b"{}\n",
+            b"a \t\n- b\r\n-----\n\n",
+            b"line\r\nlast  ",
+        ] {
+            let signed = key.clearsign(text).unwrap();
+            assert_eq!(
+                verify_cleartext(&ring, &signed).unwrap(),
+                clearsigned_text(text),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]
