@@ -30,7 +30,7 @@
 
 mod key;
 
-pub use key::{KeyAlgorithm, KeyError, SecretKey, SigningKey, clearsigned_text};
+pub use key::{KeyAlgorithm, KeyError, SecretKey, SigningKey};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -13,9 +13,7 @@ use serde_json::{Map, Value};
 use simplestreams::format::INDEX_FORMAT;
 use simplestreams::holdings::{detached_path, json_path, render, signed_index, sjson_path};
 use simplestreams::layout::{DATA_DIR, is_temp_name};
-use simplestreams::openpgp::{
-    KeyError, Keyring, SecretKey, SigningKey, clearsigned_text, verify_cleartext, verify_detached,
-};
+use simplestreams::openpgp::{KeyError, SecretKey, SigningKey};
 use simplestreams::path::RelPath;
 use simplestreams::store::DirStore;
 use std::collections::BTreeSet;
@@ -85,6 +83,9 @@ pub struct SignArgs {
     /// How a protected key is unlocked.
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// In a mirror directory, wait for a mirror run to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
     /// List each file written or left as it was.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -108,20 +109,19 @@ pub fn run(args: SignArgs) -> Result<(), String> {
     crate::logging::init(args.verbose, None)?;
     let key = args.passphrase.open_key(&args.key)?;
     let store = DirStore::new(&args.dir);
-    let documents = read_tree(&args.dir)?;
-    // A mirror's own runs must not write beside us.
-    let _lock = match args.dir.join(DATA_DIR).is_dir() {
-        true => Some(store.lock(false).map_err(|e| e.to_string())?),
-        false => None,
+    // In a mirror directory, no mirror run writes while we read and sign.
+    let _lock = if args.dir.join(DATA_DIR).is_dir() {
+        Some(store.lock(args.wait).map_err(|e| e.to_string())?)
+    } else {
+        None
     };
-    let keyring = key.keyring();
+    let mut documents = read_tree(&args.dir)?;
+    // Products files first, the index last: a client never finds a signed
+    // index naming a products file not yet signed.
+    documents.sort_by_key(|d| d.is_index);
     let (mut written, mut kept) = (0, 0);
-    for doc in documents
-        .iter()
-        .filter(|d| !d.is_index)
-        .chain(documents.iter().filter(|d| d.is_index))
-    {
-        for changed in sign_document(&store, &key, &keyring, doc)? {
+    for doc in &documents {
+        for changed in sign_document(&store, &key, doc)? {
             if changed {
                 written += 1;
             } else {
@@ -255,12 +255,7 @@ fn check_index_paths(
 /// Writes the `.sjson` and `.json.gpg` of `doc` unless the ones there are
 /// already this key's signatures over the same content; says, for each,
 /// whether it was written.
-fn sign_document(
-    store: &DirStore,
-    key: &SigningKey,
-    keyring: &Keyring,
-    doc: &Document,
-) -> Result<[bool; 2], String> {
+fn sign_document(store: &DirStore, key: &SigningKey, doc: &Document) -> Result<[bool; 2], String> {
     let fail = |rel: &RelPath, e: &dyn std::fmt::Display| {
         format!("{}: {e}", rel.under(store.root()).display())
     };
@@ -268,9 +263,7 @@ fn sign_document(
     let gpg = detached_path(&doc.rel);
 
     let current = store.read(&sjson).map_err(|e| e.to_string())?;
-    let want = clearsigned_text(&doc.signed_text);
-    let sjson_ok = current
-        .is_some_and(|signed| verify_cleartext(keyring, &signed).is_ok_and(|body| body == want));
+    let sjson_ok = current.is_some_and(|signed| key.verifies_cleartext(&signed, &doc.signed_text));
     if !sjson_ok {
         let signed = key
             .clearsign(&doc.signed_text)
@@ -282,7 +275,7 @@ fn sign_document(
     report(store, &sjson, !sjson_ok);
 
     let current = store.read(&gpg).map_err(|e| e.to_string())?;
-    let gpg_ok = current.is_some_and(|sig| verify_detached(keyring, &doc.json, &sig).is_ok());
+    let gpg_ok = current.is_some_and(|sig| key.verifies_detached(&sig, &doc.json));
     if !gpg_ok {
         let sig = key.sign_detached(&doc.json).map_err(|e| fail(&gpg, &e))?;
         store.write_atomic(&gpg, &sig).map_err(|e| e.to_string())?;

@@ -650,3 +650,56 @@ fn bad_trees_fail_with_one_line_and_write_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no .json documents"));
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
 }
+
+/// In a mirror directory, `sign` takes the mirror's run lock (a mirror run
+/// and a signing run never write side by side), and it never writes
+/// through a symlink planted where a signature goes.
+#[test]
+fn a_mirror_being_written_or_a_planted_symlink_is_refused() {
+    let scratch = Scratch::new();
+    let (key, keyring) = scratch.our_key("k", &[]);
+    let data = scratch.tree().join(".data");
+    fs::create_dir(&data).unwrap();
+    let lock = data.join("sstream.lock");
+    fs::write(&lock, "").unwrap();
+    let mut holder = Command::new("flock")
+        .args(["--exclusive", "--close"])
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("run flock (util-linux)");
+    // Wait until the holder has the lock: a non-blocking attempt fails.
+    let held = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        let probe = Command::new("flock")
+            .args(["--exclusive", "--nonblock"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap();
+        !probe.success()
+    });
+    assert!(held, "flock never took the lock");
+    let before = snapshot(&scratch.tree());
+    let out = sstream(&["sign", s(&scratch.tree()), "--key", s(&key)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "signed while a run held the lock");
+    assert!(err.contains("another run"), "{err}");
+    assert_eq!(snapshot(&scratch.tree()), before);
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    let outside = scratch.path("outside.txt");
+    fs::write(&outside, "precious").unwrap();
+    std::os::unix::fs::symlink(&outside, scratch.streams().join("index.sjson")).unwrap();
+    let out = sstream(&["sign", s(&scratch.tree()), "--key", s(&key)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wrote through a symlink");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "precious");
+
+    // With the symlink gone, the tree is signed.
+    fs::remove_file(scratch.streams().join("index.sjson")).unwrap();
+    sign(&scratch.tree(), &key);
+    scratch.assert_gpgv_accepts_and_catches_tampering(&keyring);
+}

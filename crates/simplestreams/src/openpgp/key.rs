@@ -454,6 +454,20 @@ impl SigningKey {
         Ok(out)
     }
 
+    /// Whether `signed` is a good clear-signed document by this key whose
+    /// text is what [`SigningKey::clearsign`] of `text` signs: a published
+    /// `.sjson` that need not be signed again.
+    pub fn verifies_cleartext(&self, signed: &[u8], text: &[u8]) -> bool {
+        super::verify_cleartext(&self.keyring(), signed)
+            .is_ok_and(|body| body == clearsigned_text(text))
+    }
+
+    /// Whether `signature` is a good detached signature by this key over
+    /// `data`: a published `.json.gpg` that need not be made again.
+    pub fn verifies_detached(&self, signature: &[u8], data: &[u8]) -> bool {
+        super::verify_detached(&self.keyring(), data, signature).is_ok()
+    }
+
     /// The public key as an ASCII-armored keyring.
     pub fn public_keyring_armored(&self) -> Result<Vec<u8>, KeyError> {
         public_armored(&self.cert)
@@ -516,7 +530,7 @@ fn frame_cleartext(text: &[u8]) -> Vec<u8> {
 /// [`SigningKey::clearsign`] over `text`: `text` without trailing spaces
 /// and tabs on its lines. To tell whether a signed document already signs
 /// `text` without signing again.
-pub fn clearsigned_text(text: &[u8]) -> Vec<u8> {
+fn clearsigned_text(text: &[u8]) -> Vec<u8> {
     let mut framed = frame_cleartext(text);
     framed.extend_from_slice(b"-----BEGIN PGP SIGNATURE-----\n-----END PGP SIGNATURE-----\n");
     // The framing is our own, so it always parses.
@@ -609,7 +623,17 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(text)
             );
+            assert!(key.verifies_cleartext(&signed, text));
+            assert!(!key.verifies_cleartext(&signed, b"{\"other\": 1}"));
         }
+        let other = SigningKey::generate("y").unwrap();
+        let signed = other.clearsign(b"{}").unwrap();
+        assert!(!key.verifies_cleartext(&signed, b"{}"), "another key's");
+        let sig = key.sign_detached(b"{}").unwrap();
+        assert!(key.verifies_detached(&sig, b"{}"));
+        assert!(!key.verifies_detached(&sig, b"{} "));
+        assert!(!other.verifies_detached(&sig, b"{}"));
+        assert!(!key.verifies_detached(b"garbage", b"{}"));
     }
 
     #[test]
