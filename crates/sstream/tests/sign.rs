@@ -5,8 +5,8 @@
 //! reads the signed tree over HTTP, and bad keys fail with one line naming
 //! the file, writing nothing.
 //!
-//! Needs `gpg`, `gpgv`, `base64` and the reference tools (scripts/test.sh
-//! installs them).
+//! Needs `gpg` and `gpgv` and the reference tools (scripts/test.sh installs
+//! them), and `base64` and `flock` (coreutils, util-linux).
 
 mod support;
 
