@@ -1,7 +1,7 @@
 //! The library's error type. Every variant names the file, URL or item it is
 //! about, so that one line tells an operator what went wrong and where.
 
-use crate::openpgp::{KeyringError, SignatureError};
+use crate::openpgp::{KeyError, KeyringError, SignatureError};
 use std::path::PathBuf;
 
 /// A result with the library's [`Error`].
@@ -52,6 +52,15 @@ pub enum Error {
         /// Why it could not be used.
         #[source]
         source: KeyringError,
+    },
+    /// A signing key could not be loaded or used.
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why it cannot sign.
+        #[source]
+        source: KeyError,
     },
     /// A path named by metadata is unsafe to use.
     #[error("{context}: unsafe path {path:?}: {reason}")]

@@ -8,7 +8,9 @@
 //! 2. **plan**: [`filter`] and [`select`] decide which items and versions are
 //!    wanted; [`plan`] compares that with the mirror's state and yields actions.
 //! 3. **execute**: [`execute`] downloads and verifies items in parallel.
-//! 4. **publish**: [`store`] writes metadata and state in a safe order.
+//! 4. **publish**: [`store`] writes metadata and state in a safe order;
+//!    for a re-signed mirror, [`holdings`] makes the metadata that lists
+//!    exactly what the mirror holds.
 //!
 //! [`status`] records each configured job's last run in the mirror.
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
@@ -23,6 +25,7 @@ pub mod execute;
 pub mod filter;
 pub mod format;
 pub mod hash;
+pub mod holdings;
 pub mod json;
 pub mod layout;
 pub mod metadata;

@@ -1,4 +1,6 @@
-//! OpenPGP verification of clear-signed SimpleStreams documents.
+//! OpenPGP for SimpleStreams: verification of clear-signed and detached
+//! signatures against a [`Keyring`], and (in [`SigningKey`] and
+//! [`SecretKey`]) the keys a re-signed mirror signs its metadata with.
 //!
 //! Built on Sequoia (pure-Rust crypto backend). The cleartext framing
 //! (RFC 4880 / RFC 9580 section 7) is parsed here, in one linear pass, so
@@ -26,6 +28,10 @@
 //! expired and must not be dated in the future (beyond Sequoia's clock-skew
 //! tolerance).
 
+mod key;
+
+pub use key::{KeyAlgorithm, KeyError, SecretKey, SigningKey};
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -36,11 +42,9 @@ use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::crypto::hash::Context as HashContext;
 use openpgp::packet::Signature;
-use openpgp::packet::signature::SignatureBuilder;
 use openpgp::parse::Parse;
 use openpgp::policy::{HashAlgoSecurity, Policy, StandardPolicy};
-use openpgp::serialize::{Serialize, SerializeInto};
-use openpgp::types::{HashAlgorithm, KeyFlags, RevocationStatus, SignatureType};
+use openpgp::types::{HashAlgorithm, RevocationStatus, SignatureType};
 use openpgp::{Cert, KeyHandle, Packet, PacketPile};
 
 /// Why a keyring could not be loaded.
@@ -277,105 +281,6 @@ pub fn verify_detached(
             "signature type {other} is not a document signature"
         )),
     })
-}
-
-/// A throwaway signing key (Ed25519, OpenPGP v4 so that GnuPG 2.2 reads it)
-/// for the demo's generated sample stream.
-#[derive(Clone)]
-pub struct SigningKey {
-    /// The certificate, with its secret key material.
-    cert: Cert,
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("fingerprint", &self.cert.fingerprint().to_hex())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SigningKey {
-    /// Generates a new key that can sign, never expires, and carries the
-    /// given user ID (e.g. `"Demo Stream <demo@example.invalid>"`).
-    pub fn generate(user_id: &str) -> Result<SigningKey, SignatureError> {
-        let (cert, _revocation) = CertBuilder::new()
-            .set_profile(openpgp::Profile::RFC4880)
-            .map_err(|e| {
-                SignatureError::Malformed(format!("cannot generate key: {}", one_line(&e)))
-            })?
-            .set_cipher_suite(CipherSuite::Cv25519)
-            .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
-            .set_validity_period(None)
-            .add_userid(user_id)
-            .generate()
-            .map_err(|e| {
-                SignatureError::Malformed(format!("cannot generate key: {}", one_line(&e)))
-            })?;
-        Ok(SigningKey { cert })
-    }
-
-    /// The fingerprint of the key, upper-case hex.
-    pub fn fingerprint(&self) -> String {
-        self.cert.fingerprint().to_hex()
-    }
-
-    /// Clear-signs `text` (SHA-512 text signature). The output verifies
-    /// with `gpgv` and with [`verify_cleartext`], which returns `text`
-    /// unchanged except for trailing spaces and tabs on lines (unlike
-    /// `gpg --clearsign`, a final line break of `text` is kept).
-    pub fn clearsign(&self, text: &[u8]) -> Result<Vec<u8>, SignatureError> {
-        let fail = |e: openpgp::anyhow::Error| {
-            SignatureError::Malformed(format!("cannot sign: {}", one_line(&e)))
-        };
-        let mut keypair = self
-            .cert
-            .primary_key()
-            .key()
-            .clone()
-            .parts_into_secret()
-            .and_then(|k| k.into_keypair())
-            .map_err(fail)?;
-        let mut ctx = HashAlgorithm::SHA512
-            .context()
-            .map_err(fail)?
-            .for_signature(4);
-        hash_cleartext(&mut ctx, text);
-        let sig = SignatureBuilder::new(SignatureType::Text)
-            .sign_hash(&mut keypair, ctx)
-            .map_err(fail)?;
-
-        let mut out = Vec::with_capacity(text.len() + text.len() / 16 + 1024);
-        out.extend_from_slice(BEGIN_SIGNED);
-        out.extend_from_slice(b"\nHash: SHA512\n\n");
-        for line in text.split(|&b| b == b'\n') {
-            if line.first() == Some(&b'-') {
-                out.extend_from_slice(b"- ");
-            }
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        let mut writer = openpgp::armor::Writer::new(&mut out, openpgp::armor::Kind::Signature)
-            .map_err(|e| fail(e.into()))?;
-        Packet::from(sig).serialize(&mut writer).map_err(fail)?;
-        writer.finalize().map_err(|e| fail(e.into()))?;
-        Ok(out)
-    }
-
-    /// The public key as an ASCII-armored keyring.
-    pub fn public_keyring_armored(&self) -> Result<Vec<u8>, SignatureError> {
-        self.cert
-            .armored()
-            .to_vec()
-            .map_err(|e| SignatureError::Malformed(format!("cannot export key: {}", one_line(&e))))
-    }
-
-    /// The public key as a binary keyring.
-    pub fn public_keyring_binary(&self) -> Result<Vec<u8>, SignatureError> {
-        self.cert
-            .to_vec()
-            .map_err(|e| SignatureError::Malformed(format!("cannot export key: {}", one_line(&e))))
-    }
 }
 
 /// Renders an error (with its chain of causes, for Sequoia's errors) on

@@ -35,6 +35,10 @@ enum Command {
     Sync(crate::sync::SyncArgs),
     /// Show every job's last run and success; exit 1 if one failed or is stale.
     Status(crate::status::StatusArgs),
+    /// Generate a signing key, or export its public key for MAAS.
+    Key(crate::key::KeyArgs),
+    /// Sign an unsigned tree: a .sjson and a .json.gpg beside each streams/v1 .json.
+    Sign(crate::sign::SignArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -73,6 +77,8 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Verify(a) => return crate::verify::run(a),
         Command::Sync(a) => return crate::sync::run(a),
         Command::Status(a) => return crate::status::run(a),
+        Command::Key(a) => crate::key::run(a).map_err(CliError::from),
+        Command::Sign(a) => crate::sign::run(a).map_err(CliError::from),
     };
     finish("sstream", result)
 }

@@ -1,0 +1,193 @@
+//! `sstream key generate` and `sstream key export`: the local signing key of
+//! a re-signed mirror, and its public part for the mirror's clients (MAAS's
+//! `keyring_filename` or `keyring_data`).
+
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use simplestreams::layout::temp_name;
+use simplestreams::openpgp::{KeyAlgorithm, SecretKey, SigningKey};
+use std::fs;
+use std::io::{ErrorKind, IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Options of `sstream key`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// What to do with the key.
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+/// The `sstream key` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a signing key (Ed25519, or RSA 4096 with --rsa; OpenPGP v4,
+    /// no passphrase), written ASCII-armored with mode 0600; prints its
+    /// fingerprint.
+    Generate(GenerateArgs),
+    /// Write the public key of a signing key for the mirror's clients: a
+    /// binary keyring (MAAS keyring_filename, gpgv --keyring), armored, or
+    /// the base64 text of the binary keyring (MAAS keyring_data).
+    Export(ExportArgs),
+}
+
+/// Options of `sstream key generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Where to write the secret key.
+    #[arg(long, short = 'o', value_name = "KEY")]
+    pub output: PathBuf,
+    /// The key's user ID (default: "sstream mirror (HOSTNAME)").
+    #[arg(long, value_name = "'NAME <EMAIL>'")]
+    pub uid: Option<String>,
+    /// An RSA 4096 key instead of Ed25519.
+    #[arg(long)]
+    pub rsa: bool,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `sstream key export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The secret key file (armored or binary).
+    pub key: PathBuf,
+    /// Where to write the public key ("-": standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// An ASCII-armored public key block instead of a binary keyring.
+    #[arg(long, conflicts_with = "base64")]
+    pub armor: bool,
+    /// The binary keyring as one line of base64 (MAAS keyring_data).
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// Runs `sstream key`.
+pub fn run(args: KeyArgs) -> Result<(), String> {
+    match args.command {
+        KeyCommand::Generate(a) => generate(a),
+        KeyCommand::Export(a) => export(a),
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<(), String> {
+    let out = &args.output;
+    if !args.force && fs::symlink_metadata(out).is_ok() {
+        return Err(format!(
+            "{}: already exists; use --force to replace it",
+            out.display()
+        ));
+    }
+    let uid = args.uid.clone().unwrap_or_else(default_uid);
+    let algorithm = if args.rsa {
+        KeyAlgorithm::Rsa4096
+    } else {
+        KeyAlgorithm::Ed25519
+    };
+    let key = SigningKey::generate_with(&uid, algorithm).map_err(|e| e.to_string())?;
+    let armored = key
+        .secret_key_armored()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    write_file(out, &armored, 0o600, args.force)?;
+    println!("{}", key.fingerprint());
+    Ok(())
+}
+
+/// "sstream mirror (HOSTNAME)", or "sstream mirror" when the host has no name.
+fn default_uid() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => "sstream mirror".to_string(),
+        host => format!("sstream mirror ({host})"),
+    }
+}
+
+fn export(args: ExportArgs) -> Result<(), String> {
+    let key =
+        SecretKey::from_file(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
+    let fail = |e: simplestreams::openpgp::KeyError| format!("{}: {e}", args.key.display());
+    let bytes = if args.armor {
+        key.public_keyring_armored().map_err(fail)?
+    } else {
+        let binary = key.public_keyring_binary().map_err(fail)?;
+        if args.base64 {
+            let mut text = base64::engine::general_purpose::STANDARD
+                .encode(binary)
+                .into_bytes();
+            text.push(b'\n');
+            text
+        } else {
+            binary
+        }
+    };
+    if args.output == Path::new("-") {
+        let mut stdout = std::io::stdout();
+        if !args.armor && !args.base64 && stdout.is_terminal() {
+            return Err(
+                "refusing to write a binary keyring to a terminal; use --output FILE, --armor or --base64"
+                    .to_string(),
+            );
+        }
+        return stdout
+            .write_all(&bytes)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("standard output: {e}"));
+    }
+    write_file(&args.output, &bytes, 0o644, true)
+}
+
+/// Writes `bytes` to `path` through a temporary file of mode `mode` (the
+/// umask aside) in the
+/// same directory, fsynced, then renamed into place (`replace`) or linked
+/// there only if nothing is (so that an existing file is never clobbered).
+fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(temp_name(&name.to_string_lossy()));
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(&tmp, e)),
+        _ => {}
+    }
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // Exactly `mode`, whatever the umask.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp, e));
+    }
+    let placed = if replace {
+        fs::rename(&tmp, path)
+    } else {
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        linked
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&tmp);
+        return Err(match e.kind() {
+            ErrorKind::AlreadyExists => format!(
+                "{}: already exists; use --force to replace it",
+                path.display()
+            ),
+            _ => io(path, e),
+        });
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Ok(d) = fs::File::open(dir.unwrap_or(Path::new("."))) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
