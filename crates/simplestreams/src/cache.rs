@@ -108,9 +108,16 @@ impl FetchCache {
         store.write_atomic(&rel, &text)
     }
 
-    /// Conditional reading against `store`'s published copies.
-    pub fn previous<'a>(&'a self, store: &'a dyn Store) -> Conditional<'a> {
-        Conditional { cache: self, store }
+    /// Conditional reading against `store`'s published copies. When they
+    /// are not upstream's bytes (`upstream_copies` false: a re-signed
+    /// mirror), a 304 still spares parsing an unchanged products file, but
+    /// a document whose bytes are needed is fetched again in full.
+    pub fn previous<'a>(&'a self, store: &'a dyn Store, upstream_copies: bool) -> Conditional<'a> {
+        Conditional {
+            cache: self,
+            store,
+            upstream_copies,
+        }
     }
 
     /// The documents of a run, to remember for conditional requests: those
@@ -207,6 +214,7 @@ fn claims(store: &dyn Store, content_id: &str) -> Result<Vec<(String, Option<u64
 pub struct Conditional<'a> {
     cache: &'a FetchCache,
     store: &'a dyn Store,
+    upstream_copies: bool,
 }
 
 impl Conditional<'_> {
@@ -231,6 +239,9 @@ impl Previous for Conditional<'_> {
     }
 
     fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)> {
+        if !self.upstream_copies {
+            return None;
+        }
         let raw = self.store.read(rel).ok()??;
         Some((raw, self.cache.docs.get(rel.as_str())?.validators.clone()))
     }

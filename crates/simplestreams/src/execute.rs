@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::plan::{Download, Plan};
+use crate::resign::{Publication, publish_index, publish_products};
 use crate::source::{ProgressFn, Source};
 use crate::store::{References, Store};
 use futures_util::StreamExt;
@@ -23,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct ExecuteOptions {
     /// Concurrent downloads.
     pub jobs: usize,
+    /// What is published: upstream's documents, or re-signed holdings.
+    pub publication: Publication,
 }
 
 /// What a run did.
@@ -51,12 +54,12 @@ pub async fn execute(
     let mut report = Report::default();
     let (mut failures, failed_ids) =
         download(&plan, source, store, options, &progress, &mut report).await;
-    let published = publish(&plan, store, &failed_ids, &mut report).and_then(|references| {
-        match (references, failed_ids.is_empty()) {
+    let published = publish(&plan, store, &options.publication, &failed_ids, &mut report).and_then(
+        |references| match (references, failed_ids.is_empty()) {
             (Some(refs), true) => delete(&plan, store, &refs, &mut report),
             _ => Ok(()),
-        }
-    });
+        },
+    );
     if let Err(e) = published {
         if failures.is_empty() {
             return Err(e);
@@ -218,6 +221,7 @@ async fn verify_stored(d: &Download, store: &dyn Store) -> Result<()> {
 fn publish(
     plan: &Plan,
     store: &dyn Store,
+    publication: &Publication,
     failed: &BTreeSet<String>,
     report: &mut Report,
 ) -> Result<Option<References>> {
@@ -254,15 +258,24 @@ fn publish(
     for sp in complete() {
         store.save_state(sp.content_id(), &sp.state)?;
     }
+    let mut resigned = Vec::new();
     for sp in complete() {
-        store.write_atomic(&sp.source.document.rel, &sp.source.document.raw)?;
+        match publication {
+            Publication::Upstream => {
+                store.write_atomic(&sp.source.document.rel, &sp.source.document.raw)?;
+            }
+            Publication::Resigned(key) => resigned.extend(publish_products(store, key, sp)?),
+        }
         report.published.push(sp.content_id().to_owned());
     }
     if !failed.is_empty() {
         return Ok(None);
     }
     if let Some(index) = &plan.index {
-        store.write_atomic(&index.rel, &index.raw)?;
+        match publication {
+            Publication::Upstream => store.write_atomic(&index.rel, &index.raw)?,
+            Publication::Resigned(key) => publish_index(store, key, index, &resigned)?,
+        }
     }
     Ok(references)
 }

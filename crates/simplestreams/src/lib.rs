@@ -34,6 +34,7 @@ pub mod openpgp;
 pub mod path;
 pub mod plan;
 pub mod query;
+pub mod resign;
 pub mod sample;
 pub mod select;
 pub mod source;

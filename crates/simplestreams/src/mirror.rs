@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::execute::{ExecuteOptions, execute};
 use crate::metadata::{MetadataReader, Previous, Stream, read_stream};
 use crate::plan::{MirrorOptions, Plan, check_wipe_guard};
+use crate::resign::Publication;
 use crate::source::ProgressFn;
 use crate::store::Store;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct RunSettings {
     /// The share of the mirror's bytes `prune` may delete (`None`: no limit,
     /// `--force`).
     pub wipe_guard: Option<f64>,
+    /// What is published: upstream's documents, or re-signed holdings.
+    pub publication: Publication,
 }
 
 impl Default for RunSettings {
@@ -37,6 +40,7 @@ impl Default for RunSettings {
             jobs: 6,
             wait: false,
             wipe_guard: Some(0.5),
+            publication: Publication::Upstream,
         }
     }
 }
@@ -94,6 +98,7 @@ struct CacheKey<'a> {
     keep: bool,
     item_download: bool,
     prune: bool,
+    resigned_by: Option<String>,
 }
 
 impl Mirror {
@@ -146,6 +151,7 @@ impl Mirror {
         let on_bytes: ProgressFn = Arc::new(move |n| listener.transferred(n));
         let jobs = ExecuteOptions {
             jobs: self.settings.jobs,
+            publication: self.settings.publication.clone(),
         };
         let report = execute(plan, self.reader.source(), self.store(), &jobs, on_bytes).await?;
         FetchCache::after_run(self.cache_key(), seen, self.store())?.save(self.store())?;
@@ -172,7 +178,8 @@ impl Mirror {
             FetchCache::load(self.store(), &self.cache_key())
         };
         let stream = {
-            let conditional = cache.previous(self.store());
+            let upstream_copies = matches!(self.settings.publication, Publication::Upstream);
+            let conditional = cache.previous(self.store(), upstream_copies);
             let previous: Option<&dyn Previous> =
                 (!cache.docs.is_empty()).then_some(&conditional as &dyn Previous);
             read_stream(&self.reader, previous).await?
@@ -191,6 +198,7 @@ impl Mirror {
             keep: self.options.keep,
             item_download: self.options.item_download,
             prune: self.options.prune,
+            resigned_by: self.settings.publication.cache_token(),
         };
         serde_json::to_string(&key).unwrap_or_default()
     }

@@ -3,12 +3,14 @@
 
 use crate::error::CliError;
 use crate::progress::RunDisplay;
+use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::filter::FilterGroups;
 use simplestreams::metadata::MetadataReader;
 use simplestreams::mirror::{Mirror, RunSettings, Summary};
 use simplestreams::plan::MirrorOptions;
+use simplestreams::resign::Publication;
 use simplestreams::source::{Source, TransferOptions, source_url};
 use simplestreams::store::DirStore;
 use simplestreams::units::human_size;
@@ -66,6 +68,13 @@ pub struct MirrorArgs {
     /// Allow pruning to delete more than half of the mirror.
     #[arg(long)]
     pub force: bool,
+    /// Publish metadata listing exactly what the mirror holds, signed with
+    /// this key (`sstream key generate`), instead of upstream's documents.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// The signing key's passphrase, when it has one.
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
     /// The source: a URL (http, https, file) or a directory.
     pub source: String,
     /// The mirror directory to write.
@@ -179,9 +188,22 @@ impl MirrorArgs {
                 jobs: self.jobs,
                 wait: self.wait,
                 wipe_guard: (!self.force).then_some(WIPE_GUARD),
+                publication: publication(self.sign_key.as_deref(), &self.passphrase)?,
             },
         })
     }
+}
+
+/// Upstream's documents, or re-signed ones with the key at `sign_key`
+/// (loaded and checked before anything is fetched).
+pub fn publication(
+    sign_key: Option<&std::path::Path>,
+    passphrase: &PassphraseArgs,
+) -> Result<Publication, CliError> {
+    Ok(match sign_key {
+        None => Publication::Upstream,
+        Some(path) => Publication::Resigned(Arc::new(passphrase.open_key(path)?)),
+    })
 }
 
 /// Share of the mirror `--prune` may delete without `--force`.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub const PASSPHRASE_ENV: &str = "SSTREAM_KEY_PASSPHRASE";
 
 /// Where the passphrase of a protected signing key comes from.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct PassphraseArgs {
     /// Read the signing key's passphrase from FILE (one line) [default: the
     /// SSTREAM_KEY_PASSPHRASE environment variable, when set].

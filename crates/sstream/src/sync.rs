@@ -6,7 +6,9 @@
 //! succeeded, 1 otherwise, 2 when the configuration is unusable.
 
 use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job};
-use crate::mirror::{JobParts, WIPE_GUARD};
+use crate::error::CliError;
+use crate::mirror::{JobParts, WIPE_GUARD, publication};
+use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::mirror::RunSettings;
@@ -258,7 +260,6 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
 /// rather than ignored.
 pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
     let unsupported: Vec<String> = [
-        ("sign_key", job.sign_key.is_some()),
         ("limit_rate", job.limit_rate.is_some()),
         ("delete_delay", job.delete_delay.is_some()),
         ("min_free", job.min_free.is_some()),
@@ -272,7 +273,7 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
     }
     let chatty = progress || log::max_level() >= log::LevelFilter::Info;
     let summary = parts(job)
-        .build()
+        .and_then(JobParts::build)
         .and_then(|mirror| crate::mirror::execute(&mirror, dry_run, progress, chatty))
         .map_err(|e| JobFailure::new(e.lines()))?;
     Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
@@ -284,8 +285,9 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
 }
 
 /// The library job a config job describes.
-fn parts(job: &Job) -> JobParts {
-    JobParts {
+fn parts(job: &Job) -> Result<JobParts, CliError> {
+    let publication = publication(job.sign_key.as_deref(), &PassphraseArgs::default())?;
+    Ok(JobParts {
         source: job.source.clone(),
         dir: job.dir.clone(),
         stream: StreamArgs {
@@ -313,8 +315,9 @@ fn parts(job: &Job) -> JobParts {
             jobs: job.jobs,
             wait: job.wait,
             wipe_guard: (!job.force).then_some(WIPE_GUARD),
+            publication,
         },
-    }
+    })
 }
 
 /// Calls `f` for every regular file under `dir` (symlinks not followed).

@@ -1,0 +1,184 @@
+//! What a run publishes: upstream's documents byte for byte (the default,
+//! as the reference), or — with a local key — products files and an index
+//! that list exactly what the mirror holds, clear-signed with that key.
+//!
+//! A re-signed products file is made from the mirror's state after the run
+//! (only the items whose file is in the mirror), with every field upstream
+//! gave; it is written as the plain `.json`, the clear-signed `.sjson` and a
+//! detached `.json.gpg`, each only when its content changed (so a run that
+//! changes nothing leaves them, and their validators, alone). The index
+//! names every products file of the upstream index the mirror holds
+//! anything of, whether this run or an earlier one (with other filters)
+//! mirrored it.
+
+use crate::error::{Error, Result};
+use crate::format::Products;
+use crate::holdings::{
+    Listed, detached_path, index_document, json_path, keep_updated, products_document, render,
+    retain_items, signed_index, sjson_path,
+};
+use crate::metadata::Document;
+use crate::openpgp::SigningKey;
+use crate::path::RelPath;
+use crate::plan::StreamPlan;
+use crate::store::Store;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// How a run publishes metadata.
+#[derive(Debug, Clone, Default)]
+pub enum Publication {
+    /// Upstream's documents, byte for byte (upstream's signatures stay
+    /// valid).
+    #[default]
+    Upstream,
+    /// Documents listing what the mirror holds, signed with this key.
+    Resigned(Arc<SigningKey>),
+}
+
+impl Publication {
+    /// What tells publications apart in the fetch cache's key: switching
+    /// re-reads (and so republishes) everything.
+    pub fn cache_token(&self) -> Option<String> {
+        match self {
+            Publication::Upstream => None,
+            Publication::Resigned(key) => Some(key.fingerprint()),
+        }
+    }
+}
+
+/// A products file published in this run, to list in the index.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The plain (`.json`) path.
+    pub path: RelPath,
+    /// The document.
+    pub document: Map<String, Value>,
+}
+
+/// Publishes the products file of `sp` from its state: the products,
+/// versions and items whose files the mirror holds. `None` when it holds
+/// nothing of it (no file is written then).
+pub fn publish_products(
+    store: &dyn Store,
+    key: &SigningKey,
+    sp: &StreamPlan,
+) -> Result<Option<Published>> {
+    let held = retain_items(&sp.state, |item| {
+        item.path
+            .as_ref()
+            .is_none_or(|p| store.has_file(p, item.size))
+    });
+    let Some(document) = products_document(&sp.source.products, &held)? else {
+        return Ok(None);
+    };
+    let path = json_path(&sp.source.document.rel);
+    let document = write_signed(store, key, &path, document)?;
+    Ok(Some(Published { path, document }))
+}
+
+/// Publishes the index: upstream's index (`upstream`) naming only the
+/// products files the mirror holds anything of. `published` are this run's;
+/// the others are read back from the mirror (what an earlier run published
+/// for them).
+pub fn publish_index(
+    store: &dyn Store,
+    key: &SigningKey,
+    upstream: &Document,
+    published: &[Published],
+) -> Result<()> {
+    let index: Map<String, Value> = serde_json::from_slice(&upstream.json)
+        .map_err(|e| Error::metadata(&upstream.url, format!("malformed JSON: {e}")))?;
+    let mut files: Vec<Published> = published.to_vec();
+    for path in index_paths(&index) {
+        let path = json_path(&path);
+        if files.iter().any(|f| f.path == path) {
+            continue;
+        }
+        if let Some(document) = read_published(store, &path) {
+            files.push(Published { path, document });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let listed: Vec<Listed<'_>> = files
+        .iter()
+        .map(|f| Listed {
+            path: &f.path,
+            products: &f.document,
+        })
+        .collect();
+    let document = index_document(&index, &listed)?;
+    let path = json_path(&upstream.rel);
+    let previous = read_published(store, &path);
+    let mut plain = document;
+    if let Some(previous) = &previous {
+        keep_updated(&mut plain, previous);
+    }
+    let bytes = render(&plain);
+    store.write_atomic(&path, &bytes)?;
+    sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes)
+}
+
+/// The products files an index names.
+fn index_paths(index: &Map<String, Value>) -> Vec<RelPath> {
+    index
+        .get("index")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|entries| entries.values())
+        .filter_map(|e| e.get("path")?.as_str())
+        .filter_map(|p| RelPath::parse(p).ok())
+        .collect()
+}
+
+/// The plain document published at `path`, if it is one of ours.
+fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
+    let bytes = store.read(path).ok()??;
+    let doc: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    Products::from_map(path.as_str(), doc.clone()).ok()?;
+    Some(doc)
+}
+
+/// Writes `document` at `path` (keeping the `updated` of what was there
+/// when nothing else changed) with its two signatures; gives what was
+/// written.
+fn write_signed(
+    store: &dyn Store,
+    key: &SigningKey,
+    path: &RelPath,
+    mut document: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    if let Some(previous) = read_published(store, path) {
+        keep_updated(&mut document, &previous);
+    }
+    let bytes = render(&document);
+    store.write_atomic(path, &bytes)?;
+    sign_beside(store, key, path, &bytes, &bytes)?;
+    Ok(document)
+}
+
+/// Writes the clear-signed `text` as the `.sjson` beside the plain
+/// document `path`, and a detached signature of `plain` (its bytes) as the
+/// `.json.gpg`; each only when what is there is not already this key's
+/// signature of the same content.
+fn sign_beside(
+    store: &dyn Store,
+    key: &SigningKey,
+    path: &RelPath,
+    text: &[u8],
+    plain: &[u8],
+) -> Result<()> {
+    let signing = |e| Error::Refused(format!("{}: cannot sign: {e}", store.display(path)));
+    if let Some(sjson) = sjson_path(path) {
+        let current = store.read(&sjson).ok().flatten();
+        if !current.is_some_and(|c| key.verifies_cleartext(&c, text)) {
+            store.write_atomic(&sjson, &key.clearsign(text).map_err(signing)?)?;
+        }
+    }
+    let gpg = detached_path(path);
+    let current = store.read(&gpg).ok().flatten();
+    if !current.is_some_and(|c| key.verifies_detached(&c, plain)) {
+        store.write_atomic(&gpg, &key.sign_detached(plain).map_err(signing)?)?;
+    }
+    Ok(())
+}
