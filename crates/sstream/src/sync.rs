@@ -366,12 +366,12 @@ mod tests {
 
     #[test]
     fn options_not_supported_yet_are_refused_not_ignored() {
-        let j = job("sign_key = \"k.asc\"\nmin_free = \"1G\"\n");
+        let j = job("limit_rate = \"1M\"\nmin_free = \"1G\"\n");
         let failure = run_job(&j, true, false).unwrap_err();
         assert_eq!(
             failure.errors,
             [
-                "sign_key is not supported by this version of sstream",
+                "limit_rate is not supported by this version of sstream",
                 "min_free is not supported by this version of sstream"
             ]
         );
