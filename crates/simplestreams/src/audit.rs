@@ -969,8 +969,12 @@ impl Strays<'_> {
             Stray::Leftover("scheduled for deletion by an interrupted run")
         } else if prefix == self.meta_dir
             && kind.is_file()
-            && (name.ends_with(".json") || name.ends_with(".sjson"))
+            && [".json", ".sjson", ".json.gpg"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
         {
+            // Another family (index.json beside index.sjson), or the
+            // detached signatures of a re-signed mirror.
             Stray::OtherMetadata
         } else if kind.is_symlink() {
             Stray::Orphan("symbolic link")

@@ -229,12 +229,15 @@ impl Conditional<'_> {
 impl Previous for Conditional<'_> {
     fn validators(&self, rel: &RelPath) -> Option<Validators> {
         let cached = self.trusted(rel)?;
+        // A re-signed copy is ours, not upstream's bytes: only its stamp can
+        // tell it is still what the last run left.
         let intact = (cached.stamp.is_some() && self.store.stamp(rel) == cached.stamp)
-            || self
-                .store
-                .read(rel)
-                .ok()?
-                .is_some_and(|b| sha256_hex(&b) == cached.sha256);
+            || (self.upstream_copies
+                && self
+                    .store
+                    .read(rel)
+                    .ok()?
+                    .is_some_and(|b| sha256_hex(&b) == cached.sha256));
         intact.then(|| cached.validators.clone())
     }
 

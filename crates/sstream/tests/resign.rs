@@ -43,8 +43,9 @@ fn sstream(args: &[&str]) -> Output {
 fn ok(what: &str, o: &Output) {
     assert!(
         o.status.success(),
-        "{what}: {}\n{}",
+        "{what}: {}\n{}{}",
         o.status,
+        String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -292,6 +293,23 @@ fn resigned_mirror_lists_what_it_holds() {
             .unwrap()
             .len(),
         2
+    );
+
+    // verify --strict with the local keyring: all good; a listed item that
+    // goes missing is an error.
+    let verify = || sstream(&["verify", &s(&out), "--keyring", &s(&ring), "--strict"]);
+    ok("verify --strict", &verify());
+    fs::remove_file(out.join(&all[0].2)).unwrap();
+    let o = verify();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&all[0].2) && text.contains("missing"),
+        "{text}"
     );
 }
 
