@@ -1,7 +1,7 @@
 //! Command-line parsing and dispatch for all three binaries.
 
 use crate::serve::ServeArgs;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use simplestreams::metadata::Verification;
 use simplestreams::source::{SourceSpec, split_source};
 use std::ffi::OsString;
@@ -171,6 +171,17 @@ struct MirrorCli {
 struct QueryCli {
     #[command(flatten)]
     args: QueryArgs,
+}
+
+/// The clap definitions of the three binaries, `sstream`, `sstream-mirror`
+/// and `sstream-query` (in that order): what their man pages and shell
+/// completions are generated from.
+pub fn commands() -> [clap::Command; 3] {
+    [
+        SstreamCli::command(),
+        MirrorCli::command(),
+        QueryCli::command(),
+    ]
 }
 
 /// Runs `sstream` with the given arguments.
