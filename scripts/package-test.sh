@@ -64,13 +64,14 @@ restore() {
 }
 trap restore EXIT
 
-# --- Tools: lintian, man, systemd-analyze, bash-completion ----------------
+# --- Tools: lintian, man, systemd-analyze, bash-completion, dpkg-dev -------
 tools=()
 command -v lintian >/dev/null || tools+=(lintian)
 command -v man >/dev/null || tools+=(man-db)
 command -v systemd-analyze >/dev/null || tools+=(systemd)
 [ -f /usr/share/bash-completion/bash_completion ] || tools+=(bash-completion)
 command -v gzip >/dev/null || tools+=(gzip)
+command -v dpkg-shlibdeps >/dev/null || tools+=(dpkg-dev)
 if [ ${#tools[@]} -gt 0 ]; then
   echo "package-test: installing ${tools[*]}"
   dpkg-query -W -f='${db:Status-Status} ${Package}\n' | awk '$1 == "installed" { print $2 }' | sort >"$work/before"
@@ -131,7 +132,8 @@ check "contents: copyright" has -rw-r--r-- /usr/share/doc/sstream/copyright
 check "contents: changelog" has -rw-r--r-- /usr/share/doc/sstream/changelog.gz
 check_output "control: preinst diverts the simplestreams names" 'dpkg-divert --package sstream --add --rename' dpkg-deb -I "$deb" preinst
 check_output "control: postrm gives them back" 'dpkg-divert --package sstream --remove --rename' dpkg-deb -I "$deb" postrm
-check_output "control: Package and Version" "^ Version: ${version//./\\.}$" dpkg-deb -I "$deb"
+check_output "control: Version $version" "^ Version: ${version//./\\.}$" dpkg-deb -I "$deb"
+check_output "control: Depends on libc6 (dpkg-shlibdeps)" '^ Depends: .*libc6' dpkg-deb -I "$deb"
 
 # --- lintian ----------------------------------------------------------------
 lintian --fail-on error --display-info "$deb" >"$work/lintian" 2>&1

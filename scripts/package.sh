@@ -14,6 +14,11 @@ for f in dist/sstream.toml dist/systemd/sstream-sync.service \
   [ -f "$f" ] || { echo "package.sh: error: $f is missing" >&2; exit 1; }
 done
 
+# cargo-deb computes Depends (libc6) with dpkg-shlibdeps; without it the
+# package would silently depend on nothing.
+command -v dpkg-shlibdeps >/dev/null ||
+  { echo "package.sh: error: dpkg-shlibdeps not found (apt-get install dpkg-dev)" >&2; exit 1; }
+
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "package.sh: installing cargo-deb" >&2
   cargo install --locked cargo-deb
