@@ -182,14 +182,15 @@ installed_checks() {
   check_output "installed: man -l sstream-mirror.1.gz" 'sstream mirror.* takes the same arguments' \
     env LC_ALL=C MANWIDTH=100 man -l /usr/share/man/man1/sstream-mirror.1.gz
   # A page for every subcommand (`sstream mirror` and `sstream query` share
-  # the drop-ins' pages, which say so).
-  local sub
-  for sub in $(sstream --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && $1 != "help" { print $1 }'); do
+  # the drop-ins' pages, which say so), and every long option of each
+  # command's --help on its page: they cannot drift.
+  local sub cmd page missing opt subs
+  subs=$(sstream --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && $1 != "help" { print $1 }')
+  for sub in $subs; do
     check_output "installed: man -w sstream-$sub finds its page" "^/usr/share/man/man1/sstream-$sub\.1\.gz\$" man -w "sstream-$sub"
   done
-  # Every long option of --help is on the man page: they cannot drift.
-  for cmd in "sstream mirror" sstream-mirror sstream-query "sstream serve" "sstream verify"; do
-    local page=/usr/share/man/man1/${cmd/ /-}.1.gz missing=
+  for cmd in sstream sstream-mirror sstream-query $(printf 'sstream:%s ' $subs); do
+    cmd=${cmd/:/ } page=/usr/share/man/man1/${cmd/ /-}.1.gz missing=
     for opt in $($cmd --help | grep -Eo -- '--[a-z][a-z0-9-]+' | sort -u); do
       LC_ALL=C MANWIDTH=200 man -l "$page" 2>/dev/null | grep -qF -- "$opt" || missing="$missing $opt"
     done
