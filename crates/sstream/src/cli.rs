@@ -4,7 +4,7 @@ use crate::error::{CliError, EXIT_USAGE};
 use crate::mirror::MirrorArgs;
 use crate::query::QueryArgs;
 use crate::serve::ServeArgs;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -61,6 +61,17 @@ struct MirrorCli {
 struct QueryCli {
     #[command(flatten)]
     args: QueryArgs,
+}
+
+/// The clap definitions of the three binaries, `sstream`, `sstream-mirror`
+/// and `sstream-query` (in that order): what their man pages and shell
+/// completions are generated from.
+pub fn commands() -> [clap::Command; 3] {
+    [
+        SstreamCli::command(),
+        MirrorCli::command(),
+        QueryCli::command(),
+    ]
 }
 
 /// Runs `sstream` with the given arguments.
