@@ -5,8 +5,8 @@
 mod faults_support;
 mod support;
 
-use faults_support::{args, assert_ok, mirror, stderr};
-use simplestreams::sample::{self, SampleRelease, SampleSpec};
+use faults_support::{args, assert_ok, mirror, s, stderr};
+use simplestreams::sample::{self, SampleSpec};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,18 +21,7 @@ const OLD: &str = "20250615";
 const NEW: &str = "20250718";
 
 fn spec(versions: &[&str]) -> SampleSpec {
-    SampleSpec {
-        releases: vec![SampleRelease::new("xenial", "16.04")],
-        arches: vec!["amd64".into()],
-        versions: versions.iter().map(|s| s.to_string()).collect(),
-        bootloader_versions: vec!["20230222.0".into()],
-        payload_bytes: 4096,
-        ..SampleSpec::default()
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    faults_support::small_spec(versions)
 }
 
 /// What a [`RawServer`] answers to one request (given its path and head):

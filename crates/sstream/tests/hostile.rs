@@ -6,9 +6,9 @@
 mod faults_support;
 mod support;
 
-use faults_support::{FaultServer, UNCOMPARED, inconsistencies, mirror, stderr};
+use faults_support::{FaultServer, UNCOMPARED, inconsistencies, mirror, s, stderr};
 use serde_json::{Map, Value, json};
-use simplestreams::sample::{self, SampleRelease, SampleSpec};
+use simplestreams::sample::{self, SampleSpec};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,18 +21,7 @@ const OLD: &str = "20250615";
 const NEW: &str = "20250718";
 
 fn spec(versions: &[&str]) -> SampleSpec {
-    SampleSpec {
-        releases: vec![SampleRelease::new("xenial", "16.04")],
-        arches: vec!["amd64".into()],
-        versions: versions.iter().map(|s| s.to_string()).collect(),
-        bootloader_versions: vec!["20230222.0".into()],
-        payload_bytes: 4096,
-        ..SampleSpec::default()
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    faults_support::small_spec(versions)
 }
 
 /// The published files of a tree and their bytes (lock and cache left out).

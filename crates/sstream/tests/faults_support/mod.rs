@@ -10,6 +10,7 @@
 
 use simplestreams::format::Products;
 use simplestreams::hash::{Expected, verify_path as verify_file_blocking};
+use simplestreams::sample::{SampleRelease, SampleSpec};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -602,4 +603,22 @@ fn decode_path(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A small stream: xenial/amd64 in `versions`, one bootloader version,
+/// 4 KiB payloads.
+pub fn small_spec(versions: &[&str]) -> SampleSpec {
+    SampleSpec {
+        releases: vec![SampleRelease::new("xenial", "16.04")],
+        arches: vec!["amd64".into()],
+        versions: versions.iter().map(|s| s.to_string()).collect(),
+        bootloader_versions: vec!["20230222.0".into()],
+        payload_bytes: 4096,
+        ..SampleSpec::default()
+    }
+}
+
+/// The first argument of a path, as `&str`.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
