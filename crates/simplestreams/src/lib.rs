@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod content;
 pub mod error;
 pub mod execute;
 pub mod filter;
@@ -34,6 +35,7 @@ pub mod query;
 pub mod sample;
 pub mod select;
 pub mod source;
+pub mod space;
 pub mod status;
 pub mod store;
 pub mod units;

@@ -6,7 +6,7 @@
 //! succeeded, 1 otherwise, 2 when the configuration is unusable.
 
 use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job};
-use crate::mirror::{JobParts, WIPE_GUARD};
+use crate::mirror::{DEFAULT_DELETE_DELAY, JobParts, WIPE_GUARD};
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::mirror::RunSettings;
@@ -260,8 +260,6 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
     let unsupported: Vec<String> = [
         ("sign_key", job.sign_key.is_some()),
         ("limit_rate", job.limit_rate.is_some()),
-        ("delete_delay", job.delete_delay.is_some()),
-        ("min_free", job.min_free.is_some()),
     ]
     .into_iter()
     .filter(|(_, set)| *set)
@@ -313,6 +311,9 @@ fn parts(job: &Job) -> JobParts {
             jobs: job.jobs,
             wait: job.wait,
             wipe_guard: (!job.force).then_some(WIPE_GUARD),
+            min_free: job.min_free,
+            delete_delay: job.delete_delay.unwrap_or(DEFAULT_DELETE_DELAY),
+            content_index: job.content_index.clone(),
         },
     }
 }
@@ -363,13 +364,13 @@ mod tests {
 
     #[test]
     fn options_not_supported_yet_are_refused_not_ignored() {
-        let j = job("sign_key = \"k.asc\"\nmin_free = \"1G\"\n");
+        let j = job("sign_key = \"k.asc\"\nlimit_rate = \"1M\"\nmin_free = \"1G\"\n");
         let failure = run_job(&j, true, false).unwrap_err();
         assert_eq!(
             failure.errors,
             [
                 "sign_key is not supported by this version of sstream",
-                "min_free is not supported by this version of sstream"
+                "limit_rate is not supported by this version of sstream"
             ]
         );
         assert!(!Path::new("/nonexistent/j").exists());
