@@ -100,7 +100,7 @@ pub enum Error {
     /// The mirror's filesystem lacks the room a plan needs (nothing was
     /// downloaded).
     #[error(
-        "{location}: not enough free space on {filesystem}: the plan needs {} plus {} kept free (--min-free), {} free; free some space or lower --min-free",
+        "{location}: not enough free space on {filesystem}: the plan needs {} (largest file: {largest}) plus {} kept free (--min-free), {} free; free some space or lower --min-free",
         human_size(*need),
         human_size(*margin),
         human_size(*free)
@@ -112,6 +112,8 @@ pub enum Error {
         filesystem: String,
         /// Bytes the plan still has to write.
         need: u64,
+        /// The largest file to download and its size.
+        largest: String,
         /// Bytes to keep free.
         margin: u64,
         /// Bytes free.

@@ -28,6 +28,8 @@ pub struct SpaceCheck {
     pub need: u64,
     /// Bytes already staged by interrupted downloads (counted as done).
     pub staged: u64,
+    /// The largest file to download and its size, for messages.
+    pub largest: Option<(String, u64)>,
     /// Bytes free on the filesystem.
     pub free: u64,
     /// Bytes to keep free.
@@ -45,6 +47,7 @@ impl SpaceCheck {
     pub fn of(plan: &Plan, store: &dyn Store, min_free: Option<u64>) -> Option<SpaceCheck> {
         let space = store.space()?;
         let (mut need, mut staged) = (0u64, 0u64);
+        let mut largest: Option<(String, u64)> = None;
         for d in plan.downloads.iter().filter(|d| !d.verify_only) {
             let Some(size) = d.expected.size else {
                 continue;
@@ -54,11 +57,15 @@ impl SpaceCheck {
             }
             let have = store.staged_len(&d.path).min(size);
             staged += have;
-            need += size - have;
+            need = need.saturating_add(size - have);
+            if largest.as_ref().is_none_or(|(_, l)| size > *l) {
+                largest = Some((d.path.to_string(), size));
+            }
         }
         Some(SpaceCheck {
             need,
             staged,
+            largest,
             free: space.free,
             margin: min_free.unwrap_or_else(|| default_margin(space.total)),
             filesystem: space.filesystem,
@@ -98,6 +105,11 @@ impl SpaceCheck {
             location: self.location.clone(),
             filesystem: self.filesystem.clone(),
             need: self.need,
+            largest: self
+                .largest
+                .as_ref()
+                .map(|(path, size)| format!("{path}, {size} bytes"))
+                .unwrap_or_else(|| "none".into()),
             margin: self.margin,
             free: self.free,
         })
@@ -119,6 +131,7 @@ mod tests {
         let check = SpaceCheck {
             need: 3 << 20,
             staged: 1 << 20,
+            largest: Some(("a/squashfs".into(), 2 << 20)),
             free: 4 << 20,
             margin: 1 << 20,
             filesystem: "/srv".into(),
@@ -138,8 +151,8 @@ mod tests {
         assert_eq!(
             e,
             "/srv/mirror: not enough free space on /srv: the plan needs 3.0 MiB \
-             plus 1.0 MiB kept free (--min-free), 3.5 MiB free; free some space \
-             or lower --min-free"
+             (largest file: a/squashfs, 2097152 bytes) plus 1.0 MiB kept free \
+             (--min-free), 3.5 MiB free; free some space or lower --min-free"
         );
     }
 }
