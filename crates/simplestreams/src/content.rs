@@ -156,17 +156,21 @@ impl ContentIndex {
     }
 
     /// Removes the entries no mirror holds any more (link count 1), and
-    /// directories left empty.
+    /// directories left empty. Only files named as entries are looked at
+    /// (`<algorithm>/<hh>/<digest>-<size>` of their own size), so a
+    /// directory given by mistake loses nothing else.
     pub fn collect_garbage(&self) -> Result<Collected> {
         let mut done = Collected::default();
-        let Ok(algorithms) = fs::read_dir(&self.dir) else {
-            return Ok(done); // nothing entered yet
-        };
-        for algorithm in algorithms.flatten() {
-            let Ok(prefixes) = fs::read_dir(algorithm.path()) else {
-                continue;
+        for (algorithm, digits) in [("sha256", 64), ("sha512", 128)] {
+            let dir = self.dir.join(algorithm);
+            let Ok(prefixes) = fs::read_dir(&dir) else {
+                continue; // nothing entered
             };
             for prefix in prefixes.flatten() {
+                let prefix_name = prefix.file_name().to_string_lossy().into_owned();
+                if !(prefix_name.len() == 2 && is_hex(&prefix_name)) {
+                    continue;
+                }
                 let Ok(entries) = fs::read_dir(prefix.path()) else {
                     continue;
                 };
@@ -175,7 +179,14 @@ impl ContentIndex {
                     let Ok(m) = fs::symlink_metadata(&path) else {
                         continue;
                     };
-                    if m.is_file() && m.nlink() == 1 {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let is_entry = name.split_once('-').is_some_and(|(hex, size)| {
+                        hex.len() == digits
+                            && is_hex(hex)
+                            && hex.starts_with(&prefix_name)
+                            && size.parse::<u64>().ok() == Some(m.len())
+                    });
+                    if is_entry && m.is_file() && m.nlink() == 1 {
                         match fs::remove_file(&path) {
                             Ok(()) => {
                                 done.entries += 1;
@@ -188,10 +199,16 @@ impl ContentIndex {
                 }
                 let _ = fs::remove_dir(prefix.path()); // only when empty
             }
-            let _ = fs::remove_dir(algorithm.path());
+            let _ = fs::remove_dir(&dir);
         }
         Ok(done)
     }
+}
+
+/// Whether `s` is lower-case hex.
+fn is_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -256,5 +273,27 @@ mod tests {
             !tmp.path().join("index/sha256").exists(),
             "empty directories go"
         );
+    }
+
+    #[test]
+    fn only_entries_are_collected() {
+        let tmp = tempfile::tempdir().unwrap();
+        // An index given the directory of a mirror by mistake.
+        let index = ContentIndex::new(tmp.path());
+        for rel in [
+            "sha256/1/kernel",
+            "sha256/ab/file",
+            "sha256/ab/ab-3",
+            "ga/1/kernel",
+        ] {
+            let p = tmp.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, b"abc").unwrap();
+        }
+        let wrong_size = tmp.path().join(format!("sha256/aa/{}-4", "a".repeat(64)));
+        fs::create_dir_all(wrong_size.parent().unwrap()).unwrap();
+        fs::write(&wrong_size, b"abc").unwrap();
+        assert_eq!(index.collect_garbage().unwrap(), Collected::default());
+        assert!(wrong_size.exists() && tmp.path().join("ga/1/kernel").exists());
     }
 }

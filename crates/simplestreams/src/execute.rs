@@ -199,8 +199,12 @@ impl Fetcher<'_> {
     ) -> Vec<(&'d Download, Result<Obtained>)> {
         futures_util::stream::iter(downloads)
             .map(|d| async move {
-                let fetching = d.transfers() || d.verify_only;
-                if fetching && self.disk_full.load(Ordering::SeqCst) {
+                let links = match &d.origin {
+                    Origin::Fetch => false,
+                    Origin::Twin(first) => done.contains(first.as_str()),
+                    Origin::Stored(_) | Origin::Indexed(_) => true,
+                };
+                if !links && self.disk_full.load(Ordering::SeqCst) {
                     let e = Error::Refused(format!(
                         "{}: not started: the disk is full",
                         self.store.display(&d.path)

@@ -73,9 +73,10 @@ impl SpaceCheck {
         })
     }
 
-    /// Whether the plan fits, margin kept.
+    /// Whether the plan fits, margin kept (a plan that writes nothing
+    /// always fits: an up-to-date mirror on a full disk is not a failure).
     pub fn fits(&self) -> bool {
-        self.need.saturating_add(self.margin) <= self.free
+        self.need == 0 || self.need.saturating_add(self.margin) <= self.free
     }
 
     /// The line a dry run and `-v` print.
@@ -147,6 +148,12 @@ mod tests {
             ..check
         };
         assert!(!short.fits());
+        let nothing = SpaceCheck {
+            need: 0,
+            free: 0,
+            ..short.clone()
+        };
+        assert!(nothing.fits(), "nothing to write: nothing to refuse");
         let e = short.require().unwrap_err().to_string();
         assert_eq!(
             e,

@@ -2,7 +2,9 @@
 //! mirror's root: items (staged, verified by the caller, then committed
 //! under their final name), metadata, the state under `.data/`, the
 //! references, the run lock and our bookkeeping files. Nothing else writes
-//! there.
+//! there. A store that can keeps identical content once
+//! ([`Store::link`], [`Store::import`]: hard links in a directory) and says
+//! how much room it has ([`Store::space`]).
 //!
 //! [`DirStore`] keeps a mirror in a local directory. A new kind of store
 //! (object storage, say) implements [`Store`] and [`Staged`]; the plan and
