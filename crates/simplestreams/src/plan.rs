@@ -221,7 +221,7 @@ impl Plan {
                 .iter()
                 .map(|u| u.content_id.as_str())
                 .collect();
-            plan.share_content(store, &unchanged)?;
+            plan.share_content(store, &unchanged);
         }
         Ok(plan)
     }
@@ -232,14 +232,15 @@ impl Plan {
     /// (largest first) of each content is fetched and the rest linked from
     /// it. `unchanged` are content ids whose states were not read (their
     /// products files did not change): their files count too.
-    fn share_content(&mut self, store: &dyn Store, unchanged: &[&str]) -> Result<()> {
+    fn share_content(&mut self, store: &dyn Store, unchanged: &[&str]) {
         if !store.can_link() || !self.downloads.iter().any(|d| d.content_key().is_some()) {
-            return Ok(());
+            return;
         }
-        let mut others = Vec::new();
-        for content_id in unchanged {
-            others.push(store.load_state(content_id)?);
-        }
+        // Only a source of links: a state that cannot be read is skipped.
+        let others: Vec<Products> = unchanged
+            .iter()
+            .filter_map(|content_id| store.load_state(content_id).ok())
+            .collect();
         let stored = stored_content(&self.streams, &others, &self.downloads, store);
         let mut first: BTreeMap<ContentKey, RelPath> = BTreeMap::new();
         for d in self.downloads.iter_mut().filter(|d| !d.verify_only) {
@@ -253,7 +254,6 @@ impl Plan {
                 }
             };
         }
-        Ok(())
     }
 
     /// Links the downloads still to be fetched from `index` when it holds
