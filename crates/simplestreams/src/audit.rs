@@ -8,7 +8,8 @@
 //!   known: the state trees `.data/<content_id>` and `.data/references.json`.
 //!   Every item they record must exist; `references.json` must agree with
 //!   the state; files nothing references are reported as orphans, `.part`
-//!   and temporary files as leftovers. A products file without a state tree
+//!   and temporary files as leftovers. Files of removed versions waiting out
+//!   the delete delay are listed as [`Report::scheduled`], not as problems. A products file without a state tree
 //!   is checked with the client rule below.
 //! - **A served mirror** (`http://`, `https://`). `.data/` is not served, so
 //!   what was filtered is unknown. The client rule: only the newest version
@@ -36,7 +37,8 @@
 //! 5. `stateless_products`: products files without a state tree.
 //! 6. `check_recorded`: every recorded file is there, with its size.
 //! 7. `check_newest_local`: the client rule on the stateless products.
-//! 8. `find_strays`: files nothing references (orphans) and leftovers.
+//! 8. `find_strays`: files nothing references (orphans), leftovers, and
+//!    files scheduled for deletion.
 //!
 //! A served mirror (`audit_url`): `newest_versions` of every products
 //! file, `probe_files` (one `HEAD` per distinct path), then
@@ -51,7 +53,7 @@ use crate::layout::{DATA_DIR, REFERENCES, is_part_name, is_state_name, is_temp_n
 use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
 use crate::path::RelPath;
 use crate::source::{Expected, Probe, Source, SourceSpec, TransferOptions};
-use crate::store::{DirStore, References, Store};
+use crate::store::{DirStore, PendingDeletes, References, Store};
 use futures_util::StreamExt;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,6 +181,20 @@ pub struct Report {
     pub versions_skipped: usize,
     /// Everything found wrong, errors first, then by location.
     pub problems: Vec<Problem>,
+    /// Files of removed versions that a run scheduled for deletion and
+    /// keeps, unreferenced, for the delete delay (not problems).
+    pub scheduled: Vec<Scheduled>,
+}
+
+/// A file waiting out the delete delay before a run removes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Scheduled {
+    /// The local file.
+    #[serde(rename = "path")]
+    pub location: String,
+    /// When its deletion was scheduled (the metadata stopped naming it),
+    /// seconds since the epoch.
+    pub since: u64,
 }
 
 impl Report {
@@ -484,7 +500,7 @@ fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, full: bool) -> Inven
         meta_dir: entry.ancestors().next().unwrap_or(""),
         pending: &state.pending,
     };
-    find_strays(&strays, state.leftovers, &mut report.problems);
+    find_strays(&strays, state.leftovers, &mut report);
     Inventory { report, to_hash }
 }
 
@@ -494,8 +510,8 @@ struct MirrorState {
     trees: BTreeMap<String, Products>,
     /// `references.json`.
     references: ReferencesFile,
-    /// Paths whose deletion an interrupted run scheduled.
-    pending: BTreeSet<String>,
+    /// Paths whose deletion a run scheduled, with when (0: unknown).
+    pending: PendingDeletes,
     /// Temporary files of interrupted writes under `.data/`, relative to
     /// the root, and why they are leftovers.
     leftovers: BTreeMap<String, &'static str>,
@@ -866,14 +882,16 @@ struct Strays<'a> {
     metadata: &'a BTreeSet<String>,
     /// The directory of the entry document (`streams/v1`).
     meta_dir: &'a str,
-    /// Paths whose deletion an interrupted run scheduled.
-    pending: &'a BTreeSet<String>,
+    /// Paths whose deletion a run scheduled, with when (0: unknown).
+    pending: &'a PendingDeletes,
 }
 
 /// What a file nothing references is.
 enum Stray {
     /// Left by an interrupted run (a warning): why.
     Leftover(&'static str),
+    /// Waiting out the delete delay since this time (not a problem).
+    Scheduled(u64),
     /// Metadata of another family (`index.json` beside `index.sjson`):
     /// not checked, not reported.
     OtherMetadata,
@@ -882,13 +900,16 @@ enum Stray {
 }
 
 /// Phase 8: walks the root (but `.data/`) for files nothing references:
-/// `.part` downloads, temporary files and pending deletions are leftovers,
-/// anything else an orphan. `leftovers` are those found in `.data/`.
+/// `.part` downloads, temporary files and deletions an older version left
+/// pending are leftovers; files scheduled for deletion with a time are
+/// waiting out the delete delay; anything else is an orphan. `leftovers`
+/// are those found in `.data/`.
 fn find_strays(
     strays: &Strays<'_>,
     mut leftovers: BTreeMap<String, &'static str>,
-    problems: &mut Vec<Problem>,
+    report: &mut Report,
 ) {
+    let problems = &mut report.problems;
     let mut found = Vec::new();
     strays.walk(strays.root, "", &mut found, problems);
     for (rel, stray) in found {
@@ -896,6 +917,10 @@ fn find_strays(
             Stray::Leftover(why) => {
                 leftovers.insert(rel, why);
             }
+            Stray::Scheduled(since) => report.scheduled.push(Scheduled {
+                location: display(strays.root, &rel),
+                since,
+            }),
             Stray::OtherMetadata => {
                 log::debug!("{rel}: metadata not walked from the entry; not checked");
             }
@@ -965,8 +990,12 @@ impl Strays<'_> {
             Stray::Leftover("partial download (.part)")
         } else if is_temp_name(name) {
             Stray::Leftover(INTERRUPTED_WRITE)
-        } else if self.pending.contains(rel) {
-            Stray::Leftover("scheduled for deletion by an interrupted run")
+        } else if let Some(&since) = self.pending.get(rel) {
+            if since > 0 {
+                Stray::Scheduled(since)
+            } else {
+                Stray::Leftover("scheduled for deletion by an interrupted run")
+            }
         } else if prefix == self.meta_dir
             && kind.is_file()
             && [".json", ".sjson", ".json.gpg"]

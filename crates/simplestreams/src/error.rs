@@ -2,6 +2,7 @@
 //! about, so that one line tells an operator what went wrong and where.
 
 use crate::openpgp::{KeyError, KeyringError, SignatureError};
+use crate::units::human_size;
 use std::path::PathBuf;
 
 /// A result with the library's [`Error`].
@@ -105,6 +106,28 @@ pub enum Error {
         /// Every failure, in the order they were found.
         failures: Vec<Error>,
     },
+    /// The mirror's filesystem lacks the room a plan needs (nothing was
+    /// downloaded).
+    #[error(
+        "{location}: not enough free space on {filesystem}: the plan needs {} (largest file: {largest}) plus {} kept free (--min-free), {} free; free some space or lower --min-free",
+        human_size(*need),
+        human_size(*margin),
+        human_size(*free)
+    )]
+    NoSpace {
+        /// The mirror.
+        location: String,
+        /// The filesystem (its mount point).
+        filesystem: String,
+        /// Bytes the plan still has to write.
+        need: u64,
+        /// The largest file to download and its size.
+        largest: String,
+        /// Bytes to keep free.
+        margin: u64,
+        /// Bytes free.
+        free: u64,
+    },
     /// The operation was refused by a safety guard.
     #[error("{0}")]
     Refused(String),
@@ -146,6 +169,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
             Error::ItemsFailed { failures } => failures.iter().any(Error::is_disk_full),
+            Error::NoSpace { .. } => true,
             _ => false,
         }
     }

@@ -1,29 +1,47 @@
-//! Carrying out a plan, in three phases:
+//! Carrying out a plan, in four phases:
 //!
 //! 1. [`download`]: items are fetched in parallel into the store's staging,
 //!    verified, and committed under their path (existing files that must be
-//!    checked are re-hashed first). After the first full disk no new
-//!    download starts.
-//! 2. [`publish`]: the pending deletions are recorded, then the references,
-//!    the state of each content id, each products file, and the index last.
-//!    A content id whose items did not all arrive is not published; the index
-//!    is published only when everything succeeded.
-//! 3. [`delete`]: files of removed versions, once nothing references them.
+//!    checked are re-hashed first). Content already stored is linked instead
+//!    ([`crate::content`]): first everything fetched or linked from the
+//!    mirror or the content index, then the items sharing the content of
+//!    one fetched in this run. A link that fails falls back to a download.
+//!    After the first full disk no new download starts.
+//! 2. [`publish`]: the pending deletions are recorded (each with when it was
+//!    scheduled), then the references, the state of each content id, each
+//!    products file, and the index last. A content id whose items did not
+//!    all arrive is not published; the index is published only when
+//!    everything succeeded.
+//! 3. [`delete`]: files of removed versions, once nothing references them
+//!    and the delete delay since they were scheduled has passed; the others
+//!    stay pending for a later run.
+//! 4. [`enter_content`]: with a content index, every item of the states is
+//!    entered, and entries no mirror holds any more are collected.
 
+use crate::content::ContentIndex;
 use crate::error::{Error, Result};
-use crate::plan::{Download, Plan};
+use crate::plan::{Download, Origin, Plan};
 use crate::resign::{Publication, publish_index, publish_products};
 use crate::source::{ProgressFn, Source};
-use crate::store::{References, Store};
+use crate::store::{Linked, PendingDeletes, References, Store};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How to execute.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ExecuteOptions {
     /// Concurrent downloads.
     pub jobs: usize,
+    /// How long files of removed versions stay after the metadata that
+    /// named them is replaced (zero: deleted in the same run).
+    pub delete_delay: Duration,
+    /// The content index shared with other mirrors, if any.
+    pub content_index: Option<ContentIndex>,
+    /// Re-hash content linked from the content index before trusting it
+    /// (as `--verify-existing` re-hashes the mirror's files).
+    pub verify_links: bool,
     /// What is published: upstream's documents, or re-signed holdings.
     pub publication: Publication,
 }
@@ -35,10 +53,16 @@ pub struct Report {
     pub files: usize,
     /// Bytes transferred.
     pub bytes: u64,
+    /// Files stored by linking content already there (not downloaded).
+    pub linked: usize,
+    /// Their bytes: what content stored once saved.
+    pub linked_bytes: u64,
     /// Content ids whose new metadata was published.
     pub published: Vec<String>,
     /// Files deleted.
     pub deleted: usize,
+    /// Files of removed versions kept for the delete delay (still pending).
+    pub waiting: usize,
 }
 
 /// Executes `plan` from `source` into `store`. Every failure is reported:
@@ -56,10 +80,13 @@ pub async fn execute(
         download(&plan, source, store, options, &progress, &mut report).await;
     let published = publish(&plan, store, &options.publication, &failed_ids, &mut report).and_then(
         |references| match (references, failed_ids.is_empty()) {
-            (Some(refs), true) => delete(&plan, store, &refs, &mut report),
+            (Some(refs), true) => delete(&plan, store, &refs, options.delete_delay, &mut report),
             _ => Ok(()),
         },
     );
+    if let Some(index) = &options.content_index {
+        enter_content(&plan, store, index);
+    }
     if let Err(e) = published {
         if failures.is_empty() {
             return Err(e);
@@ -73,8 +100,21 @@ pub async fn execute(
     }
 }
 
-/// Phase 1: fetches every download of the plan, `jobs` at a time. Gives the
-/// failures and the content ids they leave incomplete.
+/// How a download's file came to be in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Obtained {
+    /// Transferred: this many bytes.
+    Fetched(u64),
+    /// Linked (or copied) from content already stored.
+    Linked,
+    /// Already there and verified.
+    Checked,
+}
+
+/// Phase 1: obtains every download of the plan, `jobs` at a time: first
+/// those fetched or linked from content stored before the run, then the
+/// twins of those fetched. Gives the failures and the content ids they
+/// leave incomplete.
 async fn download(
     plan: &Plan,
     source: &Source,
@@ -83,36 +123,36 @@ async fn download(
     progress: &ProgressFn,
     report: &mut Report,
 ) -> (Vec<Error>, BTreeSet<String>) {
-    let disk_full = AtomicBool::new(false);
-    let results: Vec<(&Download, Result<u64>)> = futures_util::stream::iter(&plan.downloads)
-        .map(|d| {
-            let disk_full = &disk_full;
-            async move {
-                if disk_full.load(Ordering::SeqCst) {
-                    let e = Error::Refused(format!(
-                        "{}: not started: the disk is full",
-                        store.display(&d.path)
-                    ));
-                    return (d, Err(e));
-                }
-                let r = fetch_one(d, source, store, progress).await;
-                if r.as_ref().is_err_and(Error::is_disk_full) {
-                    disk_full.store(true, Ordering::SeqCst);
-                }
-                (d, r)
-            }
-        })
-        .buffer_unordered(options.jobs.max(1))
-        .collect()
-        .await;
+    let fetcher = Fetcher {
+        source,
+        store,
+        options,
+        progress,
+        disk_full: AtomicBool::new(false),
+    };
+    let is_twin = |d: &&Download| matches!(d.origin, Origin::Twin(_));
+    let first: Vec<&Download> = plan.downloads.iter().filter(|d| !is_twin(d)).collect();
+    let mut results = fetcher.round(first, &BTreeSet::new()).await;
+    let done: BTreeSet<String> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(d, _)| d.path.to_string())
+        .collect();
+    let twins: Vec<&Download> = plan.downloads.iter().filter(is_twin).collect();
+    results.extend(fetcher.round(twins, &done).await);
+    let disk_full = fetcher.disk_full;
     let mut failures = Vec::new();
     let mut failed_ids = BTreeSet::new();
     let mut not_started = 0;
     for (d, r) in results {
         match r {
-            Ok(n) if n > 0 => {
+            Ok(Obtained::Fetched(n)) if n > 0 => {
                 report.files += 1;
                 report.bytes += n;
+            }
+            Ok(Obtained::Linked) => {
+                report.linked += 1;
+                report.linked_bytes += d.expected.size.unwrap_or(0);
             }
             Ok(_) => {}
             Err(Error::Refused(_)) if disk_full.load(Ordering::SeqCst) => {
@@ -139,6 +179,113 @@ async fn download(
         )));
     }
     (failures, failed_ids)
+}
+
+/// What the downloads of a run share.
+struct Fetcher<'a> {
+    source: &'a Source,
+    store: &'a dyn Store,
+    options: &'a ExecuteOptions,
+    progress: &'a ProgressFn,
+    /// Set by the first download that meets a full disk: no new download
+    /// starts after it.
+    disk_full: AtomicBool,
+}
+
+impl Fetcher<'_> {
+    /// Obtains `downloads`, `jobs` at a time; `done` are the paths already
+    /// in place (the first copies of twins).
+    async fn round<'d>(
+        &self,
+        downloads: Vec<&'d Download>,
+        done: &BTreeSet<String>,
+    ) -> Vec<(&'d Download, Result<Obtained>)> {
+        futures_util::stream::iter(downloads)
+            .map(|d| async move {
+                let links = match &d.origin {
+                    Origin::Fetch => false,
+                    Origin::Twin(first) => done.contains(first.as_str()),
+                    Origin::Stored(_) | Origin::Indexed(_) => true,
+                };
+                if !links && self.disk_full.load(Ordering::SeqCst) {
+                    let e = Error::Refused(format!(
+                        "{}: not started: the disk is full",
+                        self.store.display(&d.path)
+                    ));
+                    return (d, Err(e));
+                }
+                let r = obtain(d, done, self).await;
+                if r.as_ref().is_err_and(Error::is_disk_full) {
+                    self.disk_full.store(true, Ordering::SeqCst);
+                }
+                (d, r)
+            })
+            .buffer_unordered(self.options.jobs.max(1))
+            .collect()
+            .await
+    }
+}
+
+/// Puts one download in place: linked from the content it shares when it
+/// can be (a twin only once its first copy is in `done`), else fetched.
+async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) -> Result<Obtained> {
+    let Fetcher {
+        source,
+        store,
+        options,
+        progress,
+        ..
+    } = fetcher;
+    let store = *store;
+    let linked = match &d.origin {
+        Origin::Fetch => Linked::Unsupported,
+        Origin::Twin(first) if !done.contains(first.as_str()) => Linked::Unsupported,
+        Origin::Twin(from) | Origin::Stored(from) => try_link(d, store, |s| s.link(from, &d.path)),
+        Origin::Indexed(entry) => try_link(d, store, |s| s.import(entry, &d.path)),
+    };
+    if linked != Linked::Unsupported {
+        let checked = match &d.origin {
+            Origin::Indexed(_) if options.verify_links => verify_stored(d, store).await,
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => {
+                log::info!("linked {} to identical content ({linked:?})", d.path);
+                return Ok(Obtained::Linked);
+            }
+            Err(e) => {
+                log::warn!("{e}; fetching it instead");
+                store.remove(&d.path)?;
+            }
+        }
+    }
+    fetch_one(d, source, store, progress).await
+}
+
+/// Links `d` with `link`, checking the result has the item's size; a
+/// failure is logged and reported as [`Linked::Unsupported`] (the item is
+/// then fetched).
+fn try_link(
+    d: &Download,
+    store: &dyn Store,
+    link: impl FnOnce(&dyn Store) -> Result<Linked>,
+) -> Linked {
+    match link(store) {
+        Ok(Linked::Unsupported) => Linked::Unsupported,
+        Ok(how) if store.has_file(&d.path, d.expected.size) => how,
+        Ok(_) => {
+            log::warn!(
+                "{}: linked content has the wrong size; fetching it instead",
+                store.display(&d.path)
+            );
+            let _ = store.remove(&d.path);
+            Linked::Unsupported
+        }
+        Err(e) => {
+            log::warn!("{e}; fetching {} instead of linking it", d.path);
+            Linked::Unsupported
+        }
+    }
 }
 
 /// After the disk filled up: keeps the partial downloads worth resuming
@@ -186,10 +333,10 @@ async fn fetch_one(
     source: &Source,
     store: &dyn Store,
     progress: &ProgressFn,
-) -> Result<u64> {
+) -> Result<Obtained> {
     if d.verify_only {
         match verify_stored(d, store).await {
-            Ok(()) => return Ok(0),
+            Ok(()) => return Ok(Obtained::Checked),
             Err(e) => {
                 log::warn!("{e}; fetching it again");
                 store.remove(&d.path)?;
@@ -202,7 +349,7 @@ async fn fetch_one(
         .await?;
     staged.commit()?;
     log::info!("fetched {} ({n} bytes)", d.path);
-    Ok(n)
+    Ok(Obtained::Fetched(n))
 }
 
 /// Re-reads a stored file and checks it against its size and checksum.
@@ -212,6 +359,14 @@ async fn verify_stored(d: &Download, store: &dyn Store) -> Result<()> {
     tokio::task::spawn_blocking(move || expected.check_reader(&what, &mut reader))
         .await
         .map_err(|e| Error::transfer(d.path.as_str(), e.to_string()))?
+}
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Phase 2: writes the pending deletions, the references, the states, the
@@ -239,8 +394,14 @@ fn publish(
             .collect();
         if !deletions.is_empty() {
             let mut pending = store.load_pending_deletes()?;
-            pending.extend(deletions);
-            store.save_pending_deletes(&pending)?;
+            let before = pending.clone();
+            let now = now_secs();
+            for p in deletions {
+                pending.entry(p).or_insert(now);
+            }
+            if pending != before {
+                store.save_pending_deletes(&pending)?;
+            }
         }
         // The references go before the states: the plan derives the changes
         // to the references from the difference between the source and the
@@ -280,13 +441,16 @@ fn publish(
     Ok(references)
 }
 
-/// Phase 3: removes the files whose deletion is pending, unless something
-/// still references them or a published state claims them (they can
-/// disagree after an interrupted run followed by a run with other options).
+/// Phase 3: removes the files whose deletion is pending and due (`delay`
+/// passed since it was scheduled; at once without a delay), unless
+/// something references them again or a published state claims them (they
+/// can disagree after an interrupted run followed by a run with other
+/// options): those are no longer pending. The others stay pending.
 fn delete(
     plan: &Plan,
     store: &dyn Store,
     references: &References,
+    delay: Duration,
     report: &mut Report,
 ) -> Result<()> {
     let pending = store.load_pending_deletes()?;
@@ -294,7 +458,13 @@ fn delete(
         return Ok(());
     }
     let claimed = claimed_paths(plan);
-    for p in &pending {
+    let now = now_secs();
+    // Times are whole seconds: strictly more than the delay (rounded up)
+    // since the second it was scheduled is at least the delay.
+    let delay_secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    let due = |since: u64| delay.is_zero() || now > since.saturating_add(delay_secs);
+    let mut waiting = PendingDeletes::new();
+    for (p, since) in &pending {
         if references.get(p).is_some_and(|l| !l.is_empty()) {
             continue;
         }
@@ -302,12 +472,59 @@ fn delete(
             log::warn!("{p}: not deleted: still part of the mirrored state");
             continue;
         }
+        if !due(*since) {
+            waiting.insert(p.clone(), *since);
+            continue;
+        }
         if let Ok(rel) = crate::path::RelPath::parse(p) {
             store.remove(&rel)?;
             report.deleted += 1;
         }
     }
-    store.save_pending_deletes(&BTreeSet::new())
+    report.waiting = waiting.len();
+    if waiting != pending {
+        store.save_pending_deletes(&waiting)?;
+    }
+    Ok(())
+}
+
+/// Phase 4: enters every item of the plan's states that is in the mirror
+/// into the content index, then collects the entries no mirror holds any
+/// more. Problems with the index are warnings: it only saves downloads.
+fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
+    let mut entered = 0;
+    for entry in plan.streams.iter().flat_map(|sp| sp.state.items()) {
+        let item = entry.item;
+        let (Some(path), Some(key)) = (
+            &item.path,
+            crate::content::ContentKey::of(item.size, item.checksum.as_ref()),
+        ) else {
+            continue;
+        };
+        if index.find(&key).is_some() || !store.has_file(path, item.size) {
+            continue;
+        }
+        let Some(file) = store.local_path(path) else {
+            continue;
+        };
+        match index.add(&key, &file) {
+            Ok(true) => entered += 1,
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("content index: {e}");
+                return;
+            }
+        }
+    }
+    match index.collect_garbage() {
+        Ok(c) => log::info!(
+            "content index {}: {entered} entered, {} collected ({} bytes freed)",
+            index.dir().display(),
+            c.entries,
+            c.bytes
+        ),
+        Err(e) => log::warn!("content index: {e}"),
+    }
 }
 
 /// The item paths the states of a fully published plan claim.

@@ -6,7 +6,9 @@
 //!    from files, [`openpgp`] checks clear-signed (`.sjson`) documents, and
 //!    [`format`] parses them into typed trees with checked paths ([`path`]).
 //! 2. **plan**: [`filter`] and [`select`] decide which items and versions are
-//!    wanted; [`plan`] compares that with the mirror's state and yields actions.
+//!    wanted; [`plan`] compares that with the mirror's state and yields actions;
+//!    [`content`] finds content already stored (linked, not downloaded) and
+//!    [`space`] checks the plan against the free space.
 //! 3. **execute**: [`execute`] downloads and verifies items in parallel.
 //! 4. **publish**: [`store`] writes metadata and state in a safe order;
 //!    for a re-signed mirror, [`holdings`] makes the metadata that lists
@@ -20,6 +22,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod content;
 pub mod error;
 pub mod execute;
 pub mod filter;
@@ -38,6 +41,7 @@ pub mod resign;
 pub mod sample;
 pub mod select;
 pub mod source;
+pub mod space;
 pub mod status;
 pub mod store;
 pub mod units;

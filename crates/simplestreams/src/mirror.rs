@@ -3,13 +3,16 @@
 //!
 //! 1. **fetch and verify metadata** ([`crate::metadata`]), conditionally
 //!    against the fetch cache ([`crate::cache`]);
-//! 2. **plan** ([`crate::plan`]) against the mirror's state;
+//! 2. **plan** ([`crate::plan`]) against the mirror's state, content
+//!    already stored found ([`crate::content`]) and the space checked
+//!    ([`crate::space`]);
 //! 3. **execute** and **publish** ([`crate::execute`]) into the store.
 //!
 //! `sstream mirror`, `sstream-mirror` and a config job all call
 //! [`Mirror::run`]; a dry run prints [`Mirror::plan`].
 
 use crate::cache::FetchCache;
+use crate::content::ContentIndex;
 use crate::error::Result;
 use crate::execute::{ExecuteOptions, execute};
 use crate::metadata::{MetadataReader, Previous, Stream, read_stream};
@@ -17,6 +20,7 @@ use crate::plan::{MirrorOptions, Plan, check_wipe_guard};
 use crate::resign::Publication;
 use crate::source::ProgressFn;
 use crate::store::Store;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,15 @@ pub struct RunSettings {
     /// The share of the mirror's bytes `prune` may delete (`None`: no limit,
     /// `--force`).
     pub wipe_guard: Option<f64>,
+    /// Bytes to keep free on the mirror's filesystem (`None`: 5% of it, at
+    /// most 1 GiB: [`crate::space::default_margin`]).
+    pub min_free: Option<u64>,
+    /// How long files of versions that left the metadata stay before a run
+    /// deletes them (zero: in the same run, as the reference).
+    pub delete_delay: Duration,
+    /// The content index shared with other mirrors on the filesystem
+    /// (see [`crate::content`]), if any.
+    pub content_index: Option<PathBuf>,
     /// What is published: upstream's documents, or re-signed holdings.
     pub publication: Publication,
 }
@@ -40,6 +53,9 @@ impl Default for RunSettings {
             jobs: 6,
             wait: false,
             wipe_guard: Some(0.5),
+            min_free: None,
+            delete_delay: Duration::ZERO,
+            content_index: None,
             publication: Publication::Upstream,
         }
     }
@@ -66,12 +82,18 @@ pub struct Summary {
     pub files: usize,
     /// Bytes transferred.
     pub bytes: u64,
+    /// Files stored by linking identical content (not downloaded).
+    pub linked: usize,
+    /// Their bytes: what content stored once saved.
+    pub linked_bytes: u64,
     /// Content ids whose new metadata was published.
     pub published: Vec<String>,
     /// Files deleted.
     pub deleted: usize,
-    /// Whether anything in the mirror changed (fetched, published anew or
-    /// deleted).
+    /// Files of removed versions kept, unreferenced, for the delete delay.
+    pub waiting: usize,
+    /// Whether anything in the mirror changed (fetched, linked, published
+    /// anew, deleted or scheduled for deletion).
     pub changed: bool,
     /// How long the run took.
     pub elapsed: Duration,
@@ -127,43 +149,69 @@ impl Mirror {
     /// is; takes no lock and writes nothing: what a dry run prints.
     pub async fn plan(&self) -> Result<Plan> {
         let (_, stream) = self.read().await?;
-        Plan::build(stream, self.store(), &self.options)
+        self.build_plan(stream)
+    }
+
+    /// Phase 2: the plan, content already stored found (in the mirror and
+    /// the content index), the space checked (not enforced).
+    fn build_plan(&self, stream: Stream) -> Result<Plan> {
+        let mut plan = Plan::build(stream, self.store(), &self.options)?;
+        if let Some(index) = self.content_index() {
+            plan.use_content_index(&index);
+        }
+        plan.check_space(self.store(), self.settings.min_free);
+        Ok(plan)
+    }
+
+    fn content_index(&self) -> Option<ContentIndex> {
+        self.settings.content_index.as_ref().map(ContentIndex::new)
     }
 
     /// Runs the job: takes the lock, checks the store is writable, reads the
-    /// metadata (conditionally), plans, checks the wipe guard, executes and
-    /// publishes, then remembers what it fetched for the next run.
+    /// metadata (conditionally), plans, checks the wipe guard and the free
+    /// space, executes and publishes, then remembers what it fetched for the
+    /// next run.
     pub async fn run(&self, progress: Arc<dyn Progress>) -> Result<Summary> {
         let started = Instant::now();
         let _lease = self.store.lock(self.settings.wait)?;
         self.store.check_writable()?;
         let (cache, stream) = self.read().await?;
         let seen = cache.seen(&stream);
-        let plan = Plan::build(stream, self.store(), &self.options)?;
+        let plan = self.build_plan(stream)?;
         if self.options.prune
             && let Some(share) = self.settings.wipe_guard
         {
             check_wipe_guard(&plan, self.store(), share)?;
         }
+        if let Some(space) = &plan.space {
+            space.require()?;
+        }
         progress.planned(&plan);
-        let deletions = !plan.deletions.is_empty();
+        let scheduled = plan.new_deletions() > 0;
         let listener = progress.clone();
         let on_bytes: ProgressFn = Arc::new(move |n| listener.transferred(n));
         let jobs = ExecuteOptions {
             jobs: self.settings.jobs,
+            delete_delay: self.settings.delete_delay,
+            content_index: self.content_index(),
+            verify_links: self.options.verify_existing,
             publication: self.settings.publication.clone(),
         };
         let report = execute(plan, self.reader.source(), self.store(), &jobs, on_bytes).await?;
         FetchCache::after_run(self.cache_key(), seen, self.store())?.save(self.store())?;
         Ok(Summary {
             changed: report.files > 0
+                || report.linked > 0
                 || report.deleted > 0
-                || deletions
+                || scheduled
                 || !report.published.is_empty(),
             files: report.files,
             bytes: report.bytes,
+            linked: report.linked,
+            linked_bytes: report.linked_bytes,
             published: report.published,
             deleted: report.deleted,
+            waiting: report.waiting,
             elapsed: started.elapsed(),
         })
     }

@@ -2,6 +2,7 @@
 //! the source stream, the mirror's state and the options. A dry run prints
 //! it; a query is a plan over an empty mirror.
 
+use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
 use crate::filter::FilterGroups;
 use crate::format::{Checksum, Item, Product, Products, Version, flatten};
@@ -9,7 +10,8 @@ use crate::metadata::{Document, ProductsDocument, Stream};
 use crate::path::RelPath;
 use crate::select::select_versions;
 use crate::source::Expected;
-use crate::store::{References, Store};
+use crate::space::SpaceCheck;
+use crate::store::{PendingDeletes, References, Store};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What decides the plan besides the source and the mirror.
@@ -99,6 +101,20 @@ impl StreamPlan {
     }
 }
 
+/// Where the bytes of a [`Download`] come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The source (the file is transferred).
+    Fetch,
+    /// Another download of this run with the same content: linked from it
+    /// once it is in place (fetched when that one fails).
+    Twin(RelPath),
+    /// A file of the mirror with the same content: linked from it.
+    Stored(RelPath),
+    /// An entry of the content index: linked from it.
+    Indexed(std::path::PathBuf),
+}
+
 /// One file to fetch.
 #[derive(Debug, Clone)]
 pub struct Download {
@@ -110,6 +126,22 @@ pub struct Download {
     pub content_ids: BTreeSet<String>,
     /// An existing file to verify (and fetch again only if it fails).
     pub verify_only: bool,
+    /// Where its bytes come from (content stored once: see
+    /// [`crate::content`]).
+    pub origin: Origin,
+}
+
+impl Download {
+    /// The key of its content, when it has one ([`ContentKey::of`]).
+    pub fn content_key(&self) -> Option<ContentKey> {
+        ContentKey::of(self.expected.size, self.expected.checksum.as_ref())
+    }
+
+    /// Whether its bytes are transferred (not verified in place, not
+    /// linked from content already stored).
+    pub fn transfers(&self) -> bool {
+        !self.verify_only && self.origin == Origin::Fetch
+    }
 }
 
 /// Everything a run will do.
@@ -123,10 +155,17 @@ pub struct Plan {
     pub downloads: Vec<Download>,
     /// `references.json` after the run (`None`: unchanged, not read).
     pub references: Option<References>,
-    /// Paths to delete once the new metadata is published.
+    /// Paths to delete once the new metadata is published (after the
+    /// delete delay, when there is one).
     pub deletions: BTreeSet<RelPath>,
     /// Bytes of the files to delete.
     pub deletion_bytes: u64,
+    /// The deletions earlier runs scheduled, with when (see
+    /// [`PendingDeletes`]).
+    pub pending: PendingDeletes,
+    /// The space check against the store, once made
+    /// ([`Plan::check_space`]).
+    pub space: Option<SpaceCheck>,
 }
 
 impl Plan {
@@ -141,6 +180,7 @@ impl Plan {
             streams.push(plan_stream(source, target, options));
         }
         let pending = store.load_pending_deletes()?;
+        let scheduled = pending.clone();
         let missing = if options.item_download {
             missing_kept_items(&streams, store)
         } else {
@@ -158,9 +198,11 @@ impl Plan {
             references: None,
             deletions: BTreeSet::new(),
             deletion_bytes: 0,
+            pending: scheduled,
+            space: None,
         };
         if changes {
-            plan.plan_references(store, pending, options)?;
+            plan.plan_references(store, &pending, options)?;
         }
         if options.item_download {
             let referenced = |p: &RelPath| {
@@ -174,8 +216,62 @@ impl Plan {
                 log::warn!("{p}: missing or damaged in the mirror; fetching it again");
             }
             plan.downloads = plan_downloads(&plan.streams, &repairs, store, options);
+            let unchanged: Vec<&str> = stream
+                .unchanged
+                .iter()
+                .map(|u| u.content_id.as_str())
+                .collect();
+            plan.share_content(store, &unchanged);
         }
         Ok(plan)
+    }
+
+    /// Content stored once: each download whose content is already in
+    /// the mirror (an item of a state, present with its size, not being
+    /// fetched or checked) is linked from there; of the others, the first
+    /// (largest first) of each content is fetched and the rest linked from
+    /// it. `unchanged` are content ids whose states were not read (their
+    /// products files did not change): their files count too.
+    fn share_content(&mut self, store: &dyn Store, unchanged: &[&str]) {
+        if !store.can_link() || !self.downloads.iter().any(|d| d.content_key().is_some()) {
+            return;
+        }
+        // Only a source of links: a state that cannot be read is skipped.
+        let others: Vec<Products> = unchanged
+            .iter()
+            .filter_map(|content_id| store.load_state(content_id).ok())
+            .collect();
+        let stored = stored_content(&self.streams, &others, &self.downloads, store);
+        let mut first: BTreeMap<ContentKey, RelPath> = BTreeMap::new();
+        for d in self.downloads.iter_mut().filter(|d| !d.verify_only) {
+            let Some(key) = d.content_key() else { continue };
+            d.origin = match (stored.get(&key), first.get(&key)) {
+                (Some(from), _) => Origin::Stored(from.clone()),
+                (None, Some(primary)) => Origin::Twin(primary.clone()),
+                (None, None) => {
+                    first.insert(key, d.path.clone());
+                    Origin::Fetch
+                }
+            };
+        }
+    }
+
+    /// Links the downloads still to be fetched from `index` when it holds
+    /// their content.
+    pub fn use_content_index(&mut self, index: &ContentIndex) {
+        for d in self.downloads.iter_mut().filter(|d| d.transfers()) {
+            if let Some(entry) = d.content_key().and_then(|k| index.find(&k)) {
+                d.origin = Origin::Indexed(entry);
+            }
+        }
+    }
+
+    /// Checks the plan's new bytes against the store's free space (see
+    /// [`SpaceCheck`]) and keeps the result for [`Plan::report`]. `None`
+    /// when the store cannot tell its free space.
+    pub fn check_space(&mut self, store: &dyn Store, min_free: Option<u64>) -> Option<&SpaceCheck> {
+        self.space = SpaceCheck::of(self, store, min_free);
+        self.space.as_ref()
     }
 
     /// The references after the run, and the paths that lose their last
@@ -183,7 +279,7 @@ impl Plan {
     fn plan_references(
         &mut self,
         store: &dyn Store,
-        pending: BTreeSet<String>,
+        pending: &PendingDeletes,
         options: &MirrorOptions,
     ) -> Result<()> {
         let mut references = store.load_references()?;
@@ -191,7 +287,7 @@ impl Plan {
         for sp in &self.streams {
             update_references(&mut references, sp, options.item_download, &mut candidates);
         }
-        candidates.extend(pending.iter().filter_map(|p| RelPath::parse(p).ok()));
+        candidates.extend(pending.keys().filter_map(|p| RelPath::parse(p).ok()));
         for path in candidates {
             if references.get(path.as_str()).is_none_or(Vec::is_empty) {
                 references.remove(path.as_str());
@@ -203,8 +299,19 @@ impl Plan {
         Ok(())
     }
 
-    /// Bytes to download.
+    /// Bytes to download (content already stored, or fetched once for
+    /// several paths, is not downloaded again).
     pub fn download_bytes(&self) -> u64 {
+        self.downloads
+            .iter()
+            .filter(|d| d.transfers())
+            .filter_map(|d| d.expected.size)
+            .sum()
+    }
+
+    /// Bytes of the files the run adds to the mirror, each path once,
+    /// however their content is stored.
+    pub fn new_bytes(&self) -> u64 {
         self.downloads
             .iter()
             .filter(|d| !d.verify_only)
@@ -212,9 +319,30 @@ impl Plan {
             .sum()
     }
 
+    /// The files added without a download, because their content is
+    /// stored already or fetched once for several paths, and their bytes.
+    pub fn stored_once(&self) -> (usize, u64) {
+        self.downloads
+            .iter()
+            .filter(|d| !d.verify_only && d.origin != Origin::Fetch)
+            .fold((0, 0), |(n, bytes), d| {
+                (n + 1, bytes + d.expected.size.unwrap_or(0))
+            })
+    }
+
+    /// Deletions not scheduled before this run.
+    pub fn new_deletions(&self) -> usize {
+        self.deletions
+            .iter()
+            .filter(|p| !self.pending.contains_key(p.as_str()))
+            .count()
+    }
+
     /// The plan in the reference's dry-run format: `+`/`- <product>
     /// <version> <item> <path> <N> Mb` per item, then `<N> Mb change`, where
-    /// the total counts each file once and only what really changes.
+    /// the total counts each file once and only what really changes. Then,
+    /// when there is something to say, a `stored once:` line (the bytes
+    /// content stored once saves) and the `space:` line of the space check.
     pub fn report(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let mut line = |sign: char, it: &PlannedItem| {
@@ -234,8 +362,18 @@ impl Plan {
         for sp in &self.streams {
             sp.removed.iter().for_each(|it| line('-', it));
         }
-        let change = self.download_bytes() as i64 - self.deletion_bytes as i64;
+        let change = self.new_bytes() as i64 - self.deletion_bytes as i64;
         lines.push(format!("{} Mb change", change / (1024 * 1024)));
+        let (files, bytes) = self.stored_once();
+        if files > 0 {
+            lines.push(format!(
+                "stored once: {files} file(s) linked to identical content, {} Mb not downloaded",
+                bytes / (1024 * 1024)
+            ));
+        }
+        if let Some(space) = &self.space {
+            lines.push(space.line());
+        }
         lines
     }
 }
@@ -469,6 +607,7 @@ fn plan_downloads(
                     },
                     content_ids: BTreeSet::new(),
                     verify_only: present,
+                    origin: Origin::Fetch,
                 })
                 .content_ids
                 .insert(sp.content_id().to_owned());
@@ -482,6 +621,53 @@ fn plan_downloads(
             .then_with(|| a.path.cmp(&b.path))
     });
     downloads
+}
+
+/// Content already in the mirror, by key: the files items of the states
+/// (after and before the run) and of `others` name, present with their
+/// size, and neither fetched nor checked by this run nor described with
+/// different checksums.
+fn stored_content(
+    streams: &[StreamPlan],
+    others: &[Products],
+    downloads: &[Download],
+    store: &dyn Store,
+) -> BTreeMap<ContentKey, RelPath> {
+    let busy: BTreeSet<&RelPath> = downloads.iter().map(|d| &d.path).collect();
+    let disputed = disputed_paths(streams);
+    let mut items: Vec<(&RelPath, Option<u64>, Option<&Checksum>)> = Vec::new();
+    for sp in streams {
+        for e in sp.state.items() {
+            if let Some(p) = &e.item.path {
+                items.push((p, e.item.size, e.item.checksum.as_ref()));
+            }
+        }
+        for it in &sp.removed {
+            if let Some(p) = &it.path {
+                items.push((p, it.size, it.checksum.as_ref()));
+            }
+        }
+    }
+    for tree in others {
+        for e in tree.items() {
+            if let Some(p) = &e.item.path {
+                items.push((p, e.item.size, e.item.checksum.as_ref()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (path, size, checksum) in items {
+        let Some(key) = ContentKey::of(size, checksum) else {
+            continue;
+        };
+        if out.contains_key(&key) || busy.contains(path) || disputed.contains(path) {
+            continue;
+        }
+        if store.has_file(path, size) {
+            out.insert(key, path.clone());
+        }
+    }
+    out
 }
 
 /// Paths that items of the mirror's states describe with different
@@ -560,8 +746,8 @@ mod tests {
                 vs.insert(
                     v.to_string(),
                     serde_json::json!({"items": {
-                        "kernel": {"path": format!("{name}/{v}/kernel"), "size": 2 * 1024 * 1024, "ftype": "boot-kernel", "sha256": "a".repeat(64)},
-                        "squashfs": {"path": format!("shared/{v}/squashfs"), "size": 3 * 1024 * 1024, "ftype": "squashfs", "sha256": "a".repeat(64)}
+                        "kernel": {"path": format!("{name}/{v}/kernel"), "size": 2 * 1024 * 1024, "ftype": "boot-kernel", "sha256": sum_of(&format!("{name}/{v}/kernel"))},
+                        "squashfs": {"path": format!("shared/{v}/squashfs"), "size": 3 * 1024 * 1024, "ftype": "squashfs", "sha256": sum_of(&format!("shared/{v}/squashfs"))}
                     }}),
                 );
             }
@@ -587,6 +773,11 @@ mod tests {
             products: vec![parse_products(document, None).unwrap()],
             unchanged: vec![],
         }
+    }
+
+    /// A checksum of its own for each path (the files' content differs).
+    fn sum_of(path: &str) -> String {
+        crate::hash::sha256_hex(path.as_bytes())
     }
 
     fn options(max: Option<usize>) -> MirrorOptions {
@@ -780,5 +971,143 @@ mod tests {
                 .downloads
                 .is_empty()
         );
+    }
+
+    /// Gives the `hwe` kernels of `stream` the content of the `ga` ones.
+    fn same_kernels(doc: &mut serde_json::Value) {
+        let products = doc["products"].as_object_mut().unwrap();
+        let versions: Vec<String> = products["ga"]["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for v in versions {
+            let sum = products["ga"]["versions"][&v]["items"]["kernel"]["sha256"].clone();
+            if let Some(kernel) = products
+                .get_mut("hwe")
+                .and_then(|hwe| hwe["versions"].get_mut(&v))
+            {
+                kernel["items"]["kernel"]["sha256"] = sum;
+            }
+        }
+    }
+
+    fn origins(plan: &Plan) -> Vec<(&str, Origin)> {
+        plan.downloads
+            .iter()
+            .map(|d| (d.path.as_str(), d.origin.clone()))
+            .collect()
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn identical_content_is_fetched_once_and_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let both = || stream_with(&[("ga", &["1"]), ("hwe", &["1"])], same_kernels);
+        let plan = Plan::build(both(), &store, &options(None)).unwrap();
+        assert_eq!(
+            origins(&plan),
+            [
+                ("shared/1/squashfs", Origin::Fetch),
+                ("ga/1/kernel", Origin::Fetch),
+                ("hwe/1/kernel", Origin::Twin(rel("ga/1/kernel"))),
+            ]
+        );
+        assert_eq!(plan.download_bytes(), 5 << 20, "the kernel once");
+        assert_eq!(plan.new_bytes(), 7 << 20, "two paths nonetheless");
+        assert_eq!(plan.stored_once(), (1, 2 << 20));
+        let report = plan.report();
+        assert_eq!(report[4], "7 Mb change", "the reference's total: paths");
+        assert_eq!(
+            report[5],
+            "stored once: 1 file(s) linked to identical content, 2 Mb not downloaded"
+        );
+        assert_eq!(
+            plan.references.as_ref().unwrap()["hwe/1/kernel"],
+            ["c:1/hwe/1/kernel"],
+            "references are per path, as ever"
+        );
+    }
+
+    #[test]
+    fn content_already_in_the_mirror_is_linked_not_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap(),
+            &store,
+        );
+        // hwe appears later with ga's kernel; version 2 of ga keeps version
+        // 1's kernel while --max=1 removes version 1.
+        let later = stream_with(&[("ga", &["1", "2"]), ("hwe", &["1"])], |doc| {
+            same_kernels(doc);
+            let v1 = doc["products"]["ga"]["versions"]["1"]["items"]["kernel"]["sha256"].clone();
+            doc["products"]["ga"]["versions"]["2"]["items"]["kernel"]["sha256"] = v1;
+        });
+        let plan = Plan::build(later, &store, &options(Some(1))).unwrap();
+        let want = Origin::Stored(rel("ga/1/kernel"));
+        let got: Vec<(&str, Origin)> = origins(&plan)
+            .into_iter()
+            .filter(|(p, _)| p.ends_with("kernel"))
+            .collect();
+        assert_eq!(got, [("ga/2/kernel", want.clone()), ("hwe/1/kernel", want)]);
+        assert!(
+            plan.deletions.contains(&rel("ga/1/kernel")),
+            "linking from a file that goes keeps its bytes, not the file"
+        );
+    }
+
+    #[test]
+    fn a_content_index_entry_is_linked_and_space_counts_only_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().join("mirror"));
+        let index = ContentIndex::new(dir.path().join("index"));
+        let sum = sum_of("ga/1/kernel");
+        let key = ContentKey::of(Some(2 << 20), Some(&Checksum::Sha256(sum))).unwrap();
+        let elsewhere = dir.path().join("other-mirror-kernel");
+        std::fs::write(&elsewhere, vec![0u8; 2 << 20]).unwrap();
+        assert!(index.add(&key, &elsewhere).unwrap());
+        let mut plan = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        plan.use_content_index(&index);
+        assert_eq!(
+            origins(&plan),
+            [
+                ("shared/1/squashfs", Origin::Fetch),
+                ("ga/1/kernel", Origin::Indexed(index.find(&key).unwrap())),
+            ]
+        );
+        // A squashfs half downloaded by an interrupted run.
+        std::fs::create_dir_all(dir.path().join("mirror/shared/1")).unwrap();
+        std::fs::write(
+            dir.path().join("mirror/shared/1/squashfs.part"),
+            vec![0u8; 1 << 20],
+        )
+        .unwrap();
+        let space = plan.check_space(&store, Some(0)).unwrap().clone();
+        assert_eq!((space.need, space.staged), (2 << 20, 1 << 20));
+        assert!(space.fits());
+        let huge = plan.check_space(&store, Some(u64::MAX / 2)).unwrap();
+        assert!(!huge.fits());
+        assert!(plan.report().last().unwrap().ends_with("NOT ENOUGH"));
+    }
+
+    #[test]
+    fn md5_alone_does_not_make_content_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let md5_only = stream_with(&[("ga", &["1"]), ("hwe", &["1"])], |doc| {
+            for p in ["ga", "hwe"] {
+                let kernel = &mut doc["products"][p]["versions"]["1"]["items"]["kernel"];
+                kernel.as_object_mut().unwrap().remove("sha256");
+                kernel["md5"] = "0".repeat(32).into();
+            }
+        });
+        let plan = Plan::build(md5_only, &store, &options(None)).unwrap();
+        assert!(plan.downloads.iter().all(|d| d.origin == Origin::Fetch));
     }
 }

@@ -97,7 +97,13 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 /// Runs the drop-in `sstream-mirror` with the given arguments.
 pub fn run_mirror(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match parse::<MirrorCli>("sstream-mirror", args) {
-        Ok(cli) => finish("sstream-mirror", crate::mirror::run(cli.args)),
+        Ok(cli) => {
+            let args = MirrorArgs {
+                drop_in: true,
+                ..cli.args
+            };
+            finish("sstream-mirror", crate::mirror::run(args))
+        }
         Err(code) => code,
     }
 }

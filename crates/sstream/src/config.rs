@@ -18,7 +18,8 @@
 //! Every option of `sstream mirror` has a key (`path`, `keyring`,
 //! `no_verify`, `max`, `keep`, `mirrors`, `jobs`, `retries`, `timeout`,
 //! `prune`, `force`, `verify_existing`, `no_item_download`, `wait`,
-//! `sign_key`, `limit_rate`, `delete_delay`, `min_free`), plus `filters`
+//! `sign_key`, `limit_rate`, `delete_delay`, `min_free`, `content_index`),
+//! plus `filters`
 //! (a list of groups, or a flat list: one group) and the hooks `on_success`
 //! and `on_failure`. Relative paths (`dir`, `keyring`, `sign_key`, a source
 //! directory) are relative to the directory of the configuration file.
@@ -114,6 +115,9 @@ pub struct Job {
     pub delete_delay: Option<Duration>,
     /// Free space to keep on the mirror's filesystem, in bytes (`--min-free`).
     pub min_free: Option<u64>,
+    /// The content index shared by the jobs whose mirrors are on one
+    /// filesystem (`--content-index`; absolute).
+    pub content_index: Option<PathBuf>,
     /// Shell command run after a successful run.
     pub on_success: Option<String>,
     /// Shell command run after a failed run.
@@ -233,6 +237,7 @@ struct RawJob {
     limit_rate: Option<Spanned<Size>>,
     delete_delay: Option<Spanned<Seconds>>,
     min_free: Option<Spanned<Size>>,
+    content_index: Option<Spanned<PathBuf>>,
     on_success: Option<Spanned<String>>,
     on_failure: Option<Spanned<String>>,
 }
@@ -264,6 +269,7 @@ impl RawJob {
             limit_rate: self.limit_rate.or(d.limit_rate),
             delete_delay: self.delete_delay.or(d.delete_delay),
             min_free: self.min_free.or(d.min_free),
+            content_index: self.content_index.or(d.content_index),
             on_success: self.on_success.or(d.on_success),
             on_failure: self.on_failure.or(d.on_failure),
         }
@@ -415,35 +421,8 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of
-/// 1024, case-insensitive, optionally followed by `B` or `iB`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("bad size {text:?} (e.g. \"512K\", \"20M\", \"1.5G\")");
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
-    let power = match unit {
-        "" => 0,
-        "K" => 1,
-        "M" => 2,
-        "G" => 3,
-        "T" => 4,
-        _ => return Err(bad()),
-    };
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let bytes = number * 1024f64.powi(power);
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes.round() as u64)
-}
+/// Parses a size (the library's, shared with the command line).
+pub use simplestreams::units::parse_size;
 
 /// The file being checked, for errors.
 struct Context<'a> {
@@ -634,6 +613,9 @@ impl Context<'_> {
             limit_rate: raw.limit_rate.map(|r| r.into_inner().0),
             delete_delay: raw.delete_delay.map(|d| d.into_inner().0),
             min_free: raw.min_free.map(|m| m.into_inner().0),
+            content_index: raw
+                .content_index
+                .map(|d| normalize(&base.join(d.into_inner()))),
             on_success,
             on_failure,
         };
@@ -772,6 +754,7 @@ mod tests {
 [defaults]
 keyring = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
 max = 1
+content_index = "content"
 
 [[job]]
 name = "maas-stable"
@@ -826,6 +809,11 @@ on_success = "echo done"
         assert_eq!(candidate.limit_rate, Some(20 << 20));
         assert_eq!(candidate.min_free, Some(1 << 30));
         assert_eq!(candidate.delete_delay, Some(Duration::from_secs(86400)));
+        assert_eq!(
+            candidate.content_index.as_deref(),
+            Some(Path::new("/etc/sstream/content")),
+            "inherited, relative to the file"
+        );
         assert_eq!(candidate.on_success.as_deref(), Some("echo done"));
         assert_eq!(candidate.on_failure, None);
         let names: Vec<&str> = config

@@ -6,6 +6,7 @@ use crate::progress::RunDisplay;
 use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use clap::Args;
+use simplestreams::content::ContentIndex;
 use simplestreams::filter::FilterGroups;
 use simplestreams::metadata::MetadataReader;
 use simplestreams::mirror::{Mirror, RunSettings, Summary};
@@ -68,6 +69,27 @@ pub struct MirrorArgs {
     /// Allow pruning to delete more than half of the mirror.
     #[arg(long)]
     pub force: bool,
+    /// Keep SIZE free on the mirror's filesystem: a run whose downloads
+    /// would leave less fails before downloading anything (e.g. 10G, 512M;
+    /// default: 5% of the filesystem, at most 1G).
+    #[arg(long, value_name = "SIZE", value_parser = simplestreams::units::parse_size)]
+    pub min_free: Option<u64>,
+    /// Keep the files of versions that left the metadata this long (e.g.
+    /// 2h, 1d; 0: delete them in the same run) so that clients still
+    /// reading the previous metadata can finish; a later run deletes them.
+    /// Default: 6h for `sstream mirror`, 0 for `sstream-mirror` (as the
+    /// reference).
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub delete_delay: Option<Duration>,
+    /// Share identical content with other mirrors on this filesystem
+    /// through a content index in DIR (hard links named by checksum; give
+    /// every job the same DIR). Without it, content is still stored once
+    /// within the mirror.
+    #[arg(long, value_name = "DIR")]
+    pub content_index: Option<PathBuf>,
+    /// The drop-in `sstream-mirror`: the reference's defaults.
+    #[arg(skip)]
+    pub drop_in: bool,
     /// Publish metadata listing exactly what the mirror holds, signed with
     /// this key (`sstream key generate`), instead of upstream's documents.
     #[arg(long, value_name = "KEY")]
@@ -90,16 +112,35 @@ pub fn run(args: MirrorArgs) -> Result<(), CliError> {
     let mirror = args.parts()?.build()?;
     let summary = execute(&mirror, args.dry_run, args.progress, chatty)?;
     if let (Some(summary), true) = (summary, chatty) {
-        eprintln!(
-            "mirrored {} file(s), {} in {:.1}s; {} stream(s) published, {} file(s) removed",
-            summary.files,
-            human_size(summary.bytes),
-            summary.elapsed.as_secs_f64(),
-            summary.published.len(),
-            summary.deleted
-        );
+        eprintln!("{}", summary_line(&summary));
     }
     Ok(())
+}
+
+/// The line `-v` and `--progress` end with.
+pub fn summary_line(summary: &Summary) -> String {
+    let linked = if summary.linked > 0 {
+        format!(
+            ", {} file(s) linked to identical content ({} not downloaded)",
+            summary.linked,
+            human_size(summary.linked_bytes)
+        )
+    } else {
+        String::new()
+    };
+    let waiting = if summary.waiting > 0 {
+        format!(", {} kept for the delete delay", summary.waiting)
+    } else {
+        String::new()
+    };
+    format!(
+        "mirrored {} file(s), {} in {:.1}s{linked}; {} stream(s) published, {} file(s) removed{waiting}",
+        summary.files,
+        human_size(summary.bytes),
+        summary.elapsed.as_secs_f64(),
+        summary.published.len(),
+        summary.deleted
+    )
 }
 
 /// Runs a job: with `dry_run` prints its plan on stdout (and gives `None`),
@@ -159,7 +200,18 @@ impl JobParts {
         let source = Source::new(spec.root, mirrors, self.transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
         let store = Arc::new(DirStore::new(&self.dir));
-        Ok(Mirror::new(reader, store, self.options, self.settings))
+        let mut settings = self.settings;
+        if let Some(dir) = &settings.content_index
+            && !ContentIndex::new(dir).shares_filesystem_with(&self.dir)
+        {
+            log::warn!(
+                "content index {}: not on the filesystem of {} (hard links cannot cross filesystems); not used",
+                dir.display(),
+                self.dir.display()
+            );
+            settings.content_index = None;
+        }
+        Ok(Mirror::new(reader, store, self.options, settings))
     }
 }
 
@@ -188,6 +240,13 @@ impl MirrorArgs {
                 jobs: self.jobs,
                 wait: self.wait,
                 wipe_guard: (!self.force).then_some(WIPE_GUARD),
+                min_free: self.min_free,
+                delete_delay: self.delete_delay.unwrap_or(if self.drop_in {
+                    Duration::ZERO
+                } else {
+                    DEFAULT_DELETE_DELAY
+                }),
+                content_index: self.content_index.clone(),
                 publication: publication(self.sign_key.as_deref(), &self.passphrase)?,
             },
         })
@@ -208,3 +267,11 @@ pub fn publication(
 
 /// Share of the mirror `--prune` may delete without `--force`.
 pub const WIPE_GUARD: f64 = 0.5;
+
+/// How long `sstream mirror` and `sstream sync` keep the files of versions
+/// that left the metadata: a MAAS region that read the previous metadata
+/// just before a run finishes its import (and its retries, about two hours)
+/// well within it, and an hourly or daily run removes them at its first
+/// run after it. The drop-in `sstream-mirror` deletes at once, as the
+/// reference.
+pub const DEFAULT_DELETE_DELAY: Duration = Duration::from_secs(6 * 3600);

@@ -7,7 +7,7 @@
 
 use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job};
 use crate::error::CliError;
-use crate::mirror::{JobParts, WIPE_GUARD, publication};
+use crate::mirror::{DEFAULT_DELETE_DELAY, JobParts, WIPE_GUARD, publication};
 use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use clap::Args;
@@ -259,15 +259,11 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
 /// on stdout instead). Options the engine does not have yet are refused
 /// rather than ignored.
 pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
-    let unsupported: Vec<String> = [
-        ("limit_rate", job.limit_rate.is_some()),
-        ("delete_delay", job.delete_delay.is_some()),
-        ("min_free", job.min_free.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, set)| *set)
-    .map(|(key, _)| format!("{key} is not supported by this version of sstream"))
-    .collect();
+    let unsupported: Vec<String> = [("limit_rate", job.limit_rate.is_some())]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(key, _)| format!("{key} is not supported by this version of sstream"))
+        .collect();
     if !unsupported.is_empty() {
         return Err(JobFailure::new(unsupported));
     }
@@ -315,6 +311,9 @@ fn parts(job: &Job) -> Result<JobParts, CliError> {
             jobs: job.jobs,
             wait: job.wait,
             wipe_guard: (!job.force).then_some(WIPE_GUARD),
+            min_free: job.min_free,
+            delete_delay: job.delete_delay.unwrap_or(DEFAULT_DELETE_DELAY),
+            content_index: job.content_index.clone(),
             publication,
         },
     })
@@ -370,10 +369,7 @@ mod tests {
         let failure = run_job(&j, true, false).unwrap_err();
         assert_eq!(
             failure.errors,
-            [
-                "limit_rate is not supported by this version of sstream",
-                "min_free is not supported by this version of sstream"
-            ]
+            ["limit_rate is not supported by this version of sstream"]
         );
         assert!(!Path::new("/nonexistent/j").exists());
     }

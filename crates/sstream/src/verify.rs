@@ -4,7 +4,7 @@
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::Result;
-use simplestreams::audit::{AuditOptions, Problem, Report, audit, problem_of_error};
+use simplestreams::audit::{AuditOptions, Problem, Report, Scheduled, audit, problem_of_error};
 use simplestreams::metadata::Verification;
 use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url, split_source};
 use simplestreams::units::human_size as human;
@@ -37,7 +37,9 @@ What is checked:
   in .data/<content_id> must exist with its size (--full: its checksum);
   .data/references.json must agree with the state and name existing files.
   Files nothing references are reported as orphans; .part and temporary
-  files as leftovers (both warnings). A products file without .data state
+  files as leftovers (both warnings). Files of removed versions waiting out
+  the delete delay (--delete-delay of sstream mirror) are listed as
+  scheduled for deletion: neither a warning nor an error. A products file without .data state
   is checked with the client rule below.
 
   Served mirror (http:// or https://): .data/ is not served, so what was
@@ -92,6 +94,7 @@ struct JsonOut<'a> {
     errors: usize,
     warnings: usize,
     problems: &'a [Problem],
+    scheduled: &'a [Scheduled],
 }
 
 /// Runs `sstream verify` and gives its exit status.
@@ -189,6 +192,7 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
             errors: report.errors(),
             warnings: report.warnings(),
             problems: &report.problems,
+            scheduled: &report.scheduled,
         };
         serde_json::to_writer(&mut out, &json).map_err(std::io::Error::other)?;
         writeln!(out)?;
@@ -215,6 +219,23 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
             )?;
         }
     }
+    for s in &report.scheduled {
+        let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.since);
+        writeln!(
+            out,
+            "note: scheduled: {}: waiting out the delete delay since {}; a later run deletes it",
+            s.location,
+            humantime::format_rfc3339_seconds(since)
+        )?;
+    }
+    let scheduled = if report.scheduled.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} file(s) scheduled for deletion",
+            report.scheduled.len()
+        )
+    };
     let verdict = match code {
         EXIT_OK => "OK",
         EXIT_METADATA => "FAILED (metadata)",
@@ -230,7 +251,7 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
     };
     writeln!(
         out,
-        "{verdict}: {}: {} document(s), {} item(s), {} checked{}{skipped}; {} error(s), {} warning(s)",
+        "{verdict}: {}: {} document(s), {} item(s), {} checked{}{skipped}; {} error(s), {} warning(s){scheduled}",
         args.target,
         report.documents,
         report.items_checked,

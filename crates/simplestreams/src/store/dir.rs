@@ -3,7 +3,7 @@
 //! renamed; items downloaded into `<path>.part` and renamed once verified;
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
-use super::{FileStamp, Lease, Staged, Store, data_rel};
+use super::{FileStamp, Lease, Linked, Space, Staged, Store, data_rel};
 use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, temp_name};
 use crate::path::RelPath;
@@ -283,19 +283,153 @@ impl Store for DirStore {
         Ok(())
     }
 
-    fn free_space(&self) -> Option<u64> {
-        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
-        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-        // SAFETY: `path` is a NUL-terminated string and `st` a buffer of the
-        // right type; statvfs fills it on success.
-        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
-        if rc != 0 {
-            return None;
-        }
-        // SAFETY: statvfs returned 0, so `st` is initialised.
-        let st = unsafe { st.assume_init() };
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    /// From `statvfs` on the root (or, before the first run, its nearest
+    /// existing parent); the filesystem is named by its mount point.
+    fn space(&self) -> Option<Space> {
+        let dir = self.root.ancestors().find(|d| d.is_dir())?;
+        let st = statvfs(dir)?;
+        Some(Space {
+            free: st.f_bavail.saturating_mul(st.f_frsize),
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+            filesystem: mount_point(dir).display().to_string(),
+        })
     }
+
+    fn staged_len(&self, rel: &RelPath) -> u64 {
+        fs::symlink_metadata(part_path(&rel.under(&self.root)))
+            .map(|m| if m.is_file() { m.len() } else { 0 })
+            .unwrap_or(0)
+    }
+
+    fn can_link(&self) -> bool {
+        true
+    }
+
+    /// Refuses a `from` that is not a regular file reached without a
+    /// symlink.
+    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Linked> {
+        let source = rel_file(self, from)?;
+        self.import(&source, to)
+    }
+
+    /// A hard link made under the temporary name of `to`, then renamed
+    /// into place; a copy (fsynced) where the filesystem cannot link (across
+    /// filesystems, too many links, no hard links at all). A stale `.part`
+    /// of `to` goes.
+    fn import(&self, from: &Path, to: &RelPath) -> Result<Linked> {
+        let dest = self.prepare(to)?;
+        let source = fs::symlink_metadata(from).map_err(|e| Error::io(from, e))?;
+        if !source.is_file() {
+            let e = std::io::Error::other("not a regular file");
+            return Err(Error::io(from, e));
+        }
+        if let Ok(there) = fs::symlink_metadata(&dest)
+            && (there.dev(), there.ino()) == (source.dev(), source.ino())
+        {
+            return Ok(Linked::HardLink);
+        }
+        let tmp = dest.with_file_name(temp_name(&file_name(&dest)));
+        remove_if_present(&tmp)?;
+        let result = (|| {
+            let how = match fs::hard_link(from, &tmp) {
+                Ok(()) => Linked::HardLink,
+                Err(e) if copy_instead(&e) => {
+                    copy_file(from, &tmp)?;
+                    Linked::Copy
+                }
+                Err(e) => return Err(Error::io(&tmp, e)),
+            };
+            let made = fs::symlink_metadata(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let same = (made.dev(), made.ino()) == (source.dev(), source.ino());
+            if !made.is_file() || (how == Linked::HardLink && !same) || made.len() != source.len() {
+                let e = std::io::Error::other("changed while being linked");
+                return Err(Error::io(from, e));
+            }
+            fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+            Ok(how)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+            return result;
+        }
+        remove_if_present(&part_path(&dest))?;
+        if let Some(dir) = dest.parent() {
+            sync_dir(dir);
+        }
+        result
+    }
+
+    fn local_path(&self, rel: &RelPath) -> Option<PathBuf> {
+        rel_file(self, rel).ok()
+    }
+}
+
+/// The local path of the regular file at `rel`, reached without a symlink.
+fn rel_file(store: &DirStore, rel: &RelPath) -> Result<PathBuf> {
+    let path = rel.under(&store.root);
+    let not_regular = || Error::io(&path, std::io::Error::other("not a regular file"));
+    if store.parent_dir(rel, false)?.is_none() {
+        return Err(not_regular());
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err(not_regular()),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Whether a failed hard link should become a copy: the filesystem cannot
+/// link these two names (another filesystem, too many links, no hard
+/// links), as opposed to a real failure (no space, no permission to write).
+fn copy_instead(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::EMLINK | libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
+}
+
+/// Copies the regular file `from` to `to` (created exclusively) and syncs
+/// it.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    let mut src = DirStore::open_regular(from).map_err(|e| Error::io(from, e))?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(|e| Error::io(to, e))?;
+    std::io::copy(&mut src, &mut dst).map_err(|e| Error::io(to, e))?;
+    dst.sync_all().map_err(|e| Error::io(to, e))
+}
+
+/// `statvfs` of `dir`.
+fn statvfs(dir: &Path) -> Option<libc::statvfs> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` a buffer of the
+    // right type; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialised.
+    Some(unsafe { st.assume_init() })
+}
+
+/// The mount point of the filesystem holding `dir`: its highest ancestor on
+/// the same device.
+fn mount_point(dir: &Path) -> PathBuf {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(dev) = fs::metadata(&dir).map(|m| m.dev()) else {
+        return dir;
+    };
+    let mut top = dir.clone();
+    for parent in dir.ancestors().skip(1) {
+        match fs::metadata(parent) {
+            Ok(m) if m.dev() == dev => top = parent.to_path_buf(),
+            _ => break,
+        }
+    }
+    top
 }
 
 /// The `flock` of a run.
@@ -610,5 +744,60 @@ mod tests {
         let back = store.load_state("c:1").unwrap();
         assert_eq!(back.to_value(), tree.to_value());
         assert!(store.save_state("../x", &tree).is_err());
+    }
+
+    #[test]
+    fn pending_deletes_keep_their_time_and_the_old_format_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        fs::create_dir_all(dir.path().join(".data")).unwrap();
+        let file = dir.path().join(".data/sstream-pending-deletes.json");
+        fs::write(&file, r#"["a/1", "b/2"]"#).unwrap();
+        let old = store.load_pending_deletes().unwrap();
+        assert_eq!(old, [("a/1".into(), 0), ("b/2".into(), 0)].into());
+        let timed: super::super::PendingDeletes = [("a/1".into(), 1_700_000_000)].into();
+        store.save_pending_deletes(&timed).unwrap();
+        assert_eq!(store.load_pending_deletes().unwrap(), timed);
+        store.save_pending_deletes(&Default::default()).unwrap();
+        assert!(!file.exists(), "nothing pending: no file");
+    }
+
+    #[test]
+    fn links_share_the_bytes_and_refuse_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        store.write_atomic(&rel("a/kernel"), b"same bytes").unwrap();
+        fs::write(dir.path().join("b-kernel.part"), b"stale").unwrap();
+        assert!(store.can_link());
+        assert_eq!(
+            store.link(&rel("a/kernel"), &rel("b-kernel")).unwrap(),
+            Linked::HardLink
+        );
+        let ino = |p: &str| fs::metadata(dir.path().join(p)).unwrap().ino();
+        assert_eq!(ino("a/kernel"), ino("b-kernel"));
+        assert!(
+            !dir.path().join("b-kernel.part").exists(),
+            "the stale .part goes"
+        );
+        assert_eq!(
+            store.link(&rel("a/kernel"), &rel("b-kernel")).unwrap(),
+            Linked::HardLink,
+            "again: nothing to do"
+        );
+        store.remove(&rel("a/kernel")).unwrap();
+        assert_eq!(
+            store.read(&rel("b-kernel")).unwrap().unwrap(),
+            b"same bytes"
+        );
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("evil")).unwrap();
+        assert!(store.link(&rel("evil"), &rel("c")).is_err());
+        assert!(store.import(&dir.path().join("evil"), &rel("c")).is_err());
+        assert!(store.link(&rel("missing"), &rel("c")).is_err());
+        assert!(!dir.path().join("c").exists());
+        assert_eq!(store.local_path(&rel("evil")), None);
+        assert_eq!(store.staged_len(&rel("b-kernel")), 0);
+        let space = store.space().unwrap();
+        assert!(space.total >= space.free && space.total > 0);
+        assert!(Path::new(&space.filesystem).is_absolute());
     }
 }

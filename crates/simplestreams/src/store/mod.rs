@@ -2,7 +2,9 @@
 //! mirror's root: items (staged, verified by the caller, then committed
 //! under their final name), metadata, the state under `.data/`, the
 //! references, the run lock and our bookkeeping files. Nothing else writes
-//! there.
+//! there. A store that can keeps identical content once
+//! ([`Store::link`], [`Store::import`]: hard links in a directory) and says
+//! how much room it has ([`Store::space`]).
 //!
 //! [`DirStore`] keeps a mirror in a local directory. A new kind of store
 //! (object storage, say) implements [`Store`] and [`Staged`]; the plan and
@@ -21,9 +23,42 @@ use crate::error::{Error, Result};
 use crate::format::Products;
 use crate::path::{RelPath, check_file_name};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// `{item path: [content_id/product/version/item, ...]}`.
 pub type References = BTreeMap<String, Vec<String>>;
+
+/// Paths whose deletion is pending, each with when it was scheduled (the
+/// run that published metadata without it), in seconds since the epoch.
+/// A path recorded without a time (by an older version, which deleted at
+/// once) has time 0: it is due.
+///
+/// On disk (`.data/sstream-pending-deletes.json`): `{"path": seconds, ...}`;
+/// the older format, a list of paths, is still read.
+pub type PendingDeletes = BTreeMap<String, u64>;
+
+/// How much room a store has where the items go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer can still use.
+    pub free: u64,
+    /// Size of the filesystem (or quota), in bytes.
+    pub total: u64,
+    /// The filesystem, for messages (its mount point).
+    pub filesystem: String,
+}
+
+/// How [`Store::link`] or [`Store::import`] stored the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// As another name of the same bytes (a hard link): no space used.
+    HardLink,
+    /// As a copy (across filesystems): the space of a copy used, nothing
+    /// transferred.
+    Copy,
+    /// The store cannot do it: the item is downloaded instead.
+    Unsupported,
+}
 
 /// What identifies a stored file's content cheaply: size, modification time
 /// and a file identity (an inode; every publication is a new file). While a
@@ -99,8 +134,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// it will (the root, `.data/`).
     fn check_writable(&self) -> Result<()>;
 
+    /// Free and total space where the items go, when the store can tell.
+    fn space(&self) -> Option<Space> {
+        None
+    }
+
     /// Bytes free where the items go, when the store can tell.
     fn free_space(&self) -> Option<u64> {
+        self.space().map(|s| s.free)
+    }
+
+    /// Bytes already staged for the item at `rel` by an interrupted
+    /// download (to resume from); never creates anything.
+    fn staged_len(&self, _rel: &RelPath) -> u64 {
+        0
+    }
+
+    /// Whether [`Store::link`] can store content under a second path
+    /// without transferring it again.
+    fn can_link(&self) -> bool {
+        false
+    }
+
+    /// Stores the content of the item at `from` under `to` too, without
+    /// transferring it: a hard link where possible, else a copy, never a
+    /// symlink. `to` appears whole or not at all; what was there is
+    /// replaced. Stores that cannot say [`Linked::Unsupported`] (the item
+    /// is then downloaded).
+    fn link(&self, _from: &RelPath, _to: &RelPath) -> Result<Linked> {
+        Ok(Linked::Unsupported)
+    }
+
+    /// Like [`Store::link`], from a local file outside the store (an
+    /// entry of a [`crate::content::ContentIndex`]).
+    fn import(&self, _from: &Path, _to: &RelPath) -> Result<Linked> {
+        Ok(Linked::Unsupported)
+    }
+
+    /// The local file holding the item at `rel`, when the store keeps its
+    /// items in local files (to enter them in a content index).
+    fn local_path(&self, _rel: &RelPath) -> Option<PathBuf> {
         None
     }
 
@@ -178,22 +251,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.write_atomic(&rel, &text)
     }
 
-    /// Paths whose deletion an earlier run scheduled but did not finish.
-    fn load_pending_deletes(&self) -> Result<BTreeSet<String>> {
+    /// Paths whose deletion an earlier run scheduled (waiting out the
+    /// delete delay, or left by an interrupted run), with when.
+    fn load_pending_deletes(&self) -> Result<PendingDeletes> {
         let rel = data_rel(PENDING_DELETES)?;
         let Some(bytes) = self.read(&rel)? else {
-            return Ok(BTreeSet::new());
+            return Ok(PendingDeletes::new());
         };
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let malformed = |e: serde_json::Error| {
             Error::metadata(
                 self.display(&rel),
                 format!("malformed list of pending deletions: {e}; fix or remove it"),
             )
-        })
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(malformed)?;
+        if value.is_array() {
+            // The older format: a list of paths, without times.
+            let paths: BTreeSet<String> = serde_json::from_value(value).map_err(malformed)?;
+            return Ok(paths.into_iter().map(|p| (p, 0)).collect());
+        }
+        serde_json::from_value(value).map_err(malformed)
     }
 
     /// Records (or, when empty, clears) the pending deletions.
-    fn save_pending_deletes(&self, paths: &BTreeSet<String>) -> Result<()> {
+    fn save_pending_deletes(&self, paths: &PendingDeletes) -> Result<()> {
         let rel = data_rel(PENDING_DELETES)?;
         if paths.is_empty() {
             return self.remove(&rel);
