@@ -17,6 +17,7 @@ pub mod serve;
 pub mod status;
 pub mod stream_args;
 pub mod sync;
+pub mod target;
 pub mod verify;
 
 /// The runtime commands run their async work on.

@@ -10,7 +10,6 @@ use simplestreams::metadata::MetadataReader;
 use simplestreams::mirror::{Mirror, RunSettings, Summary};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions, source_url};
-use simplestreams::store::DirStore;
 use simplestreams::units::human_size;
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,7 +67,7 @@ pub struct MirrorArgs {
     pub force: bool,
     /// The source: a URL (http, https, file) or a directory.
     pub source: String,
-    /// The mirror directory to write.
+    /// The mirror directory to write, or a bucket: s3://BUCKET/PREFIX.
     pub output_dir: PathBuf,
     /// Filters: KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     pub filters: Vec<String>,
@@ -124,7 +123,7 @@ pub fn execute(
 pub struct JobParts {
     /// The source: a URL (http, https, file) or a directory.
     pub source: String,
-    /// The mirror directory.
+    /// The mirror directory (or `s3://BUCKET/PREFIX`).
     pub dir: PathBuf,
     /// Where the entry is and how it is verified.
     pub stream: StreamArgs,
@@ -149,7 +148,7 @@ impl JobParts {
             .collect::<Result<Vec<_>, _>>()?;
         let source = Source::new(spec.root, mirrors, self.transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        let store = Arc::new(DirStore::new(&self.dir));
+        let store = crate::target::store_at(&self.dir)?;
         Ok(Mirror::new(reader, store, self.options, self.settings))
     }
 }
