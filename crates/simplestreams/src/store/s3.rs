@@ -119,8 +119,29 @@ impl S3Store {
 
 /// The `object_store` client of `target`: path-style addressing for a
 /// custom endpoint (virtual-hosted for AWS), plain HTTP when the endpoint
-/// says `http://`, idle (not total) timeouts, and retries with backoff.
+/// says `http://`, idle (not total) timeouts, retries with backoff, and
+/// single-object `DELETE`s.
 fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
+    // Without keys object_store asks the EC2 instance metadata service,
+    // which only AWS has: for another service, say what is missing.
+    let other_provider = [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_SKIP_SIGNATURE",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if let Some(endpoint) = &settings.endpoint
+        && settings.access_key_id.is_none()
+        && !other_provider
+    {
+        return Err(Error::Refused(format!(
+            "{}: no credentials for {endpoint}: set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE) in ~/.aws/credentials",
+            target.url()
+        )));
+    }
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&target.bucket);
     builder = builder.with_region(settings.region.as_deref().unwrap_or("us-east-1"));
     let user_chose_style = std::env::var_os("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_some();
@@ -160,7 +181,10 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
         max_retries: settings.retries,
         ..RetryConfig::default()
     };
+    // One object is deleted at a time: a plain DELETE, which every
+    // S3-compatible service has (not all have DeleteObjects).
     let client = builder
+        .with_disable_bulk_delete(true)
         .with_client_options(options)
         .with_retry(retry)
         .build()
@@ -500,6 +524,29 @@ fn one_line(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_custom_endpoint_needs_credentials() {
+        let settings = S3Settings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..S3Settings::default()
+        };
+        let err = S3Store::open("s3://b/p", settings).unwrap_err().to_string();
+        assert!(
+            err.contains("s3://b/p: no credentials for http://127.0.0.1:9"),
+            "{err}"
+        );
+        let settings = S3Settings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            ..S3Settings::default()
+        };
+        let store = S3Store::open("s3://b/p/", settings).unwrap();
+        assert_eq!(store.location(), "s3://b/p");
+        let rel = RelPath::parse(".data/x").unwrap();
+        assert_eq!(store.display(&rel), "s3://b/p/.data/x");
+    }
 
     #[test]
     fn etags_and_codes() {

@@ -276,22 +276,26 @@ fn probe_conditional(
     shown: &str,
     version: UpdateVersion,
 ) -> Result<UpdateVersion> {
-    let (client, key) = (shared.client.clone(), key.clone());
+    let (client, probed) = (shared.client.clone(), key.clone());
     let record = Record::mine(shared.settings.lease_ttl);
     let create = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
     let again =
-        shared.run(async move { client.put_opts(&key, record.body().into(), create).await })?;
+        shared.run(async move { client.put_opts(&probed, record.body().into(), create).await })?;
     match again {
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Ok(version),
-        Ok(_) => Err(Error::Refused(format!(
-            "{shown}: the S3 service ignores conditional writes (If-None-Match: *): \
+        Ok(_) => {
+            let (client, key) = (shared.client.clone(), key.clone());
+            let _ = shared.run(async move { client.delete(&key).await });
+            Err(Error::Refused(format!(
+                "{shown}: the S3 service ignores conditional writes (If-None-Match: *): \
              it cannot keep two runs apart, so nothing is mirrored into it"
-        ))),
+            )))
+        }
         Err(e) => Err(s3_error(shown, &e)),
     }
 }
