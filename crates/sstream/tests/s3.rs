@@ -388,6 +388,47 @@ fn maas_commands_into_a_bucket_then_a_no_op_rerun() {
     assert_same_as_dir(&s3, &target, &dir);
 }
 
+// ------------------------------------------------------------ config jobs
+
+/// A config job whose `dir` is a bucket: `sstream sync` mirrors into it and
+/// keeps the job's status record there, `sstream status` reads it back.
+#[test]
+fn a_config_job_mirrors_into_a_bucket() {
+    let Some(s3) = S3Server::start(Kind::Moto, BUCKET) else {
+        return;
+    };
+    let stream = Stream::new(&spec(&["20250615"], &["20230222.0"], 4096), &[]);
+    let tmp = TempDir::new().unwrap();
+    let config = tmp.path().join("sstream.toml");
+    let target = bucket("synced");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"maas\"\nsource = {:?}\ndir = \"{target}/\"\n\
+             path = \"streams/v1/index.json\"\nno_verify = true\n",
+            s(&stream.src)
+        ),
+    )
+    .unwrap();
+    let sstream = |a: &[&str]| -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sstream"));
+        s3.apply(&mut cmd);
+        cmd.args(a).output().unwrap()
+    };
+    let o = sstream(&["sync", "--config", s(&config)]);
+    assert!(o.status.success(), "sync: {}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("maas: ok"));
+    let objects = s3.objects(&target);
+    let record: serde_json::Value =
+        serde_json::from_slice(&objects[".data/sstream-status-maas.json"]).unwrap();
+    assert_eq!(record["result"], "ok", "{record}");
+    assert_same_as_dir(&s3, &target, &stream.mirrored);
+    let o = sstream(&["status", "--config", s(&config)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "status: {out}{}", stderr(&o));
+    assert!(out.contains("maas") && out.contains("ok"), "{out}");
+}
+
 // ------------------------------------------------------------------ day 2
 
 /// Day 2 of a stream with `--max=1`: a new version replaces the old one;
