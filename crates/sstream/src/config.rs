@@ -731,11 +731,11 @@ fn same_source(a: &Job, b: &Job) -> bool {
 
 /// `path` with `.` and `..` components resolved lexically and no trailing
 /// separator, so that two spellings of one directory compare equal.
-/// A job's `dir`: a bucket URL as it is, a path relative to the config
-/// file's directory.
+/// A job's `dir`: a bucket URL (without a trailing `/`), or a path
+/// relative to the config file's directory.
 fn job_dir(dir: PathBuf, base: &Path) -> PathBuf {
     if crate::target::is_bucket(&dir) {
-        dir
+        PathBuf::from(dir.to_string_lossy().trim_end_matches('/'))
     } else {
         normalize(&base.join(dir))
     }
@@ -1024,7 +1024,7 @@ on_success = "echo done"
         let text =
             "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"s3://maas-images/stable/\"\n";
         let config = parse(text).unwrap();
-        assert_eq!(config.jobs[0].dir, Path::new("s3://maas-images/stable/"));
+        assert_eq!(config.jobs[0].dir, Path::new("s3://maas-images/stable"));
         let text = "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"s3://bad bucket/x\"\n";
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("dir") && err.contains("bucket"), "{err}");

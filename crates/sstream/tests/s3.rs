@@ -282,6 +282,31 @@ fn bucket_matches_directory(kind: Kind) {
     );
     assert_same_as_dir(&s3, &target, &stream.mirrored);
     assert_verified(&s3, &target, &["--no-verify", "--full"], "after the mirror");
+
+    // The audit of a damaged bucket: what the state records must be there,
+    // what nothing references is an orphan.
+    let store = s3.direct(&target);
+    let squashfs = s3
+        .objects(&target)
+        .into_keys()
+        .find(|k| k.ends_with("/squashfs"))
+        .unwrap();
+    store.remove(&RelPath::parse(&squashfs).unwrap()).unwrap();
+    let stray = RelPath::parse("trusty/stray.img").unwrap();
+    store.write_atomic(&stray, b"stray").unwrap();
+    let o = s3_verify(&s3, &["--no-verify", &target]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: missing: {target}/{squashfs}: recorded as mirrored"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: orphan: {target}/trusty/stray.img")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -463,6 +488,27 @@ fn day_two_with_max_one() {
     );
     assert_same_as_dir(&s3, &target, &day1.mirrored);
     s3.proxy.clear_log();
+    let o = s3_mirror(
+        &s3,
+        &args(s(src2.path()), &target, &["--max=1", "--dry-run"]),
+    );
+    assert_ok(&o, "day 2, dry run");
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("+ ") && l.contains("20250201")),
+        "{plan}"
+    );
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("- ") && l.contains("20250101")),
+        "{plan}"
+    );
+    assert_eq!(
+        writes(&s3.proxy.log()),
+        Vec::<String>::new(),
+        "a dry run wrote"
+    );
     assert_ok(
         &s3_mirror(&s3, &args(s(src2.path()), &target, &["--max=1"])),
         "day 2",
@@ -629,7 +675,7 @@ fn slow_down_and_server_errors_are_retried() {
 }
 
 /// A 403 on the items' uploads ends the run with a clear error naming the
-/// object and the S3 error, and publishes nothing.
+/// object and the S3 error, and publishes nothing; so does a missing bucket.
 #[test]
 fn access_denied_is_a_clear_error_and_publishes_nothing() {
     let Some(s3) = S3Server::start(Kind::Moto, BUCKET) else {
@@ -667,9 +713,16 @@ fn access_denied_is_a_clear_error_and_publishes_nothing() {
         "{published:?}"
     );
     assert!(!objects.contains_key(LOCK_KEY), "the lease was left behind");
+    let o = s3_mirror(&s3, &args(s(&stream.src), "s3://no-such-bucket/x", &[]));
+    assert_failed(
+        &o,
+        "missing bucket",
+        &["s3://no-such-bucket/x/.data/sstream.lock: no such bucket"],
+    );
 }
 
-/// Wrong credentials, refused by a server that checks signatures.
+/// Wrong credentials, refused by a server that checks signatures; no
+/// credentials at all for a custom endpoint (a usage error).
 #[test]
 fn a_wrong_secret_is_a_clear_error() {
     let Some(s3) = S3Server::start(Kind::S3sFs, BUCKET) else {
@@ -693,6 +746,20 @@ fn a_wrong_secret_is_a_clear_error() {
         "{}",
         stderr(&o)
     );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sstream-mirror"));
+    s3.apply(&mut cmd);
+    let o = cmd
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(args(s(&stream.src), &bucket("stable"), &[]))
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        "no credentials",
+        &["no credentials for", "AWS_ACCESS_KEY_ID"],
+    );
+    assert_eq!(o.status.code(), Some(2), "a usage error");
 }
 
 // ------------------------------------------------------------------ lease

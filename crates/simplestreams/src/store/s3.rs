@@ -510,6 +510,9 @@ fn one_line(e: &dyn std::error::Error) -> String {
         next = err.source();
     }
     let mut line = parts.join(": ");
+    if let Some(rest) = line.strip_prefix("Generic S3 error: ") {
+        line = rest.to_owned();
+    }
     if line.len() > 400 {
         let mut cut = 400;
         while !line.is_char_boundary(cut) {
