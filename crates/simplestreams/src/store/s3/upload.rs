@@ -182,7 +182,8 @@ impl Staged for Upload {
         self.buffer.extend_from_slice(data);
         while self.buffer.len() >= self.part_size() {
             let size = self.part_size();
-            let mut next = Vec::with_capacity(size);
+            // Room for the chunk that will overflow the part.
+            let mut next = Vec::with_capacity(size + size / 8);
             next.extend_from_slice(&self.buffer[size..]);
             let mut part = std::mem::replace(&mut self.buffer, next);
             part.truncate(size);
