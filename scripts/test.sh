@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/reference-venv.sh   # reference tools (test oracle) + gnupg
+bash scripts/s3-servers.sh       # moto and s3s-fs, the S3 servers of tests/s3.rs
 
 # Debian packages the tests drive: curl (HTTP checks), openssl (a test CA
 # for HTTPS sources), a headless

@@ -2,7 +2,7 @@
 //! parses and verifies, every mirrored item is there with the right size
 //! (and, on request, the right checksum), and nothing else is lying around.
 //!
-//! Two kinds of target:
+//! Three kinds of target:
 //!
 //! - **A local directory** (a path or a `file://` URL). What is mirrored is
 //!   known: the state trees `.data/<content_id>` and `.data/references.json`.
@@ -11,6 +11,9 @@
 //!   and temporary files as leftovers. Files of removed versions waiting out
 //!   the delete delay are listed as [`Report::scheduled`], not as problems. A products file without a state tree
 //!   is checked with the client rule below.
+//! - **A store** that can list its files (a bucket, [`audit_store`]):
+//!   audited as a directory, from one listing of it; documents and items
+//!   are read through the store.
 //! - **A served mirror** (`http://`, `https://`). `.data/` is not served, so
 //!   what was filtered is unknown. The client rule: only the newest version
 //!   of each product matters (that is what MAAS uses); it counts as mirrored
@@ -28,7 +31,7 @@
 //! proxies): the metadata, the `HEAD` probes of a served mirror
 //! ([`Source::probe`]) and the hashing of items ([`Source::check`]).
 //!
-//! A directory (`audit_dir`):
+//! A directory or a store's listing (`audit_files`, over `Files`):
 //! 1. `read_state`: the state trees, `references.json` and the pending
 //!    deletions under `.data/`.
 //! 2. `recorded_files`: what the state trees record as mirrored.
@@ -55,6 +58,7 @@ use crate::path::RelPath;
 use crate::source::{Expected, Probe, Source, SourceSpec, TransferOptions};
 use crate::store::{DirStore, PendingDeletes, References, Store};
 use futures_util::StreamExt;
+use std::sync::Arc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -268,13 +272,76 @@ pub async fn audit(
     } = match &target {
         Target::Dir(root) => {
             let (root, entry, full) = (root.clone(), spec.entry.clone(), options.full);
-            tokio::task::spawn_blocking(move || audit_dir(&root, &entry, &stream, full))
-                .await
-                .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                let files = DirFiles {
+                    store: DirStore::new(&root),
+                    root,
+                };
+                audit_files(&files, &entry, &stream, full)
+            })
+            .await
+            .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
         }
         Target::Served => audit_url(source, &stream, options).await,
+        Target::Store(_) => unreachable_target(spec)?,
     };
     if options.full {
+        let found = hash_files(source, &target, to_hash, options.jobs).await;
+        report.problems.extend(found);
+    }
+    report.sort();
+    Ok(report)
+}
+
+fn unreachable_target(spec: &SourceSpec) -> Result<Inventory> {
+    Err(Error::transfer(
+        spec.root.as_str(),
+        "a store is audited with audit_store",
+    ))
+}
+
+/// The entry document the mirror kept in `store` has: `index.sjson`, else
+/// `index.json` (see [`Source::find_entry`]).
+///
+/// # Errors
+/// The store cannot be read.
+pub async fn store_entry(store: Arc<dyn Store>) -> Result<RelPath> {
+    Source::of_store(store, audit_transfer())?
+        .find_entry()
+        .await
+}
+
+/// Audits the mirror kept in `store` as a mirror directory is audited (its
+/// state, references, orphans and leftovers; see the module
+/// documentation), from one listing of the store ([`Store::list`]);
+/// documents and items are read through the store.
+///
+/// # Errors
+/// The store cannot be listed, or the entry document or a products file
+/// cannot be read, parsed or verified.
+pub async fn audit_store(
+    store: Arc<dyn Store>,
+    entry: RelPath,
+    verification: Verification,
+    options: &AuditOptions,
+) -> Result<Report> {
+    let source = Source::of_store(store.clone(), audit_transfer())?;
+    let reader = MetadataReader::new(source, entry.clone(), verification);
+    let stream = read_stream(&reader, None).await?;
+    let source = reader.source();
+    let listing = store.clone();
+    let full = options.full;
+    let Inventory {
+        mut report,
+        to_hash,
+    } = tokio::task::spawn_blocking(move || -> Result<Inventory> {
+        let files = ListedFiles::of(listing)?;
+        Ok(audit_files(&files, &entry, &stream, full))
+    })
+    .await
+    .map_err(|e| Error::transfer(store.location(), e.to_string()))??;
+    if options.full {
+        let target = Target::Store(store);
         let found = hash_files(source, &target, to_hash, options.jobs).await;
         report.problems.extend(found);
     }
@@ -298,6 +365,8 @@ enum Target {
     Dir(PathBuf),
     /// A mirror served over HTTP(S).
     Served,
+    /// A mirror kept in a store that lists its files.
+    Store(Arc<dyn Store>),
 }
 
 impl Target {
@@ -327,6 +396,7 @@ impl Target {
         match self {
             Target::Dir(root) => display(root, rel.as_str()),
             Target::Served => source.url_of(rel).to_string(),
+            Target::Store(store) => store.display(rel),
         }
     }
 }
@@ -459,7 +529,7 @@ async fn hash_files(
 }
 
 // ---------------------------------------------------------------------------
-// Local directories.
+// Local directories and listed stores.
 
 /// `rel` (a `/`-separated path) under `root`, as problems name it.
 fn display(root: &Path, rel: &str) -> String {
@@ -468,23 +538,192 @@ fn display(root: &Path, rel: &str) -> String {
     p.display().to_string()
 }
 
-/// Audits the mirror directory `root` whose entry is `entry` (phases 1 to
-/// 8 of the module documentation); with `full`, the files to hash are left
-/// to [`hash_files`].
-fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, full: bool) -> Inventory {
-    let mut report = Report::of_stream(stream);
-    let state = read_state(root, &mut report.problems);
-    let recorded = recorded_files(&state.trees);
-    check_references(root, &state.references, &recorded, &mut report.problems);
-    let listed = check_dangling(root, &state.references, &recorded, &mut report.problems);
-    let stateless = stateless_products(root, stream, &state, &mut report.problems);
+/// What a file found in a mirror is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    /// A regular file (every object of a store).
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (a FIFO, a device...).
+    Other,
+}
 
-    let mut to_hash = check_recorded(root, &recorded, full, &mut report);
+/// A mirror's files as the checks of a known mirror see them: a local
+/// directory (walked), or a store's listing.
+trait Files: Sync {
+    /// How `rel` is named in problems.
+    fn display(&self, rel: &str) -> String;
+    /// The mirror's root, as problems name it.
+    fn root(&self) -> String;
+    /// What is at `rel`.
+    fn stat(&self, rel: &RelPath) -> Found;
+    /// The store `.data/` is read through.
+    fn store(&self) -> &dyn Store;
+    /// The names of the regular files directly under `.data/`.
+    fn data_files(&self) -> Vec<String>;
+    /// Every file outside `.data/` (relative to the root) and its kind;
+    /// what cannot be listed is a problem.
+    fn walk(&self, problems: &mut Vec<Problem>) -> Vec<(String, EntryKind)>;
+}
+
+/// A mirror directory.
+struct DirFiles {
+    root: PathBuf,
+    store: DirStore,
+}
+
+impl Files for DirFiles {
+    fn display(&self, rel: &str) -> String {
+        display(&self.root, rel)
+    }
+
+    fn root(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn stat(&self, rel: &RelPath) -> Found {
+        stat(&rel.under(&self.root))
+    }
+
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    fn data_files(&self) -> Vec<String> {
+        fs::read_dir(self.root.join(DATA_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn walk(&self, problems: &mut Vec<Problem>) -> Vec<(String, EntryKind)> {
+        let mut found = Vec::new();
+        walk_dir(&self.root, "", &mut found, problems);
+        found
+    }
+}
+
+/// Collects in `found` every file under `dir` (`prefix` relative to the
+/// root; `.data/` skipped), in name order; a directory that cannot be
+/// listed is a problem.
+fn walk_dir(
+    dir: &Path,
+    prefix: &str,
+    found: &mut Vec<(String, EntryKind)>,
+    problems: &mut Vec<Problem>,
+) {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                dir.display().to_string(),
+                format!("cannot list the directory: {e}"),
+            ));
+            return;
+        }
+    };
+    let mut entries: Vec<fs::DirEntry> = entries.flatten().collect();
+    entries.sort_by_key(fs::DirEntry::file_name);
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if prefix.is_empty() && name == DATA_DIR {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            walk_dir(&e.path(), &rel, found, problems);
+        } else if kind.is_file() {
+            found.push((rel, EntryKind::File));
+        } else if kind.is_symlink() {
+            found.push((rel, EntryKind::Symlink));
+        } else {
+            found.push((rel, EntryKind::Other));
+        }
+    }
+}
+
+/// A mirror kept in a store, as one listing of it found it.
+struct ListedFiles {
+    store: Arc<dyn Store>,
+    /// Every file's size, by path relative to the root.
+    files: BTreeMap<String, u64>,
+}
+
+impl ListedFiles {
+    /// Lists `store` (once).
+    fn of(store: Arc<dyn Store>) -> Result<ListedFiles> {
+        let files = store.list()?.into_iter().map(|l| (l.rel, l.len)).collect();
+        Ok(ListedFiles { store, files })
+    }
+}
+
+impl Files for ListedFiles {
+    fn display(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.store.location())
+    }
+
+    fn root(&self) -> String {
+        self.store.location()
+    }
+
+    fn stat(&self, rel: &RelPath) -> Found {
+        match self.files.get(rel.as_str()) {
+            Some(len) => Found::File(*len),
+            None => Found::Absent,
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn data_files(&self) -> Vec<String> {
+        let data = format!("{DATA_DIR}/");
+        self.files
+            .keys()
+            .filter_map(|rel| rel.strip_prefix(&data))
+            .filter(|name| !name.contains('/'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn walk(&self, _problems: &mut Vec<Problem>) -> Vec<(String, EntryKind)> {
+        let data = format!("{DATA_DIR}/");
+        self.files
+            .keys()
+            .filter(|rel| !rel.starts_with(&data))
+            .map(|rel| (rel.clone(), EntryKind::File))
+            .collect()
+    }
+}
+
+/// Audits the mirror `files` whose entry is `entry` (phases 1 to 8 of the
+/// module documentation); with `full`, the files to hash are left to
+/// [`hash_files`].
+fn audit_files(files: &dyn Files, entry: &RelPath, stream: &Stream, full: bool) -> Inventory {
+    let mut report = Report::of_stream(stream);
+    let state = read_state(files, &mut report.problems);
+    let recorded = recorded_files(&state.trees);
+    check_references(files, &state.references, &recorded, &mut report.problems);
+    let listed = check_dangling(files, &state.references, &recorded, &mut report.problems);
+    let stateless = stateless_products(files, stream, &state, &mut report.problems);
+
+    let mut to_hash = check_recorded(files, &recorded, full, &mut report);
     // A file is checked once, whoever names it.
     let mut checked: BTreeSet<String> = recorded.files.keys().map(RelPath::to_string).collect();
     checked.extend(listed);
     to_hash.extend(check_newest_local(
-        root,
+        files,
         &stateless.versions,
         &mut checked,
         full,
@@ -494,7 +733,7 @@ fn audit_dir(root: &Path, entry: &RelPath, stream: &Stream, full: bool) -> Inven
     let mut known = checked;
     known.extend(stateless.named);
     let strays = Strays {
-        root,
+        files,
         known: &known,
         metadata: &metadata_paths(stream),
         meta_dir: entry.ancestors().next().unwrap_or(""),
@@ -530,8 +769,8 @@ enum ReferencesFile {
 /// Phase 1: reads `.data/`: every state tree, `references.json` and the
 /// pending deletions, and notes temporary files. A state tree or a
 /// `references.json` that does not parse is a problem, and left out.
-fn read_state(root: &Path, problems: &mut Vec<Problem>) -> MirrorState {
-    let store = DirStore::new(root);
+fn read_state(files: &dyn Files, problems: &mut Vec<Problem>) -> MirrorState {
+    let store = files.store();
     let mut state = MirrorState {
         trees: BTreeMap::new(),
         references: ReferencesFile::Absent,
@@ -539,13 +778,7 @@ fn read_state(root: &Path, problems: &mut Vec<Problem>) -> MirrorState {
         leftovers: BTreeMap::new(),
     };
     let mut has_references = false;
-    let files = fs::read_dir(root.join(DATA_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()));
-    for e in files {
-        let name = e.file_name().to_string_lossy().into_owned();
+    for name in files.data_files() {
         let rel = format!("{DATA_DIR}/{name}");
         if name == REFERENCES {
             has_references = true;
@@ -558,7 +791,7 @@ fn read_state(root: &Path, problems: &mut Vec<Problem>) -> MirrorState {
                 }
                 Err(e) => problems.push(Problem::new(
                     ProblemKind::State,
-                    display(root, &rel),
+                    files.display(&rel),
                     format!("cannot use the mirror state: {e}"),
                 )),
             }
@@ -570,7 +803,7 @@ fn read_state(root: &Path, problems: &mut Vec<Problem>) -> MirrorState {
             Err(e) => {
                 problems.push(Problem::new(
                     ProblemKind::References,
-                    display(root, &format!("{DATA_DIR}/{REFERENCES}")),
+                    files.display(&format!("{DATA_DIR}/{REFERENCES}")),
                     e.to_string(),
                 ));
                 ReferencesFile::Malformed
@@ -611,7 +844,7 @@ fn recorded_files(trees: &BTreeMap<String, Products>) -> Recorded {
 /// Phase 3: `references.json` lists, for every path, exactly the items the
 /// state trees record for it; it may be missing only when they record none.
 fn check_references(
-    root: &Path,
+    files: &dyn Files,
     file: &ReferencesFile,
     recorded: &Recorded,
     problems: &mut Vec<Problem>,
@@ -623,14 +856,14 @@ fn check_references(
         ReferencesFile::Absent => {
             problems.push(Problem::new(
                 ProblemKind::References,
-                display(root, &format!("{DATA_DIR}/{REFERENCES}")),
+                files.display(&format!("{DATA_DIR}/{REFERENCES}")),
                 "missing, although the .data state records mirrored items",
             ));
             return;
         }
     };
     let disagree = |path: &str, detail: String| {
-        Problem::new(ProblemKind::References, display(root, path), detail)
+        Problem::new(ProblemKind::References, files.display(path), detail)
     };
     let none = BTreeSet::new();
     for (path, list) in refs {
@@ -681,7 +914,7 @@ fn join(list: &[&String]) -> String {
 /// must still be there (else they dangle). Gives every such path (they
 /// are not orphans).
 fn check_dangling(
-    root: &Path,
+    files: &dyn Files,
     file: &ReferencesFile,
     recorded: &Recorded,
     problems: &mut Vec<Problem>,
@@ -703,10 +936,10 @@ fn check_dangling(
             ));
             continue;
         };
-        if !matches!(stat(&rel.under(root)), Found::File(_)) {
+        if !matches!(files.stat(&rel), Found::File(_)) {
             problems.push(Problem::new(
                 ProblemKind::Dangling,
-                display(root, path),
+                files.display(path),
                 "listed in references.json, but the file is missing",
             ));
         }
@@ -725,7 +958,7 @@ struct Stateless {
 /// Phase 5: each products file without a state tree is reported (a
 /// warning) and left to the client rule.
 fn stateless_products(
-    root: &Path,
+    files: &dyn Files,
     stream: &Stream,
     state: &MirrorState,
     problems: &mut Vec<Problem>,
@@ -740,7 +973,7 @@ fn stateless_products(
         }
         problems.push(Problem::new(
             ProblemKind::NoState,
-            display(root, &format!("{DATA_DIR}/{}", pd.content_id)),
+            files.display(&format!("{DATA_DIR}/{}", pd.content_id)),
             format!(
                 "no mirror state for {}: checked the newest version of each product as a client would",
                 pd.content_id
@@ -758,7 +991,7 @@ fn stateless_products(
 /// Phase 6: every file the state records is there with its size. Gives
 /// those to hash (with `full`, when they have a checksum).
 fn check_recorded(
-    root: &Path,
+    files: &dyn Files,
     recorded: &Recorded,
     full: bool,
     report: &mut Report,
@@ -766,7 +999,7 @@ fn check_recorded(
     recorded
         .files
         .values()
-        .filter_map(|want| check_file(root, want, full, report))
+        .filter_map(|want| check_file(files, want, full, report))
         .collect()
 }
 
@@ -775,7 +1008,7 @@ fn check_recorded(
 /// least one newest version must be present. Files already in `checked`
 /// are skipped (and those checked here are added). Gives the files to hash.
 fn check_newest_local(
-    root: &Path,
+    files: &dyn Files,
     versions: &[NewestVersion],
     checked: &mut BTreeSet<String>,
     full: bool,
@@ -787,7 +1020,7 @@ fn check_newest_local(
         let present = version
             .files
             .iter()
-            .any(|w| matches!(stat(&w.path.under(root)), Found::File(_)));
+            .any(|w| matches!(files.stat(&w.path), Found::File(_)));
         if !present {
             report.versions_skipped += 1;
             log::debug!("{}: no item present; taken as not mirrored", version.name);
@@ -796,14 +1029,14 @@ fn check_newest_local(
         any_present = true;
         for want in &version.files {
             if checked.insert(want.path.to_string()) {
-                to_hash.extend(check_file(root, want, full, report));
+                to_hash.extend(check_file(files, want, full, report));
             }
         }
     }
     if !versions.is_empty() && !any_present {
         report.problems.push(Problem::new(
             ProblemKind::Missing,
-            root.display().to_string(),
+            files.root(),
             "no item of the newest version of any product is present",
         ));
     }
@@ -830,10 +1063,10 @@ fn stat(path: &Path) -> Found {
 /// Checks that `want` is a regular file of its size, counting it in
 /// `report`. Gives it back when it is to be hashed (`full`, a checksum to
 /// compare, the right size).
-fn check_file(root: &Path, want: &Wanted, full: bool, report: &mut Report) -> Option<Wanted> {
+fn check_file(files: &dyn Files, want: &Wanted, full: bool, report: &mut Report) -> Option<Wanted> {
     report.items_checked += 1;
-    let shown = display(root, want.path.as_str());
-    let problem = match stat(&want.path.under(root)) {
+    let shown = files.display(want.path.as_str());
+    let problem = match files.stat(&want.path) {
         Found::File(len) => {
             report.bytes_checked += len;
             match want.expected.size {
@@ -875,7 +1108,7 @@ fn metadata_paths(stream: &Stream) -> BTreeSet<String> {
 
 /// What a walk for strays knows is meant to be there.
 struct Strays<'a> {
-    root: &'a Path,
+    files: &'a dyn Files,
     /// Item files something references, relative to the root.
     known: &'a BTreeSet<String>,
     /// The metadata documents read.
@@ -909,16 +1142,18 @@ fn find_strays(
     mut leftovers: BTreeMap<String, &'static str>,
     report: &mut Report,
 ) {
-    let problems = &mut report.problems;
-    let mut found = Vec::new();
-    strays.walk(strays.root, "", &mut found, problems);
-    for (rel, stray) in found {
-        match stray {
+    let mut problems = Vec::new();
+    let found = strays.files.walk(&mut problems);
+    for (rel, kind) in found {
+        if strays.known.contains(&rel) || strays.metadata.contains(&rel) {
+            continue;
+        }
+        match strays.classify(&rel, kind) {
             Stray::Leftover(why) => {
                 leftovers.insert(rel, why);
             }
             Stray::Scheduled(since) => report.scheduled.push(Scheduled {
-                location: display(strays.root, &rel),
+                location: strays.files.display(&rel),
                 since,
             }),
             Stray::OtherMetadata => {
@@ -926,7 +1161,7 @@ fn find_strays(
             }
             Stray::Orphan(what) => problems.push(Problem::new(
                 ProblemKind::Orphan,
-                display(strays.root, &rel),
+                strays.files.display(&rel),
                 format!("{what} not referenced by the mirror state or metadata"),
             )),
         }
@@ -934,58 +1169,17 @@ fn find_strays(
     for (rel, why) in leftovers {
         problems.push(Problem::new(
             ProblemKind::Leftover,
-            display(strays.root, &rel),
+            strays.files.display(&rel),
             why,
         ));
     }
+    report.problems.extend(problems);
 }
 
 impl Strays<'_> {
-    /// Collects in `found` every file under `dir` (`prefix` relative to the
-    /// root) that is neither known nor metadata, in name order; a directory
-    /// that cannot be listed is a problem.
-    fn walk(
-        &self,
-        dir: &Path,
-        prefix: &str,
-        found: &mut Vec<(String, Stray)>,
-        problems: &mut Vec<Problem>,
-    ) {
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.push(Problem::new(
-                    ProblemKind::Unreadable,
-                    dir.display().to_string(),
-                    format!("cannot list the directory: {e}"),
-                ));
-                return;
-            }
-        };
-        let mut entries: Vec<fs::DirEntry> = entries.flatten().collect();
-        entries.sort_by_key(fs::DirEntry::file_name);
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if prefix.is_empty() && name == DATA_DIR {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let Ok(kind) = e.file_type() else { continue };
-            if kind.is_dir() {
-                self.walk(&e.path(), &rel, found, problems);
-            } else if !self.known.contains(&rel) && !self.metadata.contains(&rel) {
-                let stray = self.classify(&rel, &name, prefix, kind);
-                found.push((rel, stray));
-            }
-        }
-    }
-
-    /// What the unreferenced file `rel` (named `name`, in `prefix`) is.
-    fn classify(&self, rel: &str, name: &str, prefix: &str, kind: fs::FileType) -> Stray {
+    /// What the unreferenced file `rel` is.
+    fn classify(&self, rel: &str, kind: EntryKind) -> Stray {
+        let (prefix, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         if is_part_name(name) {
             Stray::Leftover("partial download (.part)")
         } else if is_temp_name(name) {
@@ -997,7 +1191,7 @@ impl Strays<'_> {
                 Stray::Leftover("scheduled for deletion by an interrupted run")
             }
         } else if prefix == self.meta_dir
-            && kind.is_file()
+            && kind == EntryKind::File
             && [".json", ".sjson", ".json.gpg"]
                 .iter()
                 .any(|suffix| name.ends_with(suffix))
@@ -1005,7 +1199,7 @@ impl Strays<'_> {
             // Another family (index.json beside index.sjson), or the
             // detached signatures of a re-signed mirror.
             Stray::OtherMetadata
-        } else if kind.is_symlink() {
+        } else if kind == EntryKind::Symlink {
             Stray::Orphan("symbolic link")
         } else {
             Stray::Orphan("file")

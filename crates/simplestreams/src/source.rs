@@ -7,7 +7,7 @@ use crate::error::{Error, IntegrityKind, Result};
 use crate::hash::IO_BUFFER;
 pub use crate::hash::{Expected, Hasher};
 use crate::path::RelPath;
-use crate::store::Staged;
+use crate::store::{Staged, Store};
 use futures_util::StreamExt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -166,6 +166,9 @@ pub type ProgressFn = Arc<dyn Fn(i64) + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct Source {
     roots: Vec<Url>,
+    /// A mirror's store read as a source ([`Source::of_store`]): documents,
+    /// probes and checks go through it instead of HTTP or the file system.
+    store: Option<Arc<dyn Store>>,
     /// For `http://`: no TLS, so no certificate store to load (which is
     /// most of the cost of a run that finds nothing to do).
     plain: reqwest::Client,
@@ -213,10 +216,30 @@ impl Source {
         }
         Ok(Source {
             roots,
+            store: None,
             plain,
             tls: Arc::default(),
             options,
         })
+    }
+
+    /// A source reading the mirror kept in `store` (to audit it): its
+    /// root URL is the store's location. Items are not downloaded from it.
+    pub fn of_store(store: Arc<dyn Store>, options: TransferOptions) -> Result<Source> {
+        let location = store.location();
+        let root = Url::parse(&format!("{}/", location.trim_end_matches('/')))
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .or_else(|| Url::from_directory_path(&location).ok())
+            .ok_or_else(|| Error::Refused(format!("{location}: not usable as a source root")))?;
+        let mut source = Source::new(root, Vec::new(), options)?;
+        source.store = Some(store);
+        Ok(source)
+    }
+
+    /// The store this source reads, if it reads one.
+    fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.clone()
     }
 
     /// GETs `url` with `headers`, over TLS when the URL (or a redirect from
@@ -275,6 +298,19 @@ impl Source {
     /// `validators` are given, with retries.
     pub async fn fetch(&self, rel: &RelPath, validators: Option<&Validators>) -> Result<Fetched> {
         let url = self.url_of(rel);
+        if let Some(store) = self.store() {
+            let rel = rel.clone();
+            let read = tokio::task::spawn_blocking(move || store.read(&rel))
+                .await
+                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
+            return match read {
+                Some(bytes) => Ok(Fetched::Body {
+                    bytes,
+                    validators: Validators::default(),
+                }),
+                None => Err(Error::transfer(url.as_str(), "not found")),
+            };
+        }
         if url.scheme() == "file" {
             let path = file_path(&url)?;
             let bytes = tokio::task::spawn_blocking(move || {
@@ -381,6 +417,12 @@ impl Source {
         expected: &Expected,
         progress: &ProgressFn,
     ) -> Result<(Box<dyn Staged>, u64)> {
+        if self.store.is_some() {
+            return Err(Error::transfer(
+                self.url_of(rel).as_str(),
+                "items are not downloaded from a store read as a source",
+            ));
+        }
         let slot: Slot = Arc::new(Mutex::new(staged));
         let mut errors = Vec::new();
         for root in &self.roots {

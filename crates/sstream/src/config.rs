@@ -539,6 +539,11 @@ impl Context<'_> {
         if dir.get_ref().as_os_str().is_empty() {
             return Err(self.at(dir.span(), "dir", "empty directory"));
         }
+        if crate::target::is_bucket(dir.get_ref()) {
+            let url = dir.get_ref().to_string_lossy();
+            simplestreams::store::S3Target::parse(&url)
+                .map_err(|e| self.at(dir.span(), "dir", &e.to_string()))?;
+        }
         let resolved_source = resolve_source(source.get_ref(), base);
         let path = raw.path.map(Spanned::into_inner);
         split_source(&resolved_source, path.as_deref())
@@ -593,7 +598,7 @@ impl Context<'_> {
         let job = Job {
             name: name.into_inner(),
             source: resolved_source,
-            dir: normalize(&base.join(dir.into_inner())),
+            dir: job_dir(dir.into_inner(), base),
             path,
             keyring: raw.keyring.map(|k| base.join(k.into_inner())),
             no_verify: flag(&raw.no_verify),
@@ -708,6 +713,16 @@ fn same_source(a: &Job, b: &Job) -> bool {
 
 /// `path` with `.` and `..` components resolved lexically and no trailing
 /// separator, so that two spellings of one directory compare equal.
+/// A job's `dir`: a bucket URL (without a trailing `/`), or a path
+/// relative to the config file's directory.
+fn job_dir(dir: PathBuf, base: &Path) -> PathBuf {
+    if crate::target::is_bucket(&dir) {
+        PathBuf::from(dir.to_string_lossy().trim_end_matches('/'))
+    } else {
+        normalize(&base.join(dir))
+    }
+}
+
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -990,6 +1005,17 @@ on_success = "echo done"
         let text = "[[job]]\nname = \"images\"\nsource = \"http://h/s/\"\ndir = \"/m\"\nfilters = [\"arch=amd64\"]\n\
                     [[job]]\nname = \"bootloaders\"\nsource = \"http://h/s\"\ndir = \"/m/./\"\nfilters = [\"os~grub\"]\n";
         assert_eq!(parse(text).unwrap().jobs.len(), 2);
+    }
+
+    #[test]
+    fn bucket_dirs_are_kept_as_urls() {
+        let text =
+            "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"s3://maas-images/stable/\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.jobs[0].dir, Path::new("s3://maas-images/stable"));
+        let text = "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"s3://bad bucket/x\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("dir") && err.contains("bucket"), "{err}");
     }
 
     #[test]

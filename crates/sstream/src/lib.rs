@@ -19,6 +19,7 @@ pub mod sign;
 pub mod status;
 pub mod stream_args;
 pub mod sync;
+pub mod target;
 pub mod verify;
 
 /// The runtime commands run their async work on.

@@ -13,7 +13,6 @@ use simplestreams::mirror::{Mirror, RunSettings, Summary};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::resign::Publication;
 use simplestreams::source::{Source, TransferOptions, source_url};
-use simplestreams::store::DirStore;
 use simplestreams::units::human_size;
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,7 +98,7 @@ pub struct MirrorArgs {
     pub passphrase: PassphraseArgs,
     /// The source: a URL (http, https, file) or a directory.
     pub source: String,
-    /// The mirror directory to write.
+    /// The mirror directory to write, or a bucket: s3://BUCKET/PREFIX.
     pub output_dir: PathBuf,
     /// Filters: KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     pub filters: Vec<String>,
@@ -174,7 +173,7 @@ pub fn execute(
 pub struct JobParts {
     /// The source: a URL (http, https, file) or a directory.
     pub source: String,
-    /// The mirror directory.
+    /// The mirror directory (or `s3://BUCKET/PREFIX`).
     pub dir: PathBuf,
     /// Where the entry is and how it is verified.
     pub stream: StreamArgs,
@@ -199,7 +198,7 @@ impl JobParts {
             .collect::<Result<Vec<_>, _>>()?;
         let source = Source::new(spec.root, mirrors, self.transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        let store = Arc::new(DirStore::new(&self.dir));
+        let store = crate::target::store_at(&self.dir)?;
         let mut settings = self.settings;
         if let Some(dir) = &settings.content_index
             && !ContentIndex::new(dir).shares_filesystem_with(&self.dir)

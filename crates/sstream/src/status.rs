@@ -7,8 +7,7 @@
 use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job, parse_duration};
 use clap::Args;
 use serde::Serialize;
-use simplestreams::status::{self, StatusRecord, Timestamp};
-use simplestreams::store::DirStore;
+use simplestreams::status::{StatusRecord, Timestamp};
 use simplestreams::units::human_size as human;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,7 +131,7 @@ fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
         last_success_age_seconds: None,
         record: None,
     };
-    let record = match status::read(&DirStore::new(&job.dir), &job.name) {
+    let record = match crate::target::read_status(&job.dir, &job.name) {
         Ok(Some(r)) => r,
         Ok(None) => {
             status.health = Health::Never;

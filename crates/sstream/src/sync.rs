@@ -15,7 +15,6 @@ use simplestreams::mirror::RunSettings;
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::TransferOptions;
 use simplestreams::status::{self, RunResult, StatusRecord, Timestamp};
-use simplestreams::store::DirStore;
 use simplestreams::units::human_size as human;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -139,8 +138,15 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
             }
         };
     }
-    let store = DirStore::new(&job.dir);
-    let previous = status::read(&store, &job.name).unwrap_or_else(|e| {
+    let store = match crate::target::store_at(&job.dir) {
+        Ok(store) => store,
+        Err(e) => {
+            say(&e.to_string());
+            return false;
+        }
+    };
+    let store = store.as_ref();
+    let previous = status::read(store, &job.name).unwrap_or_else(|e| {
         say(&format!("warning: {e}; starting a new record"));
         None
     });
@@ -175,7 +181,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
     };
     let mut ok = record.is_ok();
     record.errors.iter().for_each(|l| say(l));
-    if let Err(e) = status::write(&store, &record) {
+    if let Err(e) = status::write(store, &record) {
         say(&format!("cannot write the status record: {e}"));
         ok = false;
     }
@@ -243,7 +249,7 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
         .jobs
         .iter()
         .filter_map(
-            |job| match status::read(&DirStore::new(&job.dir), &job.name) {
+            |job| match crate::target::read_status(&job.dir, &job.name) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("sstream sync: {}: warning: {e}", job.name);

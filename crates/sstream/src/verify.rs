@@ -4,9 +4,13 @@
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::Result;
-use simplestreams::audit::{AuditOptions, Problem, Report, Scheduled, audit, problem_of_error};
+use simplestreams::audit::{
+    AuditOptions, Problem, Report, Scheduled, audit, audit_store, problem_of_error, store_entry,
+};
 use simplestreams::metadata::Verification;
+use simplestreams::path::RelPath;
 use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url, split_source};
+use simplestreams::store::is_s3_target;
 use simplestreams::units::human_size as human;
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,7 +37,8 @@ What is checked:
   entry every document must be signed by a key of the keyring (default
   /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present).
 
-  Mirror directory (a path or file:// URL): every item recorded as mirrored
+  Mirror directory (a path or file:// URL) or bucket (s3://BUCKET/PREFIX,
+  listed once; credentials as for `sstream mirror`): every item recorded as mirrored
   in .data/<content_id> must exist with its size (--full: its checksum);
   .data/references.json must agree with the state and name existing files.
   Files nothing references are reported as orphans; .part and temporary
@@ -76,8 +81,9 @@ pub struct VerifyArgs {
     /// Items checked at the same time.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
-    /// The mirror: a directory, or a URL (http, https, file) of its root or
-    /// of a streams/v1/*.json or *.sjson document (see "Entry document").
+    /// The mirror: a directory, a bucket (s3://BUCKET/PREFIX), or a URL
+    /// (http, https, file) of its root or of a streams/v1/*.json or *.sjson
+    /// document (see "Entry document").
     pub target: String,
 }
 
@@ -106,10 +112,6 @@ fn verify(args: &VerifyArgs) -> u8 {
     if let Err(e) = args.stream.init_logging() {
         return usage(&e.to_string());
     }
-    let mut spec = match split_source(&args.target, args.stream.path.as_deref()) {
-        Ok(spec) => spec,
-        Err(e) => return usage(&e.to_string()),
-    };
     let options = AuditOptions {
         full: args.full,
         jobs: args.jobs.max(1),
@@ -124,6 +126,16 @@ fn verify(args: &VerifyArgs) -> u8 {
             return EXIT_METADATA;
         }
     };
+    if is_s3_target(&args.target) {
+        return match audit_bucket(args, &options, &runtime) {
+            Ok(result) => conclude(args, result),
+            Err(code) => code,
+        };
+    }
+    let mut spec = match split_source(&args.target, args.stream.path.as_deref()) {
+        Ok(spec) => spec,
+        Err(e) => return usage(&e.to_string()),
+    };
     let result = match runtime.block_on(find_entry(args, &mut spec)) {
         Ok(()) => {
             let keyring = args.stream.keyring.as_deref();
@@ -134,6 +146,35 @@ fn verify(args: &VerifyArgs) -> u8 {
         }
         Err(e) => Err(e),
     };
+    conclude(args, result)
+}
+
+/// Audits the bucket mirror `args.target` (its entry: `--path`, the
+/// document the URL names, else the one the mirror has). An unusable
+/// target, AWS configuration or keyring is a usage error (`Err`: the exit
+/// status).
+fn audit_bucket(
+    args: &VerifyArgs,
+    options: &AuditOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Result<Report>, u8> {
+    let (url, named) = crate::target::split_bucket_target(&args.target);
+    let store = crate::target::open_store(url).map_err(|e| usage(&e.to_string()))?;
+    let entry = match args.stream.path.as_deref().or(named) {
+        Some(p) => RelPath::parse(p).map_err(|e| usage(&format!("--path {p:?}: {e}")))?,
+        None => match runtime.block_on(store_entry(store.clone())) {
+            Ok(entry) => entry,
+            Err(e) => return Ok(Err(e)),
+        },
+    };
+    let keyring = args.stream.keyring.as_deref();
+    let verification = Verification::for_entry(&entry, keyring, args.stream.no_verify)
+        .map_err(|e| usage(&e.to_string()))?;
+    Ok(runtime.block_on(audit_store(store, entry, verification, options)))
+}
+
+/// Prints the outcome of an audit and gives the exit status.
+fn conclude(args: &VerifyArgs, result: Result<Report>) -> u8 {
     let (report, code) = match result {
         Ok(report) => {
             let failing = report.errors() > 0 || (args.strict && !report.problems.is_empty());

@@ -43,6 +43,16 @@ impl Source {
     /// [`Error::Io`] when a local file cannot be looked at.
     pub async fn probe(&self, rel: &RelPath) -> Result<Probe> {
         let url = self.url_of(rel);
+        if let Some(store) = self.store() {
+            let rel = rel.clone();
+            let stamp = tokio::task::spawn_blocking(move || store.stamp(&rel))
+                .await
+                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
+            return Ok(match stamp {
+                Some(s) => Probe::Present(Some(s.len)),
+                None => Probe::Absent("not found".into()),
+            });
+        }
         if url.scheme() == "file" {
             return probe_file(&url);
         }
@@ -62,6 +72,15 @@ impl Source {
     /// they cannot be read.
     pub async fn check(&self, rel: &RelPath, expected: &Expected) -> Result<()> {
         let url = self.url_of(rel);
+        if let Some(store) = self.store() {
+            let (rel, exp, what) = (rel.clone(), expected.clone(), url.to_string());
+            return tokio::task::spawn_blocking(move || {
+                let mut reader = store.open(&rel)?;
+                exp.check_reader(&what, &mut reader)
+            })
+            .await
+            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
+        }
         if url.scheme() == "file" {
             let path = file_path(&url)?;
             let (exp, what) = (expected.clone(), url.to_string());

@@ -6,18 +6,21 @@
 //! ([`Store::link`], [`Store::import`]: hard links in a directory) and says
 //! how much room it has ([`Store::space`]).
 //!
-//! [`DirStore`] keeps a mirror in a local directory. A new kind of store
-//! (object storage, say) implements [`Store`] and [`Staged`]; the plan and
-//! the executor only ever see `&dyn Store`.
+//! [`DirStore`] keeps a mirror in a local directory, [`S3Store`] in a
+//! bucket of S3-compatible object storage. A new kind of store implements
+//! [`Store`], [`Staged`] and [`Lease`]; the plan and the executor only ever
+//! see `&dyn Store`.
 //!
 //! The layout (which names are ours) is [`crate::layout`]'s; the state
 //! files are read and written by the provided methods of [`Store`], so
 //! every store writes them alike, in the reference's format.
 
 mod dir;
+mod s3;
 
 pub use crate::layout::{CACHE_PREFIX, DATA_DIR, LOCK, PENDING_DELETES, REFERENCES, is_state_name};
 pub use dir::DirStore;
+pub use s3::{S3Settings, S3Store, S3Target, is_s3_target};
 
 use crate::error::{Error, Result};
 use crate::format::Products;
@@ -95,8 +98,18 @@ pub trait Staged: Send {
 }
 
 /// Held while a run works on a mirror; released on drop (and by the
-/// system when the process dies).
+/// system when the process dies, or when it expires).
 pub trait Lease: Send + std::fmt::Debug {}
+
+/// A file found by listing a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its path relative to the root, as stored (not checked to be a
+    /// [`RelPath`]).
+    pub rel: String,
+    /// Its size in bytes.
+    pub len: u64,
+}
 
 /// A mirror's storage.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -131,12 +144,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn lock(&self, wait: bool) -> Result<Box<dyn Lease>>;
 
     /// Checks, before anything is downloaded, that the run can write where
-    /// it will (the root, `.data/`).
+    /// it will (the root, `.data/`). Called after [`Store::lock`], so a
+    /// store whose lock is itself a write may find nothing left to check.
     fn check_writable(&self) -> Result<()>;
 
     /// Free and total space where the items go, when the store can tell.
     fn space(&self) -> Option<Space> {
         None
+    }
+
+    /// Every file under the root, once (an audit lists; a mirror run only
+    /// ever reads, stats and writes single files). Stores that cannot list
+    /// say so.
+    fn list(&self) -> Result<Vec<Listed>> {
+        Err(Error::Refused(format!(
+            "{}: this store cannot be listed",
+            self.location()
+        )))
     }
 
     /// Bytes free where the items go, when the store can tell.

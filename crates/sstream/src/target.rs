@@ -1,0 +1,83 @@
+//! Where a mirror is kept: a directory, or a bucket of S3-compatible object
+//! storage (`s3://BUCKET/PREFIX`), configured from the standard AWS
+//! environment variables and files (see [`S3Settings::from_env`]).
+
+use crate::error::CliError;
+use simplestreams::status::StatusRecord;
+use simplestreams::store::{DirStore, S3Store, Store, is_s3_target};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The store of `target`: a bucket for `s3://BUCKET/PREFIX`, else the
+/// directory at that path.
+///
+/// # Errors
+/// A malformed bucket URL or AWS configuration (a usage error).
+///
+/// [`S3Settings::from_env`]: simplestreams::store::S3Settings::from_env
+pub fn open_store(target: &str) -> Result<Arc<dyn Store>, CliError> {
+    if is_s3_target(target) {
+        let store = S3Store::from_env(target).map_err(CliError::usage)?;
+        return Ok(Arc::new(store));
+    }
+    Ok(Arc::new(DirStore::new(target)))
+}
+
+/// [`open_store`] for a target given as a path (a command-line or config
+/// `dir`).
+pub fn store_at(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+    match dir.to_str() {
+        Some(target) => open_store(target),
+        None => Ok(Arc::new(DirStore::new(dir))),
+    }
+}
+
+/// The status record of `job` in the mirror at `dir` (see
+/// [`simplestreams::status::read`]).
+pub fn read_status(dir: &Path, job: &str) -> Result<Option<StatusRecord>, String> {
+    let store = store_at(dir).map_err(|e| e.to_string())?;
+    simplestreams::status::read(store.as_ref(), job).map_err(|e| e.to_string())
+}
+
+/// Whether `dir` names a bucket rather than a directory.
+pub fn is_bucket(dir: &Path) -> bool {
+    dir.to_str().is_some_and(is_s3_target)
+}
+
+/// Splits a bucket target naming a document (`s3://B/P/streams/v1/x.json`)
+/// into the mirror's URL and the document; other targets are left whole.
+pub fn split_bucket_target(target: &str) -> (&str, Option<&str>) {
+    const META: &str = "/streams/v1/";
+    if let Some(i) = target.rfind(META) {
+        let name = &target[i + META.len()..];
+        let is_document = !name.contains('/')
+            && name.len() > 5
+            && (name.ends_with(".json") || name.ends_with(".sjson"));
+        if is_document {
+            return (&target[..i], Some(&target[i + 1..]));
+        }
+    }
+    (target.trim_end_matches('/'), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_targets() {
+        assert_eq!(
+            split_bucket_target("s3://b/p/streams/v1/index.json"),
+            ("s3://b/p", Some("streams/v1/index.json"))
+        );
+        assert_eq!(split_bucket_target("s3://b/p/"), ("s3://b/p", None));
+        assert_eq!(
+            split_bucket_target("s3://b/streams/v1/"),
+            ("s3://b/streams/v1", None)
+        );
+        assert!(is_bucket(Path::new("s3://b/p")));
+        assert!(!is_bucket(Path::new("/srv/s3:/b")));
+        assert!(open_store("s3://").is_err());
+        assert_eq!(open_store("/srv/m").unwrap().location(), "/srv/m");
+    }
+}
