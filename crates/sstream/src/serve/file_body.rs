@@ -224,7 +224,7 @@ mod tests {
         assert!(blocking > 0, "an uncached chunk was read without waiting?");
 
         // Once cached, no chunk goes to the blocking pool (on file systems
-        // that support RWF_NOWAIT, as ext4, xfs, btrfs and tmpfs do).
+        // that support RWF_NOWAIT, as ext4, xfs and btrfs do).
         let file = File::open(&path).expect("open");
         let mut whole = vec![0; data.len()];
         file.read_exact_at(&mut whole, 0).expect("read");
