@@ -15,6 +15,7 @@
 //! within the open files limit (see [`connections`]).
 
 mod connections;
+mod file_body;
 mod files;
 mod http;
 mod logbody;

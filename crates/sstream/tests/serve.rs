@@ -1064,3 +1064,66 @@ fn real_requests_are_served_when_idle_and_slow_clients_hold_every_descriptor() {
     );
     drop(held);
 }
+
+#[test]
+fn large_files_in_parallel_ranges_across_read_chunks_and_a_file_that_shrinks() {
+    let t = make_tree();
+    // Not a multiple of any read size; ranges straddle 128 KiB multiples.
+    let big: Vec<u8> = (0..5_000_003u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(&t.root.join("images/big.img"), &big);
+    let s = Server::start(&t.root, &t.logs, &[]);
+    let port = s.port;
+    let big = std::sync::Arc::new(big);
+    let clients: Vec<_> = (0..16u64)
+        .map(|i| {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let r = raw_request(port, "GET", "/images/big.img", &[]);
+                assert_eq!(r.status, 200);
+                assert!(r.body == *big, "client {i}: body differs");
+                let k = 128 * 1024 * (i + 1);
+                let (first, last) = (k - 1 - i, k + 524_288 + i);
+                let range = format!("bytes={first}-{last}");
+                let r = raw_request(port, "GET", "/images/big.img", &[("Range", &range)]);
+                assert_eq!(r.status, 206);
+                let want = &big[first as usize..=last as usize];
+                assert!(r.body == want, "client {i}: range {range} differs");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+
+    // A file cut short while it is sent: the response stops short (the
+    // client can tell from Content-Length) and the log says so.
+    let path = t.root.join("images/shrinks.img");
+    fs::write(&path, vec![7u8; 64 * 1024 * 1024]).expect("write");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.write_all(b"GET /images/shrinks.img HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).expect("response starts");
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1024 * 1024))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.len() < 64 * 1024 * 1024, "got the whole file?");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log().contains("\"GET /images/shrinks.img\" 200") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"GET /images/shrinks.img\" 200"))
+        .unwrap_or_else(|| panic!("no log line: {log}"));
+    assert!(line.ends_with("incomplete"), "{line}");
+}

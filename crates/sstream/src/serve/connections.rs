@@ -140,10 +140,12 @@ struct Report {
     slow: u64,
 }
 
-/// Why a connection was chosen to make room.
-#[derive(Clone, Copy)]
+/// Why a connection was chosen to make room, in the order of choice.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Victim {
+    /// No response in flight.
     Idle,
+    /// A response whose client stopped taking it.
     Slow,
 }
 
@@ -236,8 +238,7 @@ impl Connections {
                     continue;
                 };
                 // Idle ones first, then the least recently active.
-                let rank = |k: Victim, t: u64| (matches!(k, Victim::Slow), t);
-                if best.is_none_or(|(_, t, k)| rank(kind, last) < rank(k, t)) {
+                if best.is_none_or(|(_, t, k)| (kind, last) < (k, t)) {
                     best = Some((id, last, kind));
                 }
             }

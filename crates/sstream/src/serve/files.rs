@@ -1,8 +1,8 @@
 //! Serving one regular file: validators (ETag, Last-Modified), the
 //! conditional headers, If-Range, a single byte range, and the body.
 
-use std::fs::Metadata;
-use std::io::SeekFrom;
+use std::fs::{File, Metadata};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,13 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
+use super::file_body::FileBody;
 use super::paths::inside_root;
-
-/// Read size of file bodies.
-const CHUNK: usize = 128 * 1024;
 
 /// Content type by file name.
 fn content_type(name: &[u8]) -> &'static str {
@@ -160,25 +156,12 @@ pub(crate) async fn response(
     name: &[u8],
 ) -> std::io::Result<Response<Body>> {
     let ctype = content_type(name);
-    let mut file = tokio::fs::File::open(path).await?;
-    // `path` was resolved just before; if a directory on the way was
-    // swapped for a symbolic link meanwhile, the file opened may be another
-    // one: check where the descriptor really points.
-    {
-        use std::os::fd::AsRawFd;
-        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
-        if let Ok(real) = std::fs::read_link(link)
-            && !inside_root(root, &real)
-        {
-            return Err(std::io::ErrorKind::NotFound.into());
-        }
-    }
-    // The metadata of the opened file, not of the path: a sync may rename a
-    // new file into place meanwhile; this response stays consistent.
-    let meta = file.metadata().await?;
-    if !meta.is_file() {
-        return Err(std::io::ErrorKind::NotFound.into());
-    }
+    let (file, meta) = {
+        let (root, path) = (root.to_path_buf(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || open_inside(&root, &path))
+            .await
+            .map_err(std::io::Error::other)??
+    };
     let len = meta.len();
     let v = Validators::of(&meta);
 
@@ -259,15 +242,31 @@ pub(crate) async fn response(
     if *method == Method::HEAD || count == 0 {
         return builder.body(Body::empty()).map_err(std::io::Error::other);
     }
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await?;
-    }
-    // Never more than `count` bytes, even if the file grows meanwhile; if it
-    // shrinks, the body ends early and the client sees a short response.
-    let stream = ReaderStream::with_capacity(file.take(count), CHUNK);
     builder
-        .body(Body::from_stream(stream))
+        .body(Body::new(FileBody::new(file, start, count)))
         .map_err(std::io::Error::other)
+}
+
+/// Opens the regular file at `path` (resolved inside `root` just before)
+/// and returns it with its metadata.
+fn open_inside(root: &Path, path: &Path) -> std::io::Result<(File, Metadata)> {
+    let file = File::open(path)?;
+    // If a directory on the way was swapped for a symbolic link since
+    // `path` was resolved, the file opened may be another one: check where
+    // the descriptor really points.
+    let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+    if let Ok(real) = std::fs::read_link(link)
+        && !inside_root(root, &real)
+    {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    // The metadata of the opened file, not of the path: a sync may rename a
+    // new file into place meanwhile; this response stays consistent.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    Ok((file, meta))
 }
 
 /// Whether a Range request may be honoured: no If-Range, or an If-Range
