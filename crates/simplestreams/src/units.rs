@@ -1,4 +1,12 @@
-//! Sizes as people read and write them.
+//! Sizes and rates as people read and write them.
+
+/// A size or rate that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad size {text:?} (e.g. \"512K\", \"20M\", \"1.5G\")")]
+pub struct BadSize {
+    /// The text as given.
+    pub text: String,
+}
 
 /// A size in binary units: `10 B`, `512.0 MiB`, `1.5 GiB`.
 pub fn human_size(bytes: u64) -> String {
@@ -16,6 +24,40 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// Parses a size in bytes: a number, or a number with `K`, `M`, `G` or `T`
+/// (powers of 1024, case-insensitive, optionally followed by `B` or `iB`):
+/// `512`, `500K`, `20M`, `1.5G`, `2TiB`. A rate (`--limit-rate 20M`) is a
+/// size per second.
+pub fn parse_size(text: &str) -> Result<u64, BadSize> {
+    let bad = || BadSize {
+        text: text.to_owned(),
+    };
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let power = match unit {
+        "" => 0,
+        "K" => 1,
+        "M" => 2,
+        "G" => 3,
+        "T" => 4,
+        _ => return Err(bad()),
+    };
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = number * 1024f64.powi(power);
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +68,19 @@ mod tests {
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(512 * 1024 * 1024), "512.0 MiB");
         assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("500K").unwrap(), 500 << 10);
+        assert_eq!(parse_size("20M").unwrap(), 20 << 20);
+        assert_eq!(parse_size(" 20mb ").unwrap(), 20 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
+        for bad in ["", "fast", "20X", "-1", "1e3", "M", "99999999999T"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
     }
 }

@@ -18,7 +18,7 @@
 //! Every option of `sstream mirror` has a key (`path`, `keyring`,
 //! `no_verify`, `max`, `keep`, `mirrors`, `jobs`, `retries`, `timeout`,
 //! `prune`, `force`, `verify_existing`, `no_item_download`, `wait`,
-//! `sign_key`, `limit_rate`, `delete_delay`, `min_free`), plus `filters`
+//! `limit_rate`, `sign_key`, `delete_delay`, `min_free`), plus `filters`
 //! (a list of groups, or a flat list: one group) and the hooks `on_success`
 //! and `on_failure`. Relative paths (`dir`, `keyring`, `sign_key`, a source
 //! directory) are relative to the directory of the configuration file.
@@ -416,33 +416,10 @@ impl<'de> Deserialize<'de> for Size {
 }
 
 /// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of
-/// 1024, case-insensitive, optionally followed by `B` or `iB`).
+/// 1024, case-insensitive, optionally followed by `B` or `iB`); see
+/// [`simplestreams::units::parse_size`].
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("bad size {text:?} (e.g. \"512K\", \"20M\", \"1.5G\")");
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
-    let power = match unit {
-        "" => 0,
-        "K" => 1,
-        "M" => 2,
-        "G" => 3,
-        "T" => 4,
-        _ => return Err(bad()),
-    };
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let bytes = number * 1024f64.powi(power);
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes.round() as u64)
+    simplestreams::units::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// The file being checked, for errors.

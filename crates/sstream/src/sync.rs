@@ -259,7 +259,6 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
 pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
     let unsupported: Vec<String> = [
         ("sign_key", job.sign_key.is_some()),
-        ("limit_rate", job.limit_rate.is_some()),
         ("delete_delay", job.delete_delay.is_some()),
         ("min_free", job.min_free.is_some()),
     ]
@@ -299,6 +298,7 @@ fn parts(job: &Job) -> JobParts {
         transfer: TransferOptions {
             retries: job.retries,
             idle_timeout: job.timeout.max(Duration::from_millis(100)),
+            limit_rate: job.limit_rate.filter(|&r| r > 0),
             ..TransferOptions::default()
         },
         options: MirrorOptions {
