@@ -324,8 +324,10 @@ enum Mode {
     Closed,
     /// Appending ([`Staged::begin`]).
     Append(std::io::BufWriter<File>),
-    /// Written at offsets ([`RangedStaged::open_ranges`]).
-    Ranged(File),
+    /// Written at offsets ([`RangedStaged::open_ranges`]) within `len`
+    /// bytes (the file grows as they are written: a length from metadata
+    /// is not trusted to size anything).
+    Ranged { file: File, len: u64 },
 }
 
 /// The record of the ranges received of a staged file of `len` bytes.
@@ -443,7 +445,7 @@ impl Staged for PartFile {
                 w.flush().map_err(|e| Error::io(part, e))?;
                 w.get_ref().sync_all().map_err(|e| Error::io(part, e))
             }
-            Mode::Ranged(f) => f.sync_all().map_err(|e| Error::io(part, e)),
+            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
             Mode::Closed => Err(self.not_open("for writing")),
         }
     }
@@ -470,8 +472,8 @@ impl Staged for PartFile {
 }
 
 impl RangedStaged for PartFile {
-    /// The record is written before the file grows, so a `.part` longer
-    /// than its received prefix always has one.
+    /// The record is written before anything is written at an offset, so a
+    /// `.part` with more than its received prefix always has one.
     fn open_ranges(&mut self, len: u64) -> Result<Vec<Range<u64>>> {
         self.mode = Mode::Closed;
         let have = self.part_len();
@@ -492,23 +494,25 @@ impl RangedStaged for PartFile {
         } else {
             open_existing_part(&self.part)?
         };
-        file.set_len(len).map_err(|e| Error::io(&self.part, e))?;
-        self.mode = Mode::Ranged(file);
+        self.mode = Mode::Ranged { file, len };
         Ok(received)
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        match &self.mode {
-            Mode::Ranged(f) => f
-                .write_all_at(data, offset)
-                .map_err(|e| Error::io(&self.part, e)),
-            _ => Err(self.not_open("for ranges")),
+        let Mode::Ranged { file, len } = &self.mode else {
+            return Err(self.not_open("for ranges"));
+        };
+        if offset.saturating_add(data.len() as u64) > *len {
+            let why = format!("a write at {offset} past the {len} bytes of the item");
+            return Err(Error::io(&self.part, std::io::Error::other(why)));
         }
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(&self.part, e))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         match &self.mode {
-            Mode::Ranged(f) => f
+            Mode::Ranged { file, .. } => file
                 .read_exact_at(buf, offset)
                 .map_err(|e| Error::io(&self.part, e)),
             _ => Err(self.not_open("for ranges")),
@@ -516,11 +520,10 @@ impl RangedStaged for PartFile {
     }
 
     fn record(&mut self, received: &[Range<u64>]) -> Result<()> {
-        let Mode::Ranged(f) = &self.mode else {
+        let Mode::Ranged { len, .. } = &self.mode else {
             return Err(self.not_open("for ranges"));
         };
-        let len = f.metadata().map_err(|e| Error::io(&self.part, e))?.len();
-        self.save_record(len, received)
+        self.save_record(*len, received)
     }
 }
 

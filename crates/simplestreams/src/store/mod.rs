@@ -83,12 +83,14 @@ pub trait Staged: Send {
 /// (not of the process): the download hashes the whole item before it is
 /// committed, so such bytes are found out and fetched again.
 pub trait RangedStaged {
-    /// Sizes the staged item to `len` bytes for writes at offsets, and gives
-    /// the ranges an earlier attempt or run recorded as received (sorted,
-    /// disjoint, within `len`): the appended prefix when there is no record,
-    /// nothing when what is staged was for another length.
+    /// Prepares the staged item for writes at offsets within `len` bytes
+    /// (without sizing anything to `len`, which comes from metadata), and
+    /// gives the ranges an earlier attempt or run recorded as received
+    /// (sorted, disjoint, within `len`): the appended prefix when there is
+    /// no record, nothing when what is staged was for another length.
     fn open_ranges(&mut self, len: u64) -> Result<Vec<Range<u64>>>;
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset` (within the length given to
+    /// [`RangedStaged::open_ranges`]).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// Reads the staged bytes at `offset` into the whole of `buf`.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
