@@ -39,6 +39,14 @@ pub fn temp_name(name: &str) -> String {
     format!(".{name}{TEMP_SUFFIX}")
 }
 
+/// The name of the record of the byte ranges received so far of the item
+/// `name` while it is downloaded over several connections (beside its
+/// `.part`): `.<name>.part.sstream-tmp`, a temporary name, so it is never
+/// served, never taken for an item, and a leftover for the audit.
+pub fn ranges_name(name: &str) -> String {
+    temp_name(&format!("{name}{PART_SUFFIX}"))
+}
+
 /// The file name, under [`DATA_DIR`], of the status record of `job` (a
 /// name checked by `status::check_job_name`).
 pub fn status_name(job: &str) -> String {
@@ -136,6 +144,11 @@ mod tests {
     fn names() {
         assert!(is_temp_name(&temp_name("index.json")));
         assert!(!is_temp_name("index.json"));
+        assert_eq!(
+            ranges_name("root.squashfs"),
+            ".root.squashfs.part.sstream-tmp"
+        );
+        assert!(is_temp_name(&ranges_name("root.squashfs")));
         assert!(is_state_name("com.ubuntu.maas:stable:v3:download"));
         assert_eq!(status_name("maas"), "sstream-status-maas.json");
         assert_eq!(status_job(&status_name("maas-stable")), Some("maas-stable"));

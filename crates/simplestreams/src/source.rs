@@ -15,11 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
+mod link;
 mod probe;
+mod segments;
 pub use probe::{MIRROR_ENTRIES, Probe};
 
 /// The default entry point of a stream, relative to its root.
 pub const DEFAULT_ENTRY: &str = "streams/v1/index.sjson";
+
+/// Items at least this large are fetched in byte ranges over several
+/// connections by default (32 MiB).
+pub const DEFAULT_SEGMENT_THRESHOLD: u64 = 32 << 20;
 
 /// Largest metadata document accepted (a server that lies is cut off).
 const MAX_METADATA_BYTES: usize = 1 << 30;
@@ -102,6 +108,18 @@ pub fn join_url(root: &Url, rel: &RelPath) -> Url {
 /// Knobs for transfers.
 #[derive(Debug, Clone)]
 pub struct TransferOptions {
+    /// Connections open at once for item downloads (`--jobs`): every file
+    /// being downloaded holds one, and a file of at least
+    /// [`segment_threshold`](Self::segment_threshold) bytes also takes those
+    /// no other file is waiting for, to fetch byte ranges of itself at
+    /// once. Give the executor as many jobs.
+    pub connections: usize,
+    /// Items at least this large are fetched in byte ranges over several
+    /// connections when the server honours ranges (`None`: never).
+    pub segment_threshold: Option<u64>,
+    /// The most bytes per second received by all connections together
+    /// (`None`: no limit).
+    pub limit_rate: Option<u64>,
     /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
     /// A transfer that receives nothing for this long is abandoned.
@@ -117,6 +135,9 @@ pub struct TransferOptions {
 impl Default for TransferOptions {
     fn default() -> Self {
         TransferOptions {
+            connections: 6,
+            segment_threshold: Some(DEFAULT_SEGMENT_THRESHOLD),
+            limit_rate: None,
             connect_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             retries: 4,
@@ -175,6 +196,10 @@ pub struct Source {
     /// For `https://`, built on first use with the system's roots.
     tls: Arc<std::sync::OnceLock<reqwest::Client>>,
     options: TransferOptions,
+    /// The connections item downloads may have open at once.
+    connections: Arc<link::Connections>,
+    /// The cap on the rate of everything received.
+    rate: Option<Arc<link::RateLimit>>,
 }
 
 /// Why one attempt failed, and whether trying again may help.
@@ -219,6 +244,10 @@ impl Source {
             store: None,
             plain,
             tls: Arc::default(),
+            connections: Arc::new(link::Connections::new(options.connections)),
+            rate: options
+                .limit_rate
+                .map(|r| Arc::new(link::RateLimit::new(r))),
             options,
         })
     }
@@ -384,6 +413,9 @@ impl Source {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| retry(url, &e))?;
+            if let Some(rate) = &self.rate {
+                rate.take(chunk.len()).await;
+            }
             if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
                 return Err(Attempt::Fatal(Error::transfer(
                     url.as_str(),
@@ -410,6 +442,12 @@ impl Source {
     /// Tries the primary root, then each mirror. Gives back the staged item,
     /// complete and verified (the caller commits it), and the bytes
     /// transferred.
+    ///
+    /// Waits for a connection of the budget first. An item of at least
+    /// [`TransferOptions::segment_threshold`] bytes from an `http(s)` root
+    /// is fetched in byte ranges over the connections nobody else is waiting
+    /// for (see the `segments` module), when the store can write at offsets
+    /// and the server answers ranges as asked; otherwise over one.
     pub async fn download(
         &self,
         rel: &RelPath,
@@ -423,12 +461,25 @@ impl Source {
                 "items are not downloaded from a store read as a source",
             ));
         }
+        let _connection = self.connections.for_file().await;
         let slot: Slot = Arc::new(Mutex::new(staged));
+        let mut earlier = 0;
+        if let Some(size) = self.segmentable(rel, expected) {
+            match segments::download(self, rel, &slot, size, expected, progress).await? {
+                segments::Segmented::Done(n) => return Ok((take(slot, &self.url_of(rel))?, n)),
+                segments::Segmented::OneConnection(n, why) => {
+                    if let Some(why) = why {
+                        log::info!("{why}; fetching {rel} over one connection");
+                    }
+                    earlier = n;
+                }
+            }
+        }
         let mut errors = Vec::new();
         for root in &self.roots {
             let url = join_url(root, rel);
             match self.download_from(&url, &slot, expected, progress).await {
-                Ok(n) => return Ok((take(slot, &url)?, n)),
+                Ok(n) => return Ok((take(slot, &url)?, earlier + n)),
                 Err(e) => {
                     if self.roots.len() > 1 {
                         log::warn!("{e}");
@@ -451,6 +502,18 @@ impl Source {
                 ),
             ))
         }
+    }
+
+    /// The size of `rel` when it is to be fetched in ranges: large enough,
+    /// from an `http(s)` primary root, with more than one connection.
+    fn segmentable(&self, rel: &RelPath, expected: &Expected) -> Option<u64> {
+        let threshold = self.options.segment_threshold?;
+        let size = expected.size?;
+        let scheme = self.url_of(rel).scheme().to_owned();
+        (size >= threshold.max(1)
+            && self.connections.size() > 1
+            && (scheme == "http" || scheme == "https"))
+            .then_some(size)
     }
 
     /// One root: a local copy, or HTTP attempts with retries and backoff.
@@ -524,7 +587,16 @@ impl Source {
         let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
         let start = self.resume_point(url, &resp, slot, have, progress).await?;
         check_body(url, &resp, expected, start)?;
-        let (total, digest, received) = receive(url, resp, slot, start, expected, progress).await?;
+        let (total, digest, received) = receive(
+            url,
+            resp,
+            slot,
+            start,
+            expected,
+            progress,
+            self.rate.as_deref(),
+        )
+        .await?;
         if let Some(size) = expected.size
             && total < size
         {
@@ -671,6 +743,7 @@ async fn receive(
     start: u64,
     expected: &Expected,
     progress: &ProgressFn,
+    rate: Option<&link::RateLimit>,
 ) -> Result<(u64, Option<String>, u64), Attempt> {
     let fatal = |e: Error| Attempt::Fatal(e);
     // A short queue: on loopback hyper hands over chunks of ~400 KB, so this
@@ -696,6 +769,9 @@ async fn receive(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(chunk) => {
+                if let Some(rate) = rate {
+                    rate.take(chunk.len()).await;
+                }
                 received += chunk.len() as u64;
                 if let Some(size) = expected.size
                     && start + received > size

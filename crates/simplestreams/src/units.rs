@@ -1,4 +1,12 @@
-//! Sizes as people read and write them.
+//! Sizes and rates as people read and write them.
+
+/// A size or rate that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad size {text:?} (e.g. \"512K\", \"20M\", \"1.5G\")")]
+pub struct BadSize {
+    /// The text as given.
+    pub text: String,
+}
 
 /// A size in binary units: `10 B`, `512.0 MiB`, `1.5 GiB`.
 pub fn human_size(bytes: u64) -> String {

@@ -46,9 +46,19 @@ pub struct MirrorArgs {
     /// Accepted for compatibility; items are always verified.
     #[arg(long)]
     pub no_checksumming_reader: bool,
-    /// Number of concurrent item downloads.
+    /// Number of connections for items at once: files downloaded at the
+    /// same time, and byte ranges of large files on the connections no file
+    /// is waiting for.
     #[arg(long, short = 'j', default_value_t = 6)]
     pub jobs: usize,
+    /// Fetch files of at least SIZE (e.g. 32M) in byte ranges over several
+    /// connections when the server honours ranges; 0 never does.
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
+    pub segment_threshold: u64,
+    /// Cap the total download rate, all connections together, at RATE
+    /// bytes per second (e.g. 20M, 500K).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
     /// Retries per transfer on timeouts, resets, 5xx and 429.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
@@ -196,7 +206,12 @@ impl JobParts {
             .iter()
             .map(|m| source_url(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let source = Source::new(spec.root, mirrors, self.transfer)?;
+        // The connection budget is the number of jobs.
+        let transfer = TransferOptions {
+            connections: self.settings.jobs.max(1),
+            ..self.transfer
+        };
+        let source = Source::new(spec.root, mirrors, transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
         let store = crate::target::store_at(&self.dir)?;
         let mut settings = self.settings;
@@ -225,6 +240,8 @@ impl MirrorArgs {
             transfer: TransferOptions {
                 retries: self.retries,
                 idle_timeout: Duration::from_secs_f64(self.timeout.max(0.1)),
+                segment_threshold: (self.segment_threshold > 0).then_some(self.segment_threshold),
+                limit_rate: self.limit_rate,
                 ..TransferOptions::default()
             },
             options: MirrorOptions {
@@ -262,6 +279,19 @@ pub fn publication(
         None => Publication::Upstream,
         Some(path) => Publication::Resigned(Arc::new(passphrase.open_key(path)?)),
     })
+}
+
+/// A size such as `32M` (see [`simplestreams::units::parse_size`]).
+fn parse_size(text: &str) -> Result<u64, String> {
+    simplestreams::units::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// A rate such as `20M` (bytes per second), not zero.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("a rate of 0 would never finish; leave --limit-rate out for no limit".into()),
+        n => Ok(n),
+    }
 }
 
 /// Share of the mirror `--prune` may delete without `--force`.

@@ -262,17 +262,8 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
 
 /// Mirrors `job` once through the library's entry point, all its filter
 /// groups in one run, one plan and one publish (a dry run prints the plan
-/// on stdout instead). Options the engine does not have yet are refused
-/// rather than ignored.
+/// on stdout instead).
 pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
-    let unsupported: Vec<String> = [("limit_rate", job.limit_rate.is_some())]
-        .into_iter()
-        .filter(|(_, set)| *set)
-        .map(|(key, _)| format!("{key} is not supported by this version of sstream"))
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(JobFailure::new(unsupported));
-    }
     let chatty = progress || log::max_level() >= log::LevelFilter::Info;
     let summary = parts(job)
         .and_then(JobParts::build)
@@ -303,6 +294,7 @@ fn parts(job: &Job) -> Result<JobParts, CliError> {
         transfer: TransferOptions {
             retries: job.retries,
             idle_timeout: job.timeout.max(Duration::from_millis(100)),
+            limit_rate: job.limit_rate.filter(|&r| r > 0),
             ..TransferOptions::default()
         },
         options: MirrorOptions {
@@ -360,25 +352,6 @@ pub fn disk_usage(dir: &Path) -> u64 {
 mod tests {
     use super::*;
     use std::fs;
-
-    fn job(extra: &str) -> Job {
-        let text = format!(
-            "[[job]]\nname = \"j\"\nsource = \"http://127.0.0.1:9/\"\ndir = \"/nonexistent/j\"\n{extra}"
-        );
-        let config = Config::parse(&text, Path::new("/etc/sstream/sstream.toml")).unwrap();
-        config.jobs.into_iter().next().unwrap()
-    }
-
-    #[test]
-    fn options_not_supported_yet_are_refused_not_ignored() {
-        let j = job("limit_rate = \"1M\"\nmin_free = \"1G\"\n");
-        let failure = run_job(&j, true, false).unwrap_err();
-        assert_eq!(
-            failure.errors,
-            ["limit_rate is not supported by this version of sstream"]
-        );
-        assert!(!Path::new("/nonexistent/j").exists());
-    }
 
     #[test]
     fn disk_usage_counts_hard_links_once() {

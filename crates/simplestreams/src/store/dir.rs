@@ -3,13 +3,14 @@
 //! renamed; items downloaded into `<path>.part` and renamed once verified;
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
-use super::{FileStamp, Lease, Linked, Space, Staged, Store, data_rel};
+use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
 use crate::error::{Error, Result};
-use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, temp_name};
+use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Write buffer of a download: gathers the small chunks of slow links.
@@ -202,7 +203,8 @@ impl Store for DirStore {
         }
         let path = rel.under(&self.root);
         let tmp = path.with_file_name(temp_name(&file_name(&path)));
-        for p in [part_path(&path), tmp, path.clone()] {
+        let ranges = path.with_file_name(ranges_name(&file_name(&path)));
+        for p in [part_path(&path), ranges, tmp, path.clone()] {
             remove_if_present(&p)?;
         }
         for dir in rel.ancestors() {
@@ -440,74 +442,222 @@ struct FileLock {
 
 impl Lease for FileLock {}
 
-/// An item staged as `<path>.part` beside its final path.
+/// An item staged as `<path>.part` beside its final path, and, while it is
+/// received in byte ranges, the record of those ranges beside it
+/// ([`ranges_name`]).
 struct PartFile {
     dest: PathBuf,
     part: PathBuf,
-    file: Option<std::io::BufWriter<File>>,
+    record: PathBuf,
+    mode: Mode,
+}
+
+/// How a staged file is open.
+enum Mode {
+    /// Not yet begun.
+    Closed,
+    /// Appending ([`Staged::begin`]).
+    Append(std::io::BufWriter<File>),
+    /// Written at offsets ([`RangedStaged::open_ranges`]) within `len`
+    /// bytes (the file grows as they are written: a length from metadata
+    /// is not trusted to size anything).
+    Ranged { file: File, len: u64 },
+}
+
+/// The record of the ranges received of a staged file of `len` bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RangeRecord {
+    len: u64,
+    received: Vec<(u64, u64)>,
 }
 
 impl PartFile {
     fn new(dest: PathBuf) -> PartFile {
+        let record = dest.with_file_name(ranges_name(&file_name(&dest)));
         PartFile {
             part: part_path(&dest),
             dest,
-            file: None,
+            record,
+            mode: Mode::Closed,
         }
     }
 
-    fn writer(&mut self) -> Result<&mut std::io::BufWriter<File>> {
-        match &mut self.file {
-            Some(f) => Ok(f),
-            None => Err(Error::io(
-                &self.part,
-                std::io::Error::other("staging file not begun"),
-            )),
-        }
+    fn not_open(&self, how: &str) -> Error {
+        Error::io(
+            &self.part,
+            std::io::Error::other(format!("staging file not open {how}")),
+        )
+    }
+
+    /// The length of the `.part` when it is a regular file.
+    fn part_len(&self) -> Option<u64> {
+        fs::symlink_metadata(&self.part)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// The record of ranges: `None` when there is none, `Some(None)` when it
+    /// cannot be trusted (unreadable, malformed, overlapping ranges).
+    fn load_record(&self) -> Option<Option<RangeRecord>> {
+        let bytes = match DirStore::read_regular(&self.record) {
+            Ok(None) => return None,
+            Ok(Some(b)) => b,
+            Err(_) => return Some(None),
+        };
+        let record: Option<RangeRecord> = serde_json::from_slice(&bytes).ok();
+        Some(record.filter(|r| {
+            let mut at = 0;
+            r.received.iter().all(|&(start, end)| {
+                let ok = start >= at && start < end && end <= r.len;
+                at = end;
+                ok
+            })
+        }))
+    }
+
+    /// Writes the record of ranges through a temporary file and a rename
+    /// (not fsynced: see [`RangedStaged`]).
+    fn save_record(&self, len: u64, received: &[Range<u64>]) -> Result<()> {
+        let record = RangeRecord {
+            len,
+            received: received.iter().map(|r| (r.start, r.end)).collect(),
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Error::io(&self.record, std::io::Error::other(e)))?;
+        let tmp = self
+            .record
+            .with_file_name(temp_name(&file_name(&self.record)));
+        remove_if_present(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &self.record).map_err(|e| Error::io(&self.record, e))
     }
 }
 
 impl Staged for PartFile {
     fn staged_len(&self) -> u64 {
-        fs::symlink_metadata(&self.part)
-            .map(|m| if m.is_file() { m.len() } else { 0 })
-            .unwrap_or(0)
+        let Some(len) = self.part_len() else {
+            return 0;
+        };
+        match self.load_record() {
+            None => len,
+            Some(None) => 0,
+            Some(Some(r)) => match r.received.first() {
+                Some(&(0, end)) => end.min(len),
+                _ => 0,
+            },
+        }
     }
 
     fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()> {
-        self.file = None;
+        self.mode = Mode::Closed;
         let mut file = open_part(&self.part, keep)?;
+        remove_if_present(&self.record)?;
         if keep > 0 {
             hash_prefix(&mut file, keep, consume).map_err(|e| Error::io(&self.part, e))?;
         }
-        self.file = Some(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
+        self.mode = Mode::Append(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
         Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        let part = self.part.clone();
-        self.writer()?
-            .write_all(data)
-            .map_err(|e| Error::io(part, e))
+        match &mut self.mode {
+            Mode::Append(w) => w.write_all(data).map_err(|e| Error::io(&self.part, e)),
+            _ => Err(self.not_open("for appending")),
+        }
     }
 
     fn sync(&mut self) -> Result<()> {
-        let part = self.part.clone();
-        let w = self.writer()?;
-        w.flush().map_err(|e| Error::io(&part, e))?;
-        w.get_ref().sync_all().map_err(|e| Error::io(&part, e))
+        let part = &self.part;
+        match &mut self.mode {
+            Mode::Append(w) => {
+                w.flush().map_err(|e| Error::io(part, e))?;
+                w.get_ref().sync_all().map_err(|e| Error::io(part, e))
+            }
+            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
+            Mode::Closed => Err(self.not_open("for writing")),
+        }
     }
 
+    /// The record of ranges goes first: a complete `.part` without one is
+    /// verified as it is by the next run.
     fn commit(self: Box<Self>) -> Result<()> {
+        remove_if_present(&self.record)?;
         fs::rename(&self.part, &self.dest).map_err(|e| Error::io(&self.dest, e))
     }
 
     fn discard(self: Box<Self>) -> Result<()> {
-        remove_if_present(&self.part)
+        remove_if_present(&self.part)?;
+        remove_if_present(&self.record)
     }
 
     fn describe(&self) -> String {
         self.part.display().to_string()
+    }
+
+    fn ranged(&mut self) -> Option<&mut dyn RangedStaged> {
+        Some(self)
+    }
+}
+
+impl RangedStaged for PartFile {
+    /// The record is written before anything is written at an offset, so a
+    /// `.part` with more than its received prefix always has one.
+    fn open_ranges(&mut self, len: u64) -> Result<Vec<Range<u64>>> {
+        self.mode = Mode::Closed;
+        let have = self.part_len();
+        let received: Vec<Range<u64>> = match (self.load_record(), have) {
+            (_, None) => Vec::new(),
+            (Some(Some(r)), Some(have)) if r.len == len => r
+                .received
+                .iter()
+                .filter(|&&(start, _)| start < have)
+                .map(|&(start, end)| start..end.min(have))
+                .collect(),
+            (None, Some(have)) if have <= len && have > 0 => std::iter::once(0..have).collect(),
+            _ => Vec::new(),
+        };
+        self.save_record(len, &received)?;
+        let file = if received.is_empty() {
+            open_part(&self.part, 0)?
+        } else {
+            open_existing_part(&self.part)?
+        };
+        self.mode = Mode::Ranged { file, len };
+        Ok(received)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let Mode::Ranged { file, len } = &self.mode else {
+            return Err(self.not_open("for ranges"));
+        };
+        if offset.saturating_add(data.len() as u64) > *len {
+            let why = format!("a write at {offset} past the {len} bytes of the item");
+            return Err(Error::io(&self.part, std::io::Error::other(why)));
+        }
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(&self.part, e))
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.mode {
+            Mode::Ranged { file, .. } => file
+                .read_exact_at(buf, offset)
+                .map_err(|e| Error::io(&self.part, e)),
+            _ => Err(self.not_open("for ranges")),
+        }
+    }
+
+    fn record(&mut self, received: &[Range<u64>]) -> Result<()> {
+        let Mode::Ranged { len, .. } = &self.mode else {
+            return Err(self.not_open("for ranges"));
+        };
+        self.save_record(*len, received)
     }
 }
 
@@ -538,6 +688,24 @@ fn hash_prefix(file: &mut File, len: u64, consume: &mut dyn FnMut(&[u8])) -> std
 /// removed, not followed) and is created exclusively; an existing one must
 /// be the regular file that was looked at.
 fn open_part(path: &Path, keep: u64) -> Result<File> {
+    if keep == 0 {
+        remove_if_present(path)?;
+        return fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e));
+    }
+    let file = open_existing_part(path)?;
+    file.set_len(keep).map_err(|e| Error::io(path, e))?;
+    Ok(file)
+}
+
+/// Opens the existing `.part` file at `path` for reading and writing, as it
+/// is: it must be the regular file that was looked at (no symlink followed,
+/// nothing swapped in between).
+fn open_existing_part(path: &Path) -> Result<File> {
     let unsafe_part = |reason: &str| Error::UnsafePath {
         context: "download".into(),
         path: path.display().to_string(),
@@ -545,13 +713,6 @@ fn open_part(path: &Path, keep: u64) -> Result<File> {
     };
     let mut options = fs::OpenOptions::new();
     options.read(true).write(true);
-    if keep == 0 {
-        remove_if_present(path)?;
-        return options
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e));
-    }
     let before = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
     if !before.is_file() {
         return Err(unsafe_part("not a regular file"));
@@ -567,7 +728,6 @@ fn open_part(path: &Path, keep: u64) -> Result<File> {
     if !after.is_file() {
         return Err(unsafe_part("not a regular file"));
     }
-    file.set_len(keep).map_err(|e| Error::io(path, e))?;
     Ok(file)
 }
 
@@ -618,6 +778,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::format::Products;
@@ -730,6 +891,66 @@ mod tests {
         staged.commit().unwrap();
         assert_eq!(store.read(&rel("a/item")).unwrap().unwrap(), b"hello world");
         assert!(!dir.path().join("a/item.part").exists());
+    }
+
+    #[test]
+    fn ranges_received_are_recorded_and_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let record = dir.path().join("a/.item.part.sstream-tmp");
+        let mut staged = store.stage(&rel("a/item")).unwrap();
+        let r = staged.ranged().unwrap();
+        assert_eq!(r.open_ranges(10).unwrap(), Vec::<Range<u64>>::new());
+        r.write_at(0, b"he").unwrap();
+        r.write_at(6, b"wor").unwrap();
+        r.record(&[0..2, 6..9]).unwrap();
+        drop(staged);
+        assert!(record.is_file());
+
+        // The next attempt gets the ranges back; the prefix is what one
+        // connection would resume after.
+        let mut staged = store.stage(&rel("a/item")).unwrap();
+        assert_eq!(staged.staged_len(), 2);
+        let r = staged.ranged().unwrap();
+        assert_eq!(r.open_ranges(10).unwrap(), vec![0..2, 6..9]);
+        r.write_at(2, b"llo ").unwrap();
+        r.write_at(9, b"d").unwrap();
+        let mut back = [0u8; 10];
+        r.read_at(0, &mut back).unwrap();
+        assert_eq!(&back, b"hello word");
+        r.record(&[0..10]).unwrap();
+        staged.sync().unwrap();
+        staged.commit().unwrap();
+        assert_eq!(store.read(&rel("a/item")).unwrap().unwrap(), b"hello word");
+        assert!(!record.exists(), "the record goes with the commit");
+
+        // Ranges recorded for another length are not trusted.
+        let mut staged = store.stage(&rel("a/other")).unwrap();
+        let r = staged.ranged().unwrap();
+        r.open_ranges(8).unwrap();
+        r.write_at(0, b"abcd").unwrap();
+        r.record(&[0..4]).unwrap();
+        assert_eq!(r.open_ranges(9).unwrap(), Vec::<Range<u64>>::new());
+        drop(staged);
+
+        // An appended prefix without a record is received from the start;
+        // going back to appending drops the record.
+        let mut staged = store.stage(&rel("a/third")).unwrap();
+        staged.begin(0, &mut |_| {}).unwrap();
+        staged.write(b"abc").unwrap();
+        staged.sync().unwrap();
+        let r = staged.ranged().unwrap();
+        assert_eq!(r.open_ranges(6).unwrap(), vec![0..3]);
+        r.write_at(4, b"e").unwrap();
+        r.record(&[0..3, 4..5]).unwrap();
+        let mut seen = Vec::new();
+        staged.begin(3, &mut |b| seen.extend_from_slice(b)).unwrap();
+        assert_eq!(seen, b"abc");
+        assert!(!dir.path().join("a/.third.part.sstream-tmp").exists());
+        assert_eq!(staged.staged_len(), 3);
+        drop(staged);
+        store.remove(&rel("a/third")).unwrap();
+        assert!(!dir.path().join("a/third.part").exists());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::Products;
 use crate::path::{RelPath, check_file_name};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// `{item path: [content_id/product/version/item, ...]}`.
@@ -79,11 +80,19 @@ pub struct FileStamp {
 /// An item being downloaded into a store, under a staging name that no
 /// reader follows. The download writes and syncs it, checks what it holds,
 /// then [`Staged::commit`]s it under the item's path.
+///
+/// Writes append ([`Staged::begin`], [`Staged::write`]). A store that can
+/// also write at offsets offers [`Staged::ranged`], and large items are then
+/// fetched over several connections at once; the default (`None`) keeps
+/// every download on one connection.
 pub trait Staged: Send {
-    /// Bytes already staged by an earlier attempt or run (to resume from).
+    /// Bytes already staged by an earlier attempt or run (to resume from):
+    /// the contiguous prefix of what was received, when it was received in
+    /// ranges ([`RangedStaged`]).
     fn staged_len(&self) -> u64;
-    /// Keeps the first `keep` bytes staged (discarding the rest) and feeds
-    /// them to `consume` in order, ready to append after them.
+    /// Keeps the first `keep` bytes staged (discarding the rest, and the
+    /// record of ranges received, if any) and feeds them to `consume` in
+    /// order, ready to append after them.
     fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()>;
     /// Appends `data`.
     fn write(&mut self, data: &[u8]) -> Result<()>;
@@ -95,6 +104,38 @@ pub trait Staged: Send {
     fn discard(self: Box<Self>) -> Result<()>;
     /// The staging name, for messages.
     fn describe(&self) -> String;
+    /// Writing at offsets, for a download in several byte ranges at once;
+    /// `None` (the default) when the store can only append.
+    fn ranged(&mut self) -> Option<&mut dyn RangedStaged> {
+        None
+    }
+}
+
+/// A staged item written at offsets, by a download that fetches byte ranges
+/// over several connections. What was received is recorded by the store
+/// (beside the staged bytes) so that a later attempt or run fetches only
+/// the rest; [`Staged::staged_len`] is then the contiguous prefix of it, and
+/// [`Staged::begin`] goes back to appending after a prefix.
+///
+/// A record may claim more than is durable after a crash of the machine
+/// (not of the process): the download hashes the whole item before it is
+/// committed, so such bytes are found out and fetched again.
+pub trait RangedStaged {
+    /// Prepares the staged item for writes at offsets within `len` bytes
+    /// (without sizing anything to `len`, which comes from metadata), and
+    /// gives the ranges an earlier attempt or run recorded as received
+    /// (sorted, disjoint, within `len`): the appended prefix when there is
+    /// no record, nothing when what is staged was for another length.
+    fn open_ranges(&mut self, len: u64) -> Result<Vec<Range<u64>>>;
+    /// Writes `data` at `offset` (within the length given to
+    /// [`RangedStaged::open_ranges`]).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Reads the staged bytes at `offset` into the whole of `buf`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Records `received` as the ranges received so far (what
+    /// [`RangedStaged::open_ranges`] gives back after an interruption). It
+    /// need not make the bytes durable: [`Staged::sync`] does, before commit.
+    fn record(&mut self, received: &[Range<u64>]) -> Result<()>;
 }
 
 /// Held while a run works on a mirror; released on drop (and by the

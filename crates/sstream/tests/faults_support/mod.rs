@@ -2,7 +2,7 @@
 //! to run `sstream-mirror` and to check that a mirror tree is consistent.
 //!
 //! The server serves a directory on 127.0.0.1 (one request per connection,
-//! `Connection: close`), honours `Range: bytes=N-` and can be told, per path,
+//! `Connection: close`), honours `Range: bytes=N-` and `bytes=N-M` and can be told, per path,
 //! to misbehave on its next requests (a script) or on every request (a
 //! standing fault). It stops when dropped: every thread polls a shutdown
 //! flag, so a stalled response ends with the test.
@@ -292,10 +292,15 @@ fn respond(
         }
     };
     let len = body.len() as u64;
-    let mut start = range
-        .and_then(|r| r.strip_prefix("bytes="))
+    let asked = range.and_then(|r| r.strip_prefix("bytes="));
+    let mut start = asked
         .and_then(|r| r.split('-').next())
         .and_then(|s| s.trim().parse::<u64>().ok());
+    // One past the last byte asked for (`bytes=N-M`), within the file.
+    let end = asked
+        .and_then(|r| r.split('-').nth(1))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(len, |last| (last + 1).min(len));
     if fault == Some(Fault::IgnoreRange) {
         start = None;
     }
@@ -316,9 +321,10 @@ fn respond(
                 Some(Fault::WrongContentRange { shift }) => (s + shift).min(len - 1),
                 _ => s,
             };
+            let end = end.max(shown + 1);
             headers.push((
                 "Content-Range".to_owned(),
-                format!("bytes {shown}-{}/{len}", len - 1),
+                format!("bytes {shown}-{}/{len}", end - 1),
             ));
             ("206 Partial Content", shown)
         }
@@ -334,7 +340,12 @@ fn respond(
             _ => ("200 OK", 0),
         },
     };
-    let mut data = body[from as usize..].to_vec();
+    let until = if status.starts_with("206") {
+        end.max(from + 1).min(len)
+    } else {
+        len
+    };
+    let mut data = body[from as usize..until as usize].to_vec();
     if let Some(Fault::Corrupt { at }) = fault
         && at >= from
         && ((at - from) as usize) < data.len()
