@@ -1192,9 +1192,10 @@ impl Strays<'_> {
             }
         } else if prefix == self.meta_dir
             && kind == EntryKind::File
-            && [".json", ".sjson", ".json.gpg"]
+            && ([".json", ".sjson", ".json.gpg"]
                 .iter()
                 .any(|suffix| name.ends_with(suffix))
+                || rel == crate::layout::MIRROR_KEYRING)
         {
             // Another family (index.json beside index.sjson), or the
             // detached signatures of a re-signed mirror.

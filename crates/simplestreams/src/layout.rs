@@ -34,6 +34,10 @@ pub const PART_SUFFIX: &str = ".part";
 /// (`.<name>.sstream-tmp`, in the same directory).
 pub const TEMP_SUFFIX: &str = ".sstream-tmp";
 
+/// Where a re-signed mirror publishes the public keyring that verifies it
+/// (what MAAS is given as `keyring_filename` or `keyring_data`).
+pub const MIRROR_KEYRING: &str = "streams/v1/mirror-keyring.gpg";
+
 /// The name of the temporary file that `name` is written through.
 pub fn temp_name(name: &str) -> String {
     format!(".{name}{TEMP_SUFFIX}")

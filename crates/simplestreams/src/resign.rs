@@ -116,7 +116,19 @@ pub fn publish_index(
     }
     let bytes = render(&plain);
     store.write_atomic(&path, &bytes)?;
-    sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes)
+    sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes)?;
+    publish_keyring(store, key)
+}
+
+/// Publishes the public keyring that verifies the mirror beside its
+/// metadata ([`crate::layout::MIRROR_KEYRING`]), for clients to fetch.
+fn publish_keyring(store: &dyn Store, key: &SigningKey) -> Result<()> {
+    let rel = RelPath::parse(crate::layout::MIRROR_KEYRING)
+        .map_err(|e| Error::metadata(crate::layout::MIRROR_KEYRING, e.to_string()))?;
+    let ring = key
+        .public_keyring_binary()
+        .map_err(|e| Error::Refused(format!("{}: {e}", store.display(&rel))))?;
+    store.write_atomic(&rel, &ring)
 }
 
 /// The products files an index names.

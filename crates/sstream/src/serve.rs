@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// SIGINT or SIGHUP before their connections are cut.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub grace: u64,
+    /// Also serve `/metrics`: the Prometheus metrics of every mirror served
+    /// (from the status records `sstream sync` writes).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// How long a client may take to send the header of a request (also the
@@ -145,7 +149,7 @@ async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<(), Stri
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = watch::channel(());
     let shared = Shared {
-        state: Arc::new(http::State::new(root)),
+        state: Arc::new(http::State::new(root, args.metrics)),
         shutdown: shutdown_rx,
         alive: alive_rx,
     };

@@ -774,3 +774,75 @@ fn systemd_units_verify() {
         );
     }
 }
+
+/// `sstream serve --metrics` serves every served mirror's metrics at
+/// `/metrics` (read by the official client's parsers), and the landing
+/// page shows each job's last sync and result.
+#[test]
+fn serve_shows_the_last_sync_and_serves_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    fs::create_dir_all(mirror.join("streams/v1")).unwrap();
+    fs::write(
+        mirror.join("streams/v1/index.json"),
+        br#"{"format": "index:1.0", "index": {}}"#,
+    )
+    .unwrap();
+    write_record(
+        &mirror,
+        "stable",
+        RunResult::Ok,
+        Duration::from_secs(60),
+        Some(Duration::from_secs(60)),
+    );
+    write_record(
+        &mirror,
+        "daily",
+        RunResult::Failed,
+        Duration::from_secs(30),
+        None,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sstream"))
+        .arg("serve")
+        .arg(&mirror)
+        .args(["--listen", "127.0.0.1:0", "--metrics"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().rsplit(" at ").next().unwrap().to_owned();
+    let get = |path: &str| {
+        let o = Command::new("curl")
+            .args(["-sf", &format!("{url}{path}")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "GET {path}: {}", show(&o));
+        text(&o.stdout)
+    };
+    let page = get("");
+    assert!(
+        page.contains("Last sync (stable)") && page.contains("<strong>ok</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Last sync (daily)") && page.contains("<strong>FAILED</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("connection refused"), "{page}");
+    let file = tmp.path().join("metrics.txt");
+    fs::write(&file, get("metrics")).unwrap();
+    let metrics = parse_metrics(&file);
+    for parser in ["prometheus", "openmetrics"] {
+        let m = &metrics[parser];
+        assert_eq!(m["sstream_last_run_success"]["stable"], 1.0, "{m}");
+        assert_eq!(m["sstream_last_run_success"]["daily"], 0.0, "{m}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

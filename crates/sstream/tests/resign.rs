@@ -242,6 +242,23 @@ fn resigned_mirror_lists_what_it_holds() {
         assert!(urls.contains(&format!("{}{path}", served.url)), "{path}");
     }
     assert_eq!(query(&["release=noble"]), "");
+    // The landing page offers the local keyring, and it is the exported one.
+    let get = |path: &str| {
+        Command::new("curl")
+            .args(["-sf", &format!("{}{path}", served.url)])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let page = String::from_utf8(get("")).unwrap();
+    assert!(
+        page.contains("mirror-keyring.gpg") && page.contains("keyring_data"),
+        "{page}"
+    );
+    assert_eq!(
+        get("streams/v1/mirror-keyring.gpg"),
+        fs::read(&ring).unwrap()
+    );
     assert_eq!(query(&["arch=arm64", "ftype=squashfs"]), "");
     // The reference mirrors it too, every file verified.
     let copy = tmp.path().join("copy");

@@ -22,12 +22,14 @@ use super::paths::{inside_root, parse_path, url_path};
 pub(crate) struct State {
     /// Canonical path of the served directory.
     pub(crate) root: PathBuf,
+    /// Whether `/metrics` serves the mirrors' Prometheus metrics.
+    pub(crate) metrics: bool,
 }
 
 impl State {
     /// State for serving the canonical directory `root`.
-    pub(crate) fn new(root: PathBuf) -> Self {
-        State { root }
+    pub(crate) fn new(root: PathBuf, metrics: bool) -> Self {
+        State { root, metrics }
     }
 }
 
@@ -131,6 +133,22 @@ async fn respond(state: &State, req: &Request<Incoming>, local: SocketAddr) -> R
         let root = state.root.clone();
         return match tokio::task::spawn_blocking(move || pages::landing(&root, &host)).await {
             Ok(html) => html_page(StatusCode::OK, html),
+            Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+    }
+    if state.metrics && path.segments.len() == 1 && path.segments[0] == "metrics" {
+        let root = state.root.clone();
+        return match tokio::task::spawn_blocking(move || pages::metrics(&root)).await {
+            Ok(text) => {
+                let mut resp = Response::new(Body::from(text));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
+            }
             Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
         };
     }

@@ -444,6 +444,44 @@ pub(crate) fn landing(root: &Path, host: &str) -> String {
     html
 }
 
+/// The Prometheus metrics of every mirror under `root` (`serve --metrics`),
+/// from the status records `sstream sync` writes.
+pub(crate) fn metrics(root: &Path) -> String {
+    let records: Vec<_> = find_mirrors(root)
+        .iter()
+        .flat_map(|m| status_records(&m.path))
+        .collect();
+    crate::metrics::render(&records)
+}
+
+/// The status records of the mirror at `path` (none when unreadable).
+fn status_records(path: &Path) -> Vec<simplestreams::status::StatusRecord> {
+    simplestreams::status::read_all(&simplestreams::store::DirStore::new(path)).unwrap_or_default()
+}
+
+/// The landing page's rows about the last syncs of a mirror.
+fn sync_rows(html: &mut String, path: &Path) {
+    for r in status_records(path) {
+        let result = if r.is_ok() { "ok" } else { "FAILED" };
+        let success = r
+            .last_success
+            .map_or_else(|| "never".to_owned(), |t| t.to_string());
+        let _ = writeln!(
+            html,
+            "<tr><th>Last sync ({job})</th><td>{finished}: <strong>{result}</strong>; \
+             last success {success}{errors}</td></tr>",
+            job = esc(&r.job),
+            finished = esc(&r.finished.to_string()),
+            success = esc(&success),
+            errors = r
+                .errors
+                .first()
+                .map(|e| format!(" ({})", esc(e)))
+                .unwrap_or_default(),
+        );
+    }
+}
+
 /// The section of the landing page about one mirror.
 fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
     let base = url_path(&m.segments, true);
@@ -476,7 +514,22 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
         h = esc(&format!("{base}streams/v1/{index}")),
         t = esc(&format!("streams/v1/{index}"))
     );
-    if m.signed {
+    let local_ring = m.path.join(simplestreams::layout::MIRROR_KEYRING);
+    let local_ring = std::fs::read(&local_ring).ok().filter(|_| m.signed);
+    if let Some(ring) = &local_ring {
+        let _ = writeln!(
+            html,
+            "<tr><th>Keyring</th><td>this mirror's own key (the metadata lists what it \
+             holds and is re-signed): <a href=\"{h}\">{t}</a></td></tr>\n\
+             <tr><th>keyring_data</th><td><code>{b}</code></td></tr>",
+            h = esc(&format!("{base}{}", simplestreams::layout::MIRROR_KEYRING)),
+            t = esc(simplestreams::layout::MIRROR_KEYRING),
+            b = esc(&base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                ring
+            ))
+        );
+    } else if m.signed {
         let _ = writeln!(
             html,
             "<tr><th>Keyring</th><td><code>{UBUNTU_KEYRING}</code> (the metadata is \
@@ -494,9 +547,12 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
         b = esc(&base),
         s = esc(&format!("{base}streams/v1/"))
     );
+    sync_rows(html, &m.path);
     html.push_str("</table>\n");
 
-    let keyring = if m.signed {
+    let keyring = if local_ring.is_some() {
+        " keyring_filename= keyring_data@=mirror-keyring.gpg".to_owned()
+    } else if m.signed {
         format!(" keyring_filename={UBUNTU_KEYRING}")
     } else {
         String::new()
