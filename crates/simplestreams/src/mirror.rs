@@ -14,7 +14,7 @@
 use crate::cache::FetchCache;
 use crate::content::ContentIndex;
 use crate::error::Result;
-use crate::execute::{ExecuteOptions, execute};
+use crate::execute::{ExecuteOptions, Report, execute};
 use crate::metadata::{MetadataReader, Previous, Stream, read_stream};
 use crate::plan::{MirrorOptions, Plan, check_wipe_guard};
 use crate::resign::Publication;
@@ -78,20 +78,9 @@ impl Progress for Quiet {}
 /// What a successful run did.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Files fetched.
-    pub files: usize,
-    /// Bytes transferred.
-    pub bytes: u64,
-    /// Files stored by linking identical content (not downloaded).
-    pub linked: usize,
-    /// Their bytes: what content stored once saved.
-    pub linked_bytes: u64,
-    /// Content ids whose new metadata was published.
-    pub published: Vec<String>,
-    /// Files deleted.
-    pub deleted: usize,
-    /// Files of removed versions kept, unreferenced, for the delete delay.
-    pub waiting: usize,
+    /// What the executor did: files fetched and linked, streams published,
+    /// files deleted or kept for the delete delay.
+    pub report: Report,
     /// Whether anything in the mirror changed (fetched, linked, published
     /// anew, deleted or scheduled for deletion).
     pub changed: bool,
@@ -205,13 +194,7 @@ impl Mirror {
                 || report.deleted > 0
                 || scheduled
                 || !report.published.is_empty(),
-            files: report.files,
-            bytes: report.bytes,
-            linked: report.linked,
-            linked_bytes: report.linked_bytes,
-            published: report.published,
-            deleted: report.deleted,
-            waiting: report.waiting,
+            report,
             elapsed: started.elapsed(),
         })
     }

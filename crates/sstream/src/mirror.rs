@@ -128,27 +128,27 @@ pub fn run(args: MirrorArgs) -> Result<(), CliError> {
 
 /// The line `-v` and `--progress` end with.
 pub fn summary_line(summary: &Summary) -> String {
-    let linked = if summary.linked > 0 {
+    let linked = if summary.report.linked > 0 {
         format!(
             ", {} file(s) linked to identical content ({} not downloaded)",
-            summary.linked,
-            human_size(summary.linked_bytes)
+            summary.report.linked,
+            human_size(summary.report.linked_bytes)
         )
     } else {
         String::new()
     };
-    let waiting = if summary.waiting > 0 {
-        format!(", {} kept for the delete delay", summary.waiting)
+    let waiting = if summary.report.waiting > 0 {
+        format!(", {} kept for the delete delay", summary.report.waiting)
     } else {
         String::new()
     };
     format!(
         "mirrored {} file(s), {} in {:.1}s{linked}; {} stream(s) published, {} file(s) removed{waiting}",
-        summary.files,
-        human_size(summary.bytes),
+        summary.report.files,
+        human_size(summary.report.bytes),
         summary.elapsed.as_secs_f64(),
-        summary.published.len(),
-        summary.deleted
+        summary.report.published.len(),
+        summary.report.deleted
     )
 }
 

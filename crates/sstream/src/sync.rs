@@ -271,9 +271,9 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
         .map_err(|e| JobFailure::new(e.lines()))?;
     Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
         changed: s.changed,
-        files: s.files as u64,
-        bytes: s.bytes,
-        removed: s.deleted as u64,
+        files: s.report.files as u64,
+        bytes: s.report.bytes,
+        removed: s.report.deleted as u64,
     }))
 }
 
