@@ -629,7 +629,11 @@ fn sigkill_during_uploads_leaves_a_consistent_bucket() {
             "seed {seed}, round {round}, killed at {at} of {full} ms ({status}):\n  {}",
             problems.join("\n  ")
         );
-        assert_verified(&s3, &target, &["--no-verify"], &format!("round {round}"));
+        // No `verify` here: a kill between the references and the states
+        // (written in that order on purpose, see execute.rs) leaves them
+        // disagreeing until the next run redoes the same changes; what a
+        // client sees (every item the published state claims) is checked
+        // above, and `verify --strict` after the rerun.
         if round % chain == chain - 1 || round + 1 == rounds {
             let o = s3_mirror(&s3, &a);
             assert_ok(&o, &format!("seed {seed}: rerun after round {round}"));
