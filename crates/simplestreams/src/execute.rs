@@ -11,6 +11,7 @@
 //! 3. [`delete`]: files of removed versions, once nothing references them.
 
 use crate::error::{Error, Result};
+use crate::format::Products;
 use crate::plan::{Download, Plan};
 use crate::source::{ProgressFn, Source};
 use crate::store::{References, Store};
@@ -42,7 +43,7 @@ pub struct Report {
 /// item failures and a failure to publish come back together in
 /// [`Error::ItemsFailed`].
 pub async fn execute(
-    plan: Plan,
+    mut plan: Plan,
     source: &Source,
     store: &dyn Store,
     options: &ExecuteOptions,
@@ -51,12 +52,14 @@ pub async fn execute(
     let mut report = Report::default();
     let (mut failures, failed_ids) =
         download(&plan, source, store, options, &progress, &mut report).await;
-    let published = publish(&plan, store, &failed_ids, &mut report).and_then(|references| {
-        match (references, failed_ids.is_empty()) {
-            (Some(refs), true) => delete(&plan, store, &refs, &mut report),
-            _ => Ok(()),
-        }
-    });
+    let references = release_for_publish(&mut plan);
+    let published =
+        publish(&plan, references, store, &failed_ids, &mut report).and_then(|references| {
+            match (references, failed_ids.is_empty()) {
+                (Some(refs), true) => delete(&plan, store, &refs, &mut report),
+                _ => Ok(()),
+            }
+        });
     if let Err(e) = published {
         if failures.is_empty() {
             return Err(e);
@@ -167,20 +170,33 @@ async fn verify_stored(d: &Download, store: &dyn Store) -> Result<()> {
         .map_err(|e| Error::transfer(d.path.as_str(), e.to_string()))?
 }
 
-/// Phase 2: writes the pending deletions, the references, the states, the
-/// products files and the index, leaving out what depends on failed
-/// content ids. Gives the references now published (`None` when they did
-/// not change).
+/// Between phases 1 and 2: drops what only planning and downloading
+/// needed (the list of downloads, the parsed source trees, whose items the
+/// states share), so that publishing a large stream does not hold it all
+/// twice; gives the plan's references.
+fn release_for_publish(plan: &mut Plan) -> Option<References> {
+    plan.downloads = Vec::new();
+    for sp in &mut plan.streams {
+        sp.source.products = Products::default();
+    }
+    plan.references.take()
+}
+
+/// Phase 2: writes the pending deletions, the references (`references`,
+/// the plan's), the states, the products files and the index, leaving out
+/// what depends on failed content ids. Gives the references now published
+/// (`None` when they did not change).
 fn publish(
     plan: &Plan,
+    references: Option<References>,
     store: &dyn Store,
     failed: &BTreeSet<String>,
     report: &mut Report,
 ) -> Result<Option<References>> {
-    let references = match &plan.references {
+    let references = match references {
         None => None,
-        Some(refs) if failed.is_empty() => Some(refs.clone()),
-        Some(refs) => Some(keep_old_references(store.load_references()?, refs, failed)),
+        Some(refs) if failed.is_empty() => Some(refs),
+        Some(refs) => Some(keep_old_references(store.load_references()?, &refs, failed)),
     };
     if let Some(refs) = &references {
         let deletions: BTreeSet<String> = plan
