@@ -207,7 +207,7 @@ fn a_server_that_lies_about_ranges_still_gives_a_correct_file() {
         &["-v", "--jobs", "4", "--segment-threshold", "1M"],
     ));
     assert_ok(&o, "wrong Content-Range");
-    assert_fell_back(&o, &big, "206 with Content-Range \"bytes 4096-");
+    assert_fell_back(&o, &big, "206 with Content-Range \"bytes ");
     assert_clean(&fx, &out, "wrong Content-Range");
     assert_eq!(server.unused_faults(), 0);
     let requests = server.requests_of(&big);
@@ -219,7 +219,8 @@ fn a_server_that_lies_about_ranges_still_gives_a_correct_file() {
     // The right Content-Range over wrong bytes: the whole file's checksum
     // finds it out, and the file is fetched again over one connection.
     let server = FaultServer::start(&fx.src);
-    server.script(&big, &[Fault::Corrupt { at: 100 }]);
+    // (The four connections' first requests: one of them starts at 0.)
+    server.script(&big, &vec![Fault::Corrupt { at: 100 }; 4]);
     let out = fx.out("corrupt");
     let o = mirror(&fx.args(
         &server.url,
@@ -465,9 +466,24 @@ fn the_rate_cap_holds_on_average() {
     // Generous: the cap must not starve the run either.
     let most = least * 4 + Duration::from_secs(20);
     assert!(took <= most, "{bytes} bytes in {took:?} at {RATE}/s");
-    // Several connections were used, the cap holding for all together.
-    let ranged = server.log().iter().filter(|r| bounded(r).is_some()).count();
-    assert!(ranged >= 2, "no ranges: {:?}", server.log());
+    // Several connections were used, the cap holding for all together;
+    // and under a cap no request is cut short (what is in flight on a
+    // slowly read connection would be wasted): the squashfs was asked for
+    // in disjoint pieces that add up to it.
+    let (big, size) = fx.big();
+    let mut pieces: Vec<(u64, u64)> = server
+        .requests_of(&big)
+        .iter()
+        .filter_map(bounded)
+        .collect();
+    assert!(pieces.len() >= 2, "no ranges: {pieces:?}");
+    pieces.sort();
+    let mut at = 0;
+    for &(first, last) in &pieces {
+        assert_eq!(first, at, "pieces overlap or leave a gap: {pieces:?}");
+        at = last + 1;
+    }
+    assert_eq!(at, size, "{pieces:?}");
 
     let bad = mirror(&fx.args(&server.url, &fx.out("zero"), &["--limit-rate", "0"]));
     assert!(!bad.status.success());
