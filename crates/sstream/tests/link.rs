@@ -321,6 +321,24 @@ fn ranges_fall_back_to_mirror_roots_one_by_one() {
             .all(|r| bounded(r).is_some()),
         "the primary was asked for the whole file"
     );
+
+    // A local fallback root takes the file whole.
+    let out = fx.out("local-fallback");
+    let local = fx.src.to_str().unwrap();
+    let o = mirror(&fx.args(
+        &primary.url,
+        &out,
+        &[
+            "--jobs",
+            "4",
+            "--segment-threshold",
+            "1M",
+            "--mirror",
+            local,
+        ],
+    ));
+    assert_ok(&o, "local fallback root");
+    assert_clean(&fx, &out, "local fallback root");
 }
 
 /// Runs `sstream-mirror` until the squashfs's ranges record shows at least
