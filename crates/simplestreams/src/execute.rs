@@ -11,7 +11,6 @@
 //! 3. [`delete`]: files of removed versions, once nothing references them.
 
 use crate::error::{Error, Result};
-use crate::format::Products;
 use crate::plan::{Download, Plan};
 use crate::source::{ProgressFn, Source};
 use crate::store::{References, Store};
@@ -171,13 +170,15 @@ async fn verify_stored(d: &Download, store: &dyn Store) -> Result<()> {
 }
 
 /// Between phases 1 and 2: drops what only planning and downloading
-/// needed (the list of downloads, the parsed source trees, whose items the
-/// states share), so that publishing a large stream does not hold it all
-/// twice; gives the plan's references.
+/// needed (the list of downloads, the products of the parsed source trees,
+/// whose items the states share), so that publishing a large stream does
+/// not hold it all twice; gives the plan's references.
 fn release_for_publish(plan: &mut Plan) -> Option<References> {
     plan.downloads = Vec::new();
     for sp in &mut plan.streams {
-        sp.source.products = Products::default();
+        // The document-level fields stay (small, and what a re-signed
+        // products file is made with).
+        sp.source.products.products = Default::default();
     }
     plan.references.take()
 }
