@@ -182,9 +182,8 @@ fn a_server_that_ignores_ranges_still_gives_a_correct_file() {
     assert_fell_back(&o, &big, "HTTP 200 OK for bytes=");
     assert_clean(&fx, &out, "ignored ranges");
     let requests = server.requests_of(&big);
-    let last = requests.last().unwrap();
-    assert_eq!(
-        last.range, None,
+    assert!(
+        requests.iter().any(|r| r.range.is_none()),
         "the fallback asks for the whole file: {requests:?}"
     );
     assert!(
@@ -207,6 +206,8 @@ fn a_server_that_lies_about_ranges_still_gives_a_correct_file() {
         &["-v", "--jobs", "4", "--segment-threshold", "1M"],
     ));
     assert_ok(&o, "wrong Content-Range");
+    // Which range meets the fault depends on the order the answers go
+    // out: the message names whichever it was.
     assert_fell_back(&o, &big, "206 with Content-Range \"bytes ");
     assert_clean(&fx, &out, "wrong Content-Range");
     assert_eq!(server.unused_faults(), 0);
@@ -219,7 +220,8 @@ fn a_server_that_lies_about_ranges_still_gives_a_correct_file() {
     // The right Content-Range over wrong bytes: the whole file's checksum
     // finds it out, and the file is fetched again over one connection.
     let server = FaultServer::start(&fx.src);
-    // (The four connections' first requests: one of them starts at 0.)
+    // One fault for each of the four connections' first requests: the one
+    // that starts at 0 meets it.
     server.script(&big, &vec![Fault::Corrupt { at: 100 }; 4]);
     let out = fx.out("corrupt");
     let o = mirror(&fx.args(
@@ -228,12 +230,11 @@ fn a_server_that_lies_about_ranges_still_gives_a_correct_file() {
         &["-v", "--jobs", "4", "--segment-threshold", "1M"],
     ));
     assert_ok(&o, "corrupt range");
-    assert_fell_back(&o, &big, "sha256 mismatch");
     assert_clean(&fx, &out, "corrupt range");
+    assert_fell_back(&o, &big, "sha256 mismatch");
     let requests = server.requests_of(&big);
-    assert_eq!(
-        requests.last().unwrap().range,
-        None,
+    assert!(
+        requests.iter().any(|r| r.range.is_none()),
         "not fetched again whole: {requests:?}"
     );
 }
