@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark: our sstream-mirror against the reference Python tool and the raw
-# curl + sha256 limit, on a generated MAAS-like stream (unsigned,
+# Benchmark: our sstream-mirror against the reference Python tool, the raw
+# curl + sha256 limit and the fetch floor (curl writing every file, nothing
+# else), on a generated MAAS-like stream (unsigned,
 # --path streams/v1/index.json --no-verify) served by a private nginx on
-# 127.0.0.1. Prints a markdown table on stdout (progress on stderr).
+# 127.0.0.1; and a generated stream of images.maas.io's size (19,000 items,
+# 14,000 files, a 5 MB products file) for the metadata at scale. Prints a
+# markdown table on stdout (progress on stderr). The WAN model is
+# bench/wan.sh.
 #
 # Knobs (environment): BENCH_REPEAT (runs of each measurement, median
 # reported; 1), BENCH_JOBS (our --jobs and the curl concurrency; 6),
@@ -10,7 +14,9 @@
 # BENCH_DROP_CACHES (1: drop the page cache before each measurement; 0),
 # BENCH_NO_BUILD (1: use the existing release build as is; 0),
 # BENCH_WAN_RATE (nginx limit_rate per connection of the "WAN-like" server,
-# which serves the extra full-mirror measurement; 50m; 0 skips it).
+# which serves the extra full-mirror measurement; 50m; 0 skips it),
+# BENCH_SCALE (0 skips the 19,000-item stream; 1), BENCH_SCALE_REFERENCE (1:
+# also run the reference on it, about 10 minutes; 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,6 +27,8 @@ PAYLOAD=${BENCH_PAYLOAD:-134217728}
 PORT=${BENCH_PORT:-18631}
 DROP=${BENCH_DROP_CACHES:-0}
 WAN_RATE=${BENCH_WAN_RATE:-50m}
+SCALE=${BENCH_SCALE:-1}
+SCALE_REF=${BENCH_SCALE_REFERENCE:-0}
 B=$ROOT/target/bench
 WWW=$B/www
 URL=http://127.0.0.1:$PORT
@@ -62,6 +70,23 @@ fi
 use_day() { rm -rf "$WWW/streams/v1" && cp -r "$B/meta-$1" "$WWW/streams/v1"; }
 use_day day0
 
+# The stream at scale: 19 releases x 5 arches x 25 versions, two kernel
+# flavours each (19,014 items, 14,264 files, a 5 MB products file), tiny
+# payloads: the metadata is what is measured.
+SWWW=$B/scale-www
+if [ "$SCALE" = 1 ]; then
+  SRELEASES=precise:12.04,trusty:14.04,xenial:16.04,artful:17.10,bionic:18.04,cosmic:18.10,disco:19.04,eoan:19.10,focal:20.04,groovy:20.10,hirsute:21.04,impish:21.10,jammy:22.04,kinetic:22.10,lunar:23.04,mantic:23.10,noble:24.04,oracular:24.10,plucky:25.04
+  SVERSIONS=$(python3 -c "import datetime as d; print(','.join((d.date(2024, 1, 1) + d.timedelta(days=7 * i)).strftime('%Y%m%d') for i in range(25)))")
+  SPARAMS="releases=$SRELEASES versions=$SVERSIONS gen=$(sha256sum crates/simplestreams/src/sample.rs | cut -c1-16)"
+  if [ "$(cat "$B/scale-params" 2>/dev/null)" != "$SPARAMS" ]; then
+    log "generating the stream at scale in $SWWW"
+    rm -rf "$SWWW" "$B/scale-params"
+    "$GEN" --payload-bytes 4096 --releases "$SRELEASES" --arches amd64,arm64,armhf,ppc64el,s390x \
+      --versions "$SVERSIONS" --list "$B/scale.files" "$SWWW" >&2
+    echo "$SPARAMS" >"$B/scale-params"
+  fi
+fi
+
 # --- nginx on 127.0.0.1:$PORT, stopped on exit. ---------------------------
 mkdir -p "$B/nginx"
 cat >"$B/nginx/nginx.conf" <<EOF
@@ -76,6 +101,7 @@ http {
   sendfile on;
   server { listen 127.0.0.1:$PORT; root $WWW; }
   server { listen 127.0.0.1:$((PORT + 1)); root $WWW; limit_rate $WAN_RATE; }
+  server { listen 127.0.0.1:$((PORT + 2)); root $SWWW; }
 }
 EOF
 : >"$B/nginx/access.log"
@@ -115,6 +141,20 @@ measure() {
   log "$(tail -1 "$RESULTS")"
 }
 
+# Every payload of the stream at scale is in the mirror with its size.
+check_scale() {
+  python3 - "$SWWW" "$1" "$B/scale.files" <<'PY' || exit 1
+import os, sys
+src, dst, listing = sys.argv[1:4]
+bad = [p for p in open(listing).read().split()
+       if not os.path.isfile(os.path.join(dst, p))
+       or os.path.getsize(os.path.join(dst, p)) != os.path.getsize(os.path.join(src, p))]
+for p in bad[:5]:
+    print(f"bench: {dst}/{p}: missing or wrong size", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+}
+
 # Every payload of the day's list is in the mirror with the source's size.
 check_mirror() {
   local day=$1 dir=$2 p
@@ -134,6 +174,9 @@ for i in $(seq "$REPEAT"); do
   measure full ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
   measure full reference "$REF" "${COMMON[@]}" "$SRC" "$B/out/ref"
   measure full raw bash bench/raw-fetch.sh "$URL" "$B/out/raw" "$B/day0.files" "$JOBS"
+  check_mirror day0 "$B/out/raw" && rm -rf "$B/out/raw"
+  measure full floor bash bench/fetch-floor.sh "$URL" "$B/out/floor" "$B/day0.files" "$JOBS"
+  check_mirror day0 "$B/out/floor" && rm -rf "$B/out/floor"
   check_mirror day0 "$B/out/ours"
   check_mirror day0 "$B/out/ref"
   measure noop ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
@@ -144,6 +187,7 @@ for i in $(seq "$REPEAT"); do
     WAN=http://127.0.0.1:$((PORT + 1))/
     measure wan ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$WAN" "$B/out/ours-wan"
     measure wan reference "$REF" "${COMMON[@]}" "$WAN" "$B/out/ref-wan"
+    rm -rf "$B/out/ours-wan" "$B/out/ref-wan"
   fi
   use_day day1
   measure incremental ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
@@ -151,8 +195,25 @@ for i in $(seq "$REPEAT"); do
   check_mirror day1 "$B/out/ours"
   check_mirror day1 "$B/out/ref"
   use_day day0
+  rm -rf "$B/out"
+  if [ "$SCALE" = 1 ]; then
+    SURL=http://127.0.0.1:$((PORT + 2))/
+    mkdir -p "$B/out"
+    measure scale-dry ours "$OURS" "${COMMON[@]}" --dry-run "$SURL" "$B/out/ours-scale"
+    measure scale-full ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SURL" "$B/out/ours-scale"
+    check_scale "$B/out/ours-scale"
+    measure scale-noop ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SURL" "$B/out/ours-scale"
+    measure scale-max1 ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" --max=1 "$SURL" "$B/out/ours-scale-max1"
+    if [ "$SCALE_REF" = 1 ]; then
+      measure scale-full reference "$REF" "${COMMON[@]}" "$SURL" "$B/out/ref-scale"
+      measure scale-noop reference "$REF" "${COMMON[@]}" "$SURL" "$B/out/ref-scale"
+      python3 bench/same-mirror.py "$B/out/ref-scale" "$B/out/ours-scale" ||
+        { log "the mirrors of the stream at scale differ"; exit 1; }
+    fi
+    rm -rf "$B/out"
+  fi
 done
 stop_nginx
-rm -rf "$B/out" # about 10 GiB of mirrors
+rm -rf "$B/out"
 
 python3 bench/report.py "$RESULTS" "jobs=$JOBS, repeat=$REPEAT, page cache dropped before each run: $DROPPED, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -69,7 +69,7 @@ pub struct Report {
 /// item failures and a failure to publish come back together in
 /// [`Error::ItemsFailed`].
 pub async fn execute(
-    plan: Plan,
+    mut plan: Plan,
     source: &Source,
     store: &dyn Store,
     options: &ExecuteOptions,
@@ -78,12 +78,19 @@ pub async fn execute(
     let mut report = Report::default();
     let (mut failures, failed_ids) =
         download(&plan, source, store, options, &progress, &mut report).await;
-    let published = publish(&plan, store, &options.publication, &failed_ids, &mut report).and_then(
-        |references| match (references, failed_ids.is_empty()) {
-            (Some(refs), true) => delete(&plan, store, &refs, options.delete_delay, &mut report),
-            _ => Ok(()),
-        },
-    );
+    let references = release_for_publish(&mut plan);
+    let published = publish(
+        &plan,
+        references,
+        store,
+        &options.publication,
+        &failed_ids,
+        &mut report,
+    )
+    .and_then(|references| match (references, failed_ids.is_empty()) {
+        (Some(refs), true) => delete(&plan, store, &refs, options.delete_delay, &mut report),
+        _ => Ok(()),
+    });
     if let Some(index) = &options.content_index {
         enter_content(&plan, store, index);
     }
@@ -369,21 +376,36 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Phase 2: writes the pending deletions, the references, the states, the
-/// products files and the index, leaving out what depends on failed
-/// content ids. Gives the references now published (`None` when they did
-/// not change).
+/// Between phases 1 and 2: drops what only planning and downloading
+/// needed (the list of downloads, the products of the parsed source trees,
+/// whose items the states share), so that publishing a large stream does
+/// not hold it all twice; gives the plan's references.
+fn release_for_publish(plan: &mut Plan) -> Option<References> {
+    plan.downloads = Vec::new();
+    for sp in &mut plan.streams {
+        // The document-level fields stay (small, and what a re-signed
+        // products file is made with).
+        sp.source.products.products = Default::default();
+    }
+    plan.references.take()
+}
+
+/// Phase 2: writes the pending deletions, the references (`references`,
+/// the plan's), the states, the products files and the index, leaving out
+/// what depends on failed content ids. Gives the references now published
+/// (`None` when they did not change).
 fn publish(
     plan: &Plan,
+    references: Option<References>,
     store: &dyn Store,
     publication: &Publication,
     failed: &BTreeSet<String>,
     report: &mut Report,
 ) -> Result<Option<References>> {
-    let references = match &plan.references {
+    let references = match references {
         None => None,
-        Some(refs) if failed.is_empty() => Some(refs.clone()),
-        Some(refs) => Some(keep_old_references(store.load_references()?, refs, failed)),
+        Some(refs) if failed.is_empty() => Some(refs),
+        Some(refs) => Some(keep_old_references(store.load_references()?, &refs, failed)),
     };
     if let Some(refs) = &references {
         let deletions: BTreeSet<String> = plan

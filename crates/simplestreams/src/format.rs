@@ -7,9 +7,12 @@
 //! sizes and checksums.
 
 use crate::error::{Error, Result};
+use crate::json::SortedMap;
 use crate::path::RelPath;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The `format` of an index document.
 pub const INDEX_FORMAT: &str = "index:1.0";
@@ -62,10 +65,13 @@ pub struct Version {
 }
 
 /// One item: a file to download (when it has a path) and its fields.
+///
+/// Cheap to clone: the fields are shared (a plan's state holds the same
+/// items as the source document it comes from).
 #[derive(Debug, Clone)]
 pub struct Item {
     /// All fields of the item, as published.
-    pub fields: Map<String, Value>,
+    pub fields: Arc<Map<String, Value>>,
     /// The checked path of the file, if the item names one.
     pub path: Option<RelPath>,
     /// The expected size in bytes, if given.
@@ -264,10 +270,91 @@ impl Products {
         with_children(&self.fields, "products", &self.products, |product| {
             with_children(&product.fields, "versions", &product.versions, |version| {
                 with_children(&version.fields, "items", &version.items, |item| {
-                    Value::Object(item.fields.clone())
+                    Value::Object((*item.fields).clone())
                 })
             })
         })
+    }
+
+    /// The tree as the reference writes `.data/<content_id>`: JSON with
+    /// indent 1 and sorted keys, as [`crate::json::sorted_pretty`] of
+    /// [`Products::to_value`] gives, written from the tree as it is (no
+    /// copy of it is made: a state is as large as its products file).
+    pub fn state_json(&self) -> Vec<u8> {
+        crate::json::pretty(&Level {
+            fields: &self.fields,
+            key: "products",
+            children: Children(&self.products),
+        })
+    }
+}
+
+/// An object of `fields` plus `children` under `key`, keys sorted, as
+/// [`with_children`] then [`crate::json::sorted`] make it.
+struct Level<'a, C> {
+    fields: &'a Map<String, Value>,
+    key: &'static str,
+    children: C,
+}
+
+impl<C: Serialize> Serialize for Level<'_, C> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut keys: Vec<&str> = self
+            .fields
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != self.key)
+            .collect();
+        keys.push(self.key);
+        keys.sort_unstable();
+        let mut map = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            if k == self.key {
+                map.serialize_entry(k, &self.children)?;
+            } else if let Some(v) = self.fields.get(k) {
+                map.serialize_entry(k, &crate::json::Sorted(v))?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The children of one level by name (a `BTreeMap` is in sorted order).
+struct Children<'a, T>(&'a BTreeMap<String, T>);
+
+impl Serialize for Children<'_, Product> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, p)| {
+            let level = Level {
+                fields: &p.fields,
+                key: "versions",
+                children: Children(&p.versions),
+            };
+            (name, level)
+        }))
+    }
+}
+
+impl Serialize for Children<'_, Version> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, v)| {
+            let level = Level {
+                fields: &v.fields,
+                key: "items",
+                children: Children(&v.items),
+            };
+            (name, level)
+        }))
+    }
+}
+
+impl Serialize for Children<'_, Item> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0
+                .iter()
+                .map(|(name, item)| (name, SortedMap(&item.fields))),
+        )
     }
 }
 
@@ -386,7 +473,7 @@ impl Item {
             });
         }
         Ok(Item {
-            fields,
+            fields: Arc::new(fields),
             path,
             size,
             checksum,
@@ -503,6 +590,41 @@ pub fn flatten(products: &Products, product: &str, version: &str, item: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_json_is_the_sorted_tree() {
+        let doc = r#"{"format": "products:1.0", "content_id": "c:1", "z": {"b": [{"d": 1, "c": 2}], "a": null},
+          "products": {"q": {"versions": {}}, "p": {"zz": 1, "aa": "x", "products": "not a child",
+            "versions": {"2": {"items": {}}, "1": {"b": 1, "items": {
+              "y": {"path": "a/y", "size": 3, "z": [3, {"y": 1, "x": 2}]}, "x": {"path": "a/x", "size": 1}}}}}}}"#;
+        let tree = Products::parse("u", doc.as_bytes()).unwrap();
+        let want = crate::json::sorted_pretty(&tree.to_value());
+        assert_eq!(
+            String::from_utf8(tree.state_json()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::sample::SampleSpec {
+            aliases: true,
+            ..Default::default()
+        };
+        crate::sample::generate(&spec, dir.path(), None).unwrap();
+        let v1 = dir.path().join("streams/v1");
+        for entry in std::fs::read_dir(&v1).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            if document_format("u", &bytes).unwrap() != PRODUCTS_FORMAT {
+                continue;
+            }
+            let tree = Products::parse("u", &bytes).unwrap();
+            assert_eq!(
+                tree.state_json(),
+                crate::json::sorted_pretty(&tree.to_value()),
+                "{}",
+                path.display()
+            );
+        }
+    }
 
     const SMALL: &str = r#"{
       "format": "products:1.0", "content_id": "c:1", "datatype": "image-ids",

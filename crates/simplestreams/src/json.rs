@@ -2,18 +2,78 @@
 //! state (indent 1, keys sorted) and `references.json` (one line, Python's
 //! `", "` and `": "` separators).
 
-use serde_json::Value;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 use std::io::Write;
 
 /// JSON with indent 1 and every object's keys sorted (no final newline).
 pub fn sorted_pretty(value: &Value) -> Vec<u8> {
-    let value = sorted(value);
-    let mut out = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    // Serializing a Value into a Vec cannot fail.
-    let _ = serde::Serialize::serialize(&value, &mut ser);
+    pretty(&Sorted(value))
+}
+
+/// `value` as JSON with indent 1 (no final newline), as it serializes
+/// itself: with [`Sorted`] inside, the reference's state layout.
+///
+/// The text is measured first and written into a buffer of that size: a
+/// state is as large as its products file (megabytes), and a buffer grown
+/// by doubling would hold up to twice that.
+pub fn pretty<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    fn write<T: Serialize + ?Sized, W: Write>(value: &T, w: W) {
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
+        let mut ser = serde_json::Serializer::with_formatter(w, fmt);
+        // Serializing fails only on a map key that is not a string (which
+        // a JSON value never has) or on a writer that fails (neither does).
+        let _ = value.serialize(&mut ser);
+    }
+    let mut length = Length(0);
+    write(value, &mut length);
+    let mut out = Vec::with_capacity(length.0);
+    write(value, &mut out);
     out
+}
+
+/// A writer that only counts.
+struct Length(usize);
+
+impl Write for Length {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON value serialized with every object's keys in sorted order, as it
+/// is (no sorted copy is made).
+#[derive(Debug, Clone, Copy)]
+pub struct Sorted<'a>(pub &'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => SortedMap(map).serialize(s),
+            Value::Array(items) => s.collect_seq(items.iter().map(Sorted)),
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A JSON object serialized with its keys in sorted order.
+#[derive(Debug, Clone, Copy)]
+pub struct SortedMap<'a>(pub &'a Map<String, Value>);
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(&String, &Value)> = self.0.iter().collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            map.serialize_entry(k, &Sorted(v))?;
+        }
+        map.end()
+    }
 }
 
 /// A copy of `value` whose objects have their keys inserted in sorted order

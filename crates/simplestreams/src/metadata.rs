@@ -64,7 +64,8 @@ pub struct Document {
     pub url: String,
     /// The bytes exactly as served (what a mirror publishes).
     pub raw: Vec<u8>,
-    /// The JSON text (the signed text of a clear-signed document).
+    /// The JSON text (the signed text of a clear-signed document); emptied
+    /// once a products file is parsed ([`ProductsDocument::products`]).
     pub json: Vec<u8>,
     /// Validators for conditional requests next time.
     pub validators: Validators,
@@ -194,10 +195,12 @@ pub struct UnchangedDocument {
 
 /// Parses a fetched products document and checks its content id.
 pub fn parse_products(
-    document: Document,
+    mut document: Document,
     content_id_hint: Option<&str>,
 ) -> Result<ProductsDocument> {
     let products = Products::parse(&document.url, &document.json)?;
+    // The tree holds it now: a products file is the largest document.
+    document.json = Vec::new();
     let content_id = match (products.content_id(), content_id_hint) {
         (Some(c), _) => c.to_owned(),
         (None, Some(h)) => h.to_owned(),

@@ -7,10 +7,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A normalised, safe, `/`-separated path relative to a mirror root.
+///
+/// Cheap to clone (shared): a plan names each item's path several times.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RelPath(String);
+pub struct RelPath(Arc<str>);
 
 /// Why a path is not a safe relative path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +74,7 @@ impl RelPath {
                 _ => {}
             }
         }
-        Ok(RelPath(s.to_owned()))
+        Ok(RelPath(s.into()))
     }
 
     /// The path as a `/`-separated string.
@@ -93,18 +96,18 @@ impl RelPath {
 
     /// The parent directories of this path, nearest first (not the root).
     pub fn ancestors(&self) -> impl Iterator<Item = &str> {
-        let s = self.0.as_str();
+        let s: &str = &self.0;
         s.match_indices('/').rev().map(move |(i, _)| &s[..i])
     }
 
     /// This path with `suffix` appended to its last segment.
     pub fn with_suffix(&self, suffix: &str) -> RelPath {
-        RelPath(format!("{}{}", self.0, suffix))
+        RelPath(format!("{}{}", self.0, suffix).into())
     }
 
     /// Joins a relative `child` path under this one.
     pub fn join(&self, child: &RelPath) -> RelPath {
-        RelPath(format!("{}/{}", self.0, child.0))
+        RelPath(format!("{}/{}", self.0, child.0).into())
     }
 }
 

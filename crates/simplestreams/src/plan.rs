@@ -477,7 +477,7 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
     let (mut added, mut removed) = (Vec::new(), Vec::new());
     let mut seen = BTreeSet::new();
     for (pname, product) in &source.products.products {
-        let wanted = filtered_versions(&source.products, pname, product, &options.filters);
+        let mut wanted = filtered_versions(&source.products, pname, product, &options.filters);
         if wanted.is_empty() {
             continue;
         }
@@ -490,9 +490,11 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         let entry = state.products.entry(pname.clone()).or_default();
         entry.fields = product.fields.clone();
         for v in &selection.add {
-            let version = &wanted[v];
-            added.extend(items_of(&cid, pname, v, version));
-            entry.versions.insert(v.clone(), version.clone());
+            let Some(version) = wanted.remove(v.as_str()) else {
+                continue;
+            };
+            added.extend(items_of(&cid, pname, v, &version));
+            entry.versions.insert(v.clone(), version);
         }
         for v in &selection.remove {
             if let Some(version) = have.versions.get(v) {

@@ -409,7 +409,9 @@ impl Source {
                 format!("document too large ({len} bytes)"),
             )));
         }
-        let mut bytes = Vec::new();
+        // Sized once when the length is known (growing by doubling would
+        // hold up to twice a large document).
+        let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| retry(url, &e))?;

@@ -7,34 +7,40 @@
 //! into a store whose staging can write at offsets
 //! ([`Staged::ranged`](crate::store::Staged::ranged)), goes in phases:
 //!
-//! 1. **open**: the staged item is sized to the item and the store says
-//!    which ranges an earlier attempt or run received; the rest is the work.
+//! 1. **open**: the store says which ranges an earlier attempt or run
+//!    received (its record beside the staged file); the rest is the work.
 //! 2. **fetch**: the file's own connection requests the first missing range
 //!    as `Range: bytes=a-b`; whenever the [budget](super::link) has a spare
 //!    connection, another connection takes half of the largest range still
-//!    being received (the first one stops at the new boundary), down to
-//!    ranges of an eighth of the threshold. A connection whose range is done
-//!    takes the next missing one, or half of the largest again, so they all
-//!    end together. Each answer must be a `206` whose `Content-Range` is
-//!    exactly the range asked (and whose total is the item's size): anything
-//!    else stops the ranges, and the file is fetched over one connection,
-//!    resuming after what arrived in order. Retries with backoff, the
-//!    fallback `--mirror` roots and the stall timeout apply to each range.
+//!    being received (the first one stops at the new boundary and drops its
+//!    connection), down to halves of an eighth of the threshold. A
+//!    connection whose range is done takes the next missing one, or half of
+//!    the largest again, so they all end together. Under a rate cap the
+//!    connections are read slowly and their socket buffers fill, so a cut
+//!    would waste what is in flight: requests are then pieces of half the
+//!    threshold and a range is only split after the piece being received.
+//!    Each answer must be a `206` whose `Content-Range` is exactly the range
+//!    asked (and whose total is the item's size): anything else stops the
+//!    ranges, and the file is fetched over one connection, resuming after
+//!    what arrived in order. Retries with backoff, the fallback `--mirror`
+//!    roots (a local one takes the file whole, over one connection) and the
+//!    stall timeout apply to each range.
 //! 3. **land**: one blocking writer per file writes every chunk at its
 //!    offset and hashes in order: a chunk that extends the hashed prefix is
 //!    hashed from memory as it is written; bytes that arrived ahead of the
-//!    prefix are read back from the staged file once the prefix reaches
-//!    them. Every second (or 16 MiB) it has the store record the ranges
-//!    received, so a killed run loses at most that much.
+//!    prefix are read back from the staged file (the page cache) as soon as
+//!    the prefix reaches them. Every second (or 16 MiB) it has the store
+//!    record the ranges received, so a killed run loses at most that much.
 //! 4. **verify**: the whole item's size and checksum, before it is synced
 //!    and handed back for commit. A mismatch discards it all and the file is
 //!    fetched again over one connection.
 //!
-//! Hashing in order costs one extra read, from the page cache, of what
-//! arrived ahead of the prefix (with n connections ending together, about
-//! (n-1)/n of the file); hashing from memory everything else. See
-//! `BENCHMARKS.md` for the measurement against hashing the whole file after
-//! the last range lands.
+//! Hashing in order this way, rather than hashing the whole file once the
+//! last range lands, was measured on a 135 MB squashfs over 6 connections
+//! (bench/wan.sh): a third of it is hashed as it arrives, two thirds are
+//! read back (about 90 ms), most of that while the download goes on, so
+//! 30-50 ms are left after the last chunk against 100-150 ms for hashing
+//! the whole file afterwards.
 
 use super::{Attempt, ProgressFn, Slot, Source, check_status, clear, join_url, lock, retry};
 use crate::error::{Error, Result};
@@ -89,10 +95,15 @@ pub(super) async fn download(
         return Ok(Segmented::OneConnection(0, None));
     };
     let threshold = source.options.segment_threshold.unwrap_or(size);
-    let work = Work::new(
-        complement(&received, size),
-        (threshold / SPLIT_SHARE).max(MIN_SPLIT),
-    );
+    let min_split = (threshold / SPLIT_SHARE).max(MIN_SPLIT);
+    // Under a rate cap the connections' buffers fill up (they are read
+    // slowly), so a request cut short would waste what is in flight:
+    // requests are then pieces of half the threshold, never cut.
+    let piece = source
+        .rate
+        .is_some()
+        .then_some((threshold / 2).max(2 * min_split));
+    let work = Work::new(complement(&received, size), min_split, piece);
     let (tx, rx) = mpsc::channel(QUEUE);
     let writer = {
         let (slot, exp) = (slot.clone(), expected.clone());
@@ -112,6 +123,13 @@ pub(super) async fn download(
     let landed = writer
         .await
         .map_err(|e| Error::transfer(what.as_str(), e.to_string()))??;
+    log::debug!(
+        "{rel}: {} of {size} bytes hashed as they arrived, {} read back in {:?} ({:?} after the last chunk)",
+        landed.hashed - landed.read_back,
+        landed.read_back,
+        landed.read_back_time,
+        landed.final_catch_up
+    );
     match stopped {
         Err(Stop::Failed(e)) => return Err(e),
         Err(Stop::Fallback(why)) => return Ok(Segmented::OneConnection(received, Some(why))),
@@ -184,6 +202,12 @@ struct Landed {
     /// Bytes hashed, in order from the start.
     hashed: u64,
     hasher: Hasher,
+    /// Of those, bytes read back from the staged file (they had arrived
+    /// ahead of the hashed prefix), and the time that took...
+    read_back: u64,
+    read_back_time: Duration,
+    /// ...of which after the last chunk arrived.
+    final_catch_up: Duration,
 }
 
 /// Phase 3: writes each chunk at its offset and hashes in order, reading
@@ -204,6 +228,9 @@ fn land(
     let mut landed = Landed {
         hashed: 0,
         hasher: expected.hasher(),
+        read_back: 0,
+        read_back_time: Duration::ZERO,
+        final_catch_up: Duration::ZERO,
     };
     let mut buf = Vec::new();
     catch_up(r, &ranges, &mut landed, &mut buf)?;
@@ -219,7 +246,13 @@ fn land(
             landed.hasher.update(&data);
             landed.hashed = end;
         }
+        let started = Instant::now();
+        let before = landed.read_back;
         catch_up(r, &ranges, &mut landed, &mut buf)?;
+        if landed.read_back > before {
+            landed.final_catch_up = started.elapsed();
+            landed.read_back_time += landed.final_catch_up;
+        }
         since += data.len() as u64;
         if since >= RECORD_BYTES || last.elapsed() >= RECORD_EVERY {
             r.record(ranges.as_slice())?;
@@ -247,6 +280,7 @@ fn catch_up(
         r.read_at(landed.hashed, &mut buf[..n])?;
         landed.hasher.update(&buf[..n]);
         landed.hashed += n as u64;
+        landed.read_back += n as u64;
     }
     Ok(())
 }
@@ -335,17 +369,27 @@ impl Fetch<'_> {
         Ok(())
     }
 
-    /// Receives the range of connection `id`, trying each root in turn,
-    /// with retries at each.
+    /// Receives the range of connection `id`, one request after another
+    /// (one for all of it, or pieces under a rate cap), trying each root in
+    /// turn, with retries at each (counted from the last request that
+    /// completed).
     async fn range(&self, id: usize, tx: &mpsc::Sender<(u64, Bytes)>) -> Result<(), Stop> {
         let options = &self.source.options;
         let mut errors = Vec::new();
         for root in &self.source.roots {
             let url = join_url(root, self.rel);
+            if !matches!(url.scheme(), "http" | "https") {
+                // A local --mirror root: copied whole, over "one connection".
+                let why = format!("{url}: a local root for a range");
+                return Err(Stop::Fallback(why));
+            }
             let mut attempt = 0;
             let e = loop {
+                if self.work().finished(id) {
+                    return Ok(());
+                }
                 match self.request(id, &url, tx).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => attempt = 0,
                     Err(RangeFailure::Fallback(why)) => return Err(Stop::Fallback(why)),
                     Err(RangeFailure::WriterGone) => return Err(Stop::WriterGone),
                     Err(RangeFailure::Attempt(Attempt::Retry(e, after)))
@@ -381,14 +425,14 @@ impl Fetch<'_> {
         }))
     }
 
-    /// One request for what is left of the range of connection `id`.
+    /// One request for the next part of the range of connection `id`.
     async fn request(
         &self,
         id: usize,
         url: &Url,
         tx: &mpsc::Sender<(u64, Bytes)>,
     ) -> Result<(), RangeFailure> {
-        let Some(want) = self.work().current(id).filter(|r| !r.is_empty()) else {
+        let Some(want) = self.work().next_request(id) else {
             return Ok(());
         };
         let mut headers = reqwest::header::HeaderMap::new();
@@ -417,11 +461,11 @@ impl Fetch<'_> {
                     .map_err(|_| RangeFailure::WriterGone)?;
                 at += keep as u64;
             }
-            if self.work().finished(id) {
+            if self.work().request_done(id) {
                 return Ok(());
             }
         }
-        if self.work().finished(id) {
+        if self.work().request_done(id) {
             return Ok(());
         }
         Err(Attempt::Retry(
@@ -488,28 +532,61 @@ impl Fetch<'_> {
 struct Work {
     /// Missing and not being received, in order.
     pending: VecDeque<Range<u64>>,
-    /// What is left of the range each connection is receiving.
-    active: BTreeMap<usize, Range<u64>>,
+    /// The range each connection is receiving.
+    active: BTreeMap<usize, Assignment>,
     /// The smallest half a range is split into.
     min_split: u64,
+    /// The most one request asks for (`None`: all of a range, which is cut
+    /// short when its second half is taken by another connection).
+    piece: Option<u64>,
+}
+
+/// What is left of the range of one connection.
+#[derive(Debug, Clone)]
+struct Assignment {
+    /// The next byte to receive.
+    next: u64,
+    /// The end of what its request asked for.
+    asked: u64,
+    /// The end of the range.
+    end: u64,
+}
+
+impl Assignment {
+    fn new(range: Range<u64>) -> Assignment {
+        Assignment {
+            next: range.start,
+            asked: range.start,
+            end: range.end,
+        }
+    }
 }
 
 impl Work {
-    fn new(missing: Vec<Range<u64>>, min_split: u64) -> Work {
+    fn new(missing: Vec<Range<u64>>, min_split: u64, piece: Option<u64>) -> Work {
         Work {
             pending: missing.into(),
             active: BTreeMap::new(),
             min_split,
+            piece,
         }
+    }
+
+    /// Where the range `a` would be split, leaving both parts at least
+    /// `min_split` long (and, with pieces, nothing already asked for in the
+    /// second part).
+    fn split_point(&self, a: &Assignment) -> Option<u64> {
+        let mut mid = a.next + (a.end - a.next) / 2;
+        if self.piece.is_some() {
+            mid = mid.max(a.asked);
+        }
+        (mid - a.next >= self.min_split && a.end.saturating_sub(mid) >= self.min_split)
+            .then_some(mid)
     }
 
     /// Whether another connection would find something to do.
     fn splittable(&self) -> bool {
-        !self.pending.is_empty()
-            || self
-                .active
-                .values()
-                .any(|r| r.end - r.start >= 2 * self.min_split)
+        !self.pending.is_empty() || self.active.values().any(|a| self.split_point(a).is_some())
     }
 
     /// A new range for connection `id` (its previous one is done): the next
@@ -519,42 +596,59 @@ impl Work {
         let range = match self.pending.pop_front() {
             Some(r) => r,
             None => {
-                let largest = self
+                let (victim, mid) = self
                     .active
-                    .values_mut()
-                    .filter(|r| r.end - r.start >= 2 * self.min_split)
-                    .max_by_key(|r| r.end - r.start)?;
-                let mid = largest.start + (largest.end - largest.start) / 2;
-                let stolen = mid..largest.end;
-                largest.end = mid;
+                    .iter()
+                    .filter_map(|(&k, a)| Some((k, self.split_point(a)?, a.end - a.next)))
+                    .max_by_key(|&(_, _, left)| left)
+                    .map(|(k, mid, _)| (k, mid))?;
+                let a = self.active.get_mut(&victim)?;
+                let stolen = mid..a.end;
+                a.end = mid;
                 stolen
             }
         };
-        self.active.insert(id, range.clone());
+        self.active.insert(id, Assignment::new(range.clone()));
         Some(range)
     }
 
-    /// What is left of the range of connection `id`.
-    fn current(&self, id: usize) -> Option<Range<u64>> {
-        self.active.get(&id).cloned()
+    /// What connection `id` asks for next: the rest of its range, or the
+    /// next piece of it.
+    fn next_request(&mut self, id: usize) -> Option<Range<u64>> {
+        let piece = self.piece;
+        let a = self.active.get_mut(&id)?;
+        if a.next >= a.end {
+            return None;
+        }
+        a.asked = piece.map_or(a.end, |p| a.end.min(a.next.saturating_add(p)));
+        Some(a.next..a.asked)
     }
 
     /// How much of a chunk of `len` bytes received at `at` by connection
-    /// `id` is its to keep (the rest belongs to a range taken from it).
+    /// `id` is its to keep (the rest belongs to a range taken from it, or
+    /// was not asked for).
     fn claim(&mut self, id: usize, at: u64, len: usize) -> usize {
         match self.active.get_mut(&id) {
-            Some(r) if r.start == at => {
-                let keep = (len as u64).min(r.end - r.start);
-                r.start += keep;
+            Some(a) if a.next == at => {
+                let keep = (len as u64).min(a.end.min(a.asked).saturating_sub(a.next));
+                a.next += keep;
                 keep as usize
             }
             _ => 0,
         }
     }
 
+    /// Whether the last request of connection `id` has all it asked for
+    /// (or all its range still holds).
+    fn request_done(&self, id: usize) -> bool {
+        self.active
+            .get(&id)
+            .is_none_or(|a| a.next >= a.end.min(a.asked))
+    }
+
     /// Whether connection `id` has received all of its range.
     fn finished(&self, id: usize) -> bool {
-        self.active.get(&id).is_none_or(|r| r.start >= r.end)
+        self.active.get(&id).is_none_or(|a| a.next >= a.end)
     }
 }
 
@@ -654,21 +748,23 @@ mod tests {
 
     #[test]
     fn work_is_split_in_halves_and_claimed_in_order() {
-        let mut w = Work::new(vec![0..1000], 150);
+        let mut w = Work::new(vec![0..1000], 150, None);
         assert_eq!(w.take(0), Some(0..1000));
+        assert_eq!(w.next_request(0), Some(0..1000));
         assert!(w.splittable());
         // A second connection takes the second half of what is left.
         assert_eq!(w.claim(0, 0, 200), 200);
         assert_eq!(w.take(1), Some(600..1000));
-        assert_eq!(w.current(0), Some(200..600));
         // The first stops at the new boundary: a chunk across it is cut.
         assert_eq!(w.claim(0, 200, 300), 300);
+        assert!(!w.request_done(0));
         assert_eq!(w.claim(0, 500, 300), 100);
-        assert!(w.finished(0));
+        assert!(w.finished(0) && w.request_done(0));
         assert_eq!(w.claim(0, 600, 10), 0, "not its range any more");
+        assert_eq!(w.next_request(0), None);
         // Done, it takes half of the other's range; too small ranges stay.
         assert_eq!(w.take(0), Some(800..1000));
-        assert_eq!(w.current(1), Some(600..800));
+        assert_eq!(w.next_request(1), Some(600..800));
         assert!(!w.splittable());
         assert_eq!(w.take(2), None);
         // A claim at the wrong offset keeps nothing.
@@ -676,8 +772,26 @@ mod tests {
     }
 
     #[test]
+    fn pieces_are_asked_one_by_one_and_never_cut() {
+        let mut w = Work::new(vec![0..1000], 100, Some(300));
+        assert_eq!(w.take(0), Some(0..1000));
+        assert_eq!(w.next_request(0), Some(0..300));
+        assert_eq!(w.claim(0, 0, 400), 300, "nothing past what was asked");
+        assert!(w.request_done(0) && !w.finished(0));
+        assert_eq!(w.next_request(0), Some(300..600));
+        // The split leaves the piece being received whole.
+        assert_eq!(w.take(1), Some(650..1000));
+        assert_eq!(w.claim(0, 300, 300), 300);
+        assert_eq!(w.next_request(0), Some(600..650));
+        assert_eq!(w.next_request(1), Some(650..950));
+        // A split point inside the piece asked moves past it.
+        assert_eq!(w.claim(1, 650, 100), 100);
+        assert_eq!(w.take(2), None, "750..1000 holds one piece being received");
+    }
+
+    #[test]
     fn missing_ranges_are_taken_before_splitting() {
-        let mut w = Work::new(vec![0..100, 500..600], 1000);
+        let mut w = Work::new(vec![0..100, 500..600], 1000, None);
         assert_eq!(w.take(0), Some(0..100));
         assert_eq!(w.take(1), Some(500..600));
         assert_eq!(w.take(2), None);

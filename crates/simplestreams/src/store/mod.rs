@@ -269,7 +269,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
     fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
         let rel = data_rel(content_id)?;
-        self.write_atomic(&rel, &crate::json::sorted_pretty(&tree.to_value()))
+        self.write_atomic(&rel, &tree.state_json())
     }
 
     /// The raw bytes of the mirrored tree of `content_id`, if any.
