@@ -22,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The disk the build and the tests use (a full disk is the first thing to
+# rule out when a build fails to link).
+df -h . "${TMPDIR:-/tmp}" | sed 's/^/test.sh: /'
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Every test binary prints its own "test result:" line; the last line of
