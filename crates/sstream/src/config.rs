@@ -20,8 +20,8 @@
 //! `prune`, `force`, `verify_existing`, `no_item_download`, `wait`,
 //! `sign_key`, `limit_rate`, `delete_delay`, `min_free`, `content_index`),
 //! plus `filters`
-//! (a list of groups, or a flat list: one group) and the hooks `on_success`
-//! and `on_failure`. Relative paths (`dir`, `keyring`, `sign_key`, a source
+//! (a list of groups, or a flat list: one group), the hooks `on_success`
+//! and `on_failure` and their `hook_timeout`. Relative paths (`dir`, `keyring`, `sign_key`, a source
 //! directory) are relative to the directory of the configuration file.
 //!
 //! [`Config::load`] checks everything it can without touching the network
@@ -48,6 +48,8 @@ pub const DEFAULT_JOBS: usize = 6;
 pub const DEFAULT_RETRIES: u32 = 4;
 /// Idle timeout of a transfer without `timeout` (as `sstream mirror`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a hook may run without `hook_timeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The exit status of a command whose configuration is unusable.
 pub const EXIT_CONFIG: u8 = 2;
@@ -122,6 +124,9 @@ pub struct Job {
     pub on_success: Option<String>,
     /// Shell command run after a failed run.
     pub on_failure: Option<String>,
+    /// How long a hook may run before it (and every process it started)
+    /// is killed (`hook_timeout`; 10 minutes unless given).
+    pub hook_timeout: Duration,
 }
 
 /// A loaded configuration file.
@@ -240,6 +245,7 @@ struct RawJob {
     content_index: Option<Spanned<PathBuf>>,
     on_success: Option<Spanned<String>>,
     on_failure: Option<Spanned<String>>,
+    hook_timeout: Option<Spanned<Seconds>>,
 }
 
 impl RawJob {
@@ -272,6 +278,7 @@ impl RawJob {
             content_index: self.content_index.or(d.content_index),
             on_success: self.on_success.or(d.on_success),
             on_failure: self.on_failure.or(d.on_failure),
+            hook_timeout: self.hook_timeout.or(d.hook_timeout),
         }
     }
 }
@@ -591,6 +598,13 @@ impl Context<'_> {
         };
         let on_success = self.hook(raw.on_success, "on_success")?;
         let on_failure = self.hook(raw.on_failure, "on_failure")?;
+        let hook_timeout = match raw.hook_timeout {
+            Some(t) if t.get_ref().0.is_zero() => {
+                return Err(self.at(t.span(), "hook_timeout", "must be more than zero"));
+            }
+            Some(t) => t.into_inner().0,
+            None => DEFAULT_HOOK_TIMEOUT,
+        };
         let spans = JobSpans {
             name: name.span(),
             dir: dir.span(),
@@ -623,6 +637,7 @@ impl Context<'_> {
                 .map(|d| normalize(&base.join(d.into_inner()))),
             on_success,
             on_failure,
+            hook_timeout,
         };
         Ok((job, spans))
     }
@@ -921,6 +936,12 @@ on_success = "echo done"
                 Some(5),
                 Some("on_success"),
                 "empty command",
+            ),
+            (
+                format!("{job}hook_timeout = 0\n"),
+                Some(5),
+                Some("hook_timeout"),
+                "must be more than zero",
             ),
             (
                 format!("{job}source2 = 1\n"),

@@ -19,6 +19,7 @@ use simplestreams::units::human_size as human;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -223,9 +224,11 @@ fn summary(r: &StatusRecord) -> String {
     }
 }
 
-/// Runs a hook with `sh -c`, its environment telling what the run did.
+/// Runs a hook with `sh -c` in a process group of its own, its environment
+/// telling what the run did; kills the group when it outlives the job's
+/// `hook_timeout`.
 fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(), String> {
-    let status = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .env("SSTREAM_JOB", &job.name)
@@ -234,13 +237,60 @@ fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(
         .env("SSTREAM_CHANGED", if r.changed { "1" } else { "0" })
         .env("SSTREAM_BYTES", r.bytes_downloaded.to_string())
         .stdin(Stdio::null())
-        .status()
+        .process_group(0)
+        .spawn()
         .map_err(|e| format!("{which} hook: cannot run sh: {e}"))?;
+    let status = match wait_at_most(&mut child, job.hook_timeout)
+        .map_err(|e| format!("{which} hook: cannot wait for sh: {e}"))?
+    {
+        Some(status) => status,
+        None => {
+            kill_group(&mut child);
+            return Err(format!(
+                "{which} hook timed out after {} and was killed: {command}",
+                humantime::format_duration(job.hook_timeout)
+            ));
+        }
+    };
     if status.success() {
         Ok(())
     } else {
         Err(format!("{which} hook failed ({status}): {command}"))
     }
+}
+
+/// The child's exit status, or `None` when it is still running after
+/// `limit`.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Ends a hook that ran too long: SIGTERM to its process group, SIGKILL
+/// to what is left of it 5 s later, then reaps the shell.
+fn kill_group(child: &mut std::process::Child) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative pid signals a process group; the
+    // group is the hook's own (process_group(0) above).
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let _ = wait_at_most(child, Duration::from_secs(5));
+    // SAFETY: as above; a group already gone is ESRCH, ignored.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 /// The status records of every job of `config` that has one.

@@ -329,6 +329,68 @@ on_failure = '{hook}'
     assert_eq!(good3.last_success, Some(good3.finished));
 }
 
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// A hook that hangs is killed after `hook_timeout`, with the processes it
+/// started, and fails the command; the run itself stays a success.
+#[test]
+fn a_hung_hook_is_killed_with_its_children_after_hook_timeout() {
+    let site = Site::new(&seed_spec());
+    let pids = site.path("pids");
+    // The shell records its pid and that of a child it waits for.
+    let hook = format!(
+        "echo $$ > {p}.sh; sleep 300 & echo $! > {p}.sleep; wait",
+        p = pids.display()
+    );
+    let config = site.config(&format!(
+        r#"
+[[job]]
+name = "hung"
+source = "{url}"
+dir = "hung"
+filters = ["arch=amd64", "release=trusty"]
+max = 1
+hook_timeout = "1s"
+on_success = '{hook}'
+"#,
+        url = site.server.url,
+    ));
+    let out = site.sstream(&["sync", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("hung: on_success hook timed out after 1s and was killed: echo $$"),
+        "{}",
+        show(&out)
+    );
+    let pid_of = |which: &str| {
+        let file = format!("{}.{which}", pids.display());
+        fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("the hook did not write {file}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    let (sh, sleep) = (pid_of("sh"), pid_of("sleep"));
+    // The shell is reaped by sstream; its orphaned child by whoever
+    // adopts it: give that a moment.
+    assert!(ended(&sh), "the hook's shell {sh} still runs");
+    let mut waited = 0;
+    while !ended(&sleep) && waited < 100 {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(ended(&sleep), "the hook's child {sleep} still runs");
+    assert_eq!(record(&site.path("hung"), "hung").result, RunResult::Ok);
+}
+
 /// The config-driven job with two filter groups ends with the same tree as
 /// the MAAS documentation's two command lines run by the reference.
 #[test]
