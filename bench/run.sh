@@ -39,21 +39,8 @@ DAY1=20250718,20250801 # one new version per product, the oldest dropped
 log() { echo "bench: $*" >&2; }
 
 # --- Tools: nginx, GNU time, the reference, our release build. -----------
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-[ -x /usr/bin/time ] || need+=(time)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
-fi
-NGINX=$(command -v nginx)
-bash scripts/reference-venv.sh >&2
-REF=$ROOT/target/reference-venv/bin/sstream-mirror
-[ "${BENCH_NO_BUILD:-0}" = 1 ] ||
-  cargo build --release --bin sstream-mirror --example gen-stream -p sstream -p simplestreams >&2
-OURS=$ROOT/target/release/sstream-mirror
-GEN=$ROOT/target/release/examples/gen-stream
+. bench/tools.sh
+bench_tools
 
 # --- The source tree (reused when generated with the same parameters). ---
 PARAMS="payload=$PAYLOAD releases=$RELEASES arches=amd64,arm64 day0=$DAY0 day1=$DAY1 gen=$(sha256sum crates/simplestreams/src/sample.rs | cut -c1-16)"

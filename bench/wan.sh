@@ -44,19 +44,8 @@ log() { echo "wan: $*" >&2; }
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 
 [ "$(id -u)" -eq 0 ] || { log "needs root (ip netns, tc)"; exit 1; }
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-[ -x /usr/bin/time ] || need+=(time)
-command -v curl >/dev/null || need+=(curl)
-command -v tc >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
-NGINX=$(command -v nginx)
-bash scripts/reference-venv.sh >&2
-REF=$ROOT/target/reference-venv/bin/sstream-mirror
-[ "${BENCH_NO_BUILD:-0}" = 1 ] ||
-  cargo build --release --bin sstream-mirror --example gen-stream -p sstream -p simplestreams >&2
-OURS=$ROOT/target/release/sstream-mirror
-GEN=$ROOT/target/release/examples/gen-stream
+. bench/tools.sh
+bench_tools iproute2:tc
 
 # --- The stream: day 0 and day 1 (one new version of every product). -----
 PARAMS="payload=$PAYLOAD releases=$RELEASES day0=$DAY0 day1=$DAY1 gen=$(sha256sum crates/simplestreams/src/sample.rs | cut -c1-16)"
