@@ -21,7 +21,7 @@
 use crate::content::ContentIndex;
 use crate::error::{Error, Result};
 use crate::plan::{Download, Origin, Plan};
-use crate::resign::{Publication, publish_index, publish_products};
+use crate::resign::{Publication, Withdrawal, publish_index, publish_products};
 use crate::source::{ProgressFn, Source};
 use crate::store::{Linked, PendingDeletes, References, Store};
 use futures_util::StreamExt;
@@ -442,10 +442,19 @@ fn publish(
         store.save_state(sp.content_id(), &sp.state)?;
     }
     let mut resigned = Vec::new();
+    let withdrawal = match publication {
+        Publication::Upstream if plan.streams.is_empty() && plan.index.is_none() => None,
+        Publication::Upstream => Some(Withdrawal::check(store)?),
+        Publication::Resigned(_) => None,
+    };
     for sp in complete() {
         match publication {
             Publication::Upstream => {
-                store.write_atomic(&sp.source.document.rel, &sp.source.document.raw)?;
+                let rel = &sp.source.document.rel;
+                store.write_atomic(rel, &sp.source.document.raw)?;
+                if let Some(w) = &withdrawal {
+                    w.beside(store, rel)?;
+                }
             }
             Publication::Resigned(key) => resigned.extend(publish_products(store, key, sp)?),
         }
@@ -456,7 +465,13 @@ fn publish(
     }
     if let Some(index) = &plan.index {
         match publication {
-            Publication::Upstream => store.write_atomic(&index.rel, &index.raw)?,
+            Publication::Upstream => {
+                store.write_atomic(&index.rel, &index.raw)?;
+                if let Some(w) = &withdrawal {
+                    w.beside(store, &index.rel)?;
+                    w.finish(store)?;
+                }
+            }
             Publication::Resigned(key) => publish_index(store, key, index, &resigned)?,
         }
     }

@@ -10,6 +10,11 @@
 //! names every products file of the upstream index the mirror holds
 //! anything of, whether this run or an earlier one (with other filters)
 //! mirrored it.
+//!
+//! Back to upstream's documents, a mirror re-signed before (its keyring is
+//! there) loses what re-signing published beside them ([`Withdrawal`]):
+//! left, a `.json` or `.sjson` would keep listing the holdings of the
+//! last re-signed run, signed and current-looking.
 
 use crate::error::{Error, Result};
 use crate::format::Products;
@@ -123,8 +128,7 @@ pub fn publish_index(
 /// Publishes the public keyring that verifies the mirror beside its
 /// metadata ([`crate::layout::MIRROR_KEYRING`]), for clients to fetch.
 fn publish_keyring(store: &dyn Store, key: &SigningKey) -> Result<()> {
-    let rel = RelPath::parse(crate::layout::MIRROR_KEYRING)
-        .map_err(|e| Error::metadata(crate::layout::MIRROR_KEYRING, e.to_string()))?;
+    let rel = keyring_path()?;
     let ring = key
         .public_keyring_binary()
         .map_err(|e| Error::Refused(format!("{}: {e}", store.display(&rel))))?;
@@ -193,4 +197,58 @@ fn sign_beside(
         store.write_atomic(&gpg, &key.sign_detached(plain).map_err(signing)?)?;
     }
     Ok(())
+}
+
+/// Removes, as upstream's documents are published again in a mirror that
+/// was re-signed before, what re-signing published beside them: the plain
+/// or clear-signed twin and the detached signature of each, then the
+/// mirror's keyring (last: while it is there, a later run knows there is
+/// something to withdraw, so an interrupted withdrawal is finished).
+#[derive(Debug, Clone, Copy)]
+pub struct Withdrawal {
+    resigned_before: bool,
+}
+
+impl Withdrawal {
+    /// Whether the mirror in `store` was re-signed (one look for its
+    /// keyring; none of the other methods look again).
+    pub fn check(store: &dyn Store) -> Result<Withdrawal> {
+        let keyring = keyring_path()?;
+        Ok(Withdrawal {
+            resigned_before: store.stamp(&keyring).is_some(),
+        })
+    }
+
+    /// After upstream's document `upstream` was written: removes the
+    /// re-signed files beside it.
+    pub fn beside(&self, store: &dyn Store, upstream: &RelPath) -> Result<()> {
+        if !self.resigned_before {
+            return Ok(());
+        }
+        let plain = json_path(upstream);
+        let twin = if plain == *upstream {
+            sjson_path(&plain)
+        } else {
+            Some(plain.clone())
+        };
+        for rel in twin.into_iter().chain([detached_path(&plain)]) {
+            if rel != *upstream && store.stamp(&rel).is_some() {
+                store.remove(&rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After upstream's index was written: removes the mirror's keyring.
+    pub fn finish(&self, store: &dyn Store) -> Result<()> {
+        if self.resigned_before {
+            store.remove(&keyring_path()?)?;
+        }
+        Ok(())
+    }
+}
+
+fn keyring_path() -> Result<RelPath> {
+    RelPath::parse(crate::layout::MIRROR_KEYRING)
+        .map_err(|e| Error::metadata(crate::layout::MIRROR_KEYRING, e.to_string()))
 }

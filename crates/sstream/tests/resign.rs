@@ -301,6 +301,21 @@ fn resigned_mirror_lists_what_it_holds() {
         fs::read(out.join("streams/v1/index.sjson")).unwrap(),
         fs::read(src.join("streams/v1/index.sjson")).unwrap()
     );
+    // Nothing of the re-signed publication is left beside upstream's
+    // documents: no plain twin still listing the old holdings, no detached
+    // signature, no keyring.
+    let leftovers: Vec<String> = fs::read_dir(out.join("streams/v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            fs::read(out.join("streams/v1").join(name)).ok()
+                != fs::read(src.join("streams/v1").join(name)).ok()
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "files of the re-signed publication left beside upstream's: {leftovers:?}"
+    );
     // And re-signed again.
     bootloaders();
     assert!(gpgv(&home, &ring, &[&out.join("streams/v1/index.sjson")]));
