@@ -77,6 +77,14 @@ if floor is not None:
     print(f"Fetch floor (one `curl --parallel --parallel-max N` writing every file, no hashing, "
           f"no fsync): {secs('full', 'floor')} s, {med('full', 'floor', BYTES) / floor / 1e6:.0f} MB/s, "
           f"CPU {med('full', 'floor', CPU):.2f} s; ours is {floor / ours_full:.2f}x its throughput.")
+    floor_own = med("full", "floor", TOOL)
+    nofsync = med("full", "ours-nofsync", TOOL)
+    print(f"On the tools' own clocks (curl's writes still in the page cache, ours on disk): "
+          f"ours is {floor_own / med('full', 'ours', TOOL):.2f}x the floor"
+          + ("" if nofsync is None else
+             f"; ours with fsync made a no-op (eatmydata, a diagnostic): {nofsync:.2f} s, "
+             f"{floor_own / nofsync:.2f}x the floor, CPU {med('full', 'ours-nofsync', CPU):.2f} s")
+          + ".")
 print()
 
 SCALE = [

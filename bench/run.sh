@@ -40,7 +40,7 @@ log() { echo "bench: $*" >&2; }
 
 # --- Tools: nginx, GNU time, the reference, our release build. -----------
 . bench/tools.sh
-bench_tools
+bench_tools eatmydata:eatmydata
 
 # --- The source tree (reused when generated with the same parameters). ---
 PARAMS="payload=$PAYLOAD releases=$RELEASES arches=amd64,arm64 day0=$DAY0 day1=$DAY1 gen=$(sha256sum crates/simplestreams/src/sample.rs | cut -c1-16)"
@@ -164,6 +164,10 @@ for i in $(seq "$REPEAT"); do
   check_mirror day0 "$B/out/raw" && rm -rf "$B/out/raw"
   measure full floor bash bench/fetch-floor.sh "$URL" "$B/out/floor" "$B/day0.files" "$JOBS"
   check_mirror day0 "$B/out/floor" && rm -rf "$B/out/floor"
+  # A diagnostic, not a way to run: ours with fsync made a no-op
+  # (eatmydata), to tell the cost of durability from the engine's.
+  measure full ours-nofsync eatmydata "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/nofsync"
+  check_mirror day0 "$B/out/nofsync" && rm -rf "$B/out/nofsync"
   check_mirror day0 "$B/out/ours"
   check_mirror day0 "$B/out/ref"
   measure noop ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"

@@ -16,7 +16,7 @@ bench_tools() {
   if [ ${#need[@]} -gt 0 ]; then
     local sudo=sudo
     [ "$(id -u)" -eq 0 ] && sudo=
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}"
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}"; } >&2
   fi
   NGINX=$(command -v nginx)
   bash scripts/reference-venv.sh >&2
