@@ -174,7 +174,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
         files_downloaded: outcome.files,
         bytes_downloaded: outcome.bytes,
         files_removed: outcome.removed,
-        bytes_on_disk: disk_usage(&job.dir),
+        bytes_on_disk: stored_bytes(job, store, &say),
         last_success: match result {
             RunResult::Ok => Some(finished),
             RunResult::Failed => previous.and_then(|p| p.last_success),
@@ -381,6 +381,22 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
             walk(&path, f);
         } else if meta.is_file() {
             f(&path, &meta);
+        }
+    }
+}
+
+/// What the mirror of `job` takes: the size of its directory (see
+/// [`disk_usage`]), or of every object of its bucket (one listing, made
+/// after the run: a run itself never lists).
+fn stored_bytes(job: &Job, store: &dyn simplestreams::store::Store, say: &dyn Fn(&str)) -> u64 {
+    if !crate::target::is_bucket(&job.dir) {
+        return disk_usage(&job.dir);
+    }
+    match store.list() {
+        Ok(objects) => objects.iter().map(|o| o.len).sum(),
+        Err(e) => {
+            say(&format!("warning: cannot size the bucket: {e}"));
+            0
         }
     }
 }

@@ -447,6 +447,14 @@ fn a_config_job_mirrors_into_a_bucket() {
     let record: serde_json::Value =
         serde_json::from_slice(&objects[".data/sstream-status-maas.json"]).unwrap();
     assert_eq!(record["result"], "ok", "{record}");
+    // What the bucket takes: every object of it, as listed after the run.
+    let stored: usize = objects.values().map(Vec::len).sum();
+    let status_len = objects[".data/sstream-status-maas.json"].len();
+    assert_eq!(
+        record["bytes_on_disk"].as_u64(),
+        Some((stored - status_len) as u64),
+        "{record}"
+    );
     assert_same_as_dir(&s3, &target, &stream.mirrored);
     let o = sstream(&["status", "--config", s(&config)]);
     let out = String::from_utf8_lossy(&o.stdout);
