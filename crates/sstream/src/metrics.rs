@@ -15,7 +15,7 @@
 //! | `sstream_last_run_downloaded_bytes` | bytes the last run downloaded |
 //! | `sstream_last_run_downloaded_files` | files the last run downloaded |
 //! | `sstream_last_run_removed_files` | files the last run removed |
-//! | `sstream_mirror_size_bytes` | size of the mirror directory after the last run |
+//! | `sstream_mirror_size_bytes` | size of the mirror (its directory, or its bucket's objects) after the last run |
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -100,7 +100,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "mirror_size",
         unit: Some(Unit::Bytes),
-        help: "Size of the job's mirror directory after its last run",
+        help: "Size of the job's mirror (its directory or its bucket's objects) after its last run",
         value: |r| r.bytes_on_disk as f64,
     },
 ];
