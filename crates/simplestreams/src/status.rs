@@ -138,7 +138,8 @@ pub struct StatusRecord {
     pub bytes_downloaded: u64,
     /// Files the run removed from the mirror.
     pub files_removed: u64,
-    /// Size of the mirror directory after the run (each file counted once).
+    /// Size of the mirror after the run: its directory (each file counted
+    /// once) or the objects of its bucket.
     pub bytes_on_disk: u64,
     /// When the last successful run ended: this run if it succeeded, else
     /// carried over from the previous record (`None`: never).
