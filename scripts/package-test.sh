@@ -108,8 +108,10 @@ dpkg-deb -c "$deb" | awk '{ mode = $1; path = $6; sub(/^\./, "", path); print mo
 has() { # has MODE PATH: the package holds PATH with that ls-style mode
   grep -qxF -- "$1 $2" "$work/contents"
 }
-for bin in sstream sstream-mirror sstream-query; do
-  check "contents: /usr/bin/$bin (-rwxr-xr-x)" has -rwxr-xr-x "/usr/bin/$bin"
+check "contents: /usr/bin/sstream (-rwxr-xr-x)" has -rwxr-xr-x /usr/bin/sstream
+for bin in sstream-mirror sstream-query; do
+  check "contents: /usr/bin/$bin, a link to sstream" \
+    bash -c "dpkg-deb -c '$deb' | grep -qE '^l[^ ]+ .* \./usr/bin/$bin -> sstream\$'"
 done
 # The pages of the three binaries and of the subcommands without a drop-in
 # (every subcommand `sstream --help` lists is checked once installed).

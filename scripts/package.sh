@@ -24,7 +24,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install --locked cargo-deb
 fi
 
-cargo build --release --locked -p sstream --bins
+# One binary: the drop-ins are links to it (see the assets).
+cargo build --release --locked -p sstream --bin sstream
 assets=crates/sstream/target/assets
 rm -rf "$assets"
 cargo run --release --locked -q -p sstream --example generate-assets -- "$assets" >/dev/null

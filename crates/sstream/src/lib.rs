@@ -29,9 +29,20 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Entry point of `sstream`.
+/// Entry point of `sstream`. Invoked under the name of a drop-in
+/// (`sstream-mirror` or `sstream-query`: a link to it, as the Debian
+/// package installs them), it is that drop-in.
 pub fn main_sstream() -> std::process::ExitCode {
-    cli::run_sstream(std::env::args_os())
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str());
+    match invoked {
+        Some("sstream-mirror") => cli::run_mirror(args),
+        Some("sstream-query") => cli::run_query(args),
+        _ => cli::run_sstream(args),
+    }
 }
 
 /// Entry point of the drop-in `sstream-mirror`.

@@ -402,3 +402,55 @@ fn demo_runs_end_to_end() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("was not made by the demo"));
 }
+
+/// `sstream` called through a link named like a drop-in (as the Debian
+/// package installs `sstream-mirror` and `sstream-query`) is that drop-in:
+/// the same version line and help as the drop-in's own binary, and a
+/// mirror made through the link equal to one made by the drop-in.
+#[test]
+fn sstream_called_by_a_drop_in_name_is_that_drop_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |exe: &Path, args: &[&str]| {
+        let o = Command::new(exe).args(args).output().unwrap();
+        assert!(o.status.success(), "{}: {o:?}", exe.display());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for (name, drop_in) in [
+        ("sstream-mirror", env!("CARGO_BIN_EXE_sstream-mirror")),
+        ("sstream-query", env!("CARGO_BIN_EXE_sstream-query")),
+    ] {
+        let link = tmp.path().join(name);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sstream"), &link).unwrap();
+        let version = run(&link, &["--version"]);
+        assert_eq!(version, run(Path::new(drop_in), &["--version"]));
+        assert!(version.starts_with(&format!("{name} ")), "{version}");
+        assert_eq!(
+            run(&link, &["--help"]),
+            run(Path::new(drop_in), &["--help"])
+        );
+    }
+    let spec = SampleSpec {
+        releases: vec![SampleRelease::new("xenial", "16.04")],
+        ..SampleSpec::default()
+    };
+    let src = tmp.path().join("src");
+    simplestreams::sample::generate(&spec, &src, None).unwrap();
+    let mirror_with = |exe: &Path, out: &str| {
+        let dest = tmp.path().join(out);
+        run(
+            exe,
+            &[
+                "--no-verify",
+                "--path",
+                "streams/v1/index.json",
+                src.to_str().unwrap(),
+                dest.to_str().unwrap(),
+            ],
+        );
+        dest
+    };
+    let through_link = mirror_with(&tmp.path().join("sstream-mirror"), "via-link");
+    assert!(!files(&through_link).is_empty());
+    let through_bin = mirror_with(Path::new(env!("CARGO_BIN_EXE_sstream-mirror")), "via-bin");
+    compare_trees(&through_link, &through_bin);
+}
