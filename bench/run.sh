@@ -98,35 +98,9 @@ trap stop_nginx EXIT
 curl -sSf -o /dev/null "$URL/streams/v1/index.json"
 
 # --- Measurement. ---------------------------------------------------------
-# measure SCENARIO TOOL CMD...: runs CMD under /usr/bin/time -v, then `sync`
-# (our engine fsyncs every file, the reference does not: the clock stops when
-# the mirror is on disk for both; the sync part is recorded separately).
-# Appends to results.tsv: scenario, tool, tool seconds, sync seconds, peak RSS
-# KiB, bytes served, requests, CPU seconds.
+# measure (bench/tools.sh) appends to results.tsv.
 RESULTS=$B/results.tsv
 DROPPED=no
-measure() {
-  local scenario=$1 tool=$2; shift 2
-  sync
-  if [ "$DROP" = 1 ] && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then DROPPED=yes; fi
-  local before t0 t1 t2 tv=$B/time.txt
-  before=$(wc -l <"$B/nginx/access.log")
-  t0=$(date +%s.%N)
-  if ! /usr/bin/time -v -o "$tv" "$@" >"$B/last.log" 2>&1; then
-    log "$scenario/$tool failed:"; tail -5 "$B/last.log" >&2; exit 1
-  fi
-  t1=$(date +%s.%N)
-  sync
-  t2=$(date +%s.%N)
-  local new=$B/new.log
-  tail -n +"$((before + 1))" "$B/nginx/access.log" >"$new"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" \
-    "$(awk "BEGIN {print $t1 - $t0}")" "$(awk "BEGIN {print $t2 - $t1}")" \
-    "$(awk -F': ' '/Maximum resident/ {print $2}' "$tv")" \
-    "$(awk '{s += $2} END {printf "%.0f", s}' "$new")" "$(wc -l <"$new")" \
-    "$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {print u + s}' "$tv")" >>"$RESULTS"
-  log "$(tail -1 "$RESULTS")"
-}
 
 # Every payload of the stream at scale is in the mirror with its size.
 check_scale() {

@@ -95,27 +95,7 @@ in_ns curl -sSf -o /dev/null "${SRC}streams/v1/index.json"
 # --- Measurement (as bench/run.sh: the clock stops after a final sync). ---
 RESULTS=$B/results.tsv
 : >"$RESULTS"
-measure() {
-  local scenario=$1 tool=$2; shift 2
-  sync
-  local before t0 t1 t2 tv=$B/time.txt
-  before=$(wc -l <"$B/nginx/access.log")
-  t0=$(date +%s.%N)
-  if ! /usr/bin/time -v -o "$tv" ip netns exec "$NS" "$@" >"$B/last.log" 2>&1; then
-    log "$scenario/$tool failed:"; tail -5 "$B/last.log" >&2; exit 1
-  fi
-  t1=$(date +%s.%N)
-  sync
-  t2=$(date +%s.%N)
-  local new=$B/new.log
-  tail -n +"$((before + 1))" "$B/nginx/access.log" >"$new"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" \
-    "$(awk "BEGIN {print $t1 - $t0}")" "$(awk "BEGIN {print $t2 - $t1}")" \
-    "$(awk -F': ' '/Maximum resident/ {print $2}' "$tv")" \
-    "$(awk '{s += $2} END {printf "%.0f", s}' "$new")" "$(wc -l <"$new")" \
-    "$(awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {print u + s}' "$tv")" >>"$RESULTS"
-  log "$(tail -1 "$RESULTS")"
-}
+RUN_IN=(ip netns exec "$NS") # measure (bench/tools.sh) runs each tool in the namespace
 
 COMMON=(--path streams/v1/index.json --no-verify)
 DAILY=(--max=1) # options, then after the source and target: the filter
