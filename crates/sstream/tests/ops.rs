@@ -810,8 +810,10 @@ fn systemd_units_verify() {
         .unwrap();
         paths.push(path);
     }
+    // The man pages of Documentation= are installed by the package (whose
+    // test verifies the installed units with them), not here.
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .args(&paths)
         .output()
         .unwrap();
