@@ -3,6 +3,7 @@
 //! documentation's two command lines, serves the mirror, verifies it over
 //! HTTP as a client would, and prints the boot-source URL for MAAS.
 
+use anyhow::{Context, Result, anyhow, bail};
 use simplestreams::metadata::DEFAULT_KEYRING;
 use simplestreams::openpgp::SigningKey;
 use simplestreams::sample::{SampleRelease, SampleSpec, generate};
@@ -32,13 +33,13 @@ struct Served {
 }
 
 impl Served {
-    fn start(exe: &Path, dir: &Path) -> Result<Served, String> {
+    fn start(exe: &Path, dir: &Path) -> Result<Served> {
         let mut child = Command::new(exe)
             .args(["serve", &dir.to_string_lossy(), "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start the server: {e}"))?;
+            .context("cannot start the server")?;
         let line = child
             .stdout
             .take()
@@ -48,7 +49,7 @@ impl Served {
         let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
         if !url.starts_with("http://") {
             let _ = child.kill();
-            return Err(format!("the server did not start (said {line:?})"));
+            bail!("the server did not start (said {line:?})");
         }
         Ok(Served { child, url })
     }
@@ -65,7 +66,7 @@ fn step(text: &str) {
     println!("\n==> {text}");
 }
 
-fn run_self(exe: &Path, args: &[&str]) -> Result<(), String> {
+fn run_self(exe: &Path, args: &[&str]) -> Result<()> {
     println!(
         "$ sstream {}",
         args.iter()
@@ -76,11 +77,11 @@ fn run_self(exe: &Path, args: &[&str]) -> Result<(), String> {
     let status = Command::new(exe)
         .args(args)
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        .with_context(|| format!("cannot run {}", exe.display()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`sstream {}` failed ({status})", args.join(" ")))
+        Err(anyhow!("`sstream {}` failed ({status})", args.join(" ")))
     }
 }
 
@@ -94,19 +95,19 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), String> {
+fn prepare_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            return Err(format!(
+            bail!(
                 "{} exists and was not made by the demo: choose another --dir",
                 dir.display()
-            ));
+            );
         }
-        std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     std::fs::write(dir.join(MARKER), "made by `sstream demo`\n")
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .with_context(|| dir.display().to_string())
 }
 
 /// The sample: trusty, xenial and jammy on amd64 and arm64, three daily
@@ -145,10 +146,10 @@ fn mirror_args<'a>(
 }
 
 /// Runs the demo.
-pub fn run(args: DemoArgs) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+pub fn run(args: DemoArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
     prepare_dir(&args.dir)?;
-    let dir = std::path::absolute(&args.dir).map_err(|e| e.to_string())?;
+    let dir = std::path::absolute(&args.dir).with_context(|| args.dir.display().to_string())?;
     let (source, mirror, keyring) = (
         dir.join("source"),
         dir.join("mirror"),
@@ -156,13 +157,12 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     );
 
     step("Making a signing key and a signed MAAS-like sample stream");
-    let key =
-        SigningKey::generate("sstream demo <demo@sstream.invalid>").map_err(|e| e.to_string())?;
-    let public = key.public_keyring_binary().map_err(|e| e.to_string())?;
-    std::fs::write(&keyring, public).map_err(|e| format!("{}: {e}", keyring.display()))?;
+    let key = SigningKey::generate("sstream demo <demo@sstream.invalid>")?;
+    let public = key.public_keyring_binary()?;
+    std::fs::write(&keyring, public).with_context(|| keyring.display().to_string())?;
     let signer = |text: &[u8]| key.clearsign(text).map_err(|e| e.to_string());
     let stream = generate(&sample_spec(), &source, Some(&signer))
-        .map_err(|e| format!("{}: {e}", source.display()))?;
+        .with_context(|| source.display().to_string())?;
     println!(
         "{} files, {} bytes in {}; keyring {}",
         stream.files,

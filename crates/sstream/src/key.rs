@@ -2,6 +2,7 @@
 //! a re-signed mirror, and its public part for the mirror's clients (MAAS's
 //! `keyring_filename` or `keyring_data`).
 
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use simplestreams::layout::temp_name;
@@ -66,20 +67,20 @@ pub struct ExportArgs {
 }
 
 /// Runs `sstream key`.
-pub fn run(args: KeyArgs) -> Result<(), String> {
+pub fn run(args: KeyArgs) -> Result<()> {
     match args.command {
         KeyCommand::Generate(a) => generate(a),
         KeyCommand::Export(a) => export(a),
     }
 }
 
-fn generate(args: GenerateArgs) -> Result<(), String> {
+fn generate(args: GenerateArgs) -> Result<()> {
     let out = &args.output;
     if !args.force && fs::symlink_metadata(out).is_ok() {
-        return Err(format!(
+        bail!(
             "{}: already exists; use --force to replace it",
             out.display()
-        ));
+        );
     }
     let uid = args.uid.clone().unwrap_or_else(default_uid);
     let algorithm = if args.rsa {
@@ -87,10 +88,10 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     } else {
         KeyAlgorithm::Ed25519
     };
-    let key = SigningKey::generate_with(&uid, algorithm).map_err(|e| e.to_string())?;
+    let key = SigningKey::generate_with(&uid, algorithm)?;
     let armored = key
         .secret_key_armored()
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+        .with_context(|| out.display().to_string())?;
     write_file(out, &armored, 0o600, args.force)?;
     println!("{}", key.fingerprint());
     Ok(())
@@ -105,14 +106,13 @@ fn default_uid() -> String {
     }
 }
 
-fn export(args: ExportArgs) -> Result<(), String> {
-    let key =
-        SecretKey::from_file(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
-    let fail = |e: simplestreams::openpgp::KeyError| format!("{}: {e}", args.key.display());
+fn export(args: ExportArgs) -> Result<()> {
+    let at = || args.key.display().to_string();
+    let key = SecretKey::from_file(&args.key).with_context(at)?;
     let bytes = if args.armor {
-        key.public_keyring_armored().map_err(fail)?
+        key.public_keyring_armored().with_context(at)?
     } else {
-        let binary = key.public_keyring_binary().map_err(fail)?;
+        let binary = key.public_keyring_binary().with_context(at)?;
         if args.base64 {
             let mut text = base64::engine::general_purpose::STANDARD
                 .encode(binary)
@@ -126,15 +126,14 @@ fn export(args: ExportArgs) -> Result<(), String> {
     if args.output == Path::new("-") {
         let mut stdout = std::io::stdout();
         if !args.armor && !args.base64 && stdout.is_terminal() {
-            return Err(
+            bail!(
                 "refusing to write a binary keyring to a terminal; use --output FILE, --armor or --base64"
-                    .to_string(),
             );
         }
         return stdout
             .write_all(&bytes)
             .and_then(|()| stdout.flush())
-            .map_err(|e| format!("standard output: {e}"));
+            .context("standard output");
     }
     write_file(&args.output, &bytes, 0o644, true)
 }
@@ -143,12 +142,12 @@ fn export(args: ExportArgs) -> Result<(), String> {
 /// umask aside) in the
 /// same directory, fsynced, then renamed into place (`replace`) or linked
 /// there only if nothing is (so that an existing file is never clobbered).
-fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), String> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<()> {
     let name = path
         .file_name()
-        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
     let tmp = path.with_file_name(temp_name(&name.to_string_lossy()));
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let io = |p: &Path, e: std::io::Error| anyhow::Error::new(e).context(p.display().to_string());
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(&tmp, e)),
         _ => {}
@@ -178,7 +177,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(),
     if let Err(e) = placed {
         let _ = fs::remove_file(&tmp);
         return Err(match e.kind() {
-            ErrorKind::AlreadyExists => format!(
+            ErrorKind::AlreadyExists => anyhow!(
                 "{}: already exists; use --force to replace it",
                 path.display()
             ),

@@ -22,6 +22,7 @@ mod logbody;
 mod pages;
 mod paths;
 
+use anyhow::{Context, Result, bail};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -69,18 +70,18 @@ const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// (with the real port when `--listen` asked for port 0), writes one access
 /// log line per response on stderr, and returns `Ok(())` after a graceful
 /// shutdown.
-pub fn run(args: ServeArgs) -> Result<(), String> {
+pub fn run(args: ServeArgs) -> Result<()> {
     let root = std::fs::canonicalize(&args.dir)
-        .map_err(|e| format!("serve {}: {e}", args.dir.display()))?;
+        .with_context(|| format!("serve {}", args.dir.display()))?;
     if !root.is_dir() {
-        return Err(format!("serve {}: not a directory", args.dir.display()));
+        bail!("serve {}: not a directory", args.dir.display());
     }
-    let fd_limit = connections::raise_fd_limit()
-        .map_err(|e| format!("serve: cannot read the open files limit: {e}"))?;
+    let fd_limit =
+        connections::raise_fd_limit().context("serve: cannot read the open files limit")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("serve: cannot start the async runtime: {e}"))?;
+        .context("serve: cannot start the async runtime")?;
     let result = runtime.block_on(serve(root, args, fd_limit));
     // Connections still open after the grace period are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -97,9 +98,9 @@ struct StopSignals {
 impl StopSignals {
     /// Installs the handlers (from then on, none of these signals kills the
     /// process).
-    fn install() -> Result<Self, String> {
+    fn install() -> Result<Self> {
         let one = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| format!("serve: {name} handler: {e}"))
+            signal(kind).with_context(|| format!("serve: {name} handler"))
         };
         Ok(StopSignals {
             term: one(SignalKind::terminate(), "SIGTERM")?,
@@ -129,13 +130,13 @@ struct Shared {
 }
 
 /// Binds, announces, accepts connections until a signal, then drains.
-async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<(), String> {
+async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("serve: cannot listen on {}: {e}", args.listen))?;
+        .with_context(|| format!("serve: cannot listen on {}", args.listen))?;
     let local = listener
         .local_addr()
-        .map_err(|e| format!("serve: cannot read the bound address: {e}"))?;
+        .context("serve: cannot read the bound address")?;
     // Install the handlers before announcing, so that a signal sent right
     // after the announcement is never lost.
     let mut signals = StopSignals::install()?;
@@ -168,11 +169,11 @@ async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<(), Stri
 }
 
 /// Prints the startup line on stdout.
-fn announce(dir: &Path, local: SocketAddr) -> Result<(), String> {
+fn announce(dir: &Path, local: SocketAddr) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Serving {} at http://{local}/", dir.display())
         .and_then(|()| out.flush())
-        .map_err(|e| format!("serve: cannot write to stdout: {e}"))
+        .context("serve: cannot write to stdout")
 }
 
 /// Accepts connections, within the room [`Connections`] gives, until one of

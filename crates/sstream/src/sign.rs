@@ -8,6 +8,7 @@
 //!
 //! [`PassphraseArgs`] is how every command that signs gets a passphrase.
 
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use serde_json::{Map, Value};
 use simplestreams::format::INDEX_FORMAT;
@@ -36,7 +37,7 @@ pub struct PassphraseArgs {
 impl PassphraseArgs {
     /// Loads the key at `key` and unlocks it; a one-line error naming the
     /// file (the key or the passphrase file) and the reason otherwise.
-    pub fn open_key(&self, key: &Path) -> Result<SigningKey, String> {
+    pub fn open_key(&self, key: &Path) -> Result<SigningKey> {
         let at = |e: KeyError| {
             let hint = match e {
                 KeyError::Encrypted(_) => {
@@ -44,7 +45,7 @@ impl PassphraseArgs {
                 }
                 _ => String::new(),
             };
-            format!("{}: {e}{hint}", key.display())
+            anyhow!("{}: {e}{hint}", key.display())
         };
         let secret = SecretKey::from_file(key).map_err(at)?;
         let passphrase = if secret.is_encrypted() {
@@ -57,10 +58,10 @@ impl PassphraseArgs {
 
     /// The passphrase: the file's content without its final line break, or
     /// the environment variable's value.
-    fn passphrase(&self) -> Result<Option<Vec<u8>>, String> {
+    fn passphrase(&self) -> Result<Option<Vec<u8>>> {
         if let Some(file) = &self.passphrase_file {
             let mut text = fs::read(file)
-                .map_err(|e| format!("{}: cannot read passphrase: {e}", file.display()))?;
+                .with_context(|| format!("{}: cannot read passphrase", file.display()))?;
             for end in [&b"\n"[..], b"\r"] {
                 if text.ends_with(end) {
                     text.pop();
@@ -105,13 +106,13 @@ struct Document {
 }
 
 /// Runs `sstream sign`.
-pub fn run(args: SignArgs) -> Result<(), String> {
-    crate::logging::init(args.verbose, None)?;
+pub fn run(args: SignArgs) -> Result<()> {
+    crate::logging::init(args.verbose, None).map_err(|e| anyhow!(e))?;
     let key = args.passphrase.open_key(&args.key)?;
     let store = DirStore::new(&args.dir);
     // In a mirror directory, no mirror run writes while we read and sign.
     let _lock = if args.dir.join(DATA_DIR).is_dir() {
-        Some(store.lock(args.wait).map_err(|e| e.to_string())?)
+        Some(store.lock(args.wait)?)
     } else {
         None
     };
@@ -137,15 +138,12 @@ pub fn run(args: SignArgs) -> Result<(), String> {
 }
 
 /// Reads and checks every `.json` document under `DIR/streams/v1/`.
-fn read_tree(dir: &Path) -> Result<Vec<Document>, String> {
-    let top = RelPath::parse("streams/v1").map_err(|e| e.to_string())?;
+fn read_tree(dir: &Path) -> Result<Vec<Document>> {
+    let top = RelPath::parse("streams/v1")?;
     let mut rels = Vec::new();
     collect_json(dir, &top, &mut rels)?;
     if rels.is_empty() {
-        return Err(format!(
-            "{}: no .json documents under streams/v1/",
-            dir.display()
-        ));
+        bail!("{}: no .json documents under streams/v1/", dir.display());
     }
     rels.sort();
     let names: BTreeSet<&RelPath> = rels.iter().collect();
@@ -158,15 +156,15 @@ fn read_tree(dir: &Path) -> Result<Vec<Document>, String> {
 
 /// Adds the `.json` files under `rel` (a directory of the tree) to `out`,
 /// without following symbolic links.
-fn collect_json(root: &Path, rel: &RelPath, out: &mut Vec<RelPath>) -> Result<(), String> {
+fn collect_json(root: &Path, rel: &RelPath, out: &mut Vec<RelPath>) -> Result<()> {
     let path = rel.under(root);
     let entries = match fs::read_dir(&path) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(e).context(path.display().to_string()),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+        let entry = entry.with_context(|| path.display().to_string())?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
             continue;
@@ -179,7 +177,7 @@ fn collect_json(root: &Path, rel: &RelPath, out: &mut Vec<RelPath>) -> Result<()
         };
         let kind = entry
             .file_type()
-            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            .with_context(|| entry.path().display().to_string())?;
         if kind.is_dir() {
             collect_json(root, &child, out)?;
         } else if kind.is_file() && name.ends_with(".json") {
@@ -189,17 +187,13 @@ fn collect_json(root: &Path, rel: &RelPath, out: &mut Vec<RelPath>) -> Result<()
     Ok(())
 }
 
-fn read_document(
-    root: &Path,
-    rel: &RelPath,
-    names: &BTreeSet<&RelPath>,
-) -> Result<Document, String> {
+fn read_document(root: &Path, rel: &RelPath, names: &BTreeSet<&RelPath>) -> Result<Document> {
     let path = rel.under(root);
-    let json = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = fs::read(&path).with_context(|| path.display().to_string())?;
     let doc: Map<String, Value> = match serde_json::from_slice(&json) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(format!("{}: not a JSON object", path.display())),
-        Err(e) => return Err(format!("{}: malformed JSON: {e}", path.display())),
+        Ok(_) => bail!("{}: not a JSON object", path.display()),
+        Err(e) => return Err(e).with_context(|| format!("{}: malformed JSON", path.display())),
     };
     let is_index = doc.get("format").and_then(Value::as_str) == Some(INDEX_FORMAT);
     let signed_text = if is_index {
@@ -223,9 +217,9 @@ fn check_index_paths(
     path: &Path,
     doc: &Map<String, Value>,
     names: &BTreeSet<&RelPath>,
-) -> Result<(), String> {
+) -> Result<()> {
     let Some(entries) = doc.get("index").and_then(Value::as_object) else {
-        return Err(format!("{}: no \"index\" object", path.display()));
+        bail!("{}: no \"index\" object", path.display());
     };
     for (content_id, entry) in entries {
         let Some(p) = entry.get("path") else {
@@ -235,18 +229,18 @@ fn check_index_paths(
             .as_str()
             .and_then(|s| RelPath::parse(s).ok())
             .ok_or_else(|| {
-                format!(
+                anyhow!(
                     "{}: index entry {content_id:?}: unusable path {p}",
                     path.display()
                 )
             })?;
         let present = names.contains(&json_path(&rel)) || rel.under(root).is_file();
         if !present {
-            return Err(format!(
+            bail!(
                 "{}: index entry {content_id:?} names {rel}, which is not in {}",
                 path.display(),
                 root.display()
-            ));
+            );
         }
     }
     Ok(())
@@ -255,30 +249,28 @@ fn check_index_paths(
 /// Writes the `.sjson` and `.json.gpg` of `doc` unless the ones there are
 /// already this key's signatures over the same content; says, for each,
 /// whether it was written.
-fn sign_document(store: &DirStore, key: &SigningKey, doc: &Document) -> Result<[bool; 2], String> {
+fn sign_document(store: &DirStore, key: &SigningKey, doc: &Document) -> Result<[bool; 2]> {
     let fail = |rel: &RelPath, e: &dyn std::fmt::Display| {
-        format!("{}: {e}", rel.under(store.root()).display())
+        anyhow!("{}: {e}", rel.under(store.root()).display())
     };
     let sjson = sjson_path(&doc.rel).ok_or_else(|| fail(&doc.rel, &"not a .json file"))?;
     let gpg = detached_path(&doc.rel);
 
-    let current = store.read(&sjson).map_err(|e| e.to_string())?;
+    let current = store.read(&sjson)?;
     let sjson_ok = current.is_some_and(|signed| key.verifies_cleartext(&signed, &doc.signed_text));
     if !sjson_ok {
         let signed = key
             .clearsign(&doc.signed_text)
             .map_err(|e| fail(&sjson, &e))?;
-        store
-            .write_atomic(&sjson, &signed)
-            .map_err(|e| e.to_string())?;
+        store.write_atomic(&sjson, &signed)?;
     }
     report(store, &sjson, !sjson_ok);
 
-    let current = store.read(&gpg).map_err(|e| e.to_string())?;
+    let current = store.read(&gpg)?;
     let gpg_ok = current.is_some_and(|sig| key.verifies_detached(&sig, &doc.json));
     if !gpg_ok {
         let sig = key.sign_detached(&doc.json).map_err(|e| fail(&gpg, &e))?;
-        store.write_atomic(&gpg, &sig).map_err(|e| e.to_string())?;
+        store.write_atomic(&gpg, &sig)?;
     }
     report(store, &gpg, !gpg_ok);
     Ok([!sjson_ok, !gpg_ok])
