@@ -110,19 +110,6 @@ fn run_tool(tool: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {}: {e}", tool.display()))
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
 fn ok(out: Output) -> Output {
     assert!(out.status.success(), "{}", show(&out));
     out
@@ -371,23 +358,7 @@ fn read_request(conn: &TcpStream) -> (String, Option<u64>) {
     let path = percent_encoding::percent_decode_str(&path)
         .decode_utf8_lossy()
         .into_owned();
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.trim().eq_ignore_ascii_case("range")
-        {
-            range = v
-                .trim()
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse().ok());
-        }
-    }
-    (path, range)
+    (path, read_range_start(&mut reader))
 }
 
 /// Fills the filesystem of `dir` with one file, until it is full.

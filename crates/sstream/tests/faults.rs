@@ -10,7 +10,7 @@ use faults_support::{
     Fault, FaultServer, Rng, args, assert_failed, assert_ok, compare_trees, inconsistencies,
     leftovers, mirror, state_files, tree_diff,
 };
-use simplestreams::sample::{self, SampleRelease, SampleSpec, SampleStream};
+use simplestreams::sample::{self, SampleSpec, SampleStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -25,17 +25,7 @@ const V3_JSON: &str = "streams/v1/com.ubuntu.maas:stable:v3:download.json";
 const INDEX: &str = "streams/v1/index.json";
 
 fn spec(versions: &[&str], bootloaders: &[&str], payload: u64) -> SampleSpec {
-    SampleSpec {
-        releases: vec![
-            SampleRelease::new("trusty", "14.04"),
-            SampleRelease::new("xenial", "16.04"),
-        ],
-        arches: vec!["amd64".into()],
-        versions: versions.iter().map(|s| s.to_string()).collect(),
-        bootloader_versions: bootloaders.iter().map(|s| s.to_string()).collect(),
-        payload_bytes: payload,
-        ..SampleSpec::default()
-    }
+    faults_support::two_release_spec(versions, bootloaders, payload)
 }
 
 /// A source stream and the tree a clean run makes of it.

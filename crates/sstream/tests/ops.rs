@@ -33,19 +33,6 @@ fn sstream(gnupghome: &Path, args: &[&str]) -> Output {
         .expect("run sstream")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
 /// A signed sample stream served over HTTP, and a scratch directory.
 struct Site {
     gpg: Gpg,

@@ -14,7 +14,7 @@ mod support;
 use faults_support::{Rng, args, assert_failed, assert_ok, inconsistencies, mirror, stderr};
 use s3_support::{Fault, Kind, Logged, Rule, S3Server};
 use simplestreams::path::RelPath;
-use simplestreams::sample::{self, SampleRelease, SampleSpec};
+use simplestreams::sample::{self, SampleSpec};
 use simplestreams::store::Store;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -28,17 +28,7 @@ const BUCKET: &str = "maas-images";
 const LOCK_KEY: &str = ".data/sstream.lock";
 
 fn spec(versions: &[&str], bootloaders: &[&str], payload: u64) -> SampleSpec {
-    SampleSpec {
-        releases: vec![
-            SampleRelease::new("trusty", "14.04"),
-            SampleRelease::new("xenial", "16.04"),
-        ],
-        arches: vec!["amd64".into()],
-        versions: versions.iter().map(|s| s.to_string()).collect(),
-        bootloader_versions: bootloaders.iter().map(|s| s.to_string()).collect(),
-        payload_bytes: payload,
-        ..SampleSpec::default()
-    }
+    faults_support::two_release_spec(versions, bootloaders, payload)
 }
 
 fn bucket(prefix: &str) -> String {

@@ -629,6 +629,22 @@ pub fn small_spec(versions: &[&str]) -> SampleSpec {
     }
 }
 
+/// Trusty and xenial on amd64 with these image and bootloader versions and
+/// payloads of `payload` bytes (the fault and S3 tests' stream).
+pub fn two_release_spec(versions: &[&str], bootloaders: &[&str], payload: u64) -> SampleSpec {
+    SampleSpec {
+        releases: vec![
+            SampleRelease::new("trusty", "14.04"),
+            SampleRelease::new("xenial", "16.04"),
+        ],
+        arches: vec!["amd64".into()],
+        versions: versions.iter().map(|s| s.to_string()).collect(),
+        bootloader_versions: bootloaders.iter().map(|s| s.to_string()).collect(),
+        payload_bytes: payload,
+        ..SampleSpec::default()
+    }
+}
+
 /// The first argument of a path, as `&str`.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -298,22 +298,7 @@ fn serve_one(mut conn: TcpStream, root: &Path, log: &Mutex<Vec<Served>>) {
     if reader.read_line(&mut request).is_err() {
         return;
     }
-    let mut range_start = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.trim().eq_ignore_ascii_case("range")
-        {
-            range_start = v
-                .trim()
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse::<u64>().ok());
-        }
-    }
+    let range_start = read_range_start(&mut reader);
     let mut parts = request.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("/");
@@ -481,6 +466,43 @@ fn refs_as_sets(v: &Value) -> Option<BTreeMap<String, BTreeSet<String>>> {
             Some((k.clone(), set))
         })
         .collect()
+}
+
+/// Reads the header lines of a request up to the blank line; gives the
+/// start `N` of a `Range: bytes=N-` among them.
+pub fn read_range_start(reader: &mut impl BufRead) -> Option<u64> {
+    let mut range_start = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("range")
+        {
+            range_start = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<u64>().ok());
+        }
+    }
+    range_start
+}
+
+/// Bytes a process printed, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A finished process's status, stdout and stderr, for an assertion's message.
+pub fn show(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
 }
 
 /// Differences between two mirror trees (empty when equal): the same files
