@@ -444,7 +444,7 @@ fn publish(
     let mut resigned = Vec::new();
     let withdrawal = match publication {
         Publication::Upstream if plan.streams.is_empty() && plan.index.is_none() => None,
-        Publication::Upstream => Some(Withdrawal::check(store)?),
+        Publication::Upstream => Withdrawal::needed(store)?,
         Publication::Resigned(_) => None,
     };
     for sp in complete() {

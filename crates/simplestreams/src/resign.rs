@@ -205,26 +205,19 @@ fn sign_beside(
 /// mirror's keyring (last: while it is there, a later run knows there is
 /// something to withdraw, so an interrupted withdrawal is finished).
 #[derive(Debug, Clone, Copy)]
-pub struct Withdrawal {
-    resigned_before: bool,
-}
+pub struct Withdrawal;
 
 impl Withdrawal {
-    /// Whether the mirror in `store` was re-signed (one look for its
-    /// keyring; none of the other methods look again).
-    pub fn check(store: &dyn Store) -> Result<Withdrawal> {
+    /// `Some` when the mirror in `store` was re-signed before (one look for
+    /// its keyring).
+    pub fn needed(store: &dyn Store) -> Result<Option<Withdrawal>> {
         let keyring = keyring_path()?;
-        Ok(Withdrawal {
-            resigned_before: store.stamp(&keyring).is_some(),
-        })
+        Ok(store.stamp(&keyring).map(|_| Withdrawal))
     }
 
     /// After upstream's document `upstream` was written: removes the
     /// re-signed files beside it.
     pub fn beside(&self, store: &dyn Store, upstream: &RelPath) -> Result<()> {
-        if !self.resigned_before {
-            return Ok(());
-        }
         let plain = json_path(upstream);
         let twin = if plain == *upstream {
             sjson_path(&plain)
@@ -241,10 +234,7 @@ impl Withdrawal {
 
     /// After upstream's index was written: removes the mirror's keyring.
     pub fn finish(&self, store: &dyn Store) -> Result<()> {
-        if self.resigned_before {
-            store.remove(&keyring_path()?)?;
-        }
-        Ok(())
+        store.remove(&keyring_path()?)
     }
 }
 
