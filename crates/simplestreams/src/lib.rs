@@ -38,6 +38,7 @@ pub mod path;
 pub mod plan;
 pub mod query;
 pub mod resign;
+pub mod runtime;
 pub mod sample;
 pub mod select;
 pub mod source;

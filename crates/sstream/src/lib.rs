@@ -22,11 +22,10 @@ pub mod sync;
 pub mod target;
 pub mod verify;
 
-/// The runtime commands run their async work on.
+/// The runtime commands run their async work on
+/// ([`simplestreams::runtime::build`], the one builder).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    simplestreams::runtime::build()
 }
 
 /// Entry point of `sstream`. Invoked under the name of a drop-in
