@@ -467,8 +467,8 @@ struct NewestVersion {
 /// what the client rule checks.
 fn newest_versions(content_id: &str, products: &Products) -> Vec<NewestVersion> {
     let is_newest = |e: &ItemEntry<'_>| {
-        let newest = e.product.versions.keys().next_back();
-        newest.is_some_and(|v| v == e.version_name)
+        let newest = e.product.newest();
+        newest.is_some_and(|(v, _)| v == e.version_name)
     };
     let mut versions: Vec<NewestVersion> = Vec::new();
     for entry in products.items().filter(is_newest) {

@@ -203,6 +203,18 @@ impl Index {
     }
 }
 
+impl Product {
+    /// The newest version and its name: the greatest name as a plain
+    /// string, the order [`crate::select::select_versions`] keeps and
+    /// removes by and the one clients (and the audit) take as newest.
+    pub fn newest(&self) -> Option<(&str, &Version)> {
+        self.versions
+            .iter()
+            .next_back()
+            .map(|(name, version)| (name.as_str(), version))
+    }
+}
+
 impl Products {
     /// Parses a products document fetched from `url`, expanding `_aliases`
     /// and checking every item.

@@ -14,7 +14,8 @@
 //!    for a re-signed mirror, [`holdings`] makes the metadata that lists
 //!    exactly what the mirror holds.
 //!
-//! [`status`] records each configured job's last run in the mirror.
+//! [`status`] records each configured job's last run in the mirror, and
+//! [`metrics`] renders those records for Prometheus.
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
 
@@ -32,6 +33,7 @@ pub mod holdings;
 pub mod json;
 pub mod layout;
 pub mod metadata;
+pub mod metrics;
 pub mod mirror;
 pub mod openpgp;
 pub mod path;

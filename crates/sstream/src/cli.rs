@@ -3,8 +3,8 @@
 use crate::error::{CliError, EXIT_USAGE};
 use crate::mirror::MirrorArgs;
 use crate::query::QueryArgs;
-use crate::serve::ServeArgs;
 use clap::{CommandFactory, Parser, Subcommand};
+use sstream_serve::ServeArgs;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -83,7 +83,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Mirror(a) => crate::mirror::run(a),
         Command::Query(a) => crate::query::run(a),
-        Command::Serve(a) => crate::serve::run(a).map_err(CliError::from),
+        Command::Serve(a) => sstream_serve::run(a).map_err(CliError::new),
         Command::Demo(a) => crate::demo::run(a).map_err(CliError::from),
         Command::Verify(a) => return crate::verify::run(a),
         Command::Sync(a) => return crate::sync::run(a),

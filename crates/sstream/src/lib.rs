@@ -1,5 +1,6 @@
 //! The `sstream` command-line tools: `sstream` (with subcommands) and the
-//! drop-in replacements `sstream-mirror` and `sstream-query`.
+//! drop-in replacements `sstream-mirror` and `sstream-query`. The server
+//! behind `sstream serve` is the `sstream_serve` crate.
 
 #![warn(missing_docs)]
 
@@ -14,7 +15,6 @@ pub mod mirror;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
-pub mod serve;
 pub mod sign;
 pub mod status;
 pub mod stream_args;

@@ -33,6 +33,26 @@ impl DirStore {
         &self.root
     }
 
+    /// The content ids whose state the mirror holds: the regular files
+    /// under [`DATA_DIR`] with a state name ([`crate::layout::is_state_name`]),
+    /// sorted. `None` when there is no [`DATA_DIR`] (nothing recorded).
+    pub fn state_ids(&self) -> Result<Option<Vec<String>>> {
+        let dir = self.root.join(DATA_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| crate::layout::is_state_name(name))
+            .collect();
+        ids.sort();
+        Ok(Some(ids))
+    }
+
     /// An [`Error::UnsafePath`] about `rel` under this store.
     fn unsafe_path(&self, rel: &RelPath, reason: String) -> Error {
         Error::UnsafePath {

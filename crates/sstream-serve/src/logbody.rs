@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use http_body::{Frame, SizeHint};
 
-use super::connections::Busy;
+use crate::connections::Busy;
 
 /// What the access log line says about a request.
 pub(crate) struct LogEntry {

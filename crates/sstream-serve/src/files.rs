@@ -4,15 +4,14 @@
 use std::fs::{File, Metadata};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode};
 
-use super::file_body::FileBody;
-use super::paths::inside_root;
+use crate::file_body::FileBody;
+use crate::root::{Resolved, Root};
 
 /// Content type by file name.
 fn content_type(name: &[u8]) -> &'static str {
@@ -145,25 +144,19 @@ fn digits(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// Serves the regular file at the canonical path `path` (inside `root`),
-/// named `name` in the request: validators, conditional requests, If-Range,
-/// a single range, streaming body.
-pub(crate) async fn response(
-    root: &Path,
+/// Serves the regular `file` (opened by [`open_inside`], `meta` its
+/// metadata), named `name` in the request: validators, conditional
+/// requests, If-Range, a single range, streaming body.
+pub(crate) fn response(
     method: &Method,
     headers: &HeaderMap,
-    path: &Path,
+    file: File,
+    meta: &Metadata,
     name: &[u8],
 ) -> std::io::Result<Response<Body>> {
     let ctype = content_type(name);
-    let (file, meta) = {
-        let (root, path) = (root.to_path_buf(), path.to_path_buf());
-        tokio::task::spawn_blocking(move || open_inside(&root, &path))
-            .await
-            .map_err(std::io::Error::other)??
-    };
     let len = meta.len();
-    let v = Validators::of(&meta);
+    let v = Validators::of(meta);
 
     let mut builder = Response::builder()
         .header(header::ETAG, &v.etag)
@@ -247,16 +240,16 @@ pub(crate) async fn response(
         .map_err(std::io::Error::other)
 }
 
-/// Opens the regular file at `path` (resolved inside `root` just before)
-/// and returns it with its metadata.
-fn open_inside(root: &Path, path: &Path) -> std::io::Result<(File, Metadata)> {
-    let file = File::open(path)?;
+/// Opens the regular file at `resolved` (resolved under `root` just
+/// before) and returns it with its metadata.
+pub(crate) fn open_inside(root: &Root, resolved: &Resolved) -> std::io::Result<(File, Metadata)> {
+    let file = File::open(root.path(resolved))?;
     // If a directory on the way was swapped for a symbolic link since
-    // `path` was resolved, the file opened may be another one: check where
-    // the descriptor really points.
+    // `resolved` was resolved, the file opened may be another one: check
+    // where the descriptor really points.
     let link = format!("/proc/self/fd/{}", file.as_raw_fd());
     if let Ok(real) = std::fs::read_link(link)
-        && !inside_root(root, &real)
+        && !root.holds(&real)
     {
         return Err(std::io::ErrorKind::NotFound.into());
     }

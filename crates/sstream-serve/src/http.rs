@@ -1,10 +1,9 @@
 //! Request handling: the method and path checks, then a file, a directory
 //! listing or the landing page, with the access log around each response.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -12,23 +11,24 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::connections::Busy;
-use super::files;
-use super::logbody::{LogBody, LogEntry};
-use super::pages;
-use super::paths::{inside_root, parse_path, url_path};
+use crate::connections::Busy;
+use crate::files;
+use crate::logbody::{LogBody, LogEntry};
+use crate::pages;
+use crate::paths::{parse_path, url_path};
+use crate::root::{Resolved, Root};
 
 /// Shared state of the server.
 pub(crate) struct State {
-    /// Canonical path of the served directory.
-    pub(crate) root: PathBuf,
+    /// The served directory.
+    pub(crate) root: Root,
     /// Whether `/metrics` serves the mirrors' Prometheus metrics.
     pub(crate) metrics: bool,
 }
 
 impl State {
-    /// State for serving the canonical directory `root`.
-    pub(crate) fn new(root: PathBuf, metrics: bool) -> Self {
+    /// State for serving the directory `root`.
+    pub(crate) fn new(root: Root, metrics: bool) -> Self {
         State { root, metrics }
     }
 }
@@ -36,7 +36,7 @@ impl State {
 /// Answers one request and wraps the body so that the access log line is
 /// written when the response is over.
 pub(crate) async fn handle(
-    state: &State,
+    state: &Arc<State>,
     req: Request<Incoming>,
     client: SocketAddr,
     local: SocketAddr,
@@ -88,22 +88,6 @@ fn log_safe(s: &str) -> String {
         .collect()
 }
 
-/// Resolves a checked request path to a canonical path inside the root.
-/// Symbolic links are followed only while they stay inside the root and do
-/// not lead to a hidden name.
-async fn resolve(state: &State, segments: &[OsString]) -> Result<PathBuf, StatusCode> {
-    let mut path = state.root.clone();
-    path.extend(segments);
-    let real = match tokio::fs::canonicalize(&path).await {
-        Ok(p) => p,
-        Err(e) => return Err(io_status(&e)),
-    };
-    if !inside_root(&state.root, &real) {
-        return Err(StatusCode::NOT_FOUND);
-    }
-    Ok(real)
-}
-
 /// The status for a failed file system access.
 fn io_status(e: &std::io::Error) -> StatusCode {
     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
@@ -116,8 +100,19 @@ fn io_status(e: &std::io::Error) -> StatusCode {
     }
 }
 
+/// Runs `work` on the served directory off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<State>,
+    work: impl FnOnce(&State) -> T + Send + 'static,
+) -> Result<T, StatusCode> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// Everything but the logging.
-async fn respond(state: &State, req: &Request<Incoming>, local: SocketAddr) -> Response<Body> {
+async fn respond(state: &Arc<State>, req: &Request<Incoming>, local: SocketAddr) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = error_page(StatusCode::METHOD_NOT_ALLOWED);
         resp.headers_mut()
@@ -130,35 +125,29 @@ async fn respond(state: &State, req: &Request<Incoming>, local: SocketAddr) -> R
     };
     if path.segments.is_empty() {
         let host = request_host(req, local);
-        let root = state.root.clone();
-        return match tokio::task::spawn_blocking(move || pages::landing(&root, &host)).await {
+        return match blocking(state, move |s| pages::landing(&s.root, &host)).await {
             Ok(html) => html_page(StatusCode::OK, html),
-            Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(status) => error_page(status),
         };
     }
     if state.metrics && path.segments.len() == 1 && path.segments[0] == "metrics" {
-        let root = state.root.clone();
-        return match tokio::task::spawn_blocking(move || pages::metrics(&root)).await {
-            Ok(text) => {
-                let mut resp = Response::new(Body::from(text));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                resp
-            }
-            Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+        return match blocking(state, |s| pages::metrics(&s.root)).await {
+            Ok(text) => metrics_text(text),
+            Err(status) => error_page(status),
         };
     }
-    let real = match resolve(state, &path.segments).await {
-        Ok(p) => p,
+    // One resolution for the kind of entry and what is then read of it.
+    let segments = path.segments.clone();
+    let found = blocking(state, move |s| {
+        let resolved = s.root.resolve(&segments)?;
+        let meta = std::fs::metadata(s.root.path(&resolved))?;
+        Ok::<_, std::io::Error>((resolved, meta))
+    })
+    .await;
+    let (resolved, meta) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return error_page(io_status(&e)),
         Err(status) => return error_page(status),
-    };
-    let meta = match tokio::fs::metadata(&real).await {
-        Ok(m) => m,
-        Err(e) => return error_page(io_status(&e)),
     };
     if meta.is_dir() {
         if !path.trailing_slash {
@@ -169,24 +158,51 @@ async fn respond(state: &State, req: &Request<Incoming>, local: SocketAddr) -> R
             }
             return redirect(&location);
         }
-        let root = state.root.clone();
         let segments = path.segments.clone();
-        return match tokio::task::spawn_blocking(move || pages::listing_page(&root, &segments))
-            .await
+        return match blocking(state, move |s| {
+            pages::listing_page(&s.root, &segments, &resolved)
+        })
+        .await
         {
             Ok(Ok(html)) => html_page(StatusCode::OK, html),
             Ok(Err(e)) => error_page(io_status(&e)),
-            Err(_) => error_page(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(status) => error_page(status),
         };
     }
     if !meta.is_file() || path.trailing_slash {
         return error_page(StatusCode::NOT_FOUND);
     }
-    let name = path.segments.last().map_or(&[][..], |s| s.as_bytes());
-    match files::response(&state.root, req.method(), req.headers(), &real, name).await {
+    serve_file(state, req, &path.segments, resolved).await
+}
+
+/// A regular file, named by the last of `segments`, at `resolved`.
+async fn serve_file(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    segments: &[std::ffi::OsString],
+    resolved: Resolved,
+) -> Response<Body> {
+    let name = segments.last().map_or(&[][..], |s| s.as_bytes());
+    let opened = blocking(state, move |s| files::open_inside(&s.root, &resolved)).await;
+    let (file, meta) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return error_page(io_status(&e)),
+        Err(status) => return error_page(status),
+    };
+    match files::response(req.method(), req.headers(), file, &meta, name) {
         Ok(resp) => resp,
         Err(e) => error_page(io_status(&e)),
     }
+}
+
+/// The `/metrics` response.
+fn metrics_text(text: String) -> Response<Body> {
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 /// The host part of the URL the client used (the Host header when it looks

@@ -1,18 +1,28 @@
-//! `sstream serve`: a static HTTP server for a mirror directory.
+//! The HTTP server of sstream (`sstream serve`): a static server for a
+//! mirror directory, reading the mirror through the `simplestreams` library.
 //!
 //! It serves the files of the mirror to MAAS (GET and HEAD, single byte
 //! ranges, ETag / Last-Modified validators with the conditional headers,
 //! If-Range) and to browsers (HTML directory listings, and a landing page at
-//! `/` that tells how to point MAAS at the mirror and what it holds).
+//! `/` that tells how to point MAAS at the mirror and what it holds, from the
+//! mirror's state and status records), and, when asked, the Prometheus
+//! metrics of the mirrors at `/metrics`.
 //!
 //! Never served: `.part` files, dot files and directories (among them the
 //! mirror's `.data/` state) and lock files at the root. No request leaves the
 //! root: traversal is rejected and symbolic links that resolve outside the
-//! root are not followed.
+//! root are not followed. The root is the directory the server was started
+//! on, held open (module `root`): renaming it or putting a link in its place
+//! does not change what is served.
 //!
 //! SIGTERM, SIGINT and SIGHUP stop it gracefully: no new connections, and
-//! the responses in flight get `--grace` seconds to finish. Connections stay
-//! within the open files limit (see [`connections`]).
+//! the responses in flight get `grace` seconds to finish. Connections stay
+//! within the open files limit (module `connections`).
+//!
+//! The command line calls [`run`] with [`ServeArgs`] (clap arguments with
+//! the `clap` feature).
+
+#![warn(missing_docs)]
 
 mod connections;
 mod file_body;
@@ -21,8 +31,9 @@ mod http;
 mod logbody;
 mod pages;
 mod paths;
+mod root;
+mod summary;
 
-use anyhow::{Context, Result, bail};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -40,22 +51,79 @@ use tokio::sync::watch;
 use connections::{Connections, Slot};
 
 /// Options of `sstream serve`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ServeArgs {
     /// The mirror directory to serve.
     pub dir: PathBuf,
     /// Address and port to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "0.0.0.0:8080"))]
     pub listen: SocketAddr,
     /// Seconds that in-flight responses get to finish after SIGTERM,
     /// SIGINT or SIGHUP before their connections are cut.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "SECONDS", default_value_t = 5)
+    )]
     pub grace: u64,
     /// Also serve `/metrics`: the Prometheus metrics of every mirror served
     /// (from the status records `sstream sync` writes).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub metrics: bool,
 }
+
+/// Why the server could not start (or run).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The directory to serve cannot be opened.
+    #[error("serve {}", dir.display())]
+    Root {
+        /// The directory as given.
+        dir: PathBuf,
+        /// Why it cannot be opened.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What was given to serve is not a directory.
+    #[error("serve {}: not a directory", dir.display())]
+    NotADirectory {
+        /// The path as given.
+        dir: PathBuf,
+    },
+    /// The open files limit cannot be read.
+    #[error("serve: cannot read the open files limit")]
+    FdLimit(#[source] std::io::Error),
+    /// The async runtime cannot start.
+    #[error("serve: cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The address cannot be listened on.
+    #[error("serve: cannot listen on {addr}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound address cannot be read back.
+    #[error("serve: cannot read the bound address")]
+    LocalAddr(#[source] std::io::Error),
+    /// A stop signal's handler cannot be installed.
+    #[error("serve: {signal} handler")]
+    Signal {
+        /// The signal, e.g. `SIGTERM`.
+        signal: &'static str,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The startup line cannot be written.
+    #[error("serve: cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
+}
+
+/// What [`run`] returns.
+pub type Result<T, E = ServeError> = std::result::Result<T, E>;
 
 /// How long a client may take to send the header of a request (also the
 /// idle limit of a kept-alive connection between requests).
@@ -71,21 +139,30 @@ const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// log line per response on stderr, and returns `Ok(())` after a graceful
 /// shutdown.
 pub fn run(args: ServeArgs) -> Result<()> {
-    let root = std::fs::canonicalize(&args.dir)
-        .with_context(|| format!("serve {}", args.dir.display()))?;
-    if !root.is_dir() {
-        bail!("serve {}: not a directory", args.dir.display());
-    }
-    let fd_limit =
-        connections::raise_fd_limit().context("serve: cannot read the open files limit")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("serve: cannot start the async runtime")?;
+    let root = open_root(&args.dir)?;
+    let fd_limit = connections::raise_fd_limit().map_err(ServeError::FdLimit)?;
+    let runtime = simplestreams::runtime::build().map_err(ServeError::Runtime)?;
     let result = runtime.block_on(serve(root, args, fd_limit));
     // Connections still open after the grace period are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Opens (and pins) the directory to serve.
+fn open_root(dir: &Path) -> Result<root::Root> {
+    let meta = std::fs::metadata(dir).map_err(|source| ServeError::Root {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(ServeError::NotADirectory {
+            dir: dir.to_owned(),
+        });
+    }
+    root::Root::open(dir).map_err(|source| ServeError::Root {
+        dir: dir.to_owned(),
+        source,
+    })
 }
 
 /// The signals that stop the server.
@@ -99,8 +176,11 @@ impl StopSignals {
     /// Installs the handlers (from then on, none of these signals kills the
     /// process).
     fn install() -> Result<Self> {
-        let one = |kind: SignalKind, name: &str| {
-            signal(kind).with_context(|| format!("serve: {name} handler"))
+        let one = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| ServeError::Signal {
+                signal: name,
+                source,
+            })
         };
         Ok(StopSignals {
             term: one(SignalKind::terminate(), "SIGTERM")?,
@@ -130,13 +210,14 @@ struct Shared {
 }
 
 /// Binds, announces, accepts connections until a signal, then drains.
-async fn serve(root: PathBuf, args: ServeArgs, fd_limit: u64) -> Result<()> {
+async fn serve(root: root::Root, args: ServeArgs, fd_limit: u64) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("serve: cannot listen on {}", args.listen))?;
-    let local = listener
-        .local_addr()
-        .context("serve: cannot read the bound address")?;
+        .map_err(|source| ServeError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
     // Install the handlers before announcing, so that a signal sent right
     // after the announcement is never lost.
     let mut signals = StopSignals::install()?;
@@ -173,7 +254,7 @@ fn announce(dir: &Path, local: SocketAddr) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Serving {} at http://{local}/", dir.display())
         .and_then(|()| out.flush())
-        .context("serve: cannot write to stdout")
+        .map_err(ServeError::Stdout)
 }
 
 /// Accepts connections, within the room [`Connections`] gives, until one of

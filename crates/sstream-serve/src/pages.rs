@@ -3,19 +3,17 @@
 //! Everything that comes from the file system or the request (names, content
 //! ids, product names, the Host header) is escaped.
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use simplestreams::units::human_size;
 
-use super::paths::{inside_root, is_hidden, url_path};
+use crate::paths::{is_hidden, url_path};
+use crate::root::{Resolved, Root};
+use crate::summary::{StreamSummary, mirror_streams};
 
 /// Keyring MAAS should verify a signed mirror with: metadata files are
 /// copied byte for byte, so the upstream signatures stay valid.
@@ -25,8 +23,6 @@ const UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
 const MIRROR_SEARCH_DEPTH: usize = 6;
 /// At most this many directories are looked at when searching for mirrors.
 const MIRROR_SEARCH_DIRS: usize = 2000;
-/// Larger `.data/` files are reported, not parsed.
-const MAX_STATE_FILE: u64 = 256 * 1024 * 1024;
 
 /// Escapes text for HTML element content and attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -52,26 +48,24 @@ struct Entry {
     mtime: Option<SystemTime>,
 }
 
-/// The visible entries of the directory `dir` (canonical, inside `root`),
-/// directories first, then by name. Hidden names, special files and
-/// symbolic links that leave the root are left out.
-fn read_entries(root: &Path, dir: &Path) -> std::io::Result<Vec<Entry>> {
+/// The visible entries of the directory `dir` (at `segments`), directories
+/// first, then by name: those a request for them would get, resolved as a
+/// request is (hidden names, special files and symbolic links that leave
+/// the root are left out).
+fn read_entries(root: &Root, segments: &[OsString], dir: &Resolved) -> std::io::Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for ent in std::fs::read_dir(dir)? {
+    for ent in std::fs::read_dir(root.path(dir))? {
         let Ok(ent) = ent else { continue };
         let name = ent.file_name();
         if is_hidden(name.as_bytes()) {
             continue;
         }
-        let Ok(ftype) = ent.file_type() else { continue };
-        let path = ent.path();
-        if ftype.is_symlink() {
-            match std::fs::canonicalize(&path) {
-                Ok(real) if inside_root(root, &real) => {}
-                _ => continue,
-            }
-        }
-        let Ok(meta) = std::fs::metadata(&path) else {
+        let mut segs = segments.to_vec();
+        segs.push(name.clone());
+        let Ok(resolved) = root.resolve(&segs) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(root.path(&resolved)) else {
             continue;
         };
         if !meta.is_dir() && !meta.is_file() {
@@ -155,15 +149,13 @@ fn entries_table(segments: &[OsString], entries: &[Entry]) -> String {
 }
 
 /// The listing page of the directory at `segments` (already checked and
-/// resolved to a directory inside `root`).
-pub(crate) fn listing_page(root: &Path, segments: &[OsString]) -> std::io::Result<String> {
-    let mut dir = root.to_path_buf();
-    dir.extend(segments);
-    let dir = std::fs::canonicalize(dir)?;
-    if !inside_root(root, &dir) {
-        return Err(std::io::ErrorKind::NotFound.into());
-    }
-    let entries = read_entries(root, &dir)?;
+/// resolved to `dir`).
+pub(crate) fn listing_page(
+    root: &Root,
+    segments: &[OsString],
+    dir: &Resolved,
+) -> std::io::Result<String> {
+    let entries = read_entries(root, segments, dir)?;
     let shown = {
         let mut s = String::from("/");
         for seg in segments {
@@ -193,7 +185,7 @@ pub(crate) fn listing_page(root: &Path, segments: &[OsString]) -> std::io::Resul
 struct Mirror {
     /// Path segments from the served root to the mirror root.
     segments: Vec<OsString>,
-    /// The mirror root on disk.
+    /// A path that reaches the mirror root (through the served root).
     path: PathBuf,
     /// Whether the index is the signed `index.sjson`.
     signed: bool,
@@ -202,15 +194,16 @@ struct Mirror {
 /// Finds directories holding `streams/v1/index.sjson` (or `index.json`) at
 /// or under `root`. Does not descend into mirrors, hidden directories or
 /// symbolic links.
-fn find_mirrors(root: &Path) -> Vec<Mirror> {
+fn find_mirrors(root: &Root) -> Vec<Mirror> {
     let mut found = Vec::new();
-    let mut queue = std::collections::VecDeque::from([(root.to_path_buf(), Vec::new())]);
+    let mut queue = std::collections::VecDeque::from([(Resolved::top(), Vec::new())]);
     let mut visited = 0;
-    while let Some((dir, segments)) = queue.pop_front() {
+    while let Some((resolved, segments)) = queue.pop_front() {
         visited += 1;
         if visited > MIRROR_SEARCH_DIRS {
             break;
         }
+        let dir = root.path(&resolved);
         let v1 = dir.join("streams").join("v1");
         let signed = v1.join("index.sjson").is_file();
         if signed || v1.join("index.json").is_file() {
@@ -236,187 +229,18 @@ fn find_mirrors(root: &Path) -> Vec<Mirror> {
         subdirs.sort();
         for name in subdirs {
             let mut segs = segments.clone();
-            segs.push(name.clone());
-            queue.push_back((dir.join(&name), segs));
+            segs.push(name);
+            if let Ok(sub) = root.resolve(&segs) {
+                queue.push_back((sub, segs));
+            }
         }
     }
     found
 }
 
-/// What the landing page shows about one product.
-struct ProductSummary {
-    name: String,
-    newest: String,
-    versions: usize,
-    items: usize,
-    /// Size of the items of the newest version.
-    size: u64,
-    /// Items of the newest version without a size.
-    unsized_items: usize,
-}
-
-/// What the landing page shows about one mirrored stream.
-struct StreamSummary {
-    content_id: String,
-    format: String,
-    updated: String,
-    products: Vec<ProductSummary>,
-    /// Size of all distinct item paths of all versions.
-    total: u64,
-}
-
-/// A string field of a JSON object, or "".
-fn text_field(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Summarizes one `.data/<content_id>` file.
-fn summarize(file_name: &str, bytes: &[u8]) -> Result<StreamSummary, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    if !v.is_object() {
-        return Err("not a JSON object".into());
-    }
-    let mut content_id = text_field(&v, "content_id");
-    if content_id.is_empty() {
-        content_id = file_name.to_string();
-    }
-    let empty = serde_json::Map::new();
-    let products = match v.get("products") {
-        None => &empty,
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err("\"products\" is not an object".into()),
-    };
-    let mut out = Vec::new();
-    let mut seen_paths = HashSet::new();
-    let mut total = 0u64;
-    for (name, product) in products {
-        let versions = product.get("versions").and_then(Value::as_object);
-        let mut summary = ProductSummary {
-            name: name.clone(),
-            newest: String::new(),
-            versions: versions.map_or(0, |m| m.len()),
-            items: 0,
-            size: 0,
-            unsized_items: 0,
-        };
-        if let Some(versions) = versions {
-            // Version names sort as strings (dates, then serials).
-            if let Some(newest) = versions.keys().max() {
-                summary.newest = newest.clone();
-            }
-            for (vname, version) in versions {
-                let Some(items) = version.get("items").and_then(Value::as_object) else {
-                    continue;
-                };
-                for item in items.values() {
-                    let size = item.get("size").and_then(Value::as_u64);
-                    if *vname == summary.newest {
-                        summary.items += 1;
-                        match size {
-                            Some(s) => summary.size = summary.size.saturating_add(s),
-                            None => summary.unsized_items += 1,
-                        }
-                    }
-                    let path = item.get("path").and_then(Value::as_str).unwrap_or("");
-                    if let Some(s) = size
-                        && (path.is_empty() || seen_paths.insert(path.to_string()))
-                    {
-                        total = total.saturating_add(s);
-                    }
-                }
-            }
-        }
-        out.push(summary);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(StreamSummary {
-        content_id,
-        format: text_field(&v, "format"),
-        updated: text_field(&v, "updated"),
-        products: out,
-        total,
-    })
-}
-
-/// A summary of a state file, or why there is none.
-type Summary = Arc<Result<StreamSummary, String>>;
-
-/// Summaries of state files, by path, with the (inode, size, mtime) they
-/// were made from: the landing page parses a state file again only when it
-/// has changed.
-static SUMMARIES: LazyLock<Mutex<HashMap<PathBuf, (FileKey, Summary)>>> =
-    LazyLock::new(Default::default);
-
-/// What identifies a version of a file.
-type FileKey = (u64, u64, Option<SystemTime>);
-
-/// Reads and summarizes the mirror state files under `<mirror>/.data/`.
-/// `None` when there is no such directory.
-fn read_state(mirror: &Path) -> Option<Vec<Summary>> {
-    let dir = mirror.join(".data");
-    let rd = std::fs::read_dir(&dir).ok()?;
-    let mut names: Vec<OsString> = rd
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name())
-        .filter(|n| {
-            let b = n.as_bytes();
-            !is_hidden(b) && n.to_str().is_some_and(simplestreams::store::is_state_name)
-        })
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        let path = dir.join(&name);
-        let shown = name.to_string_lossy().into_owned();
-        let key = std::fs::metadata(&path)
-            .ok()
-            .map(|m| (m.ino(), m.len(), m.modified().ok()));
-        if let Some(key) = key
-            && let Ok(cache) = SUMMARIES.lock()
-            && let Some((k, summary)) = cache.get(&path)
-            && *k == key
-        {
-            out.push(summary.clone());
-            continue;
-        }
-        let summary: Summary = Arc::new(
-            read_capped(&path)
-                .and_then(|bytes| summarize(&shown, &bytes))
-                .map_err(|e| format!(".data/{shown}: {e}")),
-        );
-        if let Some(key) = key
-            && let Ok(mut cache) = SUMMARIES.lock()
-        {
-            if cache.len() >= 1000 {
-                cache.clear();
-            }
-            cache.insert(path, (key, summary.clone()));
-        }
-        out.push(summary);
-    }
-    Some(out)
-}
-
-/// Reads a file of at most [`MAX_STATE_FILE`] bytes.
-fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_STATE_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_STATE_FILE {
-        return Err(format!("larger than {MAX_STATE_FILE} bytes, not read"));
-    }
-    Ok(bytes)
-}
-
 /// The landing page: how to point MAAS at each mirror found, what each
 /// holds, and the entries of the served directory.
-pub(crate) fn landing(root: &Path, host: &str) -> String {
+pub(crate) fn landing(root: &Root, host: &str) -> String {
     let mut html = page_start("SimpleStreams mirror");
     html.push_str("<h1>SimpleStreams mirror</h1>\n");
     let mirrors = find_mirrors(root);
@@ -430,7 +254,7 @@ pub(crate) fn landing(root: &Path, host: &str) -> String {
         mirror_section(&mut html, m, host);
     }
     html.push_str("<h2>Files</h2>\n");
-    match read_entries(root, root) {
+    match read_entries(root, &[], &Resolved::top()) {
         Ok(entries) => html.push_str(&entries_table(&[], &entries)),
         Err(e) => {
             let _ = writeln!(
@@ -446,12 +270,12 @@ pub(crate) fn landing(root: &Path, host: &str) -> String {
 
 /// The Prometheus metrics of every mirror under `root` (`serve --metrics`),
 /// from the status records `sstream sync` writes.
-pub(crate) fn metrics(root: &Path) -> String {
+pub(crate) fn metrics(root: &Root) -> String {
     let records: Vec<_> = find_mirrors(root)
         .iter()
         .flat_map(|m| status_records(&m.path))
         .collect();
-    crate::metrics::render(&records)
+    simplestreams::metrics::render(&records)
 }
 
 /// The status records of the mirror at `path` (none when unreadable).
@@ -570,7 +394,7 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
     );
 
     html.push_str("<h3>Mirrored streams</h3>\n");
-    match read_state(&m.path) {
+    match mirror_streams(&m.path) {
         None => html.push_str(
             "<p>No mirror state (<code>.data/</code>): nothing recorded about what was \
              mirrored.</p>\n",
@@ -583,7 +407,7 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
                 match &*result {
                     Ok(s) => stream_section(html, s),
                     Err(e) => {
-                        let _ = writeln!(html, "<p class=\"error\">{}</p>", esc(e));
+                        let _ = writeln!(html, "<p class=\"error\">{}</p>", esc(&e.to_string()));
                     }
                 }
             }
@@ -638,21 +462,6 @@ fn stream_section(html: &mut String, s: &StreamSummary) {
     html.push_str("</table>\n");
 }
 
-/// A size in binary units, e.g. `512.0 MiB`.
-pub(crate) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 /// A time as `YYYY-MM-DD HH:MM:SS` in UTC.
 fn utc_time(t: SystemTime) -> String {
     let Ok(d) = t.duration_since(UNIX_EPOCH) else {
@@ -699,26 +508,5 @@ mod tests {
             esc("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
-    }
-
-    #[test]
-    fn state_summary() {
-        let json = br#"{"content_id":"c:1","products":{"p2":{"versions":{}},
-            "p1":{"versions":{"20240101":{"items":{"a":{"path":"x/a","size":10}}},
-                              "20240102":{"items":{"a":{"path":"y/a","size":5},
-                                                   "b":{"path":"x/a","size":10},
-                                                   "c":{"path":"z"}}}}}}}"#;
-        let s = summarize("file", json).unwrap();
-        assert_eq!(s.content_id, "c:1");
-        assert_eq!(s.products[0].name, "p1");
-        assert_eq!(s.products[0].newest, "20240102");
-        assert_eq!(s.products[0].versions, 2);
-        assert_eq!(s.products[0].items, 3);
-        assert_eq!(s.products[0].size, 15);
-        assert_eq!(s.products[0].unsized_items, 1);
-        assert_eq!(s.total, 15);
-        assert_eq!(s.products[1].newest, "");
-        assert!(summarize("f", b"{").is_err());
-        assert!(summarize("f", br#"{"products":[]}"#).is_err());
     }
 }

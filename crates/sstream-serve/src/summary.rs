@@ -1,0 +1,253 @@
+//! What the landing page says about the streams a mirror holds: its state
+//! trees (`.data/<content_id>`), listed and read through the library's
+//! [`DirStore`], parsed into the library's [`Products`] tree and summarized
+//! per product, the newest version being [`Product::newest`] (the rule the
+//! mirror and the audit use).
+//!
+//! [`Product::newest`]: simplestreams::format::Product::newest
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use serde_json::Value;
+use simplestreams::format::Products;
+use simplestreams::store::{DirStore, FileStamp, Store};
+
+/// Larger state files are reported, not parsed.
+const MAX_STATE_FILE: u64 = 256 * 1024 * 1024;
+
+/// At most this many summaries are cached.
+const MAX_CACHED: usize = 1000;
+
+/// What the landing page shows about one product.
+#[derive(Debug)]
+pub(crate) struct ProductSummary {
+    pub(crate) name: String,
+    /// The newest version's name ("" without versions).
+    pub(crate) newest: String,
+    pub(crate) versions: usize,
+    /// Items of the newest version.
+    pub(crate) items: usize,
+    /// Size of the items of the newest version.
+    pub(crate) size: u64,
+    /// Items of the newest version without a size.
+    pub(crate) unsized_items: usize,
+}
+
+/// What the landing page shows about one mirrored stream.
+#[derive(Debug)]
+pub(crate) struct StreamSummary {
+    pub(crate) content_id: String,
+    pub(crate) format: String,
+    pub(crate) updated: String,
+    /// By name.
+    pub(crate) products: Vec<ProductSummary>,
+    /// Size of all distinct item paths of all versions.
+    pub(crate) total: u64,
+}
+
+/// Why a state file cannot be summarized; each names the file as
+/// `.data/<name>` (not where the server keeps it).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StateError {
+    /// The file cannot be read.
+    #[error(".data/{name}: {reason}")]
+    Unreadable { name: String, reason: String },
+    /// The file is too large to parse for a page.
+    #[error(".data/{name}: larger than {MAX_STATE_FILE} bytes, not read")]
+    TooLarge { name: String },
+    /// The file is not JSON.
+    #[error(".data/{name}: invalid JSON: {source}")]
+    Json {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is JSON, but not an object.
+    #[error(".data/{name}: not a JSON object")]
+    NotAnObject { name: String },
+    /// The tree is not a valid products tree (the library's message,
+    /// naming `.data/<name>`).
+    #[error(transparent)]
+    Tree(simplestreams::Error),
+}
+
+/// A summary of a state file, or why there is none.
+pub(crate) type Summary = Arc<Result<StreamSummary, StateError>>;
+
+/// Summaries of state files, by mirror and content id, with the stamp of
+/// the file they were made from: the landing page parses a state file again
+/// only when it has changed.
+static SUMMARIES: LazyLock<Mutex<HashMap<(PathBuf, String), (FileStamp, Summary)>>> =
+    LazyLock::new(Default::default);
+
+/// The summaries of the streams mirrored at `mirror`, by content id.
+/// `None` when the mirror has no state directory.
+pub(crate) fn mirror_streams(mirror: &Path) -> Option<Vec<Summary>> {
+    let store = DirStore::new(mirror);
+    let ids = store.state_ids().ok()??;
+    Some(ids.iter().map(|id| cached(&store, id)).collect())
+}
+
+/// The summary of `id`'s state, from the cache while its file is unchanged.
+fn cached(store: &DirStore, id: &str) -> Summary {
+    let key = (store.root().to_path_buf(), id.to_owned());
+    let stamp = store.state_stamp(id);
+    if let Some(stamp) = stamp
+        && let Ok(cache) = SUMMARIES.lock()
+        && let Some((s, summary)) = cache.get(&key)
+        && *s == stamp
+    {
+        return summary.clone();
+    }
+    let summary: Summary = Arc::new(read(store, id, stamp));
+    if let Some(stamp) = stamp
+        && let Ok(mut cache) = SUMMARIES.lock()
+    {
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, (stamp, summary.clone()));
+    }
+    summary
+}
+
+/// Reads and summarizes `id`'s state.
+fn read(store: &DirStore, id: &str, stamp: Option<FileStamp>) -> Result<StreamSummary, StateError> {
+    let name = id.to_owned();
+    if stamp.is_some_and(|s| s.len > MAX_STATE_FILE) {
+        return Err(StateError::TooLarge { name });
+    }
+    let bytes = match store.state_bytes(id) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let reason = "gone while being read".to_owned();
+            return Err(StateError::Unreadable { name, reason });
+        }
+        Err(simplestreams::Error::Io { source, .. }) => {
+            let reason = source.to_string();
+            return Err(StateError::Unreadable { name, reason });
+        }
+        Err(e) => return Err(StateError::Tree(e)),
+    };
+    parse(id, &bytes)
+}
+
+/// Summarizes the state file of `id` holding `bytes`.
+pub(crate) fn parse(id: &str, bytes: &[u8]) -> Result<StreamSummary, StateError> {
+    let name = id.to_owned();
+    let value: Value = serde_json::from_slice(bytes).map_err(|source| StateError::Json {
+        name: name.clone(),
+        source,
+    })?;
+    let Value::Object(map) = value else {
+        return Err(StateError::NotAnObject { name });
+    };
+    let tree = Products::from_map(&format!(".data/{id}"), map).map_err(StateError::Tree)?;
+    Ok(summarize(id, &tree))
+}
+
+/// The summary of a parsed state tree (`id` names it when it has no
+/// content id of its own).
+fn summarize(id: &str, tree: &Products) -> StreamSummary {
+    let text = |key: &str| {
+        tree.fields
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut seen_paths = HashSet::new();
+    let mut total = 0u64;
+    for entry in tree.items() {
+        let item = entry.item;
+        if let Some(size) = item.size
+            && item
+                .path
+                .as_ref()
+                .is_none_or(|p| seen_paths.insert(p.as_str().to_owned()))
+        {
+            total = total.saturating_add(size);
+        }
+    }
+    let products = tree
+        .products
+        .iter()
+        .map(|(name, product)| {
+            let mut summary = ProductSummary {
+                name: name.clone(),
+                newest: String::new(),
+                versions: product.versions.len(),
+                items: 0,
+                size: 0,
+                unsized_items: 0,
+            };
+            if let Some((newest, version)) = product.newest() {
+                summary.newest = newest.to_owned();
+                summary.items = version.items.len();
+                for item in version.items.values() {
+                    match item.size {
+                        Some(s) => summary.size = summary.size.saturating_add(s),
+                        None => summary.unsized_items += 1,
+                    }
+                }
+            }
+            summary
+        })
+        .collect();
+    StreamSummary {
+        content_id: tree
+            .content_id()
+            .filter(|c| !c.is_empty())
+            .unwrap_or(id)
+            .to_owned(),
+        format: text("format"),
+        updated: text("updated"),
+        products,
+        total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_summary() {
+        let json = br#"{"content_id":"c:1","products":{"p2":{"versions":{}},
+            "p1":{"versions":{"20240101":{"items":{"a":{"path":"x/a","size":10}}},
+                              "20240102":{"items":{"a":{"path":"y/a","size":5},
+                                                   "b":{"path":"x/a","size":10},
+                                                   "c":{"path":"z"}}}}}}}"#;
+        let s = parse("file", json).unwrap();
+        assert_eq!(s.content_id, "c:1");
+        assert_eq!(s.products[0].name, "p1");
+        assert_eq!(s.products[0].newest, "20240102");
+        assert_eq!(s.products[0].versions, 2);
+        assert_eq!(s.products[0].items, 3);
+        assert_eq!(s.products[0].size, 15);
+        assert_eq!(s.products[0].unsized_items, 1);
+        assert_eq!(s.total, 15);
+        assert_eq!(s.products[1].newest, "");
+        let err = |bytes: &[u8]| parse("f", bytes).unwrap_err().to_string();
+        assert!(
+            err(b"{").starts_with(".data/f: invalid JSON: "),
+            "{}",
+            err(b"{")
+        );
+        assert_eq!(err(b"[]"), ".data/f: not a JSON object");
+        assert_eq!(
+            err(br#"{"products":[]}"#),
+            ".data/f: \"products\" is not an object"
+        );
+    }
+
+    #[test]
+    fn unsafe_item_paths_are_refused_as_the_mirror_refuses_them() {
+        let json = br#"{"products":{"p":{"versions":{"1":{"items":{"a":{"path":"../x"}}}}}}}"#;
+        let e = parse("f", json).unwrap_err().to_string();
+        assert!(e.starts_with(".data/f: "), "{e}");
+        assert!(e.contains("unsafe path"), "{e}");
+    }
+}
