@@ -76,10 +76,13 @@ pub(crate) enum StateError {
 /// A summary of a state file, or why there is none.
 pub(crate) type Summary = Arc<Result<StreamSummary, StateError>>;
 
-/// Summaries of state files, by mirror and content id, with the stamp of
-/// the file they were made from: the landing page parses a state file again
-/// only when it has changed.
-static SUMMARIES: LazyLock<Mutex<HashMap<(PathBuf, String), (FileStamp, Summary)>>> =
+/// A state file: its mirror's root and its content id.
+type StateKey = (PathBuf, String);
+
+/// Summaries of state files, with the stamp of the file each was made
+/// from: the landing page parses a state file again only when it has
+/// changed.
+static SUMMARIES: LazyLock<Mutex<HashMap<StateKey, (FileStamp, Summary)>>> =
     LazyLock::new(Default::default);
 
 /// The summaries of the streams mirrored at `mirror`, by content id.
