@@ -251,7 +251,7 @@ pub(crate) fn landing(root: &Root, host: &str) -> String {
         );
     }
     for m in &mirrors {
-        mirror_section(&mut html, m, host);
+        mirror_section(&mut html, root, m, host);
     }
     html.push_str("<h2>Files</h2>\n");
     match read_entries(root, &[], &Resolved::top()) {
@@ -306,8 +306,17 @@ fn sync_rows(html: &mut String, path: &Path) {
     }
 }
 
+/// The file at `rel` under the directory at `segments`, when a request for
+/// it would be served (resolved as a request is).
+fn read_served(root: &Root, segments: &[OsString], rel: &str) -> Option<Vec<u8>> {
+    let mut segs = segments.to_vec();
+    segs.extend(rel.split('/').map(OsString::from));
+    let resolved = root.resolve(&segs).ok()?;
+    std::fs::read(root.path(&resolved)).ok()
+}
+
 /// The section of the landing page about one mirror.
-fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
+fn mirror_section(html: &mut String, root: &Root, m: &Mirror, host: &str) {
     let base = url_path(&m.segments, true);
     let index = if m.signed {
         "index.sjson"
@@ -338,8 +347,11 @@ fn mirror_section(html: &mut String, m: &Mirror, host: &str) {
         h = esc(&format!("{base}streams/v1/{index}")),
         t = esc(&format!("streams/v1/{index}"))
     );
-    let local_ring = m.path.join(simplestreams::layout::MIRROR_KEYRING);
-    let local_ring = std::fs::read(&local_ring).ok().filter(|_| m.signed);
+    let local_ring = if m.signed {
+        read_served(root, &m.segments, simplestreams::layout::MIRROR_KEYRING)
+    } else {
+        None
+    };
     if let Some(ring) = &local_ring {
         let _ = writeln!(
             html,

@@ -656,6 +656,35 @@ fn landing_page_for_a_deeper_signed_mirror() {
     assert_eq!(s.get("/maas/images/ephemeral-v3/stable/.data/").status, 404);
 }
 
+/// The landing page shows a mirror's own keyring (`keyring_data`) only
+/// when the file would be served: not through a symbolic link that leaves
+/// the root.
+#[test]
+fn landing_page_shows_no_keyring_that_would_not_be_served() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("srv");
+    let (own, planted) = (root.join("own"), root.join("planted"));
+    for mirror in [&own, &planted] {
+        write(
+            &mirror.join("streams/v1/index.sjson"),
+            b"-----BEGIN PGP SIGNED MESSAGE-----\n",
+        );
+    }
+    write(&own.join("streams/v1/mirror-keyring.gpg"), b"OWN-KEY");
+    write(&tmp.path().join("outside.gpg"), b"OUTSIDE");
+    std::os::unix::fs::symlink(
+        tmp.path().join("outside.gpg"),
+        planted.join("streams/v1/mirror-keyring.gpg"),
+    )
+    .expect("symlink");
+    let s = Server::start(&root, tmp.path(), &[]);
+    let html = s.get("/").text();
+    // base64 of "OWN-KEY" and of "OUTSIDE".
+    assert!(html.contains("<code>T1dOLUtFWQ==</code>"), "{html}");
+    assert!(!html.contains("T1VUU0lERQ=="), "{html}");
+    assert_eq!(s.get("/planted/streams/v1/mirror-keyring.gpg").status, 404);
+}
+
 #[test]
 fn nothing_escapes_the_root_and_hidden_files_stay_hidden() {
     let t = make_tree();
