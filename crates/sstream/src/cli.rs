@@ -1,8 +1,9 @@
 //! Command-line parsing and dispatch for all three binaries.
 
-use crate::error::{CliError, EXIT_USAGE};
+use crate::error::{CliError, EXIT_OK, EXIT_STATUS_HELP, EXIT_USAGE};
 use crate::mirror::MirrorArgs;
 use crate::query::QueryArgs;
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use sstream_serve::ServeArgs;
 use std::ffi::OsString;
@@ -12,7 +13,8 @@ use std::process::ExitCode;
 #[command(
     name = "sstream",
     version,
-    about = "Verified local mirrors of SimpleStreams image streams"
+    about = "Verified local mirrors of SimpleStreams image streams",
+    after_help = EXIT_STATUS_HELP
 )]
 struct SstreamCli {
     #[command(subcommand)]
@@ -76,27 +78,43 @@ pub fn commands() -> [clap::Command; 3] {
 
 /// Runs `sstream` with the given arguments.
 pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli: SstreamCli = match parse("sstream", args) {
+    let cli: SstreamCli = match parse(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    let program = cli.command.program();
+    let done = |()| ExitCode::SUCCESS;
     let result = match cli.command {
         Command::Mirror(a) => crate::mirror::run(a),
         Command::Query(a) => crate::query::run(a),
-        Command::Serve(a) => sstream_serve::run(a).map_err(CliError::new),
-        Command::Demo(a) => crate::demo::run(a).map_err(CliError::from),
-        Command::Verify(a) => return crate::verify::run(a),
-        Command::Sync(a) => return crate::sync::run(a),
-        Command::Status(a) => return crate::status::run(a),
-        Command::Key(a) => crate::key::run(a).map_err(CliError::from),
-        Command::Sign(a) => crate::sign::run(a).map_err(CliError::from),
+        Command::Serve(a) => sstream_serve::run(a).map(done).map_err(CliError::new),
+        Command::Demo(a) => crate::demo::run(a).map(done).map_err(CliError::from),
+        Command::Verify(a) => crate::verify::run(a),
+        Command::Sync(a) => crate::sync::run(a),
+        Command::Status(a) => crate::status::run(a),
+        Command::Key(a) => crate::key::run(a).map(done).map_err(CliError::from),
+        Command::Sign(a) => crate::sign::run(a).map(done).map_err(CliError::from),
     };
-    finish("sstream", result)
+    finish(program, result)
+}
+
+impl Command {
+    /// How the command names itself in its error messages: `sstream` for
+    /// the commands of the drop-ins and those that print no report of
+    /// their own, `sstream verify`/`sync`/`status` for the others.
+    fn program(&self) -> &'static str {
+        match self {
+            Command::Verify(_) => "sstream verify",
+            Command::Sync(_) => "sstream sync",
+            Command::Status(_) => "sstream status",
+            _ => "sstream",
+        }
+    }
 }
 
 /// Runs the drop-in `sstream-mirror` with the given arguments.
 pub fn run_mirror(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    match parse::<MirrorCli>("sstream-mirror", args) {
+    match parse::<MirrorCli>(args) {
         Ok(cli) => {
             let args = MirrorArgs {
                 drop_in: true,
@@ -110,40 +128,37 @@ pub fn run_mirror(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Runs the drop-in `sstream-query` with the given arguments.
 pub fn run_query(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    match parse::<QueryCli>("sstream-query", args) {
+    match parse::<QueryCli>(args) {
         Ok(cli) => finish("sstream-query", crate::query::run(cli.args)),
         Err(code) => code,
     }
 }
 
-/// Parses the command line. Help and version go to stdout (exit 0); a
-/// usage error is printed by clap (exit 2), except a missing `--max` for
-/// `--keep`, which gets one line saying why.
-fn parse<P: Parser>(
-    program: &str,
-    args: impl IntoIterator<Item = OsString>,
-) -> Result<P, ExitCode> {
-    let args: Vec<OsString> = args.into_iter().collect();
-    P::try_parse_from(&args).map_err(|e| {
-        let keep_without_max = e.kind() == clap::error::ErrorKind::MissingRequiredArgument
-            && args.iter().any(|a| a == "--keep")
-            && e.to_string().contains("--max");
-        if keep_without_max {
-            eprintln!(
-                "{program}: error: --keep needs --max: it keeps versions gone from the source up to --max"
-            );
-            return ExitCode::from(EXIT_USAGE);
-        }
+/// Parses the command line. Help and version go to stdout (exit 0), a
+/// usage error to stderr (exit 2), both printed by clap.
+fn parse<P: Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, ExitCode> {
+    P::try_parse_from(args).map_err(|e| {
         let _ = e.print();
-        ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 })
+        let informational = matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        ExitCode::from(if informational && !e.use_stderr() {
+            EXIT_OK
+        } else {
+            EXIT_USAGE
+        })
     })
 }
 
-/// Prints a failure as `<program>: error: <message>` (one line per
-/// problem) and maps it to its exit code.
-fn finish(program: &str, result: Result<(), CliError>) -> ExitCode {
+/// The one place a command's outcome becomes the process's: a failure is
+/// printed as `<program>: error: <message>` (one line per problem, each
+/// with its causes once) and maps to its exit code.
+fn finish(program: &str, result: Result<ExitCode, CliError>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("{program}: error: {}", e.lines().join("\n"));
             ExitCode::from(e.code)

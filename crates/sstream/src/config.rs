@@ -15,21 +15,27 @@
 //! max = 1
 //! ```
 //!
-//! Every option of `sstream mirror` has a key (`path`, `keyring`,
-//! `no_verify`, `max`, `keep`, `mirrors`, `jobs`, `retries`, `timeout`,
-//! `prune`, `force`, `verify_existing`, `no_item_download`, `wait`,
-//! `sign_key`, `limit_rate`, `delete_delay`, `min_free`, `content_index`),
-//! plus `filters`
-//! (a list of groups, or a flat list: one group), the hooks `on_success`
-//! and `on_failure` and their `hook_timeout`. Relative paths (`dir`, `keyring`, `sign_key`, a source
-//! directory) are relative to the directory of the configuration file.
+//! Every option of `sstream mirror` has a key: the fields of
+//! [`JobOptions`], read through the same parsers and checks as the flags
+//! (`mirrors` is `--mirror`, repeated). Besides them a job has `name`,
+//! `source`, `dir`, `filters` (a list of groups, or a flat list: one
+//! group), the hooks `on_success` and `on_failure` and their
+//! `hook_timeout`. Relative paths (`dir`, `keyring`, `sign_key`,
+//! `content_index`, a source directory) are relative to the directory of
+//! the configuration file.
 //!
 //! [`Config::load`] checks everything it can without touching the network
 //! or the mirrors; each problem is a [`ConfigError`] naming the file, the
-//! line and the key.
+//! line and the key. Directories are compared with their symlinks
+//! resolved: two jobs of different sources cannot share a mirror
+//! directory under two names, nor a content index lie in a mirror.
 
+use crate::job::{DEFAULT_DELETE_DELAY, JobOptions, MirrorJob, Timeout};
+use crate::sign::PassphraseArgs;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use simplestreams::filter::FilterGroups;
 use simplestreams::source::{source_url, split_source};
 use std::collections::BTreeMap;
@@ -42,17 +48,8 @@ use toml::Spanned;
 /// Where `sstream sync` and `sstream status` look without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/sstream/sstream.toml";
 
-/// Concurrent downloads of a job without `jobs` (as `sstream mirror`).
-pub const DEFAULT_JOBS: usize = 6;
-/// Retries per transfer without `retries` (as `sstream mirror`).
-pub const DEFAULT_RETRIES: u32 = 4;
-/// Idle timeout of a transfer without `timeout` (as `sstream mirror`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a hook may run without `hook_timeout`.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The exit status of a command whose configuration is unusable.
-pub const EXIT_CONFIG: u8 = 2;
 
 /// A problem with the configuration file: where it is and what is wrong.
 /// Displayed on one line as `FILE:LINE: KEY: message`.
@@ -77,49 +74,12 @@ pub struct Job {
     pub name: String,
     /// The source: a URL (http, https, file) or an absolute directory.
     pub source: String,
-    /// The mirror directory (absolute).
+    /// The mirror directory (absolute), or a bucket URL.
     pub dir: PathBuf,
-    /// The entry document relative to the source root (`--path`).
-    pub path: Option<String>,
-    /// The keyring verifying signed metadata (`--keyring`).
-    pub keyring: Option<PathBuf>,
-    /// Do not verify signatures (`--no-verify`).
-    pub no_verify: bool,
     /// The filter groups (a flat list in the file is one group).
     pub filters: FilterGroups,
-    /// Versions kept per product (`--max`).
-    pub max: Option<usize>,
-    /// Keep versions gone from the source, within `max` (`--keep`).
-    pub keep: bool,
-    /// Fallback roots for items (`--mirror`, repeated).
-    pub mirrors: Vec<String>,
-    /// Concurrent downloads (`--jobs`).
-    pub jobs: usize,
-    /// Retries per transfer (`--retries`).
-    pub retries: u32,
-    /// Idle timeout of a transfer (`--timeout`).
-    pub timeout: Duration,
-    /// Also remove what the filters now exclude (`--prune`).
-    pub prune: bool,
-    /// Let pruning pass the wipe guard (`--force`).
-    pub force: bool,
-    /// Re-hash existing items (`--verify-existing`).
-    pub verify_existing: bool,
-    /// Mirror metadata only (`--no-item-download`).
-    pub no_item_download: bool,
-    /// Wait for another run on the same directory (`--wait`).
-    pub wait: bool,
-    /// Key re-signing the published metadata (`--sign-key`).
-    pub sign_key: Option<PathBuf>,
-    /// Total download rate cap in bytes per second (`--limit-rate`).
-    pub limit_rate: Option<u64>,
-    /// Grace period before files of removed versions are deleted (`--delete-delay`).
-    pub delete_delay: Option<Duration>,
-    /// Free space to keep on the mirror's filesystem, in bytes (`--min-free`).
-    pub min_free: Option<u64>,
-    /// The content index shared by the jobs whose mirrors are on one
-    /// filesystem (`--content-index`; absolute).
-    pub content_index: Option<PathBuf>,
+    /// The options of `sstream mirror`, their paths absolute.
+    pub options: JobOptions,
     /// Shell command run after a successful run.
     pub on_success: Option<String>,
     /// Shell command run after a failed run.
@@ -127,6 +87,21 @@ pub struct Job {
     /// How long a hook may run before it (and every process it started)
     /// is killed (`hook_timeout`; 10 minutes unless given).
     pub hook_timeout: Duration,
+}
+
+impl Job {
+    /// The mirror job this config job runs (as `sstream mirror` would with
+    /// the same options).
+    pub fn mirror_job(&self) -> MirrorJob {
+        MirrorJob {
+            source: self.source.clone(),
+            dir: self.dir.clone(),
+            filters: self.filters.clone(),
+            options: self.options.clone(),
+            default_delete_delay: DEFAULT_DELETE_DELAY,
+            passphrase: PassphraseArgs::default(),
+        }
+    }
 }
 
 /// A loaded configuration file.
@@ -153,12 +128,12 @@ impl Config {
     /// Checks the configuration `text`, read from `file` (named in errors;
     /// relative paths are resolved against its directory).
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let ctx = Context { text, file };
+        let ctx = Context::new(text, file);
         let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
         let defaults = raw.defaults.map(Spanned::into_inner).unwrap_or_default();
-        if let Some(name) = &defaults.name {
+        if let Some(name) = defaults.get("name") {
             return Err(ctx.at(
                 name.span(),
                 "name",
@@ -168,14 +143,17 @@ impl Config {
         if raw.job.is_empty() {
             return Err(ctx.error(None, None, "no [[job]] table: nothing to mirror"));
         }
-        let mut jobs = Vec::new();
-        for table in raw.job {
-            let span = table.span();
-            let job = table.into_inner().merged(&defaults);
-            jobs.push(ctx.resolve(job, span, &base)?);
-        }
+        let jobs = raw
+            .job
+            .into_iter()
+            .map(|table| {
+                let span = table.span();
+                ctx.resolve(merged(table.into_inner(), &defaults), span, &base)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         ctx.check_names(&jobs)?;
-        ctx.check_dirs(&jobs)?;
+        let dirs = ctx.check_dirs(&jobs)?;
+        ctx.check_content_indexes(&jobs, &dirs)?;
         Ok(Config {
             file: file.to_path_buf(),
             jobs: jobs.into_iter().map(|(job, _)| job).collect(),
@@ -205,84 +183,141 @@ impl Config {
     }
 }
 
+/// A `[[job]]` or the `[defaults]` table as written: each key's value with
+/// where it was written.
+type Table = BTreeMap<String, Spanned<toml::Value>>;
+
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    defaults: Option<Spanned<RawJob>>,
+    defaults: Option<Spanned<Table>>,
     #[serde(default)]
-    job: Vec<Spanned<RawJob>>,
+    job: Vec<Spanned<Table>>,
 }
 
-/// A `[[job]]` or the `[defaults]` table as written: every key optional,
-/// each with where it was written.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJob {
-    name: Option<Spanned<String>>,
-    source: Option<Spanned<String>>,
-    dir: Option<Spanned<PathBuf>>,
-    path: Option<Spanned<String>>,
-    keyring: Option<Spanned<PathBuf>>,
-    no_verify: Option<Spanned<bool>>,
-    filters: Option<Spanned<RawFilters>>,
-    max: Option<Spanned<usize>>,
-    keep: Option<Spanned<bool>>,
-    mirrors: Option<Spanned<Vec<String>>>,
-    jobs: Option<Spanned<usize>>,
-    retries: Option<Spanned<u32>>,
-    timeout: Option<Spanned<Seconds>>,
-    prune: Option<Spanned<bool>>,
-    force: Option<Spanned<bool>>,
-    verify_existing: Option<Spanned<bool>>,
-    no_item_download: Option<Spanned<bool>>,
-    wait: Option<Spanned<bool>>,
-    sign_key: Option<Spanned<PathBuf>>,
-    limit_rate: Option<Spanned<Size>>,
-    delete_delay: Option<Spanned<Seconds>>,
-    min_free: Option<Spanned<Size>>,
-    content_index: Option<Spanned<PathBuf>>,
-    on_success: Option<Spanned<String>>,
-    on_failure: Option<Spanned<String>>,
-    hook_timeout: Option<Spanned<Seconds>>,
+/// This job's table with every key it does not give taken from `defaults`.
+fn merged(job: Table, defaults: &Table) -> Table {
+    let mut table = defaults.clone();
+    table.extend(job);
+    table
 }
 
-impl RawJob {
-    /// This job with every key it does not give taken from `defaults`.
-    fn merged(self, defaults: &RawJob) -> RawJob {
-        let d = defaults.clone();
-        RawJob {
-            name: self.name,
-            source: self.source.or(d.source),
-            dir: self.dir.or(d.dir),
-            path: self.path.or(d.path),
-            keyring: self.keyring.or(d.keyring),
-            no_verify: self.no_verify.or(d.no_verify),
-            filters: self.filters.or(d.filters),
-            max: self.max.or(d.max),
-            keep: self.keep.or(d.keep),
-            mirrors: self.mirrors.or(d.mirrors),
-            jobs: self.jobs.or(d.jobs),
-            retries: self.retries.or(d.retries),
-            timeout: self.timeout.or(d.timeout),
-            prune: self.prune.or(d.prune),
-            force: self.force.or(d.force),
-            verify_existing: self.verify_existing.or(d.verify_existing),
-            no_item_download: self.no_item_download.or(d.no_item_download),
-            wait: self.wait.or(d.wait),
-            sign_key: self.sign_key.or(d.sign_key),
-            limit_rate: self.limit_rate.or(d.limit_rate),
-            delete_delay: self.delete_delay.or(d.delete_delay),
-            min_free: self.min_free.or(d.min_free),
-            content_index: self.content_index.or(d.content_index),
-            on_success: self.on_success.or(d.on_success),
-            on_failure: self.on_failure.or(d.on_failure),
-            hook_timeout: self.hook_timeout.or(d.hook_timeout),
+/// The keys of a job besides its [`JobOptions`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct JobKeys {
+    name: Option<String>,
+    source: Option<String>,
+    dir: Option<PathBuf>,
+    filters: Option<RawFilters>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
+    hook_timeout: Option<Timeout>,
+}
+
+/// The fields of [`JobKeys`].
+const JOB_KEYS: [&str; 7] = [
+    "name",
+    "source",
+    "dir",
+    "filters",
+    "on_success",
+    "on_failure",
+    "hook_timeout",
+];
+
+/// A value of a table that could not be read, and its key.
+#[derive(Debug)]
+struct KeyedError {
+    key: Option<String>,
+    message: String,
+}
+
+impl fmt::Display for KeyedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KeyedError {}
+
+impl de::Error for KeyedError {
+    fn custom<T: fmt::Display>(message: T) -> KeyedError {
+        KeyedError {
+            key: None,
+            message: message.to_string(),
         }
     }
 }
 
+/// Deserializes `T` from the entries of a table, each error naming the
+/// key it is about.
+fn from_entries<T: for<'de> Deserialize<'de>>(
+    entries: Vec<(String, toml::Value)>,
+) -> Result<T, KeyedError> {
+    T::deserialize(EntriesDeserializer(entries.into_iter()))
+}
+
+struct EntriesDeserializer(std::vec::IntoIter<(String, toml::Value)>);
+
+impl<'de> Deserializer<'de> for EntriesDeserializer {
+    type Error = KeyedError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, KeyedError> {
+        visitor.visit_map(EntriesAccess {
+            entries: self.0,
+            value: None,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+struct EntriesAccess {
+    entries: std::vec::IntoIter<(String, toml::Value)>,
+    value: Option<(String, toml::Value)>,
+}
+
+impl<'de> MapAccess<'de> for EntriesAccess {
+    type Error = KeyedError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, KeyedError> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let deserializer: de::value::StringDeserializer<KeyedError> =
+            key.clone().into_deserializer();
+        let k = seed.deserialize(deserializer).map_err(|e| KeyedError {
+            key: Some(key.clone()),
+            message: e.message,
+        })?;
+        self.value = Some((key, value));
+        Ok(Some(k))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, KeyedError> {
+        let (key, value) = self
+            .value
+            .take()
+            .ok_or_else(|| <KeyedError as de::Error>::custom("a value without its key"))?;
+        seed.deserialize(value).map_err(|e| KeyedError {
+            key: Some(key),
+            message: e.message().to_owned(),
+        })
+    }
+}
 /// `filters`: a list of filter strings (one group) or a list of lists.
 #[derive(Debug, Clone)]
 struct RawFilters(Vec<Vec<String>>);
@@ -354,97 +389,30 @@ impl<'de> Visitor<'de> for FiltersVisitor {
     }
 }
 
-/// A duration: a number of seconds or a string such as `"90s"`, `"2h 30m"`
-/// or `"7days"`.
-#[derive(Debug, Clone, Copy)]
-struct Seconds(Duration);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Seconds;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of seconds or a duration such as \"90s\" or \"2h 30m\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                u64::try_from(v)
-                    .map(|s| Seconds(Duration::from_secs(s)))
-                    .map_err(|_| E::custom(format!("a duration cannot be negative: {v}")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(Duration::from_secs(v)))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                Duration::try_from_secs_f64(v)
-                    .map(Seconds)
-                    .map_err(|_| E::custom(format!("not a usable number of seconds: {v}")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
-                parse_duration(v).map(Seconds).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Parses a duration such as `90s`, `2h 30m`, `2d` or `1week` (a bare
-/// number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("bad duration {text:?}: {e} (e.g. \"90s\", \"2h 30m\", \"2d\")"))
-}
-
-/// A size in bytes: a number, or a string with a binary unit (`"512K"`,
-/// `"20M"`, `"1.5G"`, `"2TiB"`; `K`=1024).
-#[derive(Debug, Clone, Copy)]
-struct Size(u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of bytes or a size such as \"20M\" or \"1.5G\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("a size cannot be negative: {v}")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
-                Ok(Size(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                parse_size(v).map(Size).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Parses a size (the library's, shared with the command line).
-pub use simplestreams::units::parse_size;
-
 /// The file being checked, for errors.
 struct Context<'a> {
     text: &'a str,
     file: &'a Path,
+    /// Where each line starts: a line is found by a binary search, not by
+    /// counting the lines before it (a config of many jobs stays linear).
+    line_starts: Vec<usize>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Context<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Context {
+            text,
+            file,
+            line_starts,
+        }
+    }
+
+    /// The line (1-based) of byte `offset`.
     fn line(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.line_starts.partition_point(|&start| start <= offset)
     }
 
     fn error(&self, line: Option<usize>, key: Option<&str>, message: &str) -> ConfigError {
@@ -522,15 +490,31 @@ impl Context<'_> {
         None
     }
 
-    /// Checks one merged job and resolves it; also returns the spans of
-    /// its name and dir, for the checks across jobs.
+    /// Checks one merged job and resolves it; also returns where its keys
+    /// were written, for the checks across jobs.
     fn resolve(
         &self,
-        raw: RawJob,
-        table: Range<usize>,
+        table: Table,
+        span: Range<usize>,
         base: &Path,
     ) -> Result<(Job, JobSpans), ConfigError> {
-        let table_line = self.line(table.start);
+        let table_line = self.line(span.start);
+        let spans: BTreeMap<String, Range<usize>> =
+            table.iter().map(|(k, v)| (k.clone(), v.span())).collect();
+        let at_key = |key: &str, message: &str| match spans.get(key) {
+            Some(span) => self.at(span.clone(), key, message),
+            None => self.error(Some(table_line), Some(key), message),
+        };
+        let (own, options): (Vec<_>, Vec<_>) = table
+            .into_iter()
+            .map(|(k, v)| (k, v.into_inner()))
+            .partition(|(k, _)| JOB_KEYS.contains(&k.as_str()));
+        let keys: JobKeys = from_entries(own).map_err(|e| self.key_error(e, &spans))?;
+        let mut options: JobOptions =
+            from_entries(options).map_err(|e| self.key_error(e, &spans))?;
+        options
+            .validate(str::to_owned)
+            .map_err(|e| at_key(e.key, &e.message))?;
         let missing = |key: &str| {
             self.error(
                 Some(table_line),
@@ -538,122 +522,73 @@ impl Context<'_> {
                 "missing in this [[job]] (and not in [defaults])",
             )
         };
-        let name = raw.name.ok_or_else(|| missing("name"))?;
-        simplestreams::status::check_job_name(name.get_ref())
-            .map_err(|e| self.at(name.span(), "name", &e))?;
-        let source = raw.source.ok_or_else(|| missing("source"))?;
-        let dir = raw.dir.ok_or_else(|| missing("dir"))?;
-        if dir.get_ref().as_os_str().is_empty() {
-            return Err(self.at(dir.span(), "dir", "empty directory"));
+        let name = keys.name.ok_or_else(|| missing("name"))?;
+        simplestreams::status::check_job_name(&name).map_err(|e| at_key("name", &e))?;
+        let source = keys.source.ok_or_else(|| missing("source"))?;
+        let dir = keys.dir.ok_or_else(|| missing("dir"))?;
+        if dir.as_os_str().is_empty() {
+            return Err(at_key("dir", "empty directory"));
         }
-        if crate::target::is_bucket(dir.get_ref()) {
-            let url = dir.get_ref().to_string_lossy();
-            simplestreams::store::S3Target::parse(&url)
-                .map_err(|e| self.at(dir.span(), "dir", &e.to_string()))?;
+        if crate::target::is_bucket(&dir) {
+            simplestreams::store::S3Target::parse(&dir.to_string_lossy())
+                .map_err(|e| at_key("dir", &e.to_string()))?;
         }
-        let resolved_source = resolve_source(source.get_ref(), base);
-        let path = raw.path.map(Spanned::into_inner);
-        split_source(&resolved_source, path.as_deref())
-            .map_err(|e| self.at(source.span(), "source", &e.to_string()))?;
-        let mirrors = match raw.mirrors {
-            Some(m) => {
-                for url in m.get_ref() {
-                    source_url(url).map_err(|e| self.at(m.span(), "mirrors", &e.to_string()))?;
-                }
-                m.into_inner()
-            }
-            None => Vec::new(),
-        };
-        let filters = match raw.filters {
-            Some(f) => FilterGroups::parse(&f.get_ref().0)
-                .map_err(|e| self.at(f.span(), "filters", &e.to_string()))?,
+        let source = resolve_source(&source, base);
+        split_source(&source, options.path.as_deref())
+            .map_err(|e| at_key("source", &e.to_string()))?;
+        for url in &options.mirrors {
+            source_url(url).map_err(|e| at_key("mirrors", &e.to_string()))?;
+        }
+        let filters = match keys.filters {
+            Some(f) => FilterGroups::parse(&f.0).map_err(|e| at_key("filters", &e.to_string()))?,
             None => FilterGroups::default(),
         };
-        let keep = flag(&raw.keep);
-        if keep && raw.max.is_none() {
-            let span = raw
-                .keep
-                .as_ref()
-                .map(Spanned::span)
-                .unwrap_or(table.clone());
-            return Err(self.at(
-                span,
-                "keep",
-                "keep needs max: it keeps versions gone from the source up to max",
-            ));
-        }
-        let jobs = match raw.jobs {
-            Some(j) if *j.get_ref() == 0 => {
-                return Err(self.at(j.span(), "jobs", "must be at least 1"));
-            }
-            Some(j) => j.into_inner(),
-            None => DEFAULT_JOBS,
+        let hook = |command: Option<String>, key: &str| match command {
+            Some(c) if c.trim().is_empty() => Err(at_key(key, "empty command")),
+            other => Ok(other),
         };
-        let timeout = match raw.timeout {
-            Some(t) if t.get_ref().0.is_zero() => {
-                return Err(self.at(t.span(), "timeout", "must be more than zero"));
-            }
-            Some(t) => t.into_inner().0,
-            None => DEFAULT_TIMEOUT,
-        };
-        let on_success = self.hook(raw.on_success, "on_success")?;
-        let on_failure = self.hook(raw.on_failure, "on_failure")?;
-        let hook_timeout = match raw.hook_timeout {
-            Some(t) if t.get_ref().0.is_zero() => {
-                return Err(self.at(t.span(), "hook_timeout", "must be more than zero"));
-            }
-            Some(t) => t.into_inner().0,
-            None => DEFAULT_HOOK_TIMEOUT,
-        };
-        let spans = JobSpans {
-            name: name.span(),
-            dir: dir.span(),
+        let on_success = hook(keys.on_success, "on_success")?;
+        let on_failure = hook(keys.on_failure, "on_failure")?;
+        options.keyring = options.keyring.map(|k| base.join(k));
+        options.sign_key = options.sign_key.map(|k| base.join(k));
+        options.content_index = options.content_index.map(|d| normalize(&base.join(d)));
+        let job_spans = JobSpans {
+            name: spans.get("name").cloned().unwrap_or(span.clone()),
+            dir: spans.get("dir").cloned().unwrap_or(span.clone()),
+            content_index: spans.get("content_index").cloned().unwrap_or(span),
         };
         let job = Job {
-            name: name.into_inner(),
-            source: resolved_source,
-            dir: job_dir(dir.into_inner(), base),
-            path,
-            keyring: raw.keyring.map(|k| base.join(k.into_inner())),
-            no_verify: flag(&raw.no_verify),
+            name,
+            source,
+            dir: job_dir(dir, base),
             filters,
-            max: raw.max.map(Spanned::into_inner),
-            keep,
-            mirrors,
-            jobs,
-            retries: raw.retries.map_or(DEFAULT_RETRIES, Spanned::into_inner),
-            timeout,
-            prune: flag(&raw.prune),
-            force: flag(&raw.force),
-            verify_existing: flag(&raw.verify_existing),
-            no_item_download: flag(&raw.no_item_download),
-            wait: flag(&raw.wait),
-            sign_key: raw.sign_key.map(|k| base.join(k.into_inner())),
-            limit_rate: raw.limit_rate.map(|r| r.into_inner().0),
-            delete_delay: raw.delete_delay.map(|d| d.into_inner().0),
-            min_free: raw.min_free.map(|m| m.into_inner().0),
-            content_index: raw
-                .content_index
-                .map(|d| normalize(&base.join(d.into_inner()))),
+            options,
             on_success,
             on_failure,
-            hook_timeout,
+            hook_timeout: keys.hook_timeout.map_or(DEFAULT_HOOK_TIMEOUT, Timeout::get),
         };
-        Ok((job, spans))
+        Ok((job, job_spans))
     }
 
-    fn hook(
-        &self,
-        value: Option<Spanned<String>>,
-        key: &str,
-    ) -> Result<Option<String>, ConfigError> {
-        match value {
-            Some(c) if c.get_ref().trim().is_empty() => {
-                Err(self.at(c.span(), key, "empty command"))
-            }
-            Some(c) => Ok(Some(c.into_inner())),
-            None => Ok(None),
+    /// A value of a job that could not be read: on the line of its key;
+    /// an unknown key with the keys there are.
+    fn key_error(&self, e: KeyedError, spans: &BTreeMap<String, Range<usize>>) -> ConfigError {
+        let line = e
+            .key
+            .as_ref()
+            .and_then(|k| spans.get(k))
+            .map(|s| self.line(s.start));
+        if let Some(field) = unknown_field(&e.message) {
+            let mut known: Vec<String> = JOB_KEYS.iter().map(|k| k.to_string()).collect();
+            known.extend(JobOptions::keys());
+            let message = format!("unknown key {field:?} (known keys: {})", known.join(", "));
+            return self.error(line, None, &message);
         }
+        let message = e
+            .message
+            .replace("expected usize", "expected a whole number")
+            .replace("expected u32", "expected a whole number");
+        self.error(line, e.key.as_deref(), &message)
     }
 
     fn check_names(&self, jobs: &[(Job, JobSpans)]) -> Result<(), ConfigError> {
@@ -673,19 +608,33 @@ impl Context<'_> {
 
     /// Two jobs may share a directory only when they mirror the same source
     /// (e.g. with other filters): a mirror's state belongs to one stream.
-    fn check_dirs(&self, jobs: &[(Job, JobSpans)]) -> Result<(), ConfigError> {
-        let mut owners: BTreeMap<&Path, (&Job, usize)> = BTreeMap::new();
+    /// Directories are compared with their symlinks resolved. Gives each
+    /// mirror directory (resolved) and the job that owns it.
+    fn check_dirs<'j>(
+        &self,
+        jobs: &'j [(Job, JobSpans)],
+    ) -> Result<BTreeMap<PathBuf, (&'j Job, usize)>, ConfigError> {
+        let mut owners: BTreeMap<PathBuf, (&Job, usize)> = BTreeMap::new();
         for (job, spans) in jobs {
+            if crate::target::is_bucket(&job.dir) {
+                continue;
+            }
             let line = self.line(spans.dir.start);
-            match owners.get(job.dir.as_path()) {
+            let real = resolved(&job.dir);
+            match owners.get(&real) {
                 Some((other, _)) if same_source(other, job) => {}
                 Some((other, other_line)) => {
+                    let through = if other.dir == job.dir {
+                        String::new()
+                    } else {
+                        format!(" (as {}, through a symlink)", other.dir.display())
+                    };
                     return Err(self.at(
                         spans.dir.clone(),
                         "dir",
                         &format!(
-                            "{} is also the dir of job {:?} (line {other_line}), which mirrors \
-                             another source ({} vs {}): a mirror directory holds one source",
+                            "{} is also the dir of job {:?} (line {other_line}){through}, which \
+                             mirrors another source ({} vs {}): a mirror directory holds one source",
                             job.dir.display(),
                             other.name,
                             other.source,
@@ -694,22 +643,53 @@ impl Context<'_> {
                     ));
                 }
                 None => {
-                    owners.insert(&job.dir, (job, line));
+                    owners.insert(real, (job, line));
                 }
+            }
+        }
+        Ok(owners)
+    }
+
+    /// A content index holds hard links of its own: it cannot lie in a
+    /// mirror directory (symlinks resolved), where it would be published
+    /// and pruned as part of the mirror.
+    fn check_content_indexes(
+        &self,
+        jobs: &[(Job, JobSpans)],
+        dirs: &BTreeMap<PathBuf, (&Job, usize)>,
+    ) -> Result<(), ConfigError> {
+        let mut checked = std::collections::BTreeSet::new();
+        for (job, spans) in jobs {
+            let Some(index) = &job.options.content_index else {
+                continue;
+            };
+            if !checked.insert(index) {
+                continue;
+            }
+            let real = resolved(index);
+            if let Some((owner, _)) = real.ancestors().find_map(|a| dirs.get(a)) {
+                return Err(self.at(
+                    spans.content_index.clone(),
+                    "content_index",
+                    &format!(
+                        "{} is inside the mirror directory {} of job {:?}: give a directory \
+                         beside the mirrors, not in one",
+                        index.display(),
+                        owner.dir.display(),
+                        owner.name
+                    ),
+                ));
             }
         }
         Ok(())
     }
 }
 
-/// Where a job's name and dir were written.
+/// Where a job's keys were written (its table when inherited from nowhere).
 struct JobSpans {
     name: Range<usize>,
     dir: Range<usize>,
-}
-
-fn flag(value: &Option<Spanned<bool>>) -> bool {
-    value.as_ref().is_some_and(|v| *v.get_ref())
+    content_index: Range<usize>,
 }
 
 /// A source directory relative to the configuration's directory becomes
@@ -723,11 +703,10 @@ fn resolve_source(source: &str, base: &Path) -> String {
 }
 
 fn same_source(a: &Job, b: &Job) -> bool {
-    a.source.trim_end_matches('/') == b.source.trim_end_matches('/') && a.path == b.path
+    a.source.trim_end_matches('/') == b.source.trim_end_matches('/')
+        && a.options.path == b.options.path
 }
 
-/// `path` with `.` and `..` components resolved lexically and no trailing
-/// separator, so that two spellings of one directory compare equal.
 /// A job's `dir`: a bucket URL (without a trailing `/`), or a path
 /// relative to the config file's directory.
 fn job_dir(dir: PathBuf, base: &Path) -> PathBuf {
@@ -738,6 +717,8 @@ fn job_dir(dir: PathBuf, base: &Path) -> PathBuf {
     }
 }
 
+/// `path` with `.` and `..` components resolved lexically and no trailing
+/// separator, so that two spellings of one directory compare equal.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -754,13 +735,33 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// The absolute, normalized `path` with the symlinks of the part of it
+/// that exists resolved (the rest appended as written): one directory
+/// reached through a symlink and by its own name gives one path.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// The field of serde's "unknown field `x`, expected ..." message.
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split_once('`').map(|(field, _)| field)
 }
 
-/// ", expected one of ..." from serde's message, as a hint.
+/// ", expected ..." from serde's message, as a hint.
 fn known_keys_hint(message: &str) -> String {
     match message.split_once(", expected ") {
         Some((_, keys)) => format!(" (known keys: {})", keys.trim_start_matches("one of ")),
@@ -771,6 +772,7 @@ fn known_keys_hint(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{Delay, Rate, Size, parse_duration};
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/sstream/sstream.toml"))
@@ -813,9 +815,9 @@ on_success = "echo done"
             panic!("two jobs: {:?}", config.jobs);
         };
         assert_eq!(stable.name, "maas-stable");
-        assert_eq!(stable.max, Some(1), "inherited");
+        assert_eq!(stable.options.max, Some(1), "inherited");
         assert_eq!(
-            stable.keyring.as_deref(),
+            stable.options.keyring.as_deref(),
             Some(Path::new(
                 "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
             ))
@@ -825,22 +827,25 @@ on_success = "echo done"
             stable.filters.to_string(),
             r#"["arch=amd64", "release~(trusty|xenial)"] | ["os~(grub*|pxelinux)"]"#
         );
-        assert_eq!(stable.jobs, DEFAULT_JOBS);
-        assert_eq!(stable.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(candidate.max, Some(2), "the job's own value wins");
-        assert!(candidate.keep);
+        assert_eq!(stable.options.jobs.get(), 6);
+        assert_eq!(stable.options.timeout.get(), Duration::from_secs(60));
+        assert_eq!(candidate.options.max, Some(2), "the job's own value wins");
+        assert!(candidate.options.keep);
         assert_eq!(candidate.dir, Path::new("/etc/sstream/mirrors/candidate"));
         assert_eq!(
             candidate.filters.groups().len(),
             1,
             "a flat list is one group"
         );
-        assert_eq!(candidate.timeout, Duration::from_secs(120));
-        assert_eq!(candidate.limit_rate, Some(20 << 20));
-        assert_eq!(candidate.min_free, Some(1 << 30));
-        assert_eq!(candidate.delete_delay, Some(Duration::from_secs(86400)));
+        assert_eq!(candidate.options.timeout.get(), Duration::from_secs(120));
+        assert_eq!(candidate.options.limit_rate.map(Rate::get), Some(20 << 20));
+        assert_eq!(candidate.options.min_free, Some(Size(1 << 30)));
         assert_eq!(
-            candidate.content_index.as_deref(),
+            candidate.options.delete_delay,
+            Some(Delay(Duration::from_secs(86400)))
+        );
+        assert_eq!(
+            candidate.options.content_index.as_deref(),
             Some(Path::new("/etc/sstream/content")),
             "inherited, relative to the file"
         );
@@ -1021,6 +1026,109 @@ on_success = "echo done"
         }
     }
 
+    /// A config of 16,000 jobs parses (each job's lines found without
+    /// counting from the start of the file again).
+    #[test]
+    fn sixteen_thousand_jobs_parse() {
+        let text: String = (0..16_000)
+            .map(|i| {
+                format!("[[job]]\nname = \"j{i}\"\nsource = \"http://h/s/\"\ndir = \"/m/{i}\"\n")
+            })
+            .collect();
+        let config = parse(&text).unwrap();
+        assert_eq!(config.jobs.len(), 16_000);
+        assert_eq!(config.jobs[15_999].dir, Path::new("/m/15999"));
+        let e = err(&format!(
+            "{text}[[job]]\nname = \"j7\"\nsource = \"http://h/s/\"\ndir = \"/m/x\"\n"
+        ));
+        assert_eq!(e.line, Some(64_002), "{e}");
+        assert!(e.to_string().contains("first at line 30"), "{e}");
+    }
+
+    /// Two spellings of one directory through a symlink are one mirror
+    /// directory: jobs of different sources cannot share it.
+    #[test]
+    fn a_dir_reached_through_a_symlink_is_the_same_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+        let file = tmp.path().join("sstream.toml");
+        let text = "[[job]]\nname = \"a\"\nsource = \"http://h/a/\"\ndir = \"real/stable\"\n\
+                    [[job]]\nname = \"b\"\nsource = \"http://h/b/\"\ndir = \"link/stable\"\n";
+        let e = Config::parse(text, &file).expect_err("one directory, two sources");
+        let shown = e.to_string();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(8), Some("dir")),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("is also the dir of job \"a\" (line 4)")
+                && shown.contains("through a symlink"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "{shown}");
+    }
+
+    /// A content index in a mirror directory, by its name or through a
+    /// symlink, is refused.
+    #[test]
+    fn a_content_index_inside_a_mirror_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("mirrors")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("mirrors"), tmp.path().join("link")).unwrap();
+        let file = tmp.path().join("sstream.toml");
+        let job = "[[job]]\nname = \"a\"\nsource = \"http://h/a/\"\ndir = \"mirrors/a\"\n";
+        for index in ["mirrors/a/.content", "link/a/x/content"] {
+            let text = format!("[defaults]\ncontent_index = \"{index}\"\n{job}");
+            let e = Config::parse(&text, &file).expect_err(index);
+            let shown = e.to_string();
+            assert_eq!(e.line, Some(2), "{shown}");
+            assert_eq!(e.key.as_deref(), Some("content_index"), "{shown}");
+            assert!(
+                shown.contains("is inside the mirror directory") && shown.contains("job \"a\""),
+                "{shown}"
+            );
+        }
+        let text = format!("[defaults]\ncontent_index = \"link/.content\"\n{job}");
+        assert!(Config::parse(&text, &file).is_ok(), "beside the mirror");
+    }
+
+    /// The error of `sstream mirror FLAG VALUE SOURCE DIR`.
+    fn mirror_flag_error(flag: &str, value: &str) -> String {
+        use clap::Args;
+        let cmd = crate::mirror::MirrorArgs::augment_args(clap::Command::new("m"));
+        cmd.try_get_matches_from(["m", flag, value, "http://h/", "/tmp/x"])
+            .expect_err("refused on the command line too")
+            .to_string()
+    }
+
+    /// The same value is refused or accepted the same way as on the command
+    /// line: `limit_rate = 0` as `--limit-rate 0`; `segment_threshold` has
+    /// its key.
+    #[test]
+    fn option_values_are_checked_as_their_flags() {
+        let job = "[[job]]\nname = \"a\"\nsource = \"http://h/s/\"\ndir = \"/m/a\"\n";
+        for (key, value) in [
+            ("limit_rate", "0"),
+            ("limit_rate", "\"0K\""),
+            ("jobs", "0"),
+            ("timeout", "0"),
+        ] {
+            let e = err(&format!("{job}{key} = {value}\n"));
+            assert_eq!((e.line, e.key.as_deref()), (Some(5), Some(key)), "{e}");
+            let flag = format!("--{}", key.replace('_', "-"));
+            let cli = mirror_flag_error(&flag, value.trim_matches('"'));
+            assert!(cli.contains(&e.message), "{cli} vs {e}");
+        }
+        let config = parse(&format!("{job}segment_threshold = \"1M\"\ntimeout = 0.5\n")).unwrap();
+        assert_eq!(config.jobs[0].options.segment_threshold, Size(1 << 20));
+        assert_eq!(
+            config.jobs[0].options.timeout.get(),
+            Duration::from_millis(500)
+        );
+    }
+
     #[test]
     fn same_dir_same_source_is_allowed() {
         let text = "[[job]]\nname = \"images\"\nsource = \"http://h/s/\"\ndir = \"/m\"\nfilters = [\"arch=amd64\"]\n\
@@ -1041,6 +1149,7 @@ on_success = "echo done"
 
     #[test]
     fn sizes_and_durations() {
+        let parse_size = |t: &str| t.parse::<Size>().map(|s| s.0);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert_eq!(parse_size("512K").unwrap(), 512 << 10);
         assert_eq!(parse_size("20M").unwrap(), 20 << 20);
@@ -1067,8 +1176,8 @@ on_success = "echo done"
             .try_get_matches_from(["m", "http://h/", "/tmp/x"])
             .unwrap();
         let args = crate::mirror::MirrorArgs::from_arg_matches(&m).unwrap();
-        assert_eq!(args.jobs, DEFAULT_JOBS);
-        assert_eq!(args.retries, DEFAULT_RETRIES);
-        assert_eq!(Duration::from_secs_f64(args.timeout), DEFAULT_TIMEOUT);
+        let text = "[[job]]\nname = \"a\"\nsource = \"http://h/\"\ndir = \"/tmp/x\"\n";
+        let job = &parse(text).unwrap().jobs[0];
+        assert_eq!(format!("{:?}", args.job), format!("{:?}", job.options));
     }
 }

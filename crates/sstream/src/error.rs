@@ -1,12 +1,30 @@
 //! The CLI's error: what went wrong, with its cause chain, and the exit
-//! code it maps to (as cargo's `CliError`).
+//! code it maps to (as cargo's `CliError`); and the exit codes of every
+//! command, defined here only.
 
 use std::fmt;
 
-/// Exit code of a failed run.
+/// Exit code of a run that did what it was asked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a failed run (for `verify`: problems found; for `status`:
+/// a job unhealthy).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code of a usage error (bad arguments, a bad config).
+/// Exit code of a usage error: bad arguments, an unusable configuration,
+/// keyring or key.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `verify` when the metadata is invalid (parse or signature
+/// failure) or the target unreachable.
+pub const EXIT_METADATA: u8 = 3;
+
+/// The exit codes, as `sstream --help` (and so its man page) lists them.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  failure: a run, a job or a hook failed; verify found problems; status
+     found a job failed or stale
+  2  usage error: bad arguments, an unusable configuration, keyring or key
+  3  verify: metadata invalid (parse or signature failure) or target
+     unreachable";
 
 /// An error of a command, and its exit code.
 #[derive(Debug)]
@@ -27,11 +45,16 @@ impl CliError {
     }
 
     /// A usage error (exit 2).
-    pub fn usage(message: impl fmt::Display) -> CliError {
+    pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
         CliError {
-            error: anyhow::anyhow!("{message}"),
+            error: error.into(),
             code: EXIT_USAGE,
         }
+    }
+
+    /// A usage error (exit 2) told by its message.
+    pub fn usage_message(message: impl fmt::Display) -> CliError {
+        CliError::usage(anyhow::anyhow!("{message}"))
     }
 
     /// The message, one line per problem: several item failures each on
@@ -74,12 +97,6 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-impl From<String> for CliError {
-    fn from(message: String) -> CliError {
-        CliError::new(anyhow::Error::msg(message))
-    }
-}
-
 impl fmt::Display for CliError {
     /// The error and each cause not already part of the message before it,
     /// joined with `: ` (library errors name their cause in their own text).
@@ -110,6 +127,6 @@ mod tests {
         let lib = simplestreams::Error::io("/m/x", io);
         let e = CliError::new(Err::<(), _>(lib).context("mirroring job maas").unwrap_err());
         assert_eq!(e.to_string(), "mirroring job maas: /m/x: disk on fire");
-        assert_eq!(CliError::usage("bad").code, EXIT_USAGE);
+        assert_eq!(CliError::usage_message("bad").code, EXIT_USAGE);
     }
 }

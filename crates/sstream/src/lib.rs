@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod job;
 pub mod key;
 pub mod logging;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! A small logger: `-v` levels to stderr, optionally also to `--log-file`.
 
+use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -44,7 +45,7 @@ impl log::Log for Logger {
 }
 
 /// Installs the logger: warnings by default, info with `-v`, debug with `-vv`.
-pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<(), String> {
+pub fn init(verbose: u8, log_file: Option<&Path>) -> anyhow::Result<()> {
     let level = match verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -56,7 +57,7 @@ pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<(), String> {
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?,
+                .with_context(|| p.display().to_string())?,
         )),
         None => None,
     };

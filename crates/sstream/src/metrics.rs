@@ -13,15 +13,14 @@ pub const TEXTFILE_NAME: &str = "sstream.prom";
 
 /// Writes [`render`]`(records)` to `DIR/`[`TEXTFILE_NAME`] atomically (a
 /// temporary file, hidden from the collector, renamed over the old one).
-pub fn write_textfile(dir: &Path, records: &[StatusRecord]) -> Result<(), String> {
+pub fn write_textfile(dir: &Path, records: &[StatusRecord]) -> anyhow::Result<()> {
     if !dir.is_dir() {
-        return Err(format!(
+        anyhow::bail!(
             "{}: not a directory (the metrics textfile directory)",
             dir.display()
-        ));
+        );
     }
-    let rel = RelPath::parse(TEXTFILE_NAME).map_err(|e| e.to_string())?;
-    DirStore::new(dir)
-        .write_atomic(&rel, render(records).as_bytes())
-        .map_err(|e| e.to_string())
+    let rel = RelPath::parse(TEXTFILE_NAME)?;
+    DirStore::new(dir).write_atomic(&rel, render(records).as_bytes())?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ use simplestreams::metadata::{MetadataReader, read_stream};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::source::{Source, TransferOptions};
 use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
 
 /// Options shared by `sstream query` and the drop-in `sstream-query`.
 #[derive(Debug, Clone, Args)]
@@ -35,7 +36,7 @@ pub struct QueryArgs {
 }
 
 /// Runs a query and prints the items.
-pub fn run(args: QueryArgs) -> Result<(), CliError> {
+pub fn run(args: QueryArgs) -> Result<ExitCode, CliError> {
     args.stream.init_logging()?;
     let filters = FilterGroups::parse(&[&args.filters])?;
     let (spec, verification) = args.stream.open(&args.mirror_url)?;
@@ -46,9 +47,7 @@ pub fn run(args: QueryArgs) -> Result<(), CliError> {
         item_download: true,
         ..MirrorOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let reader = MetadataReader::new(source, spec.entry, verification);
     let stream = runtime.block_on(read_stream(&reader, None))?;
     let items = simplestreams::query::query(stream, &spec.root, &options);
@@ -60,7 +59,7 @@ pub fn run(args: QueryArgs) -> Result<(), CliError> {
         for item in &items {
             let text = match &args.output_format {
                 Some(fmt) => format_item(fmt, item).map_err(|e| {
-                    format!(
+                    anyhow::anyhow!(
                         "--output-format {fmt:?}: {e} ({})",
                         item.get("item_url").unwrap_or_default()
                     )
@@ -76,8 +75,8 @@ pub fn run(args: QueryArgs) -> Result<(), CliError> {
         result
     };
     match written.and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(anyhow::Error::new(e).context("stdout").into()),
     }
 }

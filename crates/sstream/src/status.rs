@@ -4,7 +4,9 @@
 //! never succeeded, or its last success is older than `--max-age` (so it
 //! can back a monitoring check), 2 when the configuration is unusable.
 
-use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job, parse_duration};
+use crate::config::{Config, DEFAULT_PATH, Job};
+use crate::error::{CliError, EXIT_FAILURE, EXIT_OK};
+use crate::job::parse_duration;
 use clap::Args;
 use serde::Serialize;
 use simplestreams::status::{StatusRecord, Timestamp};
@@ -71,21 +73,9 @@ struct Report {
 }
 
 /// Runs `sstream status`.
-pub fn run(args: StatusArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sstream status: error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let jobs = match config.select(&args.jobs) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("sstream status: error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load(&args.config).map_err(CliError::usage)?;
+    let jobs = config.select(&args.jobs).map_err(CliError::usage)?;
     let now = SystemTime::now();
     let statuses: Vec<JobStatus> = jobs
         .into_iter()
@@ -98,26 +88,43 @@ pub fn run(args: StatusArgs) -> ExitCode {
         jobs: statuses,
     };
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("sstream status: error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        // JSON escapes control characters itself.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(CliError::new)?
+        );
     } else {
         print!("{}", table(&report.jobs, now));
         for s in &report.jobs {
             if let Some(problem) = &s.problem {
-                eprintln!("sstream status: {}: {problem}", s.job);
+                eprintln!(
+                    "sstream status: {}: {}",
+                    printable(&s.job),
+                    printable(problem)
+                );
             }
         }
     }
-    if report.healthy {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if report.healthy {
+        EXIT_OK
     } else {
-        ExitCode::FAILURE
-    }
+        EXIT_FAILURE
+    }))
+}
+
+/// `text` safe to print on a terminal: control characters (escape
+/// sequences, carriage returns, line breaks of a forged status record)
+/// shown escaped, as `\u{1b}`, instead of sent raw.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Reads `job`'s record and judges it.
@@ -165,7 +172,17 @@ fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
     } else {
         (Health::Ok, None)
     };
+    let future = record
+        .last_success
+        .filter(|t| t.system_time() > now)
+        .map(|t| {
+            format!(
+                "last success at {} is in the future (a wrong clock or a forged record)",
+                seconds(t)
+            )
+        });
     let stale = match age {
+        _ if future.is_some() => future,
         None => Some("never succeeded".to_owned()),
         Some(a) if a > max_age => Some(format!(
             "last success {} ago, older than --max-age {}",
@@ -206,7 +223,7 @@ fn table(jobs: &[JobStatus], now: SystemTime) -> String {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         rows.push([
-            s.job.clone(),
+            printable(&s.job),
             health,
             r.map_or_else(dash, |r| seconds(r.finished)),
             r.and_then(|r| r.last_success).map_or_else(dash, seconds),

@@ -4,6 +4,7 @@
 use crate::error::CliError;
 use clap::Args;
 use simplestreams::metadata::Verification;
+use simplestreams::path::RelPath;
 use simplestreams::source::{SourceSpec, split_source};
 use std::path::PathBuf;
 
@@ -39,9 +40,34 @@ impl StreamArgs {
     /// Splits `source` into root and entry document, and loads what
     /// verifying it takes (see [`Verification::for_entry`]).
     pub fn open(&self, source: &str) -> Result<(SourceSpec, Verification), CliError> {
-        let spec = split_source(source, self.path.as_deref())?;
-        let verification =
-            Verification::for_entry(&spec.entry, self.keyring.as_deref(), self.no_verify)?;
-        Ok((spec, verification))
+        self.open_with(source, |_| Ok::<(), std::convert::Infallible>(()))?
+            .map_err(|never| match never {})
+    }
+
+    /// [`open`](Self::open), with `discover` settling the entry document
+    /// after the source is split and before its verification is loaded
+    /// (`sstream verify` reads a mirror directory's entry from what it
+    /// has). A failure of `discover` is given as the inner error.
+    pub fn open_with<E>(
+        &self,
+        source: &str,
+        discover: impl FnOnce(&mut SourceSpec) -> Result<(), E>,
+    ) -> Result<Result<(SourceSpec, Verification), E>, CliError> {
+        let mut spec = split_source(source, self.path.as_deref())?;
+        if let Err(e) = discover(&mut spec) {
+            return Ok(Err(e));
+        }
+        let verification = self.verification(&spec.entry)?;
+        Ok(Ok((spec, verification)))
+    }
+
+    /// What verifying the entry document `entry` takes (see
+    /// [`Verification::for_entry`]).
+    pub fn verification(&self, entry: &RelPath) -> Result<Verification, CliError> {
+        Ok(Verification::for_entry(
+            entry,
+            self.keyring.as_deref(),
+            self.no_verify,
+        )?)
     }
 }

@@ -5,15 +5,10 @@
 //! does not stop the others. Exit status: 0 when every job and hook
 //! succeeded, 1 otherwise, 2 when the configuration is unusable.
 
-use crate::config::{Config, DEFAULT_PATH, EXIT_CONFIG, Job};
-use crate::error::CliError;
-use crate::mirror::{DEFAULT_DELETE_DELAY, JobParts, WIPE_GUARD, publication};
-use crate::sign::PassphraseArgs;
-use crate::stream_args::StreamArgs;
+use crate::config::{Config, DEFAULT_PATH, Job};
+use crate::error::{CliError, EXIT_FAILURE};
+use anyhow::Context;
 use clap::Args;
-use simplestreams::mirror::RunSettings;
-use simplestreams::plan::MirrorOptions;
-use simplestreams::source::TransferOptions;
 use simplestreams::status::{self, RunResult, StatusRecord, Timestamp};
 use simplestreams::units::human_size as human;
 use std::collections::BTreeSet;
@@ -83,42 +78,25 @@ impl JobFailure {
     }
 }
 
-/// Runs `sstream sync`.
-pub fn run(args: SyncArgs) -> ExitCode {
-    if let Err(e) = crate::logging::init(args.verbose, args.log_file.as_deref()) {
-        eprintln!("sstream sync: error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sstream sync: error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let jobs = match config.select(&args.jobs) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("sstream sync: error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+/// Runs `sstream sync`: 0 when every job and hook succeeded, 1 otherwise;
+/// an unusable configuration is a usage error (2).
+pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
+    crate::logging::init(args.verbose, args.log_file.as_deref()).map_err(CliError::usage)?;
+    let config = Config::load(&args.config).map_err(CliError::usage)?;
+    let jobs = config.select(&args.jobs).map_err(CliError::usage)?;
     let mut all_ok = true;
     for job in jobs {
         all_ok &= sync_job(job, &args);
     }
     if let (Some(dir), false) = (&args.metrics_textfile, args.dry_run) {
         let records = records_of(&config);
-        if let Err(e) = crate::metrics::write_textfile(dir, &records) {
-            eprintln!("sstream sync: error: metrics: {e}");
-            all_ok = false;
-        }
+        crate::metrics::write_textfile(dir, &records).context("metrics")?;
     }
-    if all_ok {
+    Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
-    }
+        ExitCode::from(EXIT_FAILURE)
+    })
 }
 
 /// Runs one job: mirror, record, report, hook. Whether all of it succeeded.
@@ -195,7 +173,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
     if let Some((which, command)) = hook
         && let Err(e) = run_hook(job, which, command, &record)
     {
-        say(&e);
+        say(&e.to_string());
         ok = false;
     }
     ok
@@ -224,10 +202,50 @@ fn summary(r: &StatusRecord) -> String {
     }
 }
 
+/// A hook that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// `sh` could not be started or waited for.
+    #[error("{which} hook: cannot {what} sh: {source}")]
+    Shell {
+        /// `on_success` or `on_failure`.
+        which: String,
+        /// `run` or `wait for`.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It ran longer than the job's `hook_timeout`.
+    #[error("{which} hook timed out after {} and was killed: {command}", humantime::format_duration(*.limit))]
+    TimedOut {
+        /// `on_success` or `on_failure`.
+        which: String,
+        /// The hook's command.
+        command: String,
+        /// The job's `hook_timeout`.
+        limit: Duration,
+    },
+    /// It exited unsuccessfully.
+    #[error("{which} hook failed ({status}): {command}")]
+    Failed {
+        /// `on_success` or `on_failure`.
+        which: String,
+        /// The hook's command.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+}
+
 /// Runs a hook with `sh -c` in a process group of its own, its environment
 /// telling what the run did; kills the group when it outlives the job's
 /// `hook_timeout`.
-fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(), String> {
+fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(), HookError> {
+    let shell = |what, source| HookError::Shell {
+        which: which.to_owned(),
+        what,
+        source,
+    };
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -239,23 +257,25 @@ fn run_hook(job: &Job, which: &str, command: &str, r: &StatusRecord) -> Result<(
         .stdin(Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("{which} hook: cannot run sh: {e}"))?;
-    let status = match wait_at_most(&mut child, job.hook_timeout)
-        .map_err(|e| format!("{which} hook: cannot wait for sh: {e}"))?
-    {
-        Some(status) => status,
-        None => {
-            kill_group(&mut child);
-            return Err(format!(
-                "{which} hook timed out after {} and was killed: {command}",
-                humantime::format_duration(job.hook_timeout)
-            ));
-        }
+        .map_err(|e| shell("run", e))?;
+    let Some(status) =
+        wait_at_most(&mut child, job.hook_timeout).map_err(|e| shell("wait for", e))?
+    else {
+        kill_group(&mut child);
+        return Err(HookError::TimedOut {
+            which: which.to_owned(),
+            command: command.to_owned(),
+            limit: job.hook_timeout,
+        });
     };
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{which} hook failed ({status}): {command}"))
+        Err(HookError::Failed {
+            which: which.to_owned(),
+            command: command.to_owned(),
+            status,
+        })
     }
 }
 
@@ -315,8 +335,9 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
 /// on stdout instead).
 pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, JobFailure> {
     let chatty = progress || log::max_level() >= log::LevelFilter::Info;
-    let summary = parts(job)
-        .and_then(JobParts::build)
+    let summary = job
+        .mirror_job()
+        .build()
         .and_then(|mirror| crate::mirror::execute(&mirror, dry_run, progress, chatty))
         .map_err(|e| JobFailure::new(e.lines()))?;
     Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
@@ -325,46 +346,6 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
         bytes: s.report.bytes,
         removed: s.report.deleted as u64,
     }))
-}
-
-/// The library job a config job describes.
-fn parts(job: &Job) -> Result<JobParts, CliError> {
-    let publication = publication(job.sign_key.as_deref(), &PassphraseArgs::default())?;
-    Ok(JobParts {
-        source: job.source.clone(),
-        dir: job.dir.clone(),
-        stream: StreamArgs {
-            path: job.path.clone(),
-            verbose: 0,
-            log_file: None,
-            keyring: job.keyring.clone(),
-            no_verify: job.no_verify,
-        },
-        mirrors: job.mirrors.clone(),
-        transfer: TransferOptions {
-            retries: job.retries,
-            idle_timeout: job.timeout.max(Duration::from_millis(100)),
-            limit_rate: job.limit_rate.filter(|&r| r > 0),
-            ..TransferOptions::default()
-        },
-        options: MirrorOptions {
-            filters: job.filters.clone(),
-            max: job.max,
-            keep: job.keep,
-            item_download: !job.no_item_download,
-            prune: job.prune,
-            verify_existing: job.verify_existing,
-        },
-        settings: RunSettings {
-            jobs: job.jobs,
-            wait: job.wait,
-            wipe_guard: (!job.force).then_some(WIPE_GUARD),
-            min_free: job.min_free,
-            delete_delay: job.delete_delay.unwrap_or(DEFAULT_DELETE_DELAY),
-            content_index: job.content_index.clone(),
-            publication,
-        },
-    })
 }
 
 /// Calls `f` for every regular file under `dir` (symlinks not followed).

@@ -34,9 +34,9 @@ pub fn store_at(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
 
 /// The status record of `job` in the mirror at `dir` (see
 /// [`simplestreams::status::read`]).
-pub fn read_status(dir: &Path, job: &str) -> Result<Option<StatusRecord>, String> {
-    let store = store_at(dir).map_err(|e| e.to_string())?;
-    simplestreams::status::read(store.as_ref(), job).map_err(|e| e.to_string())
+pub fn read_status(dir: &Path, job: &str) -> Result<Option<StatusRecord>, CliError> {
+    let store = store_at(dir)?;
+    Ok(simplestreams::status::read(store.as_ref(), job)?)
 }
 
 /// Whether `dir` names a bucket rather than a directory.

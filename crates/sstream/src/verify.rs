@@ -1,28 +1,23 @@
 //! `sstream verify TARGET`: audit a mirror as a client would, with exit
 //! codes a cron job or a monitoring check can act on.
 
+use crate::error::{CliError, EXIT_FAILURE, EXIT_METADATA, EXIT_OK, EXIT_USAGE};
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::Result;
 use simplestreams::audit::{
     AuditOptions, Problem, Report, Scheduled, audit, audit_store, problem_of_error, store_entry,
 };
-use simplestreams::metadata::Verification;
 use simplestreams::path::RelPath;
-use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url, split_source};
+use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url};
 use simplestreams::store::is_s3_target;
 use simplestreams::units::human_size as human;
 use std::io::Write;
 use std::process::ExitCode;
 
-/// Exit status: everything checked is fine (warnings allowed without --strict).
-pub const EXIT_OK: u8 = 0;
-/// Exit status: problems found (missing or corrupt items, state disagreement...).
-pub const EXIT_PROBLEMS: u8 = 1;
-/// Exit status: usage error (bad arguments, unusable keyring).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status: metadata invalid (parse or signature failure) or target unreachable.
-pub const EXIT_METADATA: u8 = 3;
+/// Exit status: problems found (missing or corrupt items, state
+/// disagreement...): the failure code.
+const EXIT_PROBLEMS: u8 = EXIT_FAILURE;
 
 const AFTER_HELP: &str = "\
 Entry document:
@@ -103,78 +98,76 @@ struct JsonOut<'a> {
     scheduled: &'a [Scheduled],
 }
 
-/// Runs `sstream verify` and gives its exit status.
-pub fn run(args: VerifyArgs) -> ExitCode {
-    ExitCode::from(verify(&args))
-}
-
-fn verify(args: &VerifyArgs) -> u8 {
-    if let Err(e) = args.stream.init_logging() {
-        return usage(&e.to_string());
-    }
+/// Runs `sstream verify`: its exit status is the audit's verdict; an
+/// unusable target or keyring is a usage error.
+pub fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    args.stream
+        .init_logging()
+        .map_err(|e| e.with_code(EXIT_USAGE))?;
     let options = AuditOptions {
         full: args.full,
         jobs: args.jobs.max(1),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sstream verify: error: cannot start the runtime: {e}");
-            return EXIT_METADATA;
-        }
+    let runtime = crate::runtime().map_err(|e| {
+        CliError::new(anyhow::Error::new(e).context("cannot start the runtime"))
+            .with_code(EXIT_METADATA)
+    })?;
+    let result = if is_s3_target(&args.target) {
+        audit_bucket(&args, &options, &runtime)?
+    } else {
+        audit_tree(&args, &options, &runtime)?
     };
-    if is_s3_target(&args.target) {
-        return match audit_bucket(args, &options, &runtime) {
-            Ok(result) => conclude(args, result),
-            Err(code) => code,
-        };
-    }
-    let mut spec = match split_source(&args.target, args.stream.path.as_deref()) {
-        Ok(spec) => spec,
-        Err(e) => return usage(&e.to_string()),
-    };
-    let result = match runtime.block_on(find_entry(args, &mut spec)) {
-        Ok(()) => {
-            let keyring = args.stream.keyring.as_deref();
-            match Verification::for_entry(&spec.entry, keyring, args.stream.no_verify) {
-                Ok(verification) => runtime.block_on(audit(&spec, verification, &options)),
-                Err(e) => return usage(&e.to_string()),
-            }
-        }
+    conclude(&args, result).map(ExitCode::from)
+}
+
+/// Audits the mirror directory or served mirror `args.target` (its entry
+/// found as "Entry document" says). An unusable target or keyring is a
+/// usage error (`Err`); what the audit finds is the inner result.
+fn audit_tree(
+    args: &VerifyArgs,
+    options: &AuditOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Result<Report>, CliError> {
+    let opened = args
+        .stream
+        .open_with(&args.target, |spec| {
+            runtime.block_on(find_entry(args, spec))
+        })
+        .map_err(|e| e.with_code(EXIT_USAGE))?;
+    Ok(match opened {
+        Ok((spec, verification)) => runtime.block_on(audit(&spec, verification, options)),
         Err(e) => Err(e),
-    };
-    conclude(args, result)
+    })
 }
 
 /// Audits the bucket mirror `args.target` (its entry: `--path`, the
 /// document the URL names, else the one the mirror has). An unusable
-/// target, AWS configuration or keyring is a usage error (`Err`: the exit
-/// status).
+/// target, AWS configuration or keyring is a usage error (`Err`).
 fn audit_bucket(
     args: &VerifyArgs,
     options: &AuditOptions,
     runtime: &tokio::runtime::Runtime,
-) -> Result<Result<Report>, u8> {
+) -> Result<Result<Report>, CliError> {
     let (url, named) = crate::target::split_bucket_target(&args.target);
-    let store = crate::target::open_store(url).map_err(|e| usage(&e.to_string()))?;
+    let store = crate::target::open_store(url).map_err(|e| e.with_code(EXIT_USAGE))?;
     let entry = match args.stream.path.as_deref().or(named) {
-        Some(p) => RelPath::parse(p).map_err(|e| usage(&format!("--path {p:?}: {e}")))?,
+        Some(p) => {
+            RelPath::parse(p).map_err(|e| CliError::usage_message(format!("--path {p:?}: {e}")))?
+        }
         None => match runtime.block_on(store_entry(store.clone())) {
             Ok(entry) => entry,
             Err(e) => return Ok(Err(e)),
         },
     };
-    let keyring = args.stream.keyring.as_deref();
-    let verification = Verification::for_entry(&entry, keyring, args.stream.no_verify)
-        .map_err(|e| usage(&e.to_string()))?;
+    let verification = args
+        .stream
+        .verification(&entry)
+        .map_err(|e| e.with_code(EXIT_USAGE))?;
     Ok(runtime.block_on(audit_store(store, entry, verification, options)))
 }
 
 /// Prints the outcome of an audit and gives the exit status.
-fn conclude(args: &VerifyArgs, result: Result<Report>) -> u8 {
+fn conclude(args: &VerifyArgs, result: Result<Report>) -> Result<u8, CliError> {
     let (report, code) = match result {
         Ok(report) => {
             let failing = report.errors() > 0 || (args.strict && !report.problems.is_empty());
@@ -189,10 +182,9 @@ fn conclude(args: &VerifyArgs, result: Result<Report>) -> u8 {
             (report, EXIT_METADATA)
         }
     };
-    if let Err(e) = print(args, &report, code) {
-        eprintln!("sstream verify: error: stdout: {e}");
-    }
-    code
+    print(args, &report, code)
+        .map_err(|e| CliError::new(anyhow::Error::new(e).context("stdout")).with_code(code))?;
+    Ok(code)
 }
 
 /// Whether the entry document was left to the default: no `--path`, and a
@@ -212,11 +204,6 @@ async fn find_entry(args: &VerifyArgs, spec: &mut SourceSpec) -> Result<()> {
         spec.entry = source.find_entry().await?;
     }
     Ok(())
-}
-
-fn usage(message: &str) -> u8 {
-    eprintln!("sstream verify: error: {message}");
-    EXIT_USAGE
 }
 
 fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {

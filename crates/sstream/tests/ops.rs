@@ -595,6 +595,82 @@ fn status_flags_failed_stale_and_never_run_jobs() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
 }
 
+/// A status record is the mirror's, not the config's: one forged with
+/// escape sequences in its errors prints them escaped, and one whose last
+/// success is in the future is not healthy.
+#[test]
+fn status_escapes_a_forged_record_and_flags_a_success_in_the_future() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut body = String::new();
+    for job in ["forged", "future"] {
+        body.push_str(&format!(
+            "[[job]]\nname = \"{job}\"\nsource = \"http://127.0.0.1:9/\"\ndir = \"{job}\"\n\n"
+        ));
+    }
+    let config = tmp.path().join("sstream.toml");
+    fs::write(&config, body).unwrap();
+    let config = config.to_str().unwrap();
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let forged = StatusRecord {
+        job: "forged".into(),
+        source: "http://127.0.0.1:9/".into(),
+        started: Timestamp::from(now - hour),
+        finished: Timestamp::from(now - hour),
+        result: RunResult::Failed,
+        errors: vec!["\u{1b}]0;owned\u{7}\u{1b}[2J\rall fine\nreally".into()],
+        changed: false,
+        files_downloaded: 0,
+        bytes_downloaded: 0,
+        files_removed: 0,
+        bytes_on_disk: 0,
+        last_success: Some(Timestamp::from(now - hour)),
+    };
+    status::write(&DirStore::new(tmp.path().join("forged")), &forged).unwrap();
+    let future = StatusRecord {
+        job: "future".into(),
+        result: RunResult::Ok,
+        errors: vec![],
+        last_success: Some(Timestamp::from(now + 24 * hour)),
+        ..forged.clone()
+    };
+    status::write(&DirStore::new(tmp.path().join("future")), &future).unwrap();
+
+    let out = sstream(tmp.path(), &["status", "--config", config]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    for shown in [&stdout, &stderr] {
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters: {shown:?}"
+        );
+    }
+    assert!(
+        stderr.contains("sstream status: forged: last run failed at ")
+            && stderr.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\rall fine\\nreally"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sstream status: future: last success at ")
+            && stderr.contains("is in the future"),
+        "{stderr}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("future "))
+        .unwrap_or_else(|| panic!("no row for future:\n{stdout}"));
+    assert!(!row.contains(" ok "), "{row}");
+
+    let out = sstream(
+        tmp.path(),
+        &["status", "--config", config, "--json", "future"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], false);
+    assert_eq!(report["jobs"][0]["health"], "stale");
+}
+
 #[test]
 fn bad_configs_are_one_line_errors_naming_file_line_and_key_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
@@ -684,7 +760,7 @@ fn the_shipped_config_parses() {
         Path::new("/var/www/html/maas/images/ephemeral-v3/stable")
     );
     assert_eq!(
-        job.keyring.as_deref(),
+        job.options.keyring.as_deref(),
         Some(Path::new(
             "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
         ))
@@ -693,7 +769,7 @@ fn the_shipped_config_parses() {
         job.filters.to_string(),
         r#"["arch=amd64", "release~(trusty|xenial)"] | ["os~(grub*|pxelinux)"]"#
     );
-    assert_eq!(job.max, Some(1));
+    assert_eq!(job.options.max, Some(1));
     // Every commented-out key is a real key: uncommented, the file still parses.
     let text = fs::read_to_string(&file).unwrap();
     let uncommented: String = text
@@ -711,9 +787,9 @@ fn the_shipped_config_parses() {
     let all = Config::load(&copy).unwrap_or_else(|e| panic!("uncommented: {e}"));
     let job = &all.jobs[0];
     assert!(job.on_success.is_some() && job.on_failure.is_some());
-    assert!(job.sign_key.is_some() && job.limit_rate.is_some());
-    assert!(job.delete_delay.is_some() && job.min_free.is_some());
-    assert_eq!(job.mirrors.len(), 1);
+    assert!(job.options.sign_key.is_some() && job.options.limit_rate.is_some());
+    assert!(job.options.delete_delay.is_some() && job.options.min_free.is_some());
+    assert_eq!(job.options.mirrors.len(), 1);
 }
 
 /// The shipped units, as `systemd-analyze verify` sees them (with the
