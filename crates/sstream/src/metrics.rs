@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use simplestreams::path::RelPath;
 use simplestreams::status::StatusRecord;
-use simplestreams::store::{DirStore, Store};
+use simplestreams::store::DirStore;
 use std::path::Path;
 
 /// The file `--metrics-textfile DIR` writes.
@@ -153,7 +153,7 @@ pub fn write_textfile(dir: &Path, records: &[StatusRecord]) -> Result<(), String
     }
     let rel = RelPath::parse(TEXTFILE_NAME).map_err(|e| e.to_string())?;
     DirStore::new(dir)
-        .write_atomic(&rel, render(records).as_bytes())
+        .write_atomic_blocking(&rel, render(records).as_bytes())
         .map_err(|e| e.to_string())
 }
 

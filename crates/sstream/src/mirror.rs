@@ -211,9 +211,10 @@ impl JobParts {
             connections: self.settings.jobs.max(1),
             ..self.transfer
         };
+        // A bucket's point requests are bounded by the transfer timeout.
+        let store = crate::target::store_at(&self.dir, transfer.idle_timeout)?;
         let source = Source::new(spec.root, mirrors, transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        let store = crate::target::store_at(&self.dir)?;
         let mut settings = self.settings;
         if let Some(dir) = &settings.content_index
             && !ContentIndex::new(dir).shares_filesystem_with(&self.dir)

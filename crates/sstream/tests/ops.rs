@@ -83,7 +83,7 @@ fn seed_spec() -> SampleSpec {
 }
 
 fn record(dir: &Path, job: &str) -> StatusRecord {
-    status::read(&DirStore::new(dir), job)
+    status::read_blocking(&DirStore::new(dir), job)
         .unwrap()
         .unwrap_or_else(|| panic!("no status record of {job} in {}", dir.display()))
 }
@@ -463,7 +463,10 @@ fn write_record(
         bytes_on_disk: 3 << 20,
         last_success: last_ok.map(|d| Timestamp::from(now - d)),
     };
-    status::write(&DirStore::new(dir), &r).unwrap();
+    let runtime = simplestreams::runtime::build().unwrap();
+    runtime
+        .block_on(status::write(&DirStore::new(dir), &r))
+        .unwrap();
 }
 
 #[test]

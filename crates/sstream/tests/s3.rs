@@ -12,7 +12,7 @@ mod s3_support;
 mod support;
 
 use faults_support::{Rng, args, assert_failed, assert_ok, inconsistencies, mirror, stderr};
-use s3_support::{Fault, Kind, Logged, Rule, S3Server};
+use s3_support::{Fault, Kind, Logged, Rule, S3Server, block};
 use simplestreams::path::RelPath;
 use simplestreams::sample::{self, SampleSpec};
 use simplestreams::store::Store;
@@ -145,38 +145,42 @@ fn staged_uploads_appear_only_on_commit(kind: Kind) {
     let rel = RelPath::parse("a/big.img").unwrap();
     let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
     for (commit, mib) in [(false, 19usize), (true, 19), (true, 1)] {
-        let mut staged = store.stage(&rel).unwrap();
+        let mut staged = block(store.stage(&rel)).unwrap();
         staged.begin(0, &mut |_| {}).unwrap();
         for _ in 0..mib {
             staged.write(&chunk).unwrap();
         }
         staged.sync().unwrap();
-        assert_eq!(store.stamp(&rel), None, "visible before commit ({mib} MiB)");
+        assert_eq!(
+            block(store.stamp(&rel)),
+            None,
+            "visible before commit ({mib} MiB)"
+        );
         assert!(
-            store.list().unwrap().is_empty(),
+            block(store.list()).unwrap().is_empty(),
             "{kind:?}: something listed"
         );
         if commit {
-            staged.commit().unwrap();
-            let stamp = store.stamp(&rel).expect("committed");
+            block(staged.commit()).unwrap();
+            let stamp = block(store.stamp(&rel)).expect("committed");
             assert_eq!(stamp.len, (mib << 20) as u64);
-            let back = store.read(&rel).unwrap().unwrap();
+            let back = block(store.read(&rel)).unwrap().unwrap();
             assert!(back.chunks(1 << 20).all(|c| c == chunk.as_slice()));
-            store.remove(&rel).unwrap();
+            block(store.remove(&rel)).unwrap();
         } else {
-            staged.discard().unwrap();
+            block(staged.discard()).unwrap();
         }
-        assert_eq!(store.stamp(&rel), None);
+        assert_eq!(block(store.stamp(&rel)), None);
     }
     // Unchanged content is not written again (same stamp).
     let doc = RelPath::parse("streams/v1/index.json").unwrap();
-    store.write_atomic(&doc, b"{}").unwrap();
-    let before = store.stamp(&doc).unwrap();
+    block(store.write_atomic(&doc, b"{}")).unwrap();
+    let before = block(store.stamp(&doc)).unwrap();
     thread::sleep(Duration::from_millis(1100));
-    store.write_atomic(&doc, b"{}").unwrap();
-    assert_eq!(store.stamp(&doc), Some(before));
-    store.write_atomic(&doc, b"{ }").unwrap();
-    assert_ne!(store.stamp(&doc), Some(before));
+    block(store.write_atomic(&doc, b"{}")).unwrap();
+    assert_eq!(block(store.stamp(&doc)), Some(before));
+    block(store.write_atomic(&doc, b"{ }")).unwrap();
+    assert_ne!(block(store.stamp(&doc)), Some(before));
 }
 
 #[test]
@@ -202,36 +206,40 @@ fn lease_is_renewed_and_lost_when_taken_over(kind: Kind) {
     let store = simplestreams::store::S3Store::open(&url, settings).unwrap();
     let lock = RelPath::parse(LOCK_KEY).unwrap();
     let expires = || -> u64 {
-        let bytes = store.read(&lock).unwrap().expect("the lease object");
+        let bytes = block(store.read(&lock)).unwrap().expect("the lease object");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["expires"].as_u64().unwrap()
     };
-    let held = store.lock(false).unwrap();
+    let held = block(store.lock(false)).unwrap();
     let first = expires();
     thread::sleep(Duration::from_millis(2600));
     assert!(expires() > first, "{kind:?}: the lease was not renewed");
-    let err = store.lock(false).unwrap_err().to_string();
+    let err = block(store.lock(false)).unwrap_err().to_string();
     assert!(
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
     drop(held);
-    assert_eq!(store.stamp(&lock), None, "the lease was not deleted");
+    assert_eq!(block(store.stamp(&lock)), None, "the lease was not deleted");
 
-    let held = store.lock(false).unwrap();
+    let held = block(store.lock(false)).unwrap();
     let doc = RelPath::parse("streams/v1/index.json").unwrap();
-    store.write_atomic(&doc, b"{}").unwrap();
+    block(store.write_atomic(&doc, b"{}")).unwrap();
     // Another run takes the lease over (as after an expiry).
-    s3.direct(&url)
-        .write_atomic(&lock, b"{\"host\":\"other\",\"pid\":1,\"expires\":1}")
-        .unwrap();
+    block(
+        s3.direct(&url)
+            .write_atomic(&lock, b"{\"host\":\"other\",\"pid\":1,\"expires\":1}"),
+    )
+    .unwrap();
     thread::sleep(Duration::from_millis(1600));
-    let err = store.write_atomic(&doc, b"{ }").unwrap_err().to_string();
+    let err = block(store.write_atomic(&doc, b"{ }"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lease was lost"), "{err}");
-    assert!(store.remove(&doc).is_err());
+    assert!(block(store.remove(&doc)).is_err());
     drop(held);
     assert!(
-        store.stamp(&lock).is_some(),
+        block(store.stamp(&lock)).is_some(),
         "the other run's lease was deleted"
     );
 }
@@ -281,9 +289,9 @@ fn bucket_matches_directory(kind: Kind) {
         .into_keys()
         .find(|k| k.ends_with("/squashfs"))
         .unwrap();
-    store.remove(&RelPath::parse(&squashfs).unwrap()).unwrap();
+    block(store.remove(&RelPath::parse(&squashfs).unwrap())).unwrap();
     let stray = RelPath::parse("trusty/stray.img").unwrap();
-    store.write_atomic(&stray, b"stray").unwrap();
+    block(store.write_atomic(&stray, b"stray")).unwrap();
     let o = s3_verify(&s3, &["--no-verify", &target]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -785,7 +793,7 @@ fn two_runs_at_once_are_kept_apart_by_the_lease() {
     let store = s3.direct(&target);
     let lock = RelPath::parse(LOCK_KEY).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while store.stamp(&lock).is_none() {
+    while block(store.stamp(&lock)).is_none() {
         assert!(Instant::now() < deadline, "the first run took no lease");
         thread::sleep(Duration::from_millis(20));
     }
@@ -832,24 +840,16 @@ fn expired_leases_are_taken_over_and_conditional_writes_are_required() {
         .unwrap()
         .as_secs();
 
-    store
-        .write_atomic(&lock, lease(now + 3600).as_bytes())
-        .unwrap();
+    block(store.write_atomic(&lock, lease(now + 3600).as_bytes())).unwrap();
     let o = s3_mirror(&s3, &a);
     assert_failed(
         &o,
         "live lease",
         &["host elsewhere, pid 4242", "lease until"],
     );
-    assert!(
-        store
-            .stamp(&RelPath::parse("streams/v1/index.json").unwrap())
-            .is_none()
-    );
+    assert!(block(store.stamp(&RelPath::parse("streams/v1/index.json").unwrap())).is_none());
 
-    store
-        .write_atomic(&lock, lease(now - 10).as_bytes())
-        .unwrap();
+    block(store.write_atomic(&lock, lease(now - 10).as_bytes())).unwrap();
     let o = s3_mirror(&s3, &a);
     assert_ok(&o, "expired lease");
     assert!(
