@@ -411,6 +411,117 @@ fn maas_commands_into_a_bucket_then_a_no_op_rerun() {
     assert_same_as_dir(&s3, &target, &dir);
 }
 
+/// A lease whose `expires` lies far in the future (forged, or written with
+/// a wrong clock: here the year 3000) is believed for one lease lifetime
+/// after it was written, not until then: it is reported as held until
+/// then, and a run that waits takes it over.
+fn a_forged_lease_expires_one_lifetime_after_it_was_written(kind: Kind) {
+    let Some(s3) = S3Server::start(kind, BUCKET) else {
+        return;
+    };
+    let mut settings = s3.settings();
+    settings.lease_ttl = Duration::from_secs(3);
+    let store = simplestreams::store::S3Store::open(&bucket("forged"), settings).unwrap();
+    let lock = RelPath::parse(LOCK_KEY).unwrap();
+    let year_3000 = 32_503_680_000u64;
+    let forged = format!(
+        r#"{{"host":"elsewhere","pid":4242,"boot_id":"x","pid_namespace":"y","expires":{year_3000}}}"#
+    );
+    block(store.write_atomic(&lock, forged.as_bytes())).unwrap();
+
+    let err = block(store.lock(false)).unwrap_err().to_string();
+    assert!(err.contains("host elsewhere, pid 4242"), "{err}");
+    assert!(
+        !err.contains("3000-01-01"),
+        "the forged expiry was believed: {err}"
+    );
+    // Bounded so that a lease believed fails the test instead of hanging it.
+    let waited =
+        block(async { tokio::time::timeout(Duration::from_secs(120), store.lock(true)).await });
+    let held = waited
+        .expect("a waiting run is still blocked by the forged lease")
+        .unwrap();
+    let bytes = block(store.read(&lock)).unwrap().expect("the lease object");
+    let lease: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(lease["pid"].as_u64(), Some(u64::from(std::process::id())));
+    drop(held);
+}
+
+#[test]
+fn moto_a_forged_lease_expires_one_lifetime_after_it_was_written() {
+    a_forged_lease_expires_one_lifetime_after_it_was_written(Kind::Moto);
+}
+
+#[test]
+fn s3s_fs_a_forged_lease_expires_one_lifetime_after_it_was_written() {
+    a_forged_lease_expires_one_lifetime_after_it_was_written(Kind::S3sFs);
+}
+
+/// `sstream status` on a job whose bucket's endpoint accepts connections
+/// and never answers (a plain TCP listener on 127.0.0.1): the job is
+/// unreadable, with one line naming the bucket, once the job's `timeout`
+/// has passed, instead of after the S3 client's minutes of retries.
+#[test]
+fn status_of_a_bucket_that_never_answers_is_bounded() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts every connection and holds it open, unanswered, until the
+    // test process ends.
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let tmp = TempDir::new().unwrap();
+    let config = tmp.path().join("sstream.toml");
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"silent\"\nsource = \"http://127.0.0.1:9/\"\n\
+         dir = \"s3://silent-bucket/mirror/\"\ntimeout = \"2s\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("HOME", tmp.path())
+        .args(["status", "--config", s(&config)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Far more than the job's timeout, far less than the client's retries.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sstream status still waiting for a silent endpoint after 90 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let line = out
+        .lines()
+        .find(|l| l.contains("s3://silent-bucket/mirror/"))
+        .unwrap_or_else(|| panic!("no line names the bucket: {out}"));
+    assert!(
+        line.contains("no answer from the S3 service within 2s"),
+        "{out}"
+    );
+}
+
 // ------------------------------------------------------------ config jobs
 
 /// A config job whose `dir` is a bucket: `sstream sync` mirrors into it and

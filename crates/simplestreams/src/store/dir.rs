@@ -66,13 +66,30 @@ impl DirStore {
                     );
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                    self.make_dir(rel, &dir)?;
                 }
                 Err(e) if create => return Err(Error::io(&dir, e)),
                 _ => return Ok(None),
             }
         }
         Ok(Some(dir))
+    }
+
+    /// Makes the directory `dir` on the way to `rel`. Downloads stage
+    /// concurrently (on the blocking pool), so another may have made it
+    /// meanwhile: that is fine when it is a directory (not a symlink).
+    fn make_dir(&self, rel: &RelPath, dir: &Path) -> Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(self.unsafe_path(
+                    rel,
+                    format!("{} is not a directory (and not made here)", dir.display()),
+                )),
+            },
+            Err(e) => Err(Error::io(dir, e)),
+        }
     }
 
     /// The local path of `rel`, after making sure every directory on the
@@ -995,6 +1012,26 @@ mod tests {
         assert!(err.contains("another run"), "{err}");
         drop(held);
         store.lock(false).await.unwrap();
+    }
+
+    /// Downloads stage at once into directories none of them has made
+    /// yet: each finds the directories made, whoever made them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_staging_makes_the_directories_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        for round in 0..20 {
+            let staging = (0..16).map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let item = rel(&format!("r{round}/a/b/c/item{i}"));
+                    store.stage(&item).await.map(|_| ())
+                })
+            });
+            for staged in futures_util::future::join_all(staging).await {
+                staged.unwrap().unwrap();
+            }
+        }
     }
 
     #[tokio::test]
