@@ -510,15 +510,20 @@ fn status_of_a_bucket_that_never_answers_is_bounded() {
         thread::sleep(Duration::from_millis(100));
     }
     let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
-    let line = out
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("silent") && l.contains("unreadable")),
+        "{out}"
+    );
+    let line = err
         .lines()
         .find(|l| l.contains("s3://silent-bucket/mirror/"))
-        .unwrap_or_else(|| panic!("no line names the bucket: {out}"));
+        .unwrap_or_else(|| panic!("no line names the bucket: {err}"));
     assert!(
         line.contains("no answer from the S3 service within 2s"),
-        "{out}"
+        "{err}"
     );
 }
 
