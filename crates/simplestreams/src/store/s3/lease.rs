@@ -16,7 +16,10 @@
 //!   An expiry is believed only up to one lifetime after the lease was
 //!   last written (its `Last-Modified`): a lease claiming to last longer
 //!   (forged, or written with a wrong clock) would otherwise block every
-//!   run, and every `--wait`, for as long as it claims.
+//!   run, and every `--wait`, for as long as it claims. A live holder
+//!   rewrites it every third of a lifetime, so this, like the expiry
+//!   itself, holds while the clocks (ours, the holder's, the service's)
+//!   agree to within two thirds of a lifetime.
 
 use super::{Shared, block_on, s3_error};
 use crate::error::{Error, Result};
