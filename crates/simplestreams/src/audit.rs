@@ -271,16 +271,12 @@ pub async fn audit(
         to_hash,
     } = match &target {
         Target::Dir(root) => {
-            let (root, entry, full) = (root.clone(), spec.entry.clone(), options.full);
-            tokio::task::spawn_blocking(move || {
-                let files = DirFiles {
-                    store: DirStore::new(&root),
-                    root,
-                };
-                audit_files(&files, &entry, &stream, full)
-            })
-            .await
-            .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
+            let (entry, full) = (spec.entry.clone(), options.full);
+            let files = DirFiles { root: root.clone() };
+            let state = read_state(&files, &DirStore::new(root)).await;
+            tokio::task::spawn_blocking(move || audit_files(&files, &entry, &stream, state, full))
+                .await
+                .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
         }
         Target::Served => audit_url(source, &stream, options).await,
         Target::Store(_) => unreachable_target(spec)?,
@@ -329,17 +325,12 @@ pub async fn audit_store(
     let reader = MetadataReader::new(source, entry.clone(), verification);
     let stream = read_stream(&reader, None).await?;
     let source = reader.source();
-    let listing = store.clone();
-    let full = options.full;
+    let files = ListedFiles::of(store.clone()).await?;
+    let state = read_state(&files, store.as_ref()).await;
     let Inventory {
         mut report,
         to_hash,
-    } = tokio::task::spawn_blocking(move || -> Result<Inventory> {
-        let files = ListedFiles::of(listing)?;
-        Ok(audit_files(&files, &entry, &stream, full))
-    })
-    .await
-    .map_err(|e| Error::transfer(store.location(), e.to_string()))??;
+    } = audit_files(&files, &entry, &stream, state, options.full);
     if options.full {
         let target = Target::Store(store);
         let found = hash_files(source, &target, to_hash, options.jobs).await;
@@ -558,8 +549,6 @@ trait Files: Sync {
     fn root(&self) -> String;
     /// What is at `rel`.
     fn stat(&self, rel: &RelPath) -> Found;
-    /// The store `.data/` is read through.
-    fn store(&self) -> &dyn Store;
     /// The names of the regular files directly under `.data/`.
     fn data_files(&self) -> Vec<String>;
     /// Every file outside `.data/` (relative to the root) and its kind;
@@ -570,7 +559,6 @@ trait Files: Sync {
 /// A mirror directory.
 struct DirFiles {
     root: PathBuf,
-    store: DirStore,
 }
 
 impl Files for DirFiles {
@@ -584,10 +572,6 @@ impl Files for DirFiles {
 
     fn stat(&self, rel: &RelPath) -> Found {
         stat(&rel.under(&self.root))
-    }
-
-    fn store(&self) -> &dyn Store {
-        &self.store
     }
 
     fn data_files(&self) -> Vec<String> {
@@ -661,8 +645,13 @@ struct ListedFiles {
 
 impl ListedFiles {
     /// Lists `store` (once).
-    fn of(store: Arc<dyn Store>) -> Result<ListedFiles> {
-        let files = store.list()?.into_iter().map(|l| (l.rel, l.len)).collect();
+    async fn of(store: Arc<dyn Store>) -> Result<ListedFiles> {
+        let files = store
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| (l.rel, l.len))
+            .collect();
         Ok(ListedFiles { store, files })
     }
 }
@@ -681,10 +670,6 @@ impl Files for ListedFiles {
             Some(len) => Found::File(*len),
             None => Found::Absent,
         }
-    }
-
-    fn store(&self) -> &dyn Store {
-        self.store.as_ref()
     }
 
     fn data_files(&self) -> Vec<String> {
@@ -710,9 +695,16 @@ impl Files for ListedFiles {
 /// Audits the mirror `files` whose entry is `entry` (phases 1 to 8 of the
 /// module documentation); with `full`, the files to hash are left to
 /// [`hash_files`].
-fn audit_files(files: &dyn Files, entry: &RelPath, stream: &Stream, full: bool) -> Inventory {
+fn audit_files(
+    files: &dyn Files,
+    entry: &RelPath,
+    stream: &Stream,
+    read: ReadState,
+    full: bool,
+) -> Inventory {
     let mut report = Report::of_stream(stream);
-    let state = read_state(files, &mut report.problems);
+    let ReadState { state, problems } = read;
+    report.problems.extend(problems);
     let recorded = recorded_files(&state.trees);
     check_references(files, &state.references, &recorded, &mut report.problems);
     let listed = check_dangling(files, &state.references, &recorded, &mut report.problems);
@@ -766,15 +758,22 @@ enum ReferencesFile {
     Read(References),
 }
 
-/// Phase 1: reads `.data/`: every state tree, `references.json` and the
-/// pending deletions, and notes temporary files. A state tree or a
-/// `references.json` that does not parse is a problem, and left out.
-fn read_state(files: &dyn Files, problems: &mut Vec<Problem>) -> MirrorState {
-    let store = files.store();
+/// What phase 1 read, and the problems it found.
+struct ReadState {
+    state: MirrorState,
+    problems: Vec<Problem>,
+}
+
+/// Phase 1: reads `.data/` through `store`: every state tree,
+/// `references.json` and the pending deletions, and notes temporary files.
+/// A state tree or a `references.json` that does not parse is a problem,
+/// and left out.
+async fn read_state(files: &(dyn Files + Sync), store: &dyn Store) -> ReadState {
+    let mut problems = Vec::new();
     let mut state = MirrorState {
         trees: BTreeMap::new(),
         references: ReferencesFile::Absent,
-        pending: store.load_pending_deletes().unwrap_or_default(),
+        pending: store.load_pending_deletes().await.unwrap_or_default(),
         leftovers: BTreeMap::new(),
     };
     let mut has_references = false;
@@ -785,7 +784,7 @@ fn read_state(files: &dyn Files, problems: &mut Vec<Problem>) -> MirrorState {
         } else if is_temp_name(&name) {
             state.leftovers.insert(rel, INTERRUPTED_WRITE);
         } else if is_state_name(&name) {
-            match store.load_state(&name) {
+            match store.load_state(&name).await {
                 Ok(tree) => {
                     state.trees.insert(name, tree);
                 }
@@ -798,7 +797,7 @@ fn read_state(files: &dyn Files, problems: &mut Vec<Problem>) -> MirrorState {
         }
     }
     if has_references {
-        state.references = match store.load_references() {
+        state.references = match store.load_references().await {
             Ok(r) => ReferencesFile::Read(r),
             Err(e) => {
                 problems.push(Problem::new(
@@ -810,7 +809,7 @@ fn read_state(files: &dyn Files, problems: &mut Vec<Problem>) -> MirrorState {
             }
         };
     }
-    state
+    ReadState { state, problems }
 }
 
 /// What the state trees record as mirrored (phase 2).
@@ -1369,10 +1368,7 @@ mod tests {
     }
 
     fn run(spec: &SourceSpec, full: bool) -> Result<Report> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::runtime::build().unwrap();
         let options = AuditOptions { full, jobs: 2 };
         rt.block_on(audit(spec, Verification::Skip, &options))
     }
@@ -1399,11 +1395,13 @@ mod tests {
         let mut state = tree.clone();
         state.products.get_mut("p").unwrap().versions.remove("1");
         let store = DirStore::new(root);
-        store.save_state("c:1", &state).unwrap();
         let mut refs = crate::store::References::new();
         refs.insert("p/2/a".into(), vec!["c:1/p/2/a".into()]);
         refs.insert("p/2/b".into(), vec!["c:1/p/2/b".into()]);
-        store.save_references(&refs).unwrap();
+        crate::runtime::build().unwrap().block_on(async {
+            store.save_state("c:1", &state).await.unwrap();
+            store.save_references(&refs).await.unwrap();
+        });
         write(root, "p/2/a", b"abc");
         write(root, "p/2/b", b"abc");
         dir
@@ -1433,10 +1431,12 @@ mod tests {
         write(root, "p/1/a", b"abc");
         write(root, "p/2/c.part", b"ab");
         let store = DirStore::new(root);
-        let mut refs = store.load_references().unwrap();
-        refs.insert("gone".into(), vec!["c:0/x/y/z".into()]);
-        refs.remove("p/2/b");
-        store.save_references(&refs).unwrap();
+        crate::runtime::build().unwrap().block_on(async {
+            let mut refs = store.load_references().await.unwrap();
+            refs.insert("gone".into(), vec!["c:0/x/y/z".into()]);
+            refs.remove("p/2/b");
+            store.save_references(&refs).await.unwrap();
+        });
         let r = run(&spec(root, "streams/v1/c.json"), false).unwrap();
         let shown = |rel: &str| display(root, rel);
         assert_eq!(

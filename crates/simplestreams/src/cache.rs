@@ -88,9 +88,13 @@ impl FetchCache {
 
     /// The cache of the last successful run with `key` (empty when missing,
     /// unreadable or for another key: it only saves requests).
-    pub fn load(store: &dyn Store, key: &str) -> FetchCache {
-        let cache: FetchCache = match Self::rel(key).map(|rel| store.read(&rel)) {
-            Ok(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or_default(),
+    pub async fn load(store: &dyn Store, key: &str) -> FetchCache {
+        let read = match Self::rel(key) {
+            Ok(rel) => store.read(&rel).await,
+            Err(e) => Err(e),
+        };
+        let cache: FetchCache = match read {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
             _ => FetchCache::default(),
         };
         if cache.key == key {
@@ -101,11 +105,11 @@ impl FetchCache {
     }
 
     /// Saves the cache under its key.
-    pub fn save(&self, store: &dyn Store) -> Result<()> {
+    pub async fn save(&self, store: &dyn Store) -> Result<()> {
         let rel = Self::rel(&self.key)?;
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::metadata(store.display(&rel), e.to_string()))?;
-        store.write_atomic(&rel, &text)
+        store.write_atomic(&rel, &text).await
     }
 
     /// Conditional reading against `store`'s published copies. When they
@@ -165,7 +169,7 @@ impl FetchCache {
     /// The cache a successful run leaves: the validators of what it saw,
     /// with the stamps of the published copies and of the state each
     /// products file left behind.
-    pub fn after_run(key: String, seen: Vec<Seen>, store: &dyn Store) -> Result<FetchCache> {
+    pub async fn after_run(key: String, seen: Vec<Seen>, store: &dyn Store) -> Result<FetchCache> {
         let mut cache = FetchCache {
             key,
             docs: BTreeMap::new(),
@@ -181,13 +185,13 @@ impl FetchCache {
             }
             if fetched {
                 if let Ok(rel) = RelPath::parse(&rel) {
-                    doc.stamp = store.stamp(&rel);
+                    doc.stamp = store.stamp(&rel).await;
                 }
                 if let Some(cid) = &doc.content_id {
-                    let state = store.state_bytes(cid)?;
+                    let state = store.state_bytes(cid).await?;
                     doc.state_sha256 = state.map(|b| sha256_hex(&b));
-                    doc.state_stamp = store.state_stamp(cid);
-                    doc.claims = claims(store, cid)?;
+                    doc.state_stamp = store.state_stamp(cid).await;
+                    doc.claims = claims(store, cid).await?;
                 }
             }
             cache.docs.insert(rel, doc);
@@ -197,13 +201,18 @@ impl FetchCache {
 }
 
 /// The items of `content_id`'s state that are in the mirror.
-fn claims(store: &dyn Store, content_id: &str) -> Result<Vec<(String, Option<u64>)>> {
-    let state = store.load_state(content_id)?;
-    let mut out: Vec<(String, Option<u64>)> = state
+async fn claims(store: &dyn Store, content_id: &str) -> Result<Vec<(String, Option<u64>)>> {
+    let state = store.load_state(content_id).await?;
+    let items: Vec<(RelPath, Option<u64>)> = state
         .items()
-        .filter_map(|e| Some((e.item.path.as_ref()?, e.item.size)))
-        .filter(|(path, size)| store.has_file(path, *size))
-        .map(|(path, size)| (path.to_string(), size))
+        .filter_map(|e| Some((e.item.path.clone()?, e.item.size)))
+        .collect();
+    let present = store.have_files(&items).await;
+    let mut out: Vec<(String, Option<u64>)> = items
+        .into_iter()
+        .zip(present)
+        .filter(|(_, there)| *there)
+        .map(|((path, size), _)| (path.to_string(), size))
         .collect();
     out.sort();
     out.dedup();
@@ -226,55 +235,66 @@ impl Conditional<'_> {
     }
 }
 
+#[async_trait::async_trait]
 impl Previous for Conditional<'_> {
-    fn validators(&self, rel: &RelPath) -> Option<Validators> {
+    async fn validators(&self, rel: &RelPath) -> Option<Validators> {
         let cached = self.trusted(rel)?;
         // A re-signed copy is ours, not upstream's bytes: only its stamp can
         // tell it is still what the last run left.
-        let intact = (cached.stamp.is_some() && self.store.stamp(rel) == cached.stamp)
+        let intact = (cached.stamp.is_some() && self.store.stamp(rel).await == cached.stamp)
             || (self.upstream_copies
                 && self
                     .store
                     .read(rel)
+                    .await
                     .ok()?
                     .is_some_and(|b| sha256_hex(&b) == cached.sha256));
         intact.then(|| cached.validators.clone())
     }
 
-    fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)> {
+    async fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)> {
         if !self.upstream_copies {
             return None;
         }
-        let raw = self.store.read(rel).ok()??;
+        let raw = self.store.read(rel).await.ok()??;
         Some((raw, self.cache.docs.get(rel.as_str())?.validators.clone()))
     }
 
-    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool {
+    async fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool {
         let Some(cached) = self.trusted(rel) else {
             return false;
         };
         if cached.content_id.as_deref() != Some(content_id) || cached.state_sha256.is_none() {
             return false;
         }
-        let stamp = self.store.state_stamp(content_id);
+        let stamp = self.store.state_stamp(content_id).await;
         let state_intact = (cached.state_stamp.is_some() && stamp == cached.state_stamp) || {
-            let state = self.store.state_bytes(content_id).ok().flatten();
+            let state = self.store.state_bytes(content_id).await.ok().flatten();
             state.map(|b| sha256_hex(&b)) == cached.state_sha256
         };
-        state_intact && self.items_present(cached)
+        state_intact && self.items_present(cached).await
     }
 }
 
 impl Conditional<'_> {
     /// Whether every item the last run left in the mirror is still there,
     /// with its size.
-    fn items_present(&self, cached: &CachedDocument) -> bool {
-        cached.claims.iter().all(|(path, size)| {
-            let present = RelPath::parse(path).is_ok_and(|rel| self.store.has_file(&rel, *size));
-            if !present {
+    async fn items_present(&self, cached: &CachedDocument) -> bool {
+        let mut claimed = Vec::with_capacity(cached.claims.len());
+        for (path, size) in &cached.claims {
+            let Ok(rel) = RelPath::parse(path) else {
                 log::info!("{path}: missing or damaged in the mirror; reading its metadata again");
+                return false;
+            };
+            claimed.push((rel, *size));
+        }
+        let present = self.store.have_files(&claimed).await;
+        match claimed.iter().zip(present).find(|(_, there)| !there) {
+            Some(((path, _), _)) => {
+                log::info!("{path}: missing or damaged in the mirror; reading its metadata again");
+                false
             }
-            present
-        })
+            None => true,
+        }
     }
 }

@@ -18,14 +18,16 @@
 //! 4. [`enter_content`]: with a content index, every item of the states is
 //!    entered, and entries no mirror holds any more are collected.
 
-use crate::content::ContentIndex;
+use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
+use crate::path::RelPath;
 use crate::plan::{Download, Origin, Plan};
 use crate::resign::{Publication, Withdrawal, publish_index, publish_products};
 use crate::source::{ProgressFn, Source};
 use crate::store::{Linked, PendingDeletes, References, Store};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,7 +81,7 @@ pub async fn execute(
     let (mut failures, failed_ids) =
         download(&plan, source, store, options, &progress, &mut report).await;
     let references = release_for_publish(&mut plan);
-    let published = publish(
+    let published = match publish(
         &plan,
         references,
         store,
@@ -87,12 +89,16 @@ pub async fn execute(
         &failed_ids,
         &mut report,
     )
-    .and_then(|references| match (references, failed_ids.is_empty()) {
-        (Some(refs), true) => delete(&plan, store, &refs, options.delete_delay, &mut report),
-        _ => Ok(()),
-    });
+    .await
+    {
+        Ok(Some(refs)) if failed_ids.is_empty() => {
+            delete(&plan, store, &refs, options.delete_delay, &mut report).await
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
     if let Some(index) = &options.content_index {
-        enter_content(&plan, store, index);
+        enter_content(&plan, store, index).await;
     }
     if let Err(e) = published {
         if failures.is_empty() {
@@ -182,7 +188,7 @@ async fn download(
             "the disk filled up ({}): {not_started} download(s) not started; {}; \
              free some space and run again",
             store.location(),
-            triage_parts(store, &stopped)
+            triage_parts(store, &stopped).await
         )));
     }
     (failures, failed_ids)
@@ -247,8 +253,10 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
     let linked = match &d.origin {
         Origin::Fetch => Linked::Unsupported,
         Origin::Twin(first) if !done.contains(first.as_str()) => Linked::Unsupported,
-        Origin::Twin(from) | Origin::Stored(from) => try_link(d, store, |s| s.link(from, &d.path)),
-        Origin::Indexed(entry) => try_link(d, store, |s| s.import(entry, &d.path)),
+        Origin::Twin(from) | Origin::Stored(from) => {
+            try_link(d, store, store.link(from, &d.path).await).await
+        }
+        Origin::Indexed(entry) => try_link(d, store, store.import(entry, &d.path).await).await,
     };
     if linked != Linked::Unsupported {
         let checked = match &d.origin {
@@ -262,30 +270,26 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
             }
             Err(e) => {
                 log::warn!("{e}; fetching it instead");
-                store.remove(&d.path)?;
+                store.remove(&d.path).await?;
             }
         }
     }
     fetch_one(d, source, store, progress).await
 }
 
-/// Links `d` with `link`, checking the result has the item's size; a
-/// failure is logged and reported as [`Linked::Unsupported`] (the item is
-/// then fetched).
-fn try_link(
-    d: &Download,
-    store: &dyn Store,
-    link: impl FnOnce(&dyn Store) -> Result<Linked>,
-) -> Linked {
-    match link(store) {
+/// Checks what linking `d` gave (`linked`): the result must have the
+/// item's size; a failure is logged and reported as [`Linked::Unsupported`]
+/// (the item is then fetched).
+async fn try_link(d: &Download, store: &dyn Store, linked: Result<Linked>) -> Linked {
+    match linked {
         Ok(Linked::Unsupported) => Linked::Unsupported,
-        Ok(how) if store.has_file(&d.path, d.expected.size) => how,
+        Ok(how) if store.has_file(&d.path, d.expected.size).await => how,
         Ok(_) => {
             log::warn!(
                 "{}: linked content has the wrong size; fetching it instead",
                 store.display(&d.path)
             );
-            let _ = store.remove(&d.path);
+            let _ = store.remove(&d.path).await;
             Linked::Unsupported
         }
         Err(e) => {
@@ -298,10 +302,10 @@ fn try_link(
 /// After the disk filled up: keeps the partial downloads worth resuming
 /// (at least half done) and drops the others to give the space back. Says
 /// which.
-fn triage_parts(store: &dyn Store, stopped: &[&Download]) -> String {
+async fn triage_parts(store: &dyn Store, stopped: &[&Download]) -> String {
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
     for d in stopped {
-        let Ok(staged) = store.stage(&d.path) else {
+        let Ok(staged) = store.stage(&d.path).await else {
             continue;
         };
         let have = staged.staged_len();
@@ -315,7 +319,7 @@ fn triage_parts(store: &dyn Store, stopped: &[&Download]) -> String {
                 d.path,
                 have.saturating_mul(100) / size.max(1)
             ));
-        } else if staged.discard().is_ok() {
+        } else if staged.discard().await.is_ok() {
             dropped.push(d.path.to_string());
         }
     }
@@ -346,22 +350,22 @@ async fn fetch_one(
             Ok(()) => return Ok(Obtained::Checked),
             Err(e) => {
                 log::warn!("{e}; fetching it again");
-                store.remove(&d.path)?;
+                store.remove(&d.path).await?;
             }
         }
     }
-    let staged = store.stage(&d.path)?;
+    let staged = store.stage(&d.path).await?;
     let (staged, n) = source
         .download(&d.path, staged, &d.expected, progress)
         .await?;
-    staged.commit()?;
+    staged.commit().await?;
     log::info!("fetched {} ({n} bytes)", d.path);
     Ok(Obtained::Fetched(n))
 }
 
 /// Re-reads a stored file and checks it against its size and checksum.
 async fn verify_stored(d: &Download, store: &dyn Store) -> Result<()> {
-    let mut reader = store.open(&d.path)?;
+    let mut reader = store.open(&d.path).await?;
     let (expected, what) = (d.expected.clone(), store.display(&d.path));
     tokio::task::spawn_blocking(move || expected.check_reader(&what, &mut reader))
         .await
@@ -394,7 +398,7 @@ fn release_for_publish(plan: &mut Plan) -> Option<References> {
 /// the plan's), the states, the products files and the index, leaving out
 /// what depends on failed content ids. Gives the references now published
 /// (`None` when they did not change).
-fn publish(
+async fn publish(
     plan: &Plan,
     references: Option<References>,
     store: &dyn Store,
@@ -405,7 +409,11 @@ fn publish(
     let references = match references {
         None => None,
         Some(refs) if failed.is_empty() => Some(refs),
-        Some(refs) => Some(keep_old_references(store.load_references()?, &refs, failed)),
+        Some(refs) => Some(keep_old_references(
+            store.load_references().await?,
+            &refs,
+            failed,
+        )),
     };
     if let Some(refs) = &references {
         let deletions: BTreeSet<String> = plan
@@ -415,14 +423,14 @@ fn publish(
             .filter(|p| refs.get(p).is_none_or(Vec::is_empty))
             .collect();
         if !deletions.is_empty() {
-            let mut pending = store.load_pending_deletes()?;
+            let mut pending = store.load_pending_deletes().await?;
             let before = pending.clone();
             let now = now_secs();
             for p in deletions {
                 pending.entry(p).or_insert(now);
             }
             if pending != before {
-                store.save_pending_deletes(&pending)?;
+                store.save_pending_deletes(&pending).await?;
             }
         }
         // The references go before the states: the plan derives the changes
@@ -431,7 +439,7 @@ fn publish(
         // old (and redo the same, idempotent, changes), never the states new
         // and the references old (whose stale entries would then never be
         // dropped).
-        store.save_references(refs)?;
+        store.save_references(refs).await?;
     }
     let complete = || {
         plan.streams
@@ -439,24 +447,24 @@ fn publish(
             .filter(|sp| !failed.contains(sp.content_id()))
     };
     for sp in complete() {
-        store.save_state(sp.content_id(), &sp.state)?;
+        store.save_state(sp.content_id(), &sp.state).await?;
     }
     let mut resigned = Vec::new();
     let withdrawal = match publication {
         Publication::Upstream if plan.streams.is_empty() && plan.index.is_none() => None,
-        Publication::Upstream => Withdrawal::needed(store)?,
+        Publication::Upstream => Withdrawal::needed(store).await?,
         Publication::Resigned(_) => None,
     };
     for sp in complete() {
         match publication {
             Publication::Upstream => {
                 let rel = &sp.source.document.rel;
-                store.write_atomic(rel, &sp.source.document.raw)?;
+                store.write_atomic(rel, &sp.source.document.raw).await?;
                 if let Some(w) = &withdrawal {
-                    w.beside(store, rel)?;
+                    w.beside(store, rel).await?;
                 }
             }
-            Publication::Resigned(key) => resigned.extend(publish_products(store, key, sp)?),
+            Publication::Resigned(key) => resigned.extend(publish_products(store, key, sp).await?),
         }
         report.published.push(sp.content_id().to_owned());
     }
@@ -466,13 +474,13 @@ fn publish(
     if let Some(index) = &plan.index {
         match publication {
             Publication::Upstream => {
-                store.write_atomic(&index.rel, &index.raw)?;
+                store.write_atomic(&index.rel, &index.raw).await?;
                 if let Some(w) = &withdrawal {
-                    w.beside(store, &index.rel)?;
-                    w.finish(store)?;
+                    w.beside(store, &index.rel).await?;
+                    w.finish(store).await?;
                 }
             }
-            Publication::Resigned(key) => publish_index(store, key, index, &resigned)?,
+            Publication::Resigned(key) => publish_index(store, key, index, &resigned).await?,
         }
     }
     Ok(references)
@@ -483,14 +491,14 @@ fn publish(
 /// something references them again or a published state claims them (they
 /// can disagree after an interrupted run followed by a run with other
 /// options): those are no longer pending. The others stay pending.
-fn delete(
+async fn delete(
     plan: &Plan,
     store: &dyn Store,
     references: &References,
     delay: Duration,
     report: &mut Report,
 ) -> Result<()> {
-    let pending = store.load_pending_deletes()?;
+    let pending = store.load_pending_deletes().await?;
     if pending.is_empty() {
         return Ok(());
     }
@@ -514,13 +522,13 @@ fn delete(
             continue;
         }
         if let Ok(rel) = crate::path::RelPath::parse(p) {
-            store.remove(&rel)?;
+            store.remove(&rel).await?;
             report.deleted += 1;
         }
     }
     report.waiting = waiting.len();
     if waiting != pending {
-        store.save_pending_deletes(&waiting)?;
+        store.save_pending_deletes(&waiting).await?;
     }
     Ok(())
 }
@@ -528,22 +536,44 @@ fn delete(
 /// Phase 4: enters every item of the plan's states that is in the mirror
 /// into the content index, then collects the entries no mirror holds any
 /// more. Problems with the index are warnings: it only saves downloads.
-fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
-    let mut entered = 0;
+async fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
+    let mut items: Vec<(RelPath, Option<u64>, ContentKey)> = Vec::new();
     for entry in plan.streams.iter().flat_map(|sp| sp.state.items()) {
         let item = entry.item;
         let (Some(path), Some(key)) = (
             &item.path,
-            crate::content::ContentKey::of(item.size, item.checksum.as_ref()),
+            ContentKey::of(item.size, item.checksum.as_ref()),
         ) else {
             continue;
         };
-        if index.find(&key).is_some() || !store.has_file(path, item.size) {
+        items.push((path.clone(), item.size, key));
+    }
+    let asked: Vec<(RelPath, Option<u64>)> = items
+        .iter()
+        .map(|(p, size, _)| (p.clone(), *size))
+        .collect();
+    let present = store.have_files(&asked).await;
+    let held: Vec<(ContentKey, PathBuf)> = items
+        .into_iter()
+        .zip(present)
+        .filter(|(_, there)| *there)
+        .filter_map(|((path, _, key), _)| Some((key, store.local_path(&path)?)))
+        .collect();
+    let index = index.clone();
+    let entering = tokio::task::spawn_blocking(move || index_content(&index, held)).await;
+    if let Err(e) = entering {
+        log::warn!("content index: {e}");
+    }
+}
+
+/// Enters `held` (content stored in local files) into `index` where it is
+/// not yet, then collects the index's garbage (blocking file work).
+fn index_content(index: &ContentIndex, held: Vec<(ContentKey, PathBuf)>) {
+    let mut entered = 0;
+    for (key, file) in held {
+        if index.find(&key).is_some() {
             continue;
         }
-        let Some(file) = store.local_path(path) else {
-            continue;
-        };
         match index.add(&key, &file) {
             Ok(true) => entered += 1,
             Ok(false) => {}

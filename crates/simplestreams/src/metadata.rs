@@ -221,16 +221,18 @@ pub fn parse_products(
 /// What the mirror keeps of its last run, for conditional reading: the
 /// validators the server sent, and whether the mirror's published copies
 /// and states are still what that run left.
+/// Async: the answers come from the mirror's store.
+#[async_trait::async_trait]
 pub trait Previous: Sync {
     /// The validators to send for `rel`, when the mirror's published copy
     /// is still what was fetched with them.
-    fn validators(&self, rel: &RelPath) -> Option<Validators>;
+    async fn validators(&self, rel: &RelPath) -> Option<Validators>;
     /// The mirror's published copy of `rel` and its validators, to stand
     /// for the document when the server answers 304.
-    fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)>;
+    async fn published(&self, rel: &RelPath) -> Option<(Vec<u8>, Validators)>;
     /// Whether the mirror state of `content_id` is as the last run left it
     /// after reading the products file `rel`.
-    fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool;
+    async fn state_intact(&self, rel: &RelPath, content_id: &str) -> bool;
 }
 
 /// Reads `rel`, conditionally when possible. `Ok(None)`: the server says
@@ -240,7 +242,10 @@ async fn read_if_changed(
     rel: &RelPath,
     previous: Option<&dyn Previous>,
 ) -> Result<Option<Document>> {
-    let validators = previous.and_then(|c| c.validators(rel));
+    let validators = match previous {
+        Some(c) => c.validators(rel).await,
+        None => None,
+    };
     reader.read_conditional(rel, validators.as_ref()).await
 }
 
@@ -254,7 +259,11 @@ async fn read_current(
     if let Some(doc) = read_if_changed(reader, rel, previous).await? {
         return Ok(doc);
     }
-    let Some((raw, validators)) = previous.and_then(|c| c.published(rel)) else {
+    let published = match previous {
+        Some(c) => c.published(rel).await,
+        None => None,
+    };
+    let Some((raw, validators)) = published else {
         return reader.read(rel).await;
     };
     let url = reader.source.url_of(rel).to_string();
@@ -267,6 +276,15 @@ async fn read_current(
         validators,
         revalidated: true,
     })
+}
+
+/// Whether `previous` says the state of `content_id` is as the last run
+/// left it (never without a `previous`).
+async fn state_intact(previous: Option<&dyn Previous>, rel: &RelPath, content_id: &str) -> bool {
+    match previous {
+        Some(c) => c.state_intact(rel, content_id).await,
+        None => false,
+    }
 }
 
 /// Reads the entry document and, for an index, every products file it
@@ -315,7 +333,7 @@ pub async fn read_stream(
             .map(|(content_id, path)| async move {
                 let doc = match read_if_changed(reader, &path, previous).await? {
                     Some(doc) => Some(doc),
-                    None if previous.is_some_and(|c| c.state_intact(&path, &content_id)) => None,
+                    None if state_intact(previous, &path, &content_id).await => None,
                     None => Some(read_current(reader, &path, previous).await?),
                 };
                 Ok((content_id, path, doc))

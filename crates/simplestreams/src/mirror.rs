@@ -138,17 +138,17 @@ impl Mirror {
     /// is; takes no lock and writes nothing: what a dry run prints.
     pub async fn plan(&self) -> Result<Plan> {
         let (_, stream) = self.read().await?;
-        self.build_plan(stream)
+        self.build_plan(stream).await
     }
 
     /// Phase 2: the plan, content already stored found (in the mirror and
     /// the content index), the space checked (not enforced).
-    fn build_plan(&self, stream: Stream) -> Result<Plan> {
-        let mut plan = Plan::build(stream, self.store(), &self.options)?;
+    async fn build_plan(&self, stream: Stream) -> Result<Plan> {
+        let mut plan = Plan::build(stream, self.store(), &self.options).await?;
         if let Some(index) = self.content_index() {
             plan.use_content_index(&index);
         }
-        plan.check_space(self.store(), self.settings.min_free);
+        plan.check_space(self.store(), self.settings.min_free).await;
         Ok(plan)
     }
 
@@ -162,15 +162,15 @@ impl Mirror {
     /// next run.
     pub async fn run(&self, progress: Arc<dyn Progress>) -> Result<Summary> {
         let started = Instant::now();
-        let _lease = self.store.lock(self.settings.wait)?;
-        self.store.check_writable()?;
+        let _lease = self.store.lock(self.settings.wait).await?;
+        self.store.check_writable().await?;
         let (cache, stream) = self.read().await?;
         let seen = cache.seen(&stream);
-        let plan = self.build_plan(stream)?;
+        let plan = self.build_plan(stream).await?;
         if self.options.prune
             && let Some(share) = self.settings.wipe_guard
         {
-            check_wipe_guard(&plan, self.store(), share)?;
+            check_wipe_guard(&plan, self.store(), share).await?;
         }
         if let Some(space) = &plan.space {
             space.require()?;
@@ -187,7 +187,10 @@ impl Mirror {
             publication: self.settings.publication.clone(),
         };
         let report = execute(plan, self.reader.source(), self.store(), &jobs, on_bytes).await?;
-        FetchCache::after_run(self.cache_key(), seen, self.store())?.save(self.store())?;
+        FetchCache::after_run(self.cache_key(), seen, self.store())
+            .await?
+            .save(self.store())
+            .await?;
         Ok(Summary {
             changed: report.files > 0
                 || report.linked > 0
@@ -206,7 +209,7 @@ impl Mirror {
         let cache = if self.options.verify_existing {
             FetchCache::default()
         } else {
-            FetchCache::load(self.store(), &self.cache_key())
+            FetchCache::load(self.store(), &self.cache_key()).await
         };
         let stream = {
             let upstream_copies = matches!(self.settings.publication, Publication::Upstream);

@@ -172,17 +172,22 @@ impl Plan {
     /// Computes the plan for `stream` against the mirror in `store`, in
     /// phases: each products file against its state, then the references
     /// and deletions (only when something changes), then the downloads.
-    pub fn build(stream: Stream, store: &dyn Store, options: &MirrorOptions) -> Result<Plan> {
+    pub async fn build(stream: Stream, store: &dyn Store, options: &MirrorOptions) -> Result<Plan> {
         check_namespace(&stream)?;
         let mut streams = Vec::new();
         for source in stream.products {
-            let target = store.load_state(&source.content_id)?;
+            let target = store.load_state(&source.content_id).await?;
             streams.push(plan_stream(source, target, options));
         }
-        let pending = store.load_pending_deletes()?;
+        let pending = store.load_pending_deletes().await?;
         let scheduled = pending.clone();
+        let present = if options.item_download {
+            Presence::of(&streams, store).await
+        } else {
+            Presence::default()
+        };
         let missing = if options.item_download {
-            missing_kept_items(&streams, store)
+            missing_kept_items(&streams, &present)
         } else {
             BTreeSet::new()
         };
@@ -202,7 +207,7 @@ impl Plan {
             space: None,
         };
         if changes {
-            plan.plan_references(store, &pending, options)?;
+            plan.plan_references(store, &pending, options).await?;
         }
         if options.item_download {
             let referenced = |p: &RelPath| {
@@ -215,13 +220,13 @@ impl Plan {
             for p in &repairs {
                 log::warn!("{p}: missing or damaged in the mirror; fetching it again");
             }
-            plan.downloads = plan_downloads(&plan.streams, &repairs, store, options);
+            plan.downloads = plan_downloads(&plan.streams, &repairs, &present, options);
             let unchanged: Vec<&str> = stream
                 .unchanged
                 .iter()
                 .map(|u| u.content_id.as_str())
                 .collect();
-            plan.share_content(store, &unchanged);
+            plan.share_content(store, &unchanged).await;
         }
         Ok(plan)
     }
@@ -232,16 +237,18 @@ impl Plan {
     /// (largest first) of each content is fetched and the rest linked from
     /// it. `unchanged` are content ids whose states were not read (their
     /// products files did not change): their files count too.
-    fn share_content(&mut self, store: &dyn Store, unchanged: &[&str]) {
+    async fn share_content(&mut self, store: &dyn Store, unchanged: &[&str]) {
         if !store.can_link() || !self.downloads.iter().any(|d| d.content_key().is_some()) {
             return;
         }
         // Only a source of links: a state that cannot be read is skipped.
-        let others: Vec<Products> = unchanged
-            .iter()
-            .filter_map(|content_id| store.load_state(content_id).ok())
-            .collect();
-        let stored = stored_content(&self.streams, &others, &self.downloads, store);
+        let mut others: Vec<Products> = Vec::new();
+        for content_id in unchanged {
+            if let Ok(tree) = store.load_state(content_id).await {
+                others.push(tree);
+            }
+        }
+        let stored = stored_content(&self.streams, &others, &self.downloads, store).await;
         let mut first: BTreeMap<ContentKey, RelPath> = BTreeMap::new();
         for d in self.downloads.iter_mut().filter(|d| !d.verify_only) {
             let Some(key) = d.content_key() else { continue };
@@ -269,32 +276,38 @@ impl Plan {
     /// Checks the plan's new bytes against the store's free space (see
     /// [`SpaceCheck`]) and keeps the result for [`Plan::report`]. `None`
     /// when the store cannot tell its free space.
-    pub fn check_space(&mut self, store: &dyn Store, min_free: Option<u64>) -> Option<&SpaceCheck> {
-        self.space = SpaceCheck::of(self, store, min_free);
+    pub async fn check_space(
+        &mut self,
+        store: &dyn Store,
+        min_free: Option<u64>,
+    ) -> Option<&SpaceCheck> {
+        self.space = SpaceCheck::of(self, store, min_free).await;
         self.space.as_ref()
     }
 
     /// The references after the run, and the paths that lose their last
     /// reference (with pending deletions of an interrupted run) to delete.
-    fn plan_references(
+    async fn plan_references(
         &mut self,
         store: &dyn Store,
         pending: &PendingDeletes,
         options: &MirrorOptions,
     ) -> Result<()> {
-        let mut references = store.load_references()?;
+        let mut references = store.load_references().await?;
         let mut candidates: BTreeSet<RelPath> = BTreeSet::new();
         for sp in &self.streams {
             update_references(&mut references, sp, options.item_download, &mut candidates);
         }
         candidates.extend(pending.keys().filter_map(|p| RelPath::parse(p).ok()));
-        for path in candidates {
-            if references.get(path.as_str()).is_none_or(Vec::is_empty) {
-                references.remove(path.as_str());
-                self.deletion_bytes += store.stamp(&path).map_or(0, |s| s.len);
-                self.deletions.insert(path);
-            }
+        let orphans: Vec<RelPath> = candidates
+            .into_iter()
+            .filter(|path| references.get(path.as_str()).is_none_or(Vec::is_empty))
+            .collect();
+        for (path, stamp) in orphans.iter().zip(store.stamps(&orphans).await) {
+            references.remove(path.as_str());
+            self.deletion_bytes += stamp.map_or(0, |s| s.len);
         }
+        self.deletions.extend(orphans);
         self.references = Some(references);
         Ok(())
     }
@@ -553,9 +566,47 @@ fn update_references(
     refs.retain(|_, v| !v.is_empty());
 }
 
+/// Which items of the mirror's states are in the store with their size,
+/// asked of the store at once.
+#[derive(Debug, Default)]
+struct Presence {
+    present: BTreeSet<(RelPath, Option<u64>)>,
+}
+
+impl Presence {
+    async fn of(streams: &[StreamPlan], store: &dyn Store) -> Presence {
+        let asked: BTreeSet<(RelPath, Option<u64>)> = streams
+            .iter()
+            .flat_map(|sp| sp.state.items())
+            .filter_map(|e| Some((e.item.path.clone()?, e.item.size)))
+            .collect();
+        Presence {
+            present: present_files(store, asked).await,
+        }
+    }
+
+    fn has(&self, path: &RelPath, size: Option<u64>) -> bool {
+        self.present.contains(&(path.clone(), size))
+    }
+}
+
+/// Those of `files` (path, size) that the store has with that size.
+async fn present_files(
+    store: &dyn Store,
+    files: BTreeSet<(RelPath, Option<u64>)>,
+) -> BTreeSet<(RelPath, Option<u64>)> {
+    let files: Vec<(RelPath, Option<u64>)> = files.into_iter().collect();
+    let have = store.have_files(&files).await;
+    files
+        .into_iter()
+        .zip(have)
+        .filter_map(|(file, there)| there.then_some(file))
+        .collect()
+}
+
 /// Items of versions the mirror keeps whose file is missing or of the
 /// wrong size (deleted, truncated: to fetch again when the mirror had them).
-fn missing_kept_items(streams: &[StreamPlan], store: &dyn Store) -> BTreeSet<RelPath> {
+fn missing_kept_items(streams: &[StreamPlan], present: &Presence) -> BTreeSet<RelPath> {
     let mut out = BTreeSet::new();
     for sp in streams {
         let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
@@ -563,7 +614,7 @@ fn missing_kept_items(streams: &[StreamPlan], store: &dyn Store) -> BTreeSet<Rel
             let Some(path) = &entry.item.path else {
                 continue;
             };
-            if !added.contains(path) && !store.has_file(path, entry.item.size) {
+            if !added.contains(path) && !present.has(path, entry.item.size) {
                 out.insert(path.clone());
             }
         }
@@ -578,7 +629,7 @@ fn missing_kept_items(streams: &[StreamPlan], store: &dyn Store) -> BTreeSet<Rel
 fn plan_downloads(
     streams: &[StreamPlan],
     repairs: &BTreeSet<RelPath>,
-    store: &dyn Store,
+    present: &Presence,
     options: &MirrorOptions,
 ) -> Vec<Download> {
     let disputed = disputed_paths(streams);
@@ -588,7 +639,7 @@ fn plan_downloads(
         for entry in sp.state.items() {
             let item = entry.item;
             let Some(path) = &item.path else { continue };
-            let present = store.has_file(path, item.size);
+            let present = present.has(path, item.size);
             let wanted = if added.contains(path) {
                 !present || options.verify_existing || disputed.contains(path)
             } else if present {
@@ -629,7 +680,7 @@ fn plan_downloads(
 /// (after and before the run) and of `others` name, present with their
 /// size, and neither fetched nor checked by this run nor described with
 /// different checksums.
-fn stored_content(
+async fn stored_content(
     streams: &[StreamPlan],
     others: &[Products],
     downloads: &[Download],
@@ -657,15 +708,19 @@ fn stored_content(
             }
         }
     }
+    let sources: Vec<(ContentKey, &RelPath, Option<u64>)> = items
+        .into_iter()
+        .filter(|(path, _, _)| !busy.contains(path) && !disputed.contains(path))
+        .filter_map(|(path, size, checksum)| Some((ContentKey::of(size, checksum)?, path, size)))
+        .collect();
+    let asked = sources
+        .iter()
+        .map(|(_, path, size)| ((*path).clone(), *size))
+        .collect();
+    let present = present_files(store, asked).await;
     let mut out = BTreeMap::new();
-    for (path, size, checksum) in items {
-        let Some(key) = ContentKey::of(size, checksum) else {
-            continue;
-        };
-        if out.contains_key(&key) || busy.contains(path) || disputed.contains(path) {
-            continue;
-        }
-        if store.has_file(path, size) {
+    for (key, path, size) in sources {
+        if !out.contains_key(&key) && present.contains(&(path.clone(), size)) {
             out.insert(key, path.clone());
         }
     }
@@ -697,12 +752,17 @@ fn disputed_paths(streams: &[StreamPlan]) -> BTreeSet<RelPath> {
 
 /// Refuses a plan that deletes more than `max_share` of the mirror's
 /// referenced bytes (the wipe guard for `--prune`).
-pub fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) -> Result<()> {
-    let before = store.load_references()?;
-    let total: u64 = before
+pub async fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) -> Result<()> {
+    let before = store.load_references().await?;
+    let referenced: Vec<RelPath> = before
         .keys()
         .filter_map(|p| RelPath::parse(p).ok())
-        .filter_map(|p| store.stamp(&p))
+        .collect();
+    let total: u64 = store
+        .stamps(&referenced)
+        .await
+        .into_iter()
+        .flatten()
         .map(|s| s.len)
         .sum();
     if total > 0 && plan.deletion_bytes as f64 > total as f64 * max_share {
@@ -791,24 +851,24 @@ mod tests {
     }
 
     /// Pretends a plan was executed: files written, state and references saved.
-    fn apply(plan: &Plan, store: &DirStore) {
+    async fn apply(plan: &Plan, store: &DirStore) {
         for d in &plan.downloads {
             let bytes = vec![0u8; d.expected.size.unwrap() as usize];
-            store.write_atomic(&d.path, &bytes).unwrap();
+            store.write_atomic(&d.path, &bytes).await.unwrap();
         }
         for sp in &plan.streams {
-            store.save_state(sp.content_id(), &sp.state).unwrap();
+            store.save_state(sp.content_id(), &sp.state).await.unwrap();
         }
         if let Some(refs) = &plan.references {
-            store.save_references(refs).unwrap();
+            store.save_references(refs).await.unwrap();
         }
         for p in &plan.deletions {
-            store.remove(p).unwrap();
+            store.remove(p).await.unwrap();
         }
     }
 
-    #[test]
-    fn shared_paths_are_fetched_and_counted_once() {
+    #[tokio::test]
+    async fn shared_paths_are_fetched_and_counted_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         let plan = Plan::build(
@@ -816,6 +876,7 @@ mod tests {
             &store,
             &options(None),
         )
+        .await
         .unwrap();
         let paths: Vec<&str> = plan.downloads.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(
@@ -836,8 +897,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn removals_delete_only_unreferenced_files() {
+    #[tokio::test]
+    async fn removals_delete_only_unreferenced_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         apply(
@@ -846,15 +907,18 @@ mod tests {
                 &store,
                 &options(Some(1)),
             )
+            .await
             .unwrap(),
             &store,
-        );
+        )
+        .await;
         // Version 2 replaces 1 for ga only; hwe keeps version 1 (and the shared file).
         let plan = Plan::build(
             stream(&[("ga", &["1", "2"]), ("hwe", &["1"])]),
             &store,
             &options(Some(1)),
         )
+        .await
         .unwrap();
         let removed: Vec<String> = plan.streams[0]
             .removed
@@ -872,7 +936,7 @@ mod tests {
             plan.references.as_ref().unwrap()["shared/1/squashfs"],
             ["c:1/hwe/1/squashfs"]
         );
-        apply(&plan, &store);
+        apply(&plan, &store).await;
         assert!(
             !dir.path().join("ga/1").exists(),
             "emptied directories go too"
@@ -883,13 +947,14 @@ mod tests {
             &store,
             &options(Some(1)),
         )
+        .await
         .unwrap();
         assert!(again.downloads.is_empty() && again.deletions.is_empty());
         assert_eq!(again.report(), ["0 Mb change"]);
     }
 
-    #[test]
-    fn products_gone_from_the_source_stay_unless_pruned() {
+    #[tokio::test]
+    async fn products_gone_from_the_source_stay_unless_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         apply(
@@ -898,44 +963,54 @@ mod tests {
                 &store,
                 &options(None),
             )
+            .await
             .unwrap(),
             &store,
-        );
-        let kept = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        )
+        .await;
+        let kept = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+            .await
+            .unwrap();
         assert!(kept.deletions.is_empty());
         assert!(kept.streams[0].state.products.contains_key("old"));
         let pruning = MirrorOptions {
             prune: true,
             ..options(None)
         };
-        let pruned = Plan::build(stream(&[("ga", &["1"])]), &store, &pruning).unwrap();
+        let pruned = Plan::build(stream(&[("ga", &["1"])]), &store, &pruning)
+            .await
+            .unwrap();
         let deletions: Vec<&str> = pruned.deletions.iter().map(RelPath::as_str).collect();
         assert_eq!(deletions, ["old/1/kernel"]);
         assert!(!pruned.streams[0].state.products.contains_key("old"));
-        assert!(check_wipe_guard(&pruned, &store, 0.5).is_ok());
+        assert!(check_wipe_guard(&pruned, &store, 0.5).await.is_ok());
         assert!(
             check_wipe_guard(&pruned, &store, 0.01)
+                .await
                 .unwrap_err()
                 .to_string()
                 .contains("--force")
         );
     }
 
-    #[test]
-    fn a_path_whose_checksum_changed_is_verified_not_trusted() {
+    #[tokio::test]
+    async fn a_path_whose_checksum_changed_is_verified_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap(),
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+                .await
+                .unwrap(),
             &store,
-        );
+        )
+        .await;
         // Version 2 reuses version 1's squashfs path with another checksum.
         let second = stream_with(&[("ga", &["1", "2"])], |doc| {
             let squashfs = &mut doc["products"]["ga"]["versions"]["2"]["items"]["squashfs"];
             squashfs["path"] = "shared/1/squashfs".into();
             squashfs["sha256"] = "b".repeat(64).into();
         });
-        let plan = Plan::build(second, &store, &options(None)).unwrap();
+        let plan = Plan::build(second, &store, &options(None)).await.unwrap();
         let d: Vec<(&str, bool)> = plan
             .downloads
             .iter()
@@ -944,23 +1019,29 @@ mod tests {
         assert_eq!(d, [("shared/1/squashfs", true), ("ga/2/kernel", false)]);
     }
 
-    #[test]
-    fn existing_files_are_trusted_by_size_or_verified() {
+    #[tokio::test]
+    async fn existing_files_are_trusted_by_size_or_verified() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        let first = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        let first = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+            .await
+            .unwrap();
         // Files are there (say, from a run killed before it saved its state).
         for d in &first.downloads {
             let bytes = vec![0u8; d.expected.size.unwrap() as usize];
-            store.write_atomic(&d.path, &bytes).unwrap();
+            store.write_atomic(&d.path, &bytes).await.unwrap();
         }
-        let trusted = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        let trusted = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+            .await
+            .unwrap();
         assert!(trusted.downloads.is_empty());
         let careful = MirrorOptions {
             verify_existing: true,
             ..options(None)
         };
-        let checked = Plan::build(stream(&[("ga", &["1"])]), &store, &careful).unwrap();
+        let checked = Plan::build(stream(&[("ga", &["1"])]), &store, &careful)
+            .await
+            .unwrap();
         assert!(checked.downloads.iter().all(|d| d.verify_only) && checked.downloads.len() == 2);
         assert_eq!(checked.download_bytes(), 0);
         let no_items = MirrorOptions {
@@ -969,6 +1050,7 @@ mod tests {
         };
         assert!(
             Plan::build(stream(&[("ga", &["2"])]), &store, &no_items)
+                .await
                 .unwrap()
                 .downloads
                 .is_empty()
@@ -1006,12 +1088,12 @@ mod tests {
         RelPath::parse(s).unwrap()
     }
 
-    #[test]
-    fn identical_content_is_fetched_once_and_linked() {
+    #[tokio::test]
+    async fn identical_content_is_fetched_once_and_linked() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         let both = || stream_with(&[("ga", &["1"]), ("hwe", &["1"])], same_kernels);
-        let plan = Plan::build(both(), &store, &options(None)).unwrap();
+        let plan = Plan::build(both(), &store, &options(None)).await.unwrap();
         assert_eq!(
             origins(&plan),
             [
@@ -1036,14 +1118,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn content_already_in_the_mirror_is_linked_not_fetched() {
+    #[tokio::test]
+    async fn content_already_in_the_mirror_is_linked_not_fetched() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap(),
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+                .await
+                .unwrap(),
             &store,
-        );
+        )
+        .await;
         // hwe appears later with ga's kernel; version 2 of ga keeps version
         // 1's kernel while --max=1 removes version 1.
         let later = stream_with(&[("ga", &["1", "2"]), ("hwe", &["1"])], |doc| {
@@ -1051,7 +1136,7 @@ mod tests {
             let v1 = doc["products"]["ga"]["versions"]["1"]["items"]["kernel"]["sha256"].clone();
             doc["products"]["ga"]["versions"]["2"]["items"]["kernel"]["sha256"] = v1;
         });
-        let plan = Plan::build(later, &store, &options(Some(1))).unwrap();
+        let plan = Plan::build(later, &store, &options(Some(1))).await.unwrap();
         let want = Origin::Stored(rel("ga/1/kernel"));
         let got: Vec<(&str, Origin)> = origins(&plan)
             .into_iter()
@@ -1064,8 +1149,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_content_index_entry_is_linked_and_space_counts_only_transfers() {
+    #[tokio::test]
+    async fn a_content_index_entry_is_linked_and_space_counts_only_transfers() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().join("mirror"));
         let index = ContentIndex::new(dir.path().join("index"));
@@ -1074,7 +1159,9 @@ mod tests {
         let elsewhere = dir.path().join("other-mirror-kernel");
         std::fs::write(&elsewhere, vec![0u8; 2 << 20]).unwrap();
         assert!(index.add(&key, &elsewhere).unwrap());
-        let mut plan = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
+        let mut plan = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+            .await
+            .unwrap();
         plan.use_content_index(&index);
         assert_eq!(
             origins(&plan),
@@ -1090,16 +1177,16 @@ mod tests {
             vec![0u8; 1 << 20],
         )
         .unwrap();
-        let space = plan.check_space(&store, Some(0)).unwrap().clone();
+        let space = plan.check_space(&store, Some(0)).await.unwrap().clone();
         assert_eq!((space.need, space.staged), (2 << 20, 1 << 20));
         assert!(space.fits());
-        let huge = plan.check_space(&store, Some(u64::MAX / 2)).unwrap();
+        let huge = plan.check_space(&store, Some(u64::MAX / 2)).await.unwrap();
         assert!(!huge.fits());
         assert!(plan.report().last().unwrap().ends_with("NOT ENOUGH"));
     }
 
-    #[test]
-    fn md5_alone_does_not_make_content_identical() {
+    #[tokio::test]
+    async fn md5_alone_does_not_make_content_identical() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         let md5_only = stream_with(&[("ga", &["1"]), ("hwe", &["1"])], |doc| {
@@ -1109,7 +1196,7 @@ mod tests {
                 kernel["md5"] = "0".repeat(32).into();
             }
         });
-        let plan = Plan::build(md5_only, &store, &options(None)).unwrap();
+        let plan = Plan::build(md5_only, &store, &options(None)).await.unwrap();
         assert!(plan.downloads.iter().all(|d| d.origin == Origin::Fetch));
     }
 }

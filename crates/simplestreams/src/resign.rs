@@ -28,6 +28,7 @@ use crate::path::RelPath;
 use crate::plan::StreamPlan;
 use crate::store::Store;
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// How a run publishes metadata.
@@ -64,21 +65,32 @@ pub struct Published {
 /// Publishes the products file of `sp` from its state: the products,
 /// versions and items whose files the mirror holds. `None` when it holds
 /// nothing of it (no file is written then).
-pub fn publish_products(
+pub async fn publish_products(
     store: &dyn Store,
     key: &SigningKey,
     sp: &StreamPlan,
 ) -> Result<Option<Published>> {
+    let files: Vec<(RelPath, Option<u64>)> = sp
+        .state
+        .items()
+        .filter_map(|e| Some((e.item.path.clone()?, e.item.size)))
+        .collect();
+    let present = store.have_files(&files).await;
+    let in_store: BTreeSet<(RelPath, Option<u64>)> = files
+        .into_iter()
+        .zip(present)
+        .filter_map(|(file, there)| there.then_some(file))
+        .collect();
     let held = retain_items(&sp.state, |item| {
         item.path
             .as_ref()
-            .is_none_or(|p| store.has_file(p, item.size))
+            .is_none_or(|p| in_store.contains(&(p.clone(), item.size)))
     });
     let Some(document) = products_document(&sp.source.products, &held)? else {
         return Ok(None);
     };
     let path = json_path(&sp.source.document.rel);
-    let document = write_signed(store, key, &path, document)?;
+    let document = write_signed(store, key, &path, document).await?;
     Ok(Some(Published { path, document }))
 }
 
@@ -86,7 +98,7 @@ pub fn publish_products(
 /// products files the mirror holds anything of. `published` are this run's;
 /// the others are read back from the mirror (what an earlier run published
 /// for them).
-pub fn publish_index(
+pub async fn publish_index(
     store: &dyn Store,
     key: &SigningKey,
     upstream: &Document,
@@ -100,7 +112,7 @@ pub fn publish_index(
         if files.iter().any(|f| f.path == path) {
             continue;
         }
-        if let Some(document) = read_published(store, &path) {
+        if let Some(document) = read_published(store, &path).await {
             files.push(Published { path, document });
         }
     }
@@ -114,25 +126,25 @@ pub fn publish_index(
         .collect();
     let document = index_document(&index, &listed)?;
     let path = json_path(&upstream.rel);
-    let previous = read_published(store, &path);
+    let previous = read_published(store, &path).await;
     let mut plain = document;
     if let Some(previous) = &previous {
         keep_updated(&mut plain, previous);
     }
     let bytes = render(&plain);
-    store.write_atomic(&path, &bytes)?;
-    sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes)?;
-    publish_keyring(store, key)
+    store.write_atomic(&path, &bytes).await?;
+    sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes).await?;
+    publish_keyring(store, key).await
 }
 
 /// Publishes the public keyring that verifies the mirror beside its
 /// metadata ([`crate::layout::MIRROR_KEYRING`]), for clients to fetch.
-fn publish_keyring(store: &dyn Store, key: &SigningKey) -> Result<()> {
+async fn publish_keyring(store: &dyn Store, key: &SigningKey) -> Result<()> {
     let rel = keyring_path()?;
     let ring = key
         .public_keyring_binary()
         .map_err(|e| Error::Refused(format!("{}: {e}", store.display(&rel))))?;
-    store.write_atomic(&rel, &ring)
+    store.write_atomic(&rel, &ring).await
 }
 
 /// The products files an index names.
@@ -148,8 +160,8 @@ fn index_paths(index: &Map<String, Value>) -> Vec<RelPath> {
 }
 
 /// The plain document published at `path`, if it is one of ours.
-fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
-    let bytes = store.read(path).ok()??;
+async fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
+    let bytes = store.read(path).await.ok()??;
     let doc: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
     Products::from_map(path.as_str(), doc.clone()).ok()?;
     Some(doc)
@@ -158,18 +170,18 @@ fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value
 /// Writes `document` at `path` (keeping the `updated` of what was there
 /// when nothing else changed) with its two signatures; gives what was
 /// written.
-fn write_signed(
+async fn write_signed(
     store: &dyn Store,
     key: &SigningKey,
     path: &RelPath,
     mut document: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
-    if let Some(previous) = read_published(store, path) {
+    if let Some(previous) = read_published(store, path).await {
         keep_updated(&mut document, &previous);
     }
     let bytes = render(&document);
-    store.write_atomic(path, &bytes)?;
-    sign_beside(store, key, path, &bytes, &bytes)?;
+    store.write_atomic(path, &bytes).await?;
+    sign_beside(store, key, path, &bytes, &bytes).await?;
     Ok(document)
 }
 
@@ -177,7 +189,7 @@ fn write_signed(
 /// document `path`, and a detached signature of `plain` (its bytes) as the
 /// `.json.gpg`; each only when what is there is not already this key's
 /// signature of the same content.
-fn sign_beside(
+async fn sign_beside(
     store: &dyn Store,
     key: &SigningKey,
     path: &RelPath,
@@ -186,15 +198,17 @@ fn sign_beside(
 ) -> Result<()> {
     let signing = |e| Error::Refused(format!("{}: cannot sign: {e}", store.display(path)));
     if let Some(sjson) = sjson_path(path) {
-        let current = store.read(&sjson).ok().flatten();
+        let current = store.read(&sjson).await.ok().flatten();
         if !current.is_some_and(|c| key.verifies_cleartext(&c, text)) {
-            store.write_atomic(&sjson, &key.clearsign(text).map_err(signing)?)?;
+            let signed = key.clearsign(text).map_err(signing)?;
+            store.write_atomic(&sjson, &signed).await?;
         }
     }
     let gpg = detached_path(path);
-    let current = store.read(&gpg).ok().flatten();
+    let current = store.read(&gpg).await.ok().flatten();
     if !current.is_some_and(|c| key.verifies_detached(&c, plain)) {
-        store.write_atomic(&gpg, &key.sign_detached(plain).map_err(signing)?)?;
+        let signature = key.sign_detached(plain).map_err(signing)?;
+        store.write_atomic(&gpg, &signature).await?;
     }
     Ok(())
 }
@@ -210,14 +224,14 @@ pub struct Withdrawal;
 impl Withdrawal {
     /// `Some` when the mirror in `store` was re-signed before (one look for
     /// its keyring).
-    pub fn needed(store: &dyn Store) -> Result<Option<Withdrawal>> {
+    pub async fn needed(store: &dyn Store) -> Result<Option<Withdrawal>> {
         let keyring = keyring_path()?;
-        Ok(store.stamp(&keyring).map(|_| Withdrawal))
+        Ok(store.stamp(&keyring).await.map(|_| Withdrawal))
     }
 
     /// After upstream's document `upstream` was written: removes the
     /// re-signed files beside it.
-    pub fn beside(&self, store: &dyn Store, upstream: &RelPath) -> Result<()> {
+    pub async fn beside(&self, store: &dyn Store, upstream: &RelPath) -> Result<()> {
         let plain = json_path(upstream);
         let twin = if plain == *upstream {
             sjson_path(&plain)
@@ -225,16 +239,16 @@ impl Withdrawal {
             Some(plain.clone())
         };
         for rel in twin.into_iter().chain([detached_path(&plain)]) {
-            if rel != *upstream && store.stamp(&rel).is_some() {
-                store.remove(&rel)?;
+            if rel != *upstream && store.stamp(&rel).await.is_some() {
+                store.remove(&rel).await?;
             }
         }
         Ok(())
     }
 
     /// After upstream's index was written: removes the mirror's keyring.
-    pub fn finish(&self, store: &dyn Store) -> Result<()> {
-        store.remove(&keyring_path()?)
+    pub async fn finish(&self, store: &dyn Store) -> Result<()> {
+        store.remove(&keyring_path()?).await
     }
 }
 

@@ -328,11 +328,7 @@ impl Source {
     pub async fn fetch(&self, rel: &RelPath, validators: Option<&Validators>) -> Result<Fetched> {
         let url = self.url_of(rel);
         if let Some(store) = self.store() {
-            let rel = rel.clone();
-            let read = tokio::task::spawn_blocking(move || store.read(&rel))
-                .await
-                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))??;
-            return match read {
+            return match store.read(rel).await? {
                 Some(bytes) => Ok(Fetched::Body {
                     bytes,
                     validators: Validators::default(),

@@ -44,8 +44,8 @@ impl SpaceCheck {
     /// The check of `plan` against `store`, keeping `min_free` bytes free
     /// (default: [`default_margin`]). `None` when the store cannot tell
     /// its free space.
-    pub fn of(plan: &Plan, store: &dyn Store, min_free: Option<u64>) -> Option<SpaceCheck> {
-        let space = store.space()?;
+    pub async fn of(plan: &Plan, store: &dyn Store, min_free: Option<u64>) -> Option<SpaceCheck> {
+        let space = store.space().await?;
         let (mut need, mut staged) = (0u64, 0u64);
         let mut largest: Option<(String, u64)> = None;
         for d in plan.downloads.iter().filter(|d| !d.verify_only) {
@@ -55,7 +55,7 @@ impl SpaceCheck {
             if d.origin != Origin::Fetch {
                 continue; // a hard link takes no space
             }
-            let have = store.staged_len(&d.path).min(size);
+            let have = store.staged_len(&d.path).await.min(size);
             staged += have;
             need = need.saturating_add(size - have);
             if largest.as_ref().is_none_or(|(_, l)| size > *l) {

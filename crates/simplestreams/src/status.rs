@@ -198,33 +198,46 @@ pub fn record_path(store: &DirStore, job: &str) -> Result<PathBuf> {
 }
 
 /// Writes `record` atomically into `store`.
-pub fn write(store: &dyn Store, record: &StatusRecord) -> Result<()> {
+pub async fn write(store: &dyn Store, record: &StatusRecord) -> Result<()> {
     let rel = record_rel(&record.job)?;
     let mut text = serde_json::to_vec_pretty(record)
         .map_err(|e| Error::metadata(rel.as_str(), e.to_string()))?;
     text.push(b'\n');
-    store.write_atomic(&rel, &text)
+    store.write_atomic(&rel, &text).await
 }
 
 /// The record of `job` in `store`, if there is one.
-pub fn read(store: &dyn Store, job: &str) -> Result<Option<StatusRecord>> {
+pub async fn read(store: &dyn Store, job: &str) -> Result<Option<StatusRecord>> {
     let rel = record_rel(job)?;
-    let Some(bytes) = store.read(&rel)? else {
+    let Some(bytes) = store.read(&rel).await? else {
         return Ok(None);
     };
-    let where_ = store.display(&rel);
-    let record: StatusRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::metadata(&where_, format!("malformed status record: {e}")))?;
+    parse_record(&store.display(&rel), job, &bytes).map(Some)
+}
+
+/// The record of `job` in the bytes read from `where_`.
+fn parse_record(where_: &str, job: &str, bytes: &[u8]) -> Result<StatusRecord> {
+    let record: StatusRecord = serde_json::from_slice(bytes)
+        .map_err(|e| Error::metadata(where_, format!("malformed status record: {e}")))?;
     if record.job != job {
         return Err(Error::metadata(
-            &where_,
+            where_,
             format!(
                 "malformed status record: it is about job {:?}, not {job:?}",
                 record.job
             ),
         ));
     }
-    Ok(Some(record))
+    Ok(record)
+}
+
+/// [`read`] in a directory, blocking (for synchronous callers).
+pub fn read_blocking(store: &DirStore, job: &str) -> Result<Option<StatusRecord>> {
+    let rel = record_rel(job)?;
+    let Some(bytes) = store.read_blocking(&rel)? else {
+        return Ok(None);
+    };
+    parse_record(&store.display(&rel), job, &bytes).map(Some)
 }
 
 /// Every job's record in `store`, sorted by job name (none when the mirror
@@ -248,7 +261,7 @@ pub fn read_all(store: &DirStore) -> Result<Vec<StatusRecord>> {
     jobs.sort();
     let mut records = Vec::new();
     for job in jobs {
-        match read(store, &job) {
+        match read_blocking(store, &job) {
             Ok(Some(r)) => records.push(r),
             Ok(None) => {}
             Err(e) => log::warn!("{e}"),
@@ -294,17 +307,17 @@ mod tests {
         assert!("2025-07-18 02:31".parse::<Timestamp>().is_err());
     }
 
-    #[test]
-    fn records_round_trip_through_the_store() {
+    #[tokio::test]
+    async fn records_round_trip_through_the_store() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::new(tmp.path());
-        assert_eq!(read(&store, "maas").unwrap(), None);
+        assert_eq!(read(&store, "maas").await.unwrap(), None);
         assert!(read_all(&store).unwrap().is_empty());
         let ok = record("maas", RunResult::Ok);
-        write(&store, &ok).unwrap();
+        write(&store, &ok).await.unwrap();
         let failed = record("bootloaders", RunResult::Failed);
-        write(&store, &failed).unwrap();
-        assert_eq!(read(&store, "maas").unwrap().as_ref(), Some(&ok));
+        write(&store, &failed).await.unwrap();
+        assert_eq!(read(&store, "maas").await.unwrap().as_ref(), Some(&ok));
         assert_eq!(read_all(&store).unwrap(), vec![failed, ok.clone()]);
         assert_eq!(ok.duration(), Duration::from_millis(65250));
         let path = record_path(&store, "maas").unwrap();
@@ -317,17 +330,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_malformed_record_is_an_error_naming_the_file() {
+    #[tokio::test]
+    async fn a_malformed_record_is_an_error_naming_the_file() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::new(tmp.path());
-        write(&store, &record("good", RunResult::Ok)).unwrap();
+        write(&store, &record("good", RunResult::Ok)).await.unwrap();
         std::fs::write(
             tmp.path().join(".data/sstream-status-bad.json"),
             b"{\"job\":",
         )
         .unwrap();
-        let err = read(&store, "bad").unwrap_err().to_string();
+        let err = read(&store, "bad").await.unwrap_err().to_string();
         assert!(err.contains("sstream-status-bad.json"), "{err}");
         assert!(err.contains("malformed status record"), "{err}");
         let jobs: Vec<String> = read_all(&store)
@@ -338,8 +351,8 @@ mod tests {
         assert_eq!(jobs, ["good"]);
     }
 
-    #[test]
-    fn job_names() {
+    #[tokio::test]
+    async fn job_names() {
         for ok in ["maas", "maas-stable", "a.b_c", "9"] {
             assert!(check_job_name(ok).is_ok(), "{ok}");
         }
@@ -348,7 +361,7 @@ mod tests {
             assert!(check_job_name(bad).is_err(), "{bad}");
         }
         let tmp = tempfile::tempdir().unwrap();
-        let err = read(&DirStore::new(tmp.path()), "../x").unwrap_err();
+        let err = read(&DirStore::new(tmp.path()), "../x").await.unwrap_err();
         assert!(err.to_string().contains("job name"), "{err}");
     }
 }

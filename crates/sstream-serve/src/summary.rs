@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::Value;
 use simplestreams::format::Products;
-use simplestreams::store::{DirStore, FileStamp, Store};
+use simplestreams::store::{DirStore, FileStamp};
 
 /// Larger state files are reported, not parsed.
 const MAX_STATE_FILE: u64 = 256 * 1024 * 1024;
@@ -96,7 +96,7 @@ pub(crate) fn mirror_streams(mirror: &Path) -> Option<Vec<Summary>> {
 /// The summary of `id`'s state, from the cache while its file is unchanged.
 fn cached(store: &DirStore, id: &str) -> Summary {
     let key = (store.root().to_path_buf(), id.to_owned());
-    let stamp = store.state_stamp(id);
+    let stamp = store.state_stamp_blocking(id);
     if let Some(stamp) = stamp
         && let Ok(cache) = SUMMARIES.lock()
         && let Some((s, summary)) = cache.get(&key)
@@ -122,7 +122,7 @@ fn read(store: &DirStore, id: &str, stamp: Option<FileStamp>) -> Result<StreamSu
     if stamp.is_some_and(|s| s.len > MAX_STATE_FILE) {
         return Err(StateError::TooLarge { name });
     }
-    let bytes = match store.state_bytes(id) {
+    let bytes = match store.state_bytes_blocking(id) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
             let reason = "gone while being read".to_owned();

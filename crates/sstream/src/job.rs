@@ -232,7 +232,8 @@ impl MirrorJob {
         };
         let source = Source::new(spec.root, mirrors, transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        let store = crate::target::store_at(&self.dir)?;
+        // A bucket's point requests are bounded by the transfer timeout.
+        let store = crate::target::store_at(&self.dir, o.timeout.get())?;
         let options = MirrorOptions {
             filters: self.filters.clone(),
             max: o.max,

@@ -5,7 +5,7 @@
 use simplestreams::metrics::render;
 use simplestreams::path::RelPath;
 use simplestreams::status::StatusRecord;
-use simplestreams::store::{DirStore, Store};
+use simplestreams::store::DirStore;
 use std::path::Path;
 
 /// The file `--metrics-textfile DIR` writes.
@@ -21,6 +21,6 @@ pub fn write_textfile(dir: &Path, records: &[StatusRecord]) -> anyhow::Result<()
         );
     }
     let rel = RelPath::parse(TEXTFILE_NAME)?;
-    DirStore::new(dir).write_atomic(&rel, render(records).as_bytes())?;
+    DirStore::new(dir).write_atomic_blocking(&rel, render(records).as_bytes())?;
     Ok(())
 }

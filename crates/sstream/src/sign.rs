@@ -16,7 +16,7 @@ use simplestreams::holdings::{detached_path, json_path, render, signed_index, sj
 use simplestreams::layout::{DATA_DIR, is_temp_name};
 use simplestreams::openpgp::{KeyError, SecretKey, SigningKey};
 use simplestreams::path::RelPath;
-use simplestreams::store::{DirStore, Store};
+use simplestreams::store::DirStore;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ pub fn run(args: SignArgs) -> Result<()> {
     let store = DirStore::new(&args.dir);
     // In a mirror directory, no mirror run writes while we read and sign.
     let _lock = if args.dir.join(DATA_DIR).is_dir() {
-        Some(store.lock(args.wait)?)
+        Some(store.lock_blocking(args.wait)?)
     } else {
         None
     };
@@ -256,21 +256,21 @@ fn sign_document(store: &DirStore, key: &SigningKey, doc: &Document) -> Result<[
     let sjson = sjson_path(&doc.rel).ok_or_else(|| fail(&doc.rel, &"not a .json file"))?;
     let gpg = detached_path(&doc.rel);
 
-    let current = store.read(&sjson)?;
+    let current = store.read_blocking(&sjson)?;
     let sjson_ok = current.is_some_and(|signed| key.verifies_cleartext(&signed, &doc.signed_text));
     if !sjson_ok {
         let signed = key
             .clearsign(&doc.signed_text)
             .map_err(|e| fail(&sjson, &e))?;
-        store.write_atomic(&sjson, &signed)?;
+        store.write_atomic_blocking(&sjson, &signed)?;
     }
     report(store, &sjson, !sjson_ok);
 
-    let current = store.read(&gpg)?;
+    let current = store.read_blocking(&gpg)?;
     let gpg_ok = current.is_some_and(|sig| key.verifies_detached(&sig, &doc.json));
     if !gpg_ok {
         let sig = key.sign_detached(&doc.json).map_err(|e| fail(&gpg, &e))?;
-        store.write_atomic(&gpg, &sig)?;
+        store.write_atomic_blocking(&gpg, &sig)?;
     }
     report(store, &gpg, !gpg_ok);
     Ok([!sjson_ok, !gpg_ok])

@@ -138,7 +138,7 @@ fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
         last_success_age_seconds: None,
         record: None,
     };
-    let record = match crate::target::read_status(&job.dir, &job.name) {
+    let record = match crate::target::read_status(&job.dir, &job.name, job.options.timeout.get()) {
         Ok(Some(r)) => r,
         Ok(None) => {
             status.health = Health::Never;

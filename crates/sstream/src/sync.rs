@@ -117,7 +117,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
             }
         };
     }
-    let store = match crate::target::store_at(&job.dir) {
+    let store = match crate::target::store_at(&job.dir, job.options.timeout.get()) {
         Ok(store) => store,
         Err(e) => {
             say(&e.to_string());
@@ -125,10 +125,19 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
         }
     };
     let store = store.as_ref();
-    let previous = status::read(store, &job.name).unwrap_or_else(|e| {
-        say(&format!("warning: {e}; starting a new record"));
-        None
-    });
+    let runtime = match crate::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            say(&format!("cannot start: {e}"));
+            return false;
+        }
+    };
+    let previous = runtime
+        .block_on(status::read(store, &job.name))
+        .unwrap_or_else(|e| {
+            say(&format!("warning: {e}; starting a new record"));
+            None
+        });
     let started = Timestamp::now();
     let result = run_job(job, false, args.progress);
     let finished = Timestamp::now();
@@ -152,7 +161,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
         files_downloaded: outcome.files,
         bytes_downloaded: outcome.bytes,
         files_removed: outcome.removed,
-        bytes_on_disk: stored_bytes(job, store, &say),
+        bytes_on_disk: stored_bytes(job, store, &runtime, &say),
         last_success: match result {
             RunResult::Ok => Some(finished),
             RunResult::Failed => previous.and_then(|p| p.last_success),
@@ -160,7 +169,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
     };
     let mut ok = record.is_ok();
     record.errors.iter().for_each(|l| say(l));
-    if let Err(e) = status::write(store, &record) {
+    if let Err(e) = runtime.block_on(status::write(store, &record)) {
         say(&format!("cannot write the status record: {e}"));
         ok = false;
     }
@@ -318,15 +327,15 @@ fn records_of(config: &Config) -> Vec<StatusRecord> {
     config
         .jobs
         .iter()
-        .filter_map(
-            |job| match crate::target::read_status(&job.dir, &job.name) {
+        .filter_map(|job| {
+            match crate::target::read_status(&job.dir, &job.name, job.options.timeout.get()) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("sstream sync: {}: warning: {e}", job.name);
                     None
                 }
-            },
-        )
+            }
+        })
         .collect()
 }
 
@@ -369,11 +378,16 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
 /// What the mirror of `job` takes: the size of its directory (see
 /// [`disk_usage`]), or of every object of its bucket (one listing, made
 /// after the run: a run itself never lists).
-fn stored_bytes(job: &Job, store: &dyn simplestreams::store::Store, say: &dyn Fn(&str)) -> u64 {
+fn stored_bytes(
+    job: &Job,
+    store: &dyn simplestreams::store::Store,
+    runtime: &tokio::runtime::Runtime,
+    say: &dyn Fn(&str),
+) -> u64 {
     if !crate::target::is_bucket(&job.dir) {
         return disk_usage(&job.dir);
     }
-    match store.list() {
+    match runtime.block_on(store.list()) {
         Ok(objects) => objects.iter().map(|o| o.len).sum(),
         Err(e) => {
             say(&format!("warning: cannot size the bucket: {e}"));

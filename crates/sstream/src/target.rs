@@ -4,9 +4,10 @@
 
 use crate::error::CliError;
 use simplestreams::status::StatusRecord;
-use simplestreams::store::{DirStore, S3Store, Store, is_s3_target};
+use simplestreams::store::{DirStore, S3Settings, S3Store, Store, is_s3_target};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The store of `target`: a bucket for `s3://BUCKET/PREFIX`, else the
 /// directory at that path.
@@ -16,27 +17,53 @@ use std::sync::Arc;
 ///
 /// [`S3Settings::from_env`]: simplestreams::store::S3Settings::from_env
 pub fn open_store(target: &str) -> Result<Arc<dyn Store>, CliError> {
+    open_store_with(target, None)
+}
+
+/// [`open_store`], a bucket's point requests (documents, state, status,
+/// listings) bounded by `request_timeout` (the transfer `--timeout`) when
+/// given.
+pub fn open_store_with(
+    target: &str,
+    request_timeout: Option<Duration>,
+) -> Result<Arc<dyn Store>, CliError> {
     if is_s3_target(target) {
-        let store = S3Store::from_env(target).map_err(CliError::usage)?;
+        let mut settings = S3Settings::from_env().map_err(CliError::usage)?;
+        if let Some(limit) = request_timeout {
+            settings.request_timeout = limit.max(Duration::from_millis(100));
+        }
+        let store = S3Store::open(target, settings).map_err(CliError::usage)?;
         return Ok(Arc::new(store));
     }
     Ok(Arc::new(DirStore::new(target)))
 }
 
-/// [`open_store`] for a target given as a path (a command-line or config
-/// `dir`).
-pub fn store_at(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+/// [`open_store_with`] for a target given as a path (a command-line or
+/// config `dir`), requests bounded by `request_timeout`.
+pub fn store_at(dir: &Path, request_timeout: Duration) -> Result<Arc<dyn Store>, CliError> {
     match dir.to_str() {
-        Some(target) => open_store(target),
+        Some(target) => open_store_with(target, Some(request_timeout)),
         None => Ok(Arc::new(DirStore::new(dir))),
     }
 }
 
 /// The status record of `job` in the mirror at `dir` (see
-/// [`simplestreams::status::read`]).
-pub fn read_status(dir: &Path, job: &str) -> Result<Option<StatusRecord>, CliError> {
-    let store = store_at(dir)?;
-    Ok(simplestreams::status::read(store.as_ref(), job)?)
+/// [`simplestreams::status::read`]); in a bucket, the request bounded by
+/// `request_timeout`.
+pub fn read_status(
+    dir: &Path,
+    job: &str,
+    request_timeout: Duration,
+) -> Result<Option<StatusRecord>, CliError> {
+    if !is_bucket(dir) {
+        return Ok(simplestreams::status::read_blocking(
+            &DirStore::new(dir),
+            job,
+        )?);
+    }
+    let store = store_at(dir, request_timeout)?;
+    let runtime = crate::runtime()?;
+    Ok(runtime.block_on(simplestreams::status::read(store.as_ref(), job))?)
 }
 
 /// Whether `dir` names a bucket rather than a directory.

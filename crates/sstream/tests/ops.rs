@@ -83,7 +83,7 @@ fn seed_spec() -> SampleSpec {
 }
 
 fn record(dir: &Path, job: &str) -> StatusRecord {
-    status::read(&DirStore::new(dir), job)
+    status::read_blocking(&DirStore::new(dir), job)
         .unwrap()
         .unwrap_or_else(|| panic!("no status record of {job} in {}", dir.display()))
 }
@@ -463,7 +463,15 @@ fn write_record(
         bytes_on_disk: 3 << 20,
         last_success: last_ok.map(|d| Timestamp::from(now - d)),
     };
-    status::write(&DirStore::new(dir), &r).unwrap();
+    store_record(dir, &r);
+}
+
+/// Writes `record` as the mirror at `dir`'s status record of its job.
+fn store_record(dir: &Path, record: &StatusRecord) {
+    let runtime = simplestreams::runtime::build().unwrap();
+    runtime
+        .block_on(status::write(&DirStore::new(dir), record))
+        .unwrap();
 }
 
 #[test]
@@ -626,7 +634,7 @@ fn status_escapes_a_forged_record_and_flags_a_success_in_the_future() {
         bytes_on_disk: 0,
         last_success: Some(Timestamp::from(now - hour)),
     };
-    status::write(&DirStore::new(tmp.path().join("forged")), &forged).unwrap();
+    store_record(&tmp.path().join("forged"), &forged);
     let future = StatusRecord {
         job: "future".into(),
         result: RunResult::Ok,
@@ -634,7 +642,7 @@ fn status_escapes_a_forged_record_and_flags_a_success_in_the_future() {
         last_success: Some(Timestamp::from(now + 24 * hour)),
         ..forged.clone()
     };
-    status::write(&DirStore::new(tmp.path().join("future")), &future).unwrap();
+    store_record(&tmp.path().join("future"), &future);
 
     let out = sstream(tmp.path(), &["status", "--config", config]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));

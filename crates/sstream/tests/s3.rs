@@ -12,7 +12,7 @@ mod s3_support;
 mod support;
 
 use faults_support::{Rng, args, assert_failed, assert_ok, inconsistencies, mirror, stderr};
-use s3_support::{Fault, Kind, Logged, Rule, S3Server};
+use s3_support::{Fault, Kind, Logged, Rule, S3Server, block};
 use simplestreams::path::RelPath;
 use simplestreams::sample::{self, SampleSpec};
 use simplestreams::store::Store;
@@ -145,38 +145,42 @@ fn staged_uploads_appear_only_on_commit(kind: Kind) {
     let rel = RelPath::parse("a/big.img").unwrap();
     let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
     for (commit, mib) in [(false, 19usize), (true, 19), (true, 1)] {
-        let mut staged = store.stage(&rel).unwrap();
+        let mut staged = block(store.stage(&rel)).unwrap();
         staged.begin(0, &mut |_| {}).unwrap();
         for _ in 0..mib {
             staged.write(&chunk).unwrap();
         }
         staged.sync().unwrap();
-        assert_eq!(store.stamp(&rel), None, "visible before commit ({mib} MiB)");
+        assert_eq!(
+            block(store.stamp(&rel)),
+            None,
+            "visible before commit ({mib} MiB)"
+        );
         assert!(
-            store.list().unwrap().is_empty(),
+            block(store.list()).unwrap().is_empty(),
             "{kind:?}: something listed"
         );
         if commit {
-            staged.commit().unwrap();
-            let stamp = store.stamp(&rel).expect("committed");
+            block(staged.commit()).unwrap();
+            let stamp = block(store.stamp(&rel)).expect("committed");
             assert_eq!(stamp.len, (mib << 20) as u64);
-            let back = store.read(&rel).unwrap().unwrap();
+            let back = block(store.read(&rel)).unwrap().unwrap();
             assert!(back.chunks(1 << 20).all(|c| c == chunk.as_slice()));
-            store.remove(&rel).unwrap();
+            block(store.remove(&rel)).unwrap();
         } else {
-            staged.discard().unwrap();
+            block(staged.discard()).unwrap();
         }
-        assert_eq!(store.stamp(&rel), None);
+        assert_eq!(block(store.stamp(&rel)), None);
     }
     // Unchanged content is not written again (same stamp).
     let doc = RelPath::parse("streams/v1/index.json").unwrap();
-    store.write_atomic(&doc, b"{}").unwrap();
-    let before = store.stamp(&doc).unwrap();
+    block(store.write_atomic(&doc, b"{}")).unwrap();
+    let before = block(store.stamp(&doc)).unwrap();
     thread::sleep(Duration::from_millis(1100));
-    store.write_atomic(&doc, b"{}").unwrap();
-    assert_eq!(store.stamp(&doc), Some(before));
-    store.write_atomic(&doc, b"{ }").unwrap();
-    assert_ne!(store.stamp(&doc), Some(before));
+    block(store.write_atomic(&doc, b"{}")).unwrap();
+    assert_eq!(block(store.stamp(&doc)), Some(before));
+    block(store.write_atomic(&doc, b"{ }")).unwrap();
+    assert_ne!(block(store.stamp(&doc)), Some(before));
 }
 
 #[test]
@@ -202,36 +206,40 @@ fn lease_is_renewed_and_lost_when_taken_over(kind: Kind) {
     let store = simplestreams::store::S3Store::open(&url, settings).unwrap();
     let lock = RelPath::parse(LOCK_KEY).unwrap();
     let expires = || -> u64 {
-        let bytes = store.read(&lock).unwrap().expect("the lease object");
+        let bytes = block(store.read(&lock)).unwrap().expect("the lease object");
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["expires"].as_u64().unwrap()
     };
-    let held = store.lock(false).unwrap();
+    let held = block(store.lock(false)).unwrap();
     let first = expires();
     thread::sleep(Duration::from_millis(2600));
     assert!(expires() > first, "{kind:?}: the lease was not renewed");
-    let err = store.lock(false).unwrap_err().to_string();
+    let err = block(store.lock(false)).unwrap_err().to_string();
     assert!(
         err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
     drop(held);
-    assert_eq!(store.stamp(&lock), None, "the lease was not deleted");
+    assert_eq!(block(store.stamp(&lock)), None, "the lease was not deleted");
 
-    let held = store.lock(false).unwrap();
+    let held = block(store.lock(false)).unwrap();
     let doc = RelPath::parse("streams/v1/index.json").unwrap();
-    store.write_atomic(&doc, b"{}").unwrap();
+    block(store.write_atomic(&doc, b"{}")).unwrap();
     // Another run takes the lease over (as after an expiry).
-    s3.direct(&url)
-        .write_atomic(&lock, b"{\"host\":\"other\",\"pid\":1,\"expires\":1}")
-        .unwrap();
+    block(
+        s3.direct(&url)
+            .write_atomic(&lock, b"{\"host\":\"other\",\"pid\":1,\"expires\":1}"),
+    )
+    .unwrap();
     thread::sleep(Duration::from_millis(1600));
-    let err = store.write_atomic(&doc, b"{ }").unwrap_err().to_string();
+    let err = block(store.write_atomic(&doc, b"{ }"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lease was lost"), "{err}");
-    assert!(store.remove(&doc).is_err());
+    assert!(block(store.remove(&doc)).is_err());
     drop(held);
     assert!(
-        store.stamp(&lock).is_some(),
+        block(store.stamp(&lock)).is_some(),
         "the other run's lease was deleted"
     );
 }
@@ -281,9 +289,9 @@ fn bucket_matches_directory(kind: Kind) {
         .into_keys()
         .find(|k| k.ends_with("/squashfs"))
         .unwrap();
-    store.remove(&RelPath::parse(&squashfs).unwrap()).unwrap();
+    block(store.remove(&RelPath::parse(&squashfs).unwrap())).unwrap();
     let stray = RelPath::parse("trusty/stray.img").unwrap();
-    store.write_atomic(&stray, b"stray").unwrap();
+    block(store.write_atomic(&stray, b"stray")).unwrap();
     let o = s3_verify(&s3, &["--no-verify", &target]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -401,6 +409,122 @@ fn maas_commands_into_a_bucket_then_a_no_op_rerun() {
             .collect::<Vec<_>>()
     );
     assert_same_as_dir(&s3, &target, &dir);
+}
+
+/// A lease whose `expires` lies far in the future (forged, or written with
+/// a wrong clock: here the year 3000) is believed for one lease lifetime
+/// after it was written, not until then: it is reported as held until
+/// then, and a run that waits takes it over.
+fn a_forged_lease_expires_one_lifetime_after_it_was_written(kind: Kind) {
+    let Some(s3) = S3Server::start(kind, BUCKET) else {
+        return;
+    };
+    let mut settings = s3.settings();
+    settings.lease_ttl = Duration::from_secs(3);
+    let store = simplestreams::store::S3Store::open(&bucket("forged"), settings).unwrap();
+    let lock = RelPath::parse(LOCK_KEY).unwrap();
+    let year_3000 = 32_503_680_000u64;
+    let forged = format!(
+        r#"{{"host":"elsewhere","pid":4242,"boot_id":"x","pid_namespace":"y","expires":{year_3000}}}"#
+    );
+    block(store.write_atomic(&lock, forged.as_bytes())).unwrap();
+
+    let err = block(store.lock(false)).unwrap_err().to_string();
+    assert!(err.contains("host elsewhere, pid 4242"), "{err}");
+    assert!(
+        !err.contains("3000-01-01"),
+        "the forged expiry was believed: {err}"
+    );
+    // Bounded so that a lease believed fails the test instead of hanging it.
+    let waited =
+        block(async { tokio::time::timeout(Duration::from_secs(120), store.lock(true)).await });
+    let held = waited
+        .expect("a waiting run is still blocked by the forged lease")
+        .unwrap();
+    let bytes = block(store.read(&lock)).unwrap().expect("the lease object");
+    let lease: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(lease["pid"].as_u64(), Some(u64::from(std::process::id())));
+    drop(held);
+}
+
+#[test]
+fn moto_a_forged_lease_expires_one_lifetime_after_it_was_written() {
+    a_forged_lease_expires_one_lifetime_after_it_was_written(Kind::Moto);
+}
+
+#[test]
+fn s3s_fs_a_forged_lease_expires_one_lifetime_after_it_was_written() {
+    a_forged_lease_expires_one_lifetime_after_it_was_written(Kind::S3sFs);
+}
+
+/// `sstream status` on a job whose bucket's endpoint accepts connections
+/// and never answers (a plain TCP listener on 127.0.0.1): the job is
+/// unreadable, with one line naming the bucket, once the job's `timeout`
+/// has passed, instead of after the S3 client's minutes of retries.
+#[test]
+fn status_of_a_bucket_that_never_answers_is_bounded() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts every connection and holds it open, unanswered, until the
+    // test process ends.
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let tmp = TempDir::new().unwrap();
+    let config = tmp.path().join("sstream.toml");
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"silent\"\nsource = \"http://127.0.0.1:9/\"\n\
+         dir = \"s3://silent-bucket/mirror/\"\ntimeout = \"2s\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sstream"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("HOME", tmp.path())
+        .args(["status", "--config", s(&config)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Far more than the job's timeout, far less than the client's retries.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sstream status still waiting for a silent endpoint after 90 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("silent") && l.contains("unreadable")),
+        "{out}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("s3://silent-bucket/mirror/"))
+        .unwrap_or_else(|| panic!("no line names the bucket: {err}"));
+    assert!(
+        line.contains("no answer from the S3 service within 2s"),
+        "{err}"
+    );
 }
 
 // ------------------------------------------------------------ config jobs
@@ -785,7 +909,7 @@ fn two_runs_at_once_are_kept_apart_by_the_lease() {
     let store = s3.direct(&target);
     let lock = RelPath::parse(LOCK_KEY).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while store.stamp(&lock).is_none() {
+    while block(store.stamp(&lock)).is_none() {
         assert!(Instant::now() < deadline, "the first run took no lease");
         thread::sleep(Duration::from_millis(20));
     }
@@ -832,24 +956,16 @@ fn expired_leases_are_taken_over_and_conditional_writes_are_required() {
         .unwrap()
         .as_secs();
 
-    store
-        .write_atomic(&lock, lease(now + 3600).as_bytes())
-        .unwrap();
+    block(store.write_atomic(&lock, lease(now + 3600).as_bytes())).unwrap();
     let o = s3_mirror(&s3, &a);
     assert_failed(
         &o,
         "live lease",
         &["host elsewhere, pid 4242", "lease until"],
     );
-    assert!(
-        store
-            .stamp(&RelPath::parse("streams/v1/index.json").unwrap())
-            .is_none()
-    );
+    assert!(block(store.stamp(&RelPath::parse("streams/v1/index.json").unwrap())).is_none());
 
-    store
-        .write_atomic(&lock, lease(now - 10).as_bytes())
-        .unwrap();
+    block(store.write_atomic(&lock, lease(now - 10).as_bytes())).unwrap();
     let o = s3_mirror(&s3, &a);
     assert_ok(&o, "expired lease");
     assert!(

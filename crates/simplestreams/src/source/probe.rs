@@ -44,11 +44,7 @@ impl Source {
     pub async fn probe(&self, rel: &RelPath) -> Result<Probe> {
         let url = self.url_of(rel);
         if let Some(store) = self.store() {
-            let rel = rel.clone();
-            let stamp = tokio::task::spawn_blocking(move || store.stamp(&rel))
-                .await
-                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
-            return Ok(match stamp {
+            return Ok(match store.stamp(rel).await {
                 Some(s) => Probe::Present(Some(s.len)),
                 None => Probe::Absent("not found".into()),
             });
@@ -73,13 +69,13 @@ impl Source {
     pub async fn check(&self, rel: &RelPath, expected: &Expected) -> Result<()> {
         let url = self.url_of(rel);
         if let Some(store) = self.store() {
-            let (rel, exp, what) = (rel.clone(), expected.clone(), url.to_string());
-            return tokio::task::spawn_blocking(move || {
-                let mut reader = store.open(&rel)?;
-                exp.check_reader(&what, &mut reader)
-            })
-            .await
-            .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
+            // The reader is synchronous (hashing is CPU work): read it on
+            // the blocking pool.
+            let mut reader = store.open(rel).await?;
+            let (exp, what) = (expected.clone(), url.to_string());
+            return tokio::task::spawn_blocking(move || exp.check_reader(&what, &mut reader))
+                .await
+                .map_err(|e| Error::transfer(url.as_str(), e.to_string()))?;
         }
         if url.scheme() == "file" {
             let path = file_path(&url)?;
@@ -262,11 +258,7 @@ mod tests {
     }
 
     fn run<T>(f: impl Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
+        crate::runtime::build().unwrap().block_on(f)
     }
 
     fn rel(s: &str) -> RelPath {

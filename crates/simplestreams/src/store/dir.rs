@@ -53,6 +53,17 @@ impl DirStore {
         Ok(Some(ids))
     }
 
+    /// [`Store::state_bytes`], blocking (for a caller outside the async
+    /// pipeline, such as the server's landing page).
+    pub fn state_bytes_blocking(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
+        self.read_blocking(&super::data_rel(content_id)?)
+    }
+
+    /// [`Store::state_stamp`], blocking.
+    pub fn state_stamp_blocking(&self, content_id: &str) -> Option<FileStamp> {
+        self.stamp_blocking(&super::data_rel(content_id).ok()?)
+    }
+
     /// An [`Error::UnsafePath`] about `rel` under this store.
     fn unsafe_path(&self, rel: &RelPath, reason: String) -> Error {
         Error::UnsafePath {
@@ -86,13 +97,30 @@ impl DirStore {
                     );
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                    fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                    self.make_dir(rel, &dir)?;
                 }
                 Err(e) if create => return Err(Error::io(&dir, e)),
                 _ => return Ok(None),
             }
         }
         Ok(Some(dir))
+    }
+
+    /// Makes the directory `dir` on the way to `rel`. Downloads stage
+    /// concurrently (on the blocking pool), so another may have made it
+    /// meanwhile: that is fine when it is a directory (not a symlink).
+    fn make_dir(&self, rel: &RelPath, dir: &Path) -> Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(self.unsafe_path(
+                    rel,
+                    format!("{} is not a directory (and not made here)", dir.display()),
+                )),
+            },
+            Err(e) => Err(Error::io(dir, e)),
+        }
     }
 
     /// The local path of `rel`, after making sure every directory on the
@@ -172,33 +200,29 @@ impl DirStore {
     }
 }
 
-impl Store for DirStore {
-    fn location(&self) -> String {
-        self.root.display().to_string()
-    }
-
-    fn display(&self, rel: &RelPath) -> String {
-        rel.under(&self.root).display().to_string()
-    }
-
-    fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
+/// The blocking work of the store, each run on the blocking pool by the
+/// [`Store`] methods of the same name (and `read`, `write_atomic` and
+/// `lock` by synchronous callers that own a [`DirStore`]).
+impl DirStore {
+    fn stamp_blocking(&self, rel: &RelPath) -> Option<FileStamp> {
         file_stamp(&rel.under(&self.root))
     }
 
-    fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+    /// [`Store::read`], blocking.
+    pub fn read_blocking(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
         Self::read_regular(&rel.under(&self.root))
     }
 
-    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>> {
+    fn open_blocking(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>> {
         let path = rel.under(&self.root);
         let file = Self::open_regular(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Box::new(file))
     }
 
-    /// Unchanged content is left alone (its mtime too). A temporary file
-    /// left by a killed run is removed first (the run lock makes its name
-    /// ours).
-    fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
+    /// [`Store::write_atomic`], blocking. Unchanged content is left alone
+    /// (its mtime too). A temporary file left by a killed run is removed
+    /// first (the run lock makes its name ours).
+    pub fn write_atomic_blocking(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
         let path = self.prepare(rel)?;
         let tmp = path.with_file_name(temp_name(&file_name(&path)));
         remove_if_present(&tmp)?;
@@ -208,7 +232,7 @@ impl Store for DirStore {
         self.replace(&path, bytes)
     }
 
-    fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
+    fn stage_blocking(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
         let dest = self.prepare(rel)?;
         Ok(Box::new(PartFile::new(dest)))
     }
@@ -217,7 +241,7 @@ impl Store for DirStore {
     /// directory that is left empty, up to the root (`.data/` stays).
     /// Refuses (and removes nothing) when a directory on the way is a
     /// symlink: a deletion must not reach outside the mirror.
-    fn remove(&self, rel: &RelPath) -> Result<()> {
+    fn remove_blocking(&self, rel: &RelPath) -> Result<()> {
         if self.parent_dir(rel, false)?.is_none() {
             return Ok(()); // nothing there: nothing to remove
         }
@@ -238,9 +262,10 @@ impl Store for DirStore {
         Ok(())
     }
 
-    /// A lock left by a killed run is free (the kernel releases it with the
+    /// [`Store::lock`], blocking (with `wait`, until the other run ends). A
+    /// lock left by a killed run is free (the kernel releases it with the
     /// process).
-    fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
+    pub fn lock_blocking(&self, wait: bool) -> Result<Box<dyn Lease>> {
         let rel = data_rel(LOCK)?;
         let path = self.prepare(&rel)?;
         let file = fs::OpenOptions::new()
@@ -285,7 +310,7 @@ impl Store for DirStore {
         Ok(Box::new(FileLock { _file: file }))
     }
 
-    fn check_writable(&self) -> Result<()> {
+    fn check_writable_blocking(&self) -> Result<()> {
         for dir in [self.root.clone(), self.root.join(DATA_DIR)] {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             let probe = dir.join(temp_name("sstream-write-check"));
@@ -307,7 +332,7 @@ impl Store for DirStore {
 
     /// From `statvfs` on the root (or, before the first run, its nearest
     /// existing parent); the filesystem is named by its mount point.
-    fn space(&self) -> Option<Space> {
+    fn space_blocking(&self) -> Option<Space> {
         let dir = self.root.ancestors().find(|d| d.is_dir())?;
         let st = statvfs(dir)?;
         Some(Space {
@@ -317,28 +342,24 @@ impl Store for DirStore {
         })
     }
 
-    fn staged_len(&self, rel: &RelPath) -> u64 {
+    fn staged_len_blocking(&self, rel: &RelPath) -> u64 {
         fs::symlink_metadata(part_path(&rel.under(&self.root)))
             .map(|m| if m.is_file() { m.len() } else { 0 })
             .unwrap_or(0)
     }
 
-    fn can_link(&self) -> bool {
-        true
-    }
-
     /// Refuses a `from` that is not a regular file reached without a
     /// symlink.
-    fn link(&self, from: &RelPath, to: &RelPath) -> Result<Linked> {
+    fn link_blocking(&self, from: &RelPath, to: &RelPath) -> Result<Linked> {
         let source = rel_file(self, from)?;
-        self.import(&source, to)
+        self.import_blocking(&source, to)
     }
 
     /// A hard link made under the temporary name of `to`, then renamed
     /// into place; a copy (fsynced) where the filesystem cannot link (across
     /// filesystems, too many links, no hard links at all). A stale `.part`
     /// of `to` goes.
-    fn import(&self, from: &Path, to: &RelPath) -> Result<Linked> {
+    fn import_blocking(&self, from: &Path, to: &RelPath) -> Result<Linked> {
         let dest = self.prepare(to)?;
         let source = fs::symlink_metadata(from).map_err(|e| Error::io(from, e))?;
         if !source.is_file() {
@@ -379,6 +400,110 @@ impl Store for DirStore {
             sync_dir(dir);
         }
         result
+    }
+}
+
+impl DirStore {
+    /// Runs `work` on the blocking pool: the one place the store's file
+    /// work leaves the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&DirStore) -> T + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || work(&store)).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::io(&self.root, std::io::Error::other(e))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for DirStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn display(&self, rel: &RelPath) -> String {
+        rel.under(&self.root).display().to_string()
+    }
+
+    async fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
+        let rel = rel.clone();
+        self.blocking(move |s| s.stamp_blocking(&rel))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// One trip to the blocking pool for them all.
+    async fn stamps(&self, rels: &[RelPath]) -> Vec<Option<FileStamp>> {
+        let rels = rels.to_vec();
+        let count = rels.len();
+        self.blocking(move |s| rels.iter().map(|rel| s.stamp_blocking(rel)).collect())
+            .await
+            .unwrap_or_else(|_| vec![None; count])
+    }
+
+    async fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+        let rel = rel.clone();
+        self.blocking(move |s| s.read_blocking(&rel)).await?
+    }
+
+    async fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>> {
+        let rel = rel.clone();
+        self.blocking(move |s| s.open_blocking(&rel)).await?
+    }
+
+    async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
+        let (rel, bytes) = (rel.clone(), bytes.to_vec());
+        self.blocking(move |s| s.write_atomic_blocking(&rel, &bytes))
+            .await?
+    }
+
+    async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
+        let rel = rel.clone();
+        self.blocking(move |s| s.stage_blocking(&rel)).await?
+    }
+
+    async fn remove(&self, rel: &RelPath) -> Result<()> {
+        let rel = rel.clone();
+        self.blocking(move |s| s.remove_blocking(&rel)).await?
+    }
+
+    async fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
+        self.blocking(move |s| s.lock_blocking(wait)).await?
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.blocking(DirStore::check_writable_blocking).await?
+    }
+
+    async fn space(&self) -> Option<Space> {
+        self.blocking(DirStore::space_blocking).await.ok().flatten()
+    }
+
+    async fn staged_len(&self, rel: &RelPath) -> u64 {
+        let rel = rel.clone();
+        self.blocking(move |s| s.staged_len_blocking(&rel))
+            .await
+            .unwrap_or(0)
+    }
+
+    fn can_link(&self) -> bool {
+        true
+    }
+
+    async fn link(&self, from: &RelPath, to: &RelPath) -> Result<Linked> {
+        let (from, to) = (from.clone(), to.clone());
+        self.blocking(move |s| s.link_blocking(&from, &to)).await?
+    }
+
+    async fn import(&self, from: &Path, to: &RelPath) -> Result<Linked> {
+        let (from, to) = (from.to_owned(), to.clone());
+        self.blocking(move |s| s.import_blocking(&from, &to))
+            .await?
     }
 
     fn local_path(&self, rel: &RelPath) -> Option<PathBuf> {
@@ -536,6 +661,20 @@ impl PartFile {
         }))
     }
 
+    /// Runs `last` (a rename, a removal) on the blocking pool, where the
+    /// file is closed after it.
+    async fn finish(
+        self: Box<Self>,
+        last: impl FnOnce(&PartFile) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let part = self.part.clone();
+        match tokio::task::spawn_blocking(move || last(&self)).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::io(&part, std::io::Error::other(e))),
+        }
+    }
+
     /// Writes the record of ranges through a temporary file and a rename
     /// (not fsynced: see [`RangedStaged`]).
     fn save_record(&self, len: u64, received: &[Range<u64>]) -> Result<()> {
@@ -559,6 +698,7 @@ impl PartFile {
     }
 }
 
+#[async_trait::async_trait]
 impl Staged for PartFile {
     fn staged_len(&self) -> u64 {
         let Some(len) = self.part_len() else {
@@ -606,14 +746,20 @@ impl Staged for PartFile {
 
     /// The record of ranges goes first: a complete `.part` without one is
     /// verified as it is by the next run.
-    fn commit(self: Box<Self>) -> Result<()> {
-        remove_if_present(&self.record)?;
-        fs::rename(&self.part, &self.dest).map_err(|e| Error::io(&self.dest, e))
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.finish(|p| {
+            remove_if_present(&p.record)?;
+            fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))
+        })
+        .await
     }
 
-    fn discard(self: Box<Self>) -> Result<()> {
-        remove_if_present(&self.part)?;
-        remove_if_present(&self.record)
+    async fn discard(self: Box<Self>) -> Result<()> {
+        self.finish(|p| {
+            remove_if_present(&p.part)?;
+            remove_if_present(&p.record)
+        })
+        .await
     }
 
     fn describe(&self) -> String {
@@ -807,50 +953,58 @@ mod tests {
         RelPath::parse(s).unwrap()
     }
 
-    #[test]
-    fn writes_atomically_and_removes_empty_dirs() {
+    #[tokio::test]
+    async fn writes_atomically_and_removes_empty_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        store.write_atomic(&rel("a/b/c/file"), b"x").unwrap();
-        store.write_atomic(&rel("a/keep"), b"y").unwrap();
+        store.write_atomic(&rel("a/b/c/file"), b"x").await.unwrap();
+        store.write_atomic(&rel("a/keep"), b"y").await.unwrap();
         assert_eq!(fs::read(dir.path().join("a/b/c/file")).unwrap(), b"x");
-        store.remove(&rel("a/b/c/file")).unwrap();
+        store.remove(&rel("a/b/c/file")).await.unwrap();
         assert!(!dir.path().join("a/b").exists());
         assert!(dir.path().join("a/keep").exists());
     }
 
-    #[test]
-    fn refuses_symlinked_directories() {
+    #[tokio::test]
+    async fn refuses_symlinked_directories() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("evil")).unwrap();
         let store = DirStore::new(dir.path());
         let err = store
             .write_atomic(&rel("evil/x"), b"x")
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("symlink"), "{err}");
         assert!(!outside.path().join("x").exists());
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("f")).unwrap();
-        assert!(store.stage(&rel("f")).is_err());
-        assert!(store.read(&rel("f")).is_err(), "a symlink is not read");
+        assert!(store.stage(&rel("f")).await.is_err());
+        assert!(
+            store.read(&rel("f")).await.is_err(),
+            "a symlink is not read"
+        );
     }
 
-    #[test]
-    fn a_fifo_is_an_error_not_a_hang() {
+    #[tokio::test]
+    async fn a_fifo_is_an_error_not_a_hang() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("index.sjson");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let store = DirStore::new(dir.path());
-        let err = store.read(&rel("index.sjson")).unwrap_err().to_string();
+        let err = store
+            .read(&rel("index.sjson"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a regular file"), "{err}");
-        assert!(store.open(&rel("index.sjson")).is_err());
+        assert!(store.open(&rel("index.sjson")).await.is_err());
     }
 
-    #[test]
-    fn references_heal_duplicates() {
+    #[tokio::test]
+    async fn references_heal_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(".data")).unwrap();
         fs::write(
@@ -859,66 +1013,89 @@ mod tests {
         )
         .unwrap();
         let store = DirStore::new(dir.path());
-        let refs = store.load_references().unwrap();
+        let refs = store.load_references().await.unwrap();
         assert_eq!(refs["p"], ["a", "b"]);
-        store.save_references(&refs).unwrap();
-        let back = store.load_references().unwrap();
+        store.save_references(&refs).await.unwrap();
+        let back = store.load_references().await.unwrap();
         assert!(!back.contains_key("q"));
         let text = fs::read_to_string(dir.path().join(".data/references.json")).unwrap();
         assert_eq!(text, r#"{"p": ["a", "b"]}"#);
     }
 
-    #[test]
-    fn corrupt_pending_deletes_is_an_error() {
+    #[tokio::test]
+    async fn corrupt_pending_deletes_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(".data")).unwrap();
         let file = dir.path().join(".data/sstream-pending-deletes.json");
         fs::write(&file, "[\"a\", ").unwrap();
         let store = DirStore::new(dir.path());
-        let err = store.load_pending_deletes().unwrap_err().to_string();
+        let err = store.load_pending_deletes().await.unwrap_err().to_string();
         assert!(err.contains(&file.display().to_string()), "{err}");
         assert!(err.contains("pending deletions"), "{err}");
     }
 
-    #[test]
-    fn second_lock_is_refused() {
+    #[tokio::test]
+    async fn second_lock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        let held = store.lock(false).unwrap();
-        let err = store.lock(false).unwrap_err().to_string();
+        let held = store.lock(false).await.unwrap();
+        let err = store.lock(false).await.unwrap_err().to_string();
         assert!(err.contains("another run"), "{err}");
         drop(held);
-        store.lock(false).unwrap();
+        store.lock(false).await.unwrap();
     }
 
-    #[test]
-    fn staged_items_resume_and_commit() {
+    /// Downloads stage at once into directories none of them has made
+    /// yet: each finds the directories made, whoever made them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_staging_makes_the_directories_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        let mut staged = store.stage(&rel("a/item")).unwrap();
+        for round in 0..20 {
+            let staging = (0..16).map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let item = rel(&format!("r{round}/a/b/c/item{i}"));
+                    store.stage(&item).await.map(|_| ())
+                })
+            });
+            for staged in futures_util::future::join_all(staging).await {
+                staged.unwrap().unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn staged_items_resume_and_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let mut staged = store.stage(&rel("a/item")).await.unwrap();
         staged.begin(0, &mut |_| {}).unwrap();
         staged.write(b"hello ").unwrap();
         staged.sync().unwrap();
         drop(staged);
-        assert!(!store.has_file(&rel("a/item"), None));
-        let mut staged = store.stage(&rel("a/item")).unwrap();
+        assert!(!store.has_file(&rel("a/item"), None).await);
+        let mut staged = store.stage(&rel("a/item")).await.unwrap();
         assert_eq!(staged.staged_len(), 6);
         let mut seen = Vec::new();
         staged.begin(6, &mut |b| seen.extend_from_slice(b)).unwrap();
         assert_eq!(seen, b"hello ");
         staged.write(b"world").unwrap();
         staged.sync().unwrap();
-        staged.commit().unwrap();
-        assert_eq!(store.read(&rel("a/item")).unwrap().unwrap(), b"hello world");
+        staged.commit().await.unwrap();
+        assert_eq!(
+            store.read(&rel("a/item")).await.unwrap().unwrap(),
+            b"hello world"
+        );
         assert!(!dir.path().join("a/item.part").exists());
     }
 
-    #[test]
-    fn ranges_received_are_recorded_and_resumed() {
+    #[tokio::test]
+    async fn ranges_received_are_recorded_and_resumed() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         let record = dir.path().join("a/.item.part.sstream-tmp");
-        let mut staged = store.stage(&rel("a/item")).unwrap();
+        let mut staged = store.stage(&rel("a/item")).await.unwrap();
         let r = staged.ranged().unwrap();
         assert_eq!(r.open_ranges(10).unwrap(), Vec::<Range<u64>>::new());
         r.write_at(0, b"he").unwrap();
@@ -929,7 +1106,7 @@ mod tests {
 
         // The next attempt gets the ranges back; the prefix is what one
         // connection would resume after.
-        let mut staged = store.stage(&rel("a/item")).unwrap();
+        let mut staged = store.stage(&rel("a/item")).await.unwrap();
         assert_eq!(staged.staged_len(), 2);
         let r = staged.ranged().unwrap();
         assert_eq!(r.open_ranges(10).unwrap(), vec![0..2, 6..9]);
@@ -940,12 +1117,15 @@ mod tests {
         assert_eq!(&back, b"hello word");
         r.record(&[0..10]).unwrap();
         staged.sync().unwrap();
-        staged.commit().unwrap();
-        assert_eq!(store.read(&rel("a/item")).unwrap().unwrap(), b"hello word");
+        staged.commit().await.unwrap();
+        assert_eq!(
+            store.read(&rel("a/item")).await.unwrap().unwrap(),
+            b"hello word"
+        );
         assert!(!record.exists(), "the record goes with the commit");
 
         // Ranges recorded for another length are not trusted.
-        let mut staged = store.stage(&rel("a/other")).unwrap();
+        let mut staged = store.stage(&rel("a/other")).await.unwrap();
         let r = staged.ranged().unwrap();
         r.open_ranges(8).unwrap();
         r.write_at(0, b"abcd").unwrap();
@@ -955,7 +1135,7 @@ mod tests {
 
         // An appended prefix without a record is received from the start;
         // going back to appending drops the record.
-        let mut staged = store.stage(&rel("a/third")).unwrap();
+        let mut staged = store.stage(&rel("a/third")).await.unwrap();
         staged.begin(0, &mut |_| {}).unwrap();
         staged.write(b"abc").unwrap();
         staged.sync().unwrap();
@@ -969,49 +1149,58 @@ mod tests {
         assert!(!dir.path().join("a/.third.part.sstream-tmp").exists());
         assert_eq!(staged.staged_len(), 3);
         drop(staged);
-        store.remove(&rel("a/third")).unwrap();
+        store.remove(&rel("a/third")).await.unwrap();
         assert!(!dir.path().join("a/third.part").exists());
     }
 
-    #[test]
-    fn state_round_trips_with_indent_one() {
+    #[tokio::test]
+    async fn state_round_trips_with_indent_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         let doc = r#"{"format":"products:1.0","content_id":"c:1","products":{"p":{"arch":"amd64","versions":{"1":{"items":{"i":{"path":"x","size":1}}}}}}}"#;
         let tree = Products::parse("u", doc.as_bytes()).unwrap();
-        store.save_state("c:1", &tree).unwrap();
+        store.save_state("c:1", &tree).await.unwrap();
         let text = fs::read_to_string(dir.path().join(".data/c:1")).unwrap();
         assert!(text.starts_with("{\n \"content_id\""), "{text}");
-        let back = store.load_state("c:1").unwrap();
+        let back = store.load_state("c:1").await.unwrap();
         assert_eq!(back.to_value(), tree.to_value());
-        assert!(store.save_state("../x", &tree).is_err());
+        assert!(store.save_state("../x", &tree).await.is_err());
     }
 
-    #[test]
-    fn pending_deletes_keep_their_time_and_the_old_format_reads() {
+    #[tokio::test]
+    async fn pending_deletes_keep_their_time_and_the_old_format_reads() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
         fs::create_dir_all(dir.path().join(".data")).unwrap();
         let file = dir.path().join(".data/sstream-pending-deletes.json");
         fs::write(&file, r#"["a/1", "b/2"]"#).unwrap();
-        let old = store.load_pending_deletes().unwrap();
+        let old = store.load_pending_deletes().await.unwrap();
         assert_eq!(old, [("a/1".into(), 0), ("b/2".into(), 0)].into());
         let timed: super::super::PendingDeletes = [("a/1".into(), 1_700_000_000)].into();
-        store.save_pending_deletes(&timed).unwrap();
-        assert_eq!(store.load_pending_deletes().unwrap(), timed);
-        store.save_pending_deletes(&Default::default()).unwrap();
+        store.save_pending_deletes(&timed).await.unwrap();
+        assert_eq!(store.load_pending_deletes().await.unwrap(), timed);
+        store
+            .save_pending_deletes(&Default::default())
+            .await
+            .unwrap();
         assert!(!file.exists(), "nothing pending: no file");
     }
 
-    #[test]
-    fn links_share_the_bytes_and_refuse_symlinks() {
+    #[tokio::test]
+    async fn links_share_the_bytes_and_refuse_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        store.write_atomic(&rel("a/kernel"), b"same bytes").unwrap();
+        store
+            .write_atomic(&rel("a/kernel"), b"same bytes")
+            .await
+            .unwrap();
         fs::write(dir.path().join("b-kernel.part"), b"stale").unwrap();
         assert!(store.can_link());
         assert_eq!(
-            store.link(&rel("a/kernel"), &rel("b-kernel")).unwrap(),
+            store
+                .link(&rel("a/kernel"), &rel("b-kernel"))
+                .await
+                .unwrap(),
             Linked::HardLink
         );
         let ino = |p: &str| fs::metadata(dir.path().join(p)).unwrap().ino();
@@ -1021,23 +1210,31 @@ mod tests {
             "the stale .part goes"
         );
         assert_eq!(
-            store.link(&rel("a/kernel"), &rel("b-kernel")).unwrap(),
+            store
+                .link(&rel("a/kernel"), &rel("b-kernel"))
+                .await
+                .unwrap(),
             Linked::HardLink,
             "again: nothing to do"
         );
-        store.remove(&rel("a/kernel")).unwrap();
+        store.remove(&rel("a/kernel")).await.unwrap();
         assert_eq!(
-            store.read(&rel("b-kernel")).unwrap().unwrap(),
+            store.read(&rel("b-kernel")).await.unwrap().unwrap(),
             b"same bytes"
         );
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("evil")).unwrap();
-        assert!(store.link(&rel("evil"), &rel("c")).is_err());
-        assert!(store.import(&dir.path().join("evil"), &rel("c")).is_err());
-        assert!(store.link(&rel("missing"), &rel("c")).is_err());
+        assert!(store.link(&rel("evil"), &rel("c")).await.is_err());
+        assert!(
+            store
+                .import(&dir.path().join("evil"), &rel("c"))
+                .await
+                .is_err()
+        );
+        assert!(store.link(&rel("missing"), &rel("c")).await.is_err());
         assert!(!dir.path().join("c").exists());
         assert_eq!(store.local_path(&rel("evil")), None);
-        assert_eq!(store.staged_len(&rel("b-kernel")), 0);
-        let space = store.space().unwrap();
+        assert_eq!(store.staged_len(&rel("b-kernel")).await, 0);
+        let space = store.space().await.unwrap();
         assert!(space.total >= space.free && space.total > 0);
         assert!(Path::new(&space.filesystem).is_absolute());
     }

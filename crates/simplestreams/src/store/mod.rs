@@ -85,6 +85,18 @@ pub struct FileStamp {
 /// also write at offsets offers [`Staged::ranged`], and large items are then
 /// fetched over several connections at once; the default (`None`) keeps
 /// every download on one connection.
+///
+/// **Why the writes are synchronous while the rest is async.** A download
+/// hands its chunks to one writer thread of the blocking pool, which hashes
+/// and writes each as it comes ([`Staged::begin`], [`Staged::write`],
+/// [`Staged::sync`], [`RangedStaged`]). Writing a local file there is a
+/// plain `write(2)` per chunk; an async write would hop to the blocking
+/// pool once per chunk (what `tokio::fs` does) and cost a thread handoff
+/// for every few hundred kilobytes. A store whose writes are network
+/// requests (S3's parts) drives them from that thread through a `Handle`
+/// of the caller's runtime. Only [`Staged::commit`] and
+/// [`Staged::discard`], once per item, are async.
+#[async_trait::async_trait]
 pub trait Staged: Send {
     /// Bytes already staged by an earlier attempt or run (to resume from):
     /// the contiguous prefix of what was received, when it was received in
@@ -99,9 +111,9 @@ pub trait Staged: Send {
     /// Makes what was written durable.
     fn sync(&mut self) -> Result<()>;
     /// Publishes the staged bytes under the item's path.
-    fn commit(self: Box<Self>) -> Result<()>;
+    async fn commit(self: Box<Self>) -> Result<()>;
     /// Drops whatever is staged.
-    fn discard(self: Box<Self>) -> Result<()>;
+    async fn discard(self: Box<Self>) -> Result<()>;
     /// The staging name, for messages.
     fn describe(&self) -> String;
     /// Writing at offsets, for a download in several byte ranges at once;
@@ -153,6 +165,15 @@ pub struct Listed {
 }
 
 /// A mirror's storage.
+///
+/// Async: every method that touches the storage is a future that runs on
+/// the caller's runtime. A store whose work is blocking (a local
+/// directory) moves it to the blocking pool inside its own methods, so
+/// callers never wrap a store call in `spawn_blocking`; a store that talks
+/// to a service awaits its requests. No store builds a runtime of its own.
+/// What [`Store::open`] and [`Store::stage`] give back is read and written
+/// synchronously, on a thread of the blocking pool (see [`Staged`]).
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Where the mirror is, for messages (a directory, a bucket URL).
     fn location(&self) -> String;
@@ -161,43 +182,67 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn display(&self, rel: &RelPath) -> String;
 
     /// The stamp of the file at `rel` when it is a regular file.
-    fn stamp(&self, rel: &RelPath) -> Option<FileStamp>;
+    async fn stamp(&self, rel: &RelPath) -> Option<FileStamp>;
+
+    /// The stamps of `rels`, in order ([`Store::stamp`] of each): a plan
+    /// asks about every item of a mirror at once, and a store with a cost
+    /// per call (a hop to the blocking pool) answers them together.
+    async fn stamps(&self, rels: &[RelPath]) -> Vec<Option<FileStamp>> {
+        let mut out = Vec::with_capacity(rels.len());
+        for rel in rels {
+            out.push(self.stamp(rel).await);
+        }
+        out
+    }
+
+    /// Which of `files` (a path and a size, any size: `None`) are regular
+    /// files of that size, in order ([`Store::has_file`] of each, asked
+    /// together through [`Store::stamps`]).
+    async fn have_files(&self, files: &[(RelPath, Option<u64>)]) -> Vec<bool> {
+        let rels: Vec<RelPath> = files.iter().map(|(rel, _)| rel.clone()).collect();
+        let stamps = self.stamps(&rels).await;
+        files
+            .iter()
+            .zip(stamps)
+            .map(|((_, size), stamp)| stamp.is_some_and(|s| size.is_none_or(|want| want == s.len)))
+            .collect()
+    }
 
     /// Reads the regular file at `rel`; `None` when nothing is there.
     /// Anything else there (a directory, a FIFO, a symlink) is an error.
-    fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>>;
+    async fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>>;
 
     /// Opens the regular file at `rel` for reading (to verify an item).
-    fn open(&self, rel: &RelPath) -> Result<Box<dyn std::io::Read + Send>>;
+    async fn open(&self, rel: &RelPath) -> Result<Box<dyn std::io::Read + Send>>;
 
     /// Writes `bytes` to `rel` so that a reader sees the old content or the
     /// new, never a mix; unchanged content is left alone.
-    fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()>;
+    async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()>;
 
     /// Staging for a download of the item at `rel`.
-    fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>>;
+    async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>>;
 
     /// Removes the item at `rel` (and what is staged for it).
-    fn remove(&self, rel: &RelPath) -> Result<()>;
+    async fn remove(&self, rel: &RelPath) -> Result<()>;
 
     /// Takes the run lock: fails at once if another run holds it, or waits
     /// for it with `wait`.
-    fn lock(&self, wait: bool) -> Result<Box<dyn Lease>>;
+    async fn lock(&self, wait: bool) -> Result<Box<dyn Lease>>;
 
     /// Checks, before anything is downloaded, that the run can write where
     /// it will (the root, `.data/`). Called after [`Store::lock`], so a
     /// store whose lock is itself a write may find nothing left to check.
-    fn check_writable(&self) -> Result<()>;
+    async fn check_writable(&self) -> Result<()>;
 
     /// Free and total space where the items go, when the store can tell.
-    fn space(&self) -> Option<Space> {
+    async fn space(&self) -> Option<Space> {
         None
     }
 
     /// Every file under the root, once (an audit lists; a mirror run only
     /// ever reads, stats and writes single files). Stores that cannot list
     /// say so.
-    fn list(&self) -> Result<Vec<Listed>> {
+    async fn list(&self) -> Result<Vec<Listed>> {
         Err(Error::Refused(format!(
             "{}: this store cannot be listed",
             self.location()
@@ -205,13 +250,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Bytes free where the items go, when the store can tell.
-    fn free_space(&self) -> Option<u64> {
-        self.space().map(|s| s.free)
+    async fn free_space(&self) -> Option<u64> {
+        self.space().await.map(|s| s.free)
     }
 
     /// Bytes already staged for the item at `rel` by an interrupted
     /// download (to resume from); never creates anything.
-    fn staged_len(&self, _rel: &RelPath) -> u64 {
+    async fn staged_len(&self, _rel: &RelPath) -> u64 {
         0
     }
 
@@ -226,13 +271,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// symlink. `to` appears whole or not at all; what was there is
     /// replaced. Stores that cannot say [`Linked::Unsupported`] (the item
     /// is then downloaded).
-    fn link(&self, _from: &RelPath, _to: &RelPath) -> Result<Linked> {
+    async fn link(&self, _from: &RelPath, _to: &RelPath) -> Result<Linked> {
         Ok(Linked::Unsupported)
     }
 
     /// Like [`Store::link`], from a local file outside the store (an
     /// entry of a [`crate::content::ContentIndex`]).
-    fn import(&self, _from: &Path, _to: &RelPath) -> Result<Linked> {
+    async fn import(&self, _from: &Path, _to: &RelPath) -> Result<Linked> {
         Ok(Linked::Unsupported)
     }
 
@@ -243,15 +288,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Whether `rel` is a regular file of `size` bytes (any size: `None`).
-    fn has_file(&self, rel: &RelPath, size: Option<u64>) -> bool {
+    async fn has_file(&self, rel: &RelPath, size: Option<u64>) -> bool {
         self.stamp(rel)
+            .await
             .is_some_and(|s| size.is_none_or(|want| want == s.len))
     }
 
     /// The mirrored tree of `content_id` (empty when never mirrored).
-    fn load_state(&self, content_id: &str) -> Result<Products> {
+    async fn load_state(&self, content_id: &str) -> Result<Products> {
         let rel = data_rel(content_id)?;
-        let Some(bytes) = self.read(&rel)? else {
+        let Some(bytes) = self.read(&rel).await? else {
             return Ok(Products::default());
         };
         let where_ = self.display(&rel);
@@ -267,26 +313,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
-    fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
+    async fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
         let rel = data_rel(content_id)?;
-        self.write_atomic(&rel, &tree.state_json())
+        self.write_atomic(&rel, &tree.state_json()).await
     }
 
     /// The raw bytes of the mirrored tree of `content_id`, if any.
-    fn state_bytes(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
-        self.read(&data_rel(content_id)?)
+    async fn state_bytes(&self, content_id: &str) -> Result<Option<Vec<u8>>> {
+        self.read(&data_rel(content_id)?).await
     }
 
     /// The stamp of the mirrored tree of `content_id`, if any.
-    fn state_stamp(&self, content_id: &str) -> Option<FileStamp> {
-        self.stamp(&data_rel(content_id).ok()?)
+    async fn state_stamp(&self, content_id: &str) -> Option<FileStamp> {
+        self.stamp(&data_rel(content_id).ok()?).await
     }
 
     /// The references, duplicates removed (the reference leaves them after
     /// an interrupted run).
-    fn load_references(&self) -> Result<References> {
+    async fn load_references(&self) -> Result<References> {
         let rel = data_rel(REFERENCES)?;
-        let Some(bytes) = self.read(&rel)? else {
+        let Some(bytes) = self.read(&rel).await? else {
             return Ok(References::new());
         };
         let mut refs: References = serde_json::from_slice(&bytes).map_err(|e| {
@@ -301,26 +347,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Writes the references (empty lists dropped; no file while there has
     /// never been anything to reference, as the reference does).
-    fn save_references(&self, refs: &References) -> Result<()> {
+    async fn save_references(&self, refs: &References) -> Result<()> {
         let rel = data_rel(REFERENCES)?;
         let kept: References = refs
             .iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if kept.is_empty() && self.stamp(&rel).is_none() {
+        if kept.is_empty() && self.stamp(&rel).await.is_none() {
             return Ok(());
         }
         let text = crate::json::python_compact(&kept)
             .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
-        self.write_atomic(&rel, &text)
+        self.write_atomic(&rel, &text).await
     }
 
     /// Paths whose deletion an earlier run scheduled (waiting out the
     /// delete delay, or left by an interrupted run), with when.
-    fn load_pending_deletes(&self) -> Result<PendingDeletes> {
+    async fn load_pending_deletes(&self) -> Result<PendingDeletes> {
         let rel = data_rel(PENDING_DELETES)?;
-        let Some(bytes) = self.read(&rel)? else {
+        let Some(bytes) = self.read(&rel).await? else {
             return Ok(PendingDeletes::new());
         };
         let malformed = |e: serde_json::Error| {
@@ -339,14 +385,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Records (or, when empty, clears) the pending deletions.
-    fn save_pending_deletes(&self, paths: &PendingDeletes) -> Result<()> {
+    async fn save_pending_deletes(&self, paths: &PendingDeletes) -> Result<()> {
         let rel = data_rel(PENDING_DELETES)?;
         if paths.is_empty() {
-            return self.remove(&rel);
+            return self.remove(&rel).await;
         }
         let text = serde_json::to_vec_pretty(paths)
             .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
-        self.write_atomic(&rel, &text)
+        self.write_atomic(&rel, &text).await
     }
 }
 

@@ -17,10 +17,17 @@
 //!   created with a conditional `PUT` (`If-None-Match: *`), holding its
 //!   owner and expiry, renewed while the run lasts.
 //!
-//! The [`Store`] trait is synchronous. The store runs its requests on a
-//! small runtime of its own and waits for them (inside `block_in_place`
-//! when called from a worker of a multi-threaded runtime), so it can be
-//! used from async code, from blocking threads, and from plain threads.
+//! - **The caller's runtime.** The store builds no runtime: its [`Store`]
+//!   methods await their requests on the runtime that polls them. What is
+//!   read and written synchronously ([`Store::open`]'s reader, a
+//!   [`Staged`] upload's parts, a lease released on drop) keeps a `Handle`
+//!   of the runtime it was made on and drives its requests through it from
+//!   the blocking thread (a multi-threaded runtime, as
+//!   [`crate::runtime::build`] makes).
+//! - **Bounded point requests.** A `HEAD`, a `GET` of a document, a
+//!   `DELETE`, a listing or a lease request with no whole answer within
+//!   [`S3Settings::request_timeout`] (retries included) fails, naming the
+//!   object or the bucket, instead of waiting out the client's retries.
 
 mod config;
 mod lease;
@@ -40,7 +47,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptio
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// A mirror under `s3://BUCKET/PREFIX`.
 #[derive(Clone)]
@@ -60,22 +67,10 @@ impl std::fmt::Debug for S3Store {
 struct Shared {
     target: S3Target,
     client: Arc<dyn ObjectStore>,
-    /// The runtime the requests run on (taken on drop, to shut it down
-    /// without blocking whatever thread drops the store).
-    runtime: Option<Runtime>,
-    handle: Handle,
     settings: S3Settings,
     /// Set when the lease was lost (taken over after it expired, or not
     /// renewed in time): nothing more is written.
     lease_lost: Arc<AtomicBool>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl S3Store {
@@ -86,19 +81,10 @@ impl S3Store {
     pub fn open(url: &str, settings: S3Settings) -> Result<S3Store> {
         let target = S3Target::parse(url)?;
         let client = build_client(&target, &settings)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sstream-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Refused(format!("{url}: cannot start the S3 client: {e}")))?;
-        let handle = runtime.handle().clone();
         Ok(S3Store {
             shared: Arc::new(Shared {
                 target,
                 client,
-                runtime: Some(runtime),
-                handle,
                 settings,
                 lease_lost: Arc::default(),
             }),
@@ -211,20 +197,23 @@ impl Shared {
         })
     }
 
-    /// Runs `fut` on the store's runtime and waits for it, from any thread.
-    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        let wait = move || rx.recv();
-        let got = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        };
-        got.map_err(|_| Error::transfer(self.location(), "the S3 client stopped"))
+    /// `request`, failed when it has no whole answer within the settings'
+    /// [`S3Settings::request_timeout`] (`what` names the object or bucket).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<object_store::Result<T>> {
+        let limit = self.settings.request_timeout;
+        tokio::time::timeout(limit, request).await.map_err(|_| {
+            Error::transfer(
+                what,
+                format!(
+                    "no answer from the S3 service within {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+        })
     }
 
     /// Refuses to write once the lease is lost.
@@ -244,9 +233,10 @@ impl Shared {
     }
 
     /// `HEAD`: the object's metadata, `None` when there is none.
-    fn head(&self, rel: &RelPath) -> Result<Option<object_store::ObjectMeta>> {
-        let (client, key) = (self.client.clone(), self.key(rel)?);
-        match self.run(async move { client.head(&key).await })? {
+    async fn head(&self, rel: &RelPath) -> Result<Option<object_store::ObjectMeta>> {
+        let key = self.key(rel)?;
+        let shown = self.display(rel.as_str());
+        match self.bounded(&shown, self.client.head(&key)).await? {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(s3_error(&self.display(rel.as_str()), &e)),
@@ -254,14 +244,16 @@ impl Shared {
     }
 
     /// `GET` of a whole object, `None` when there is none.
-    fn get(&self, rel: &RelPath) -> Result<Option<Bytes>> {
-        let (client, key) = (self.client.clone(), self.key(rel)?);
-        let got = self.run(async move {
-            match client.get(&key).await {
+    async fn get(&self, rel: &RelPath) -> Result<Option<Bytes>> {
+        let key = self.key(rel)?;
+        let shown = self.display(rel.as_str());
+        let request = async {
+            match self.client.get(&key).await {
                 Ok(r) => r.bytes().await,
                 Err(e) => Err(e),
             }
-        })?;
+        };
+        let got = self.bounded(&shown, request).await?;
         match got {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -270,18 +262,43 @@ impl Shared {
     }
 
     /// A plain `PUT` of `bytes` at `rel`.
-    fn put(&self, rel: &RelPath, bytes: Bytes) -> Result<()> {
-        let (client, key) = (self.client.clone(), self.key(rel)?);
+    async fn put(&self, rel: &RelPath, bytes: Bytes) -> Result<()> {
+        let key = self.key(rel)?;
         let opts = PutOptions {
             mode: PutMode::Overwrite,
             ..PutOptions::default()
         };
-        self.run(async move { client.put_opts(&key, bytes.into(), opts).await })?
+        self.client
+            .put_opts(&key, bytes.into(), opts)
+            .await
             .map(|_| ())
             .map_err(|e| s3_error(&self.display(rel.as_str()), &e))
     }
 }
 
+/// Runs `fut` on `handle`'s runtime and waits for it, from synchronous
+/// code: a thread of the blocking pool (inside `block_in_place` on a worker
+/// of a multi-threaded runtime), or a plain thread.
+fn block_on<T: Send + 'static>(
+    handle: &Handle,
+    what: &str,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let wait = move || rx.recv();
+    let got = match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    };
+    got.map_err(|_| Error::transfer(what, "the S3 client stopped (its runtime ended)"))
+}
+
+#[async_trait::async_trait]
 impl Store for S3Store {
     fn location(&self) -> String {
         self.shared.location()
@@ -293,8 +310,8 @@ impl Store for S3Store {
 
     /// From a `HEAD`: size, `Last-Modified`, and a hash of the `ETag` as the
     /// identity of this version of the object.
-    fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
-        match self.shared.head(rel) {
+    async fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
+        match self.shared.head(rel).await {
             Ok(meta) => meta.map(|m| stamp_of(&m)),
             Err(e) => {
                 log::debug!("{e}");
@@ -303,20 +320,25 @@ impl Store for S3Store {
         }
     }
 
-    fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
-        Ok(self.shared.get(rel)?.map(|b| b.to_vec()))
+    async fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+        Ok(self.shared.get(rel).await?.map(|b| b.to_vec()))
     }
 
-    fn open(&self, rel: &RelPath) -> Result<Box<dyn std::io::Read + Send>> {
-        let (client, key) = (self.shared.client.clone(), self.shared.key(rel)?);
+    /// The `GET` is bounded; the body is then read as it streams in (an
+    /// idle connection fails after the idle timeout).
+    async fn open(&self, rel: &RelPath) -> Result<Box<dyn std::io::Read + Send>> {
+        let key = self.shared.key(rel)?;
         let shown = self.display(rel);
-        let got = self.shared.run(async move { client.get(&key).await })?;
+        let got = self
+            .shared
+            .bounded(&shown, self.shared.client.get(&key))
+            .await?;
         let stream = match got {
             Ok(r) => r.into_stream(),
             Err(e) => return Err(s3_error(&shown, &e)),
         };
         Ok(Box::new(ObjectReader {
-            shared: self.shared.clone(),
+            handle: Handle::current(),
             stream: Arc::new(tokio::sync::Mutex::new(stream)),
             chunk: Bytes::new(),
             shown,
@@ -327,26 +349,29 @@ impl Store for S3Store {
     /// object already holds these bytes (same size and an MD5 `ETag` that
     /// matches; when the `ETag` is not an MD5, the object is read and
     /// compared).
-    fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
+    async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
         self.shared.check_lease(rel.as_str())?;
-        if let Some(meta) = self.shared.head(rel)?
+        if let Some(meta) = self.shared.head(rel).await?
             && meta.size == bytes.len() as u64
         {
             let unchanged = match meta.e_tag.as_deref().and_then(md5_of_etag) {
                 Some(md5) => md5 == md5_hex(bytes),
-                None => self.shared.get(rel)?.is_some_and(|old| old == bytes),
+                None => self.shared.get(rel).await?.is_some_and(|old| old == bytes),
             };
             if unchanged {
                 return Ok(());
             }
         }
-        self.shared.put(rel, Bytes::copy_from_slice(bytes))
+        self.shared.put(rel, Bytes::copy_from_slice(bytes)).await
     }
 
-    fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
+    /// The upload sends its parts from the download's writer thread through
+    /// a `Handle` of this (the caller's) runtime.
+    async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
         let key = self.shared.key(rel)?;
         Ok(Box::new(upload::Upload::new(
             self.shared.clone(),
+            Handle::current(),
             key,
             self.display(rel),
         )))
@@ -355,41 +380,46 @@ impl Store for S3Store {
     /// A `DELETE` (of nothing, when nothing is there). Nothing is staged
     /// under a key: an unfinished upload is aborted by its owner, or by the
     /// bucket's lifecycle rule after a killed run.
-    fn remove(&self, rel: &RelPath) -> Result<()> {
+    async fn remove(&self, rel: &RelPath) -> Result<()> {
         self.shared.check_lease(rel.as_str())?;
-        let (client, key) = (self.shared.client.clone(), self.shared.key(rel)?);
-        match self.shared.run(async move { client.delete(&key).await })? {
+        let key = self.shared.key(rel)?;
+        let shown = self.display(rel);
+        match self
+            .shared
+            .bounded(&shown, self.shared.client.delete(&key))
+            .await?
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(s3_error(&self.display(rel), &e)),
         }
     }
 
-    fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
-        Ok(Box::new(lease::acquire(&self.shared, wait)?))
+    async fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
+        Ok(Box::new(lease::acquire(&self.shared, wait).await?))
     }
 
     /// Nothing to do: taking the lease has just written (and probed a
     /// conditional write) under `.data/`, with the same credentials as
     /// every other write of the run.
-    fn check_writable(&self) -> Result<()> {
+    async fn check_writable(&self) -> Result<()> {
         Ok(())
     }
 
-    /// One listing of every object under the prefix.
-    fn list(&self) -> Result<Vec<Listed>> {
-        let client = self.shared.client.clone();
+    /// One listing of every object under the prefix (bounded as a whole).
+    async fn list(&self) -> Result<Vec<Listed>> {
         let prefix = match self.shared.target.prefix.as_str() {
             "" => None,
             p => Some(Key::parse(p).map_err(|e| Error::Refused(e.to_string()))?),
         };
-        let metas = self.shared.run(async move {
-            let mut stream = client.list(prefix.as_ref());
+        let listing = async {
+            let mut stream = self.shared.client.list(prefix.as_ref());
             let mut out = Vec::new();
             while let Some(meta) = stream.next().await {
                 out.push(meta?);
             }
             Ok::<_, object_store::Error>(out)
-        })?;
+        };
+        let metas = self.shared.bounded(&self.location(), listing).await?;
         let metas = metas.map_err(|e| s3_error(&self.location(), &e))?;
         let strip = match self.shared.target.prefix.as_str() {
             "" => String::new(),
@@ -435,9 +465,10 @@ fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(md5::Md5::digest(bytes))
 }
 
-/// An object read as it streams in.
+/// An object read as it streams in, synchronously (on a thread of the
+/// blocking pool), through a `Handle` of the runtime that opened it.
 struct ObjectReader {
-    shared: Arc<Shared>,
+    handle: Handle,
     stream: Arc<tokio::sync::Mutex<BoxStream<'static, object_store::Result<Bytes>>>>,
     chunk: Bytes,
     shown: String,
@@ -447,10 +478,10 @@ impl std::io::Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
             let stream = self.stream.clone();
-            let next = self
-                .shared
-                .run(async move { stream.lock().await.next().await })
-                .map_err(std::io::Error::other)?;
+            let next = block_on(&self.handle, &self.shown, async move {
+                stream.lock().await.next().await
+            })
+            .map_err(std::io::Error::other)?;
             match next {
                 None => return Ok(0),
                 Some(Ok(chunk)) => self.chunk = chunk,

@@ -66,6 +66,16 @@ pub struct S3Server {
     pub home: TempDir,
 }
 
+/// Runs `fut` (a store's request) to completion on the tests' runtime
+/// (one, made by the library's builder, shared by every test of the
+/// binary): the tests are synchronous, the store's methods async.
+pub fn block<F: std::future::Future>(fut: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| simplestreams::runtime::build().expect("a runtime"))
+        .block_on(fut)
+}
+
 impl S3Server {
     /// Starts a server of `kind` with one bucket, `bucket`; `None` (after a
     /// message) when the server is not installed and `CI` is unset.
@@ -206,9 +216,9 @@ impl S3Server {
     pub fn objects(&self, url: &str) -> BTreeMap<String, Vec<u8>> {
         let store = self.direct(url);
         let mut out = BTreeMap::new();
-        for listed in store.list().unwrap() {
+        for listed in block(store.list()).unwrap() {
             let rel = simplestreams::path::RelPath::parse(&listed.rel).unwrap();
-            let bytes = store.read(&rel).unwrap().unwrap();
+            let bytes = block(store.read(&rel)).unwrap().unwrap();
             assert_eq!(bytes.len() as u64, listed.len, "{}", listed.rel);
             out.insert(listed.rel, bytes);
         }

@@ -110,6 +110,11 @@ pub struct S3Settings {
     pub retries: usize,
     /// An idle connection that receives nothing for this long is abandoned.
     pub idle_timeout: Duration,
+    /// A point request (a `HEAD`, a `GET` of a document, a `DELETE`, a
+    /// listing, a lease request) with no whole answer within this, retries
+    /// included, fails (a service that accepts connections and never
+    /// answers does not hold a run or `sstream status` for minutes).
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -126,6 +131,7 @@ impl std::fmt::Debug for S3Settings {
             .field("lease_ttl", &self.lease_ttl)
             .field("retries", &self.retries)
             .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -141,6 +147,7 @@ impl Default for S3Settings {
             lease_ttl: Duration::from_secs(60),
             retries: 10,
             idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }

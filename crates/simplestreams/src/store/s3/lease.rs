@@ -13,8 +13,15 @@
 //! - **Taken over** when expired (a conditional `PUT` on the `ETag` seen,
 //!   so that of two runs taking it over one wins), or at once when its
 //!   holder ran on this machine and its process is gone (a killed run).
+//!   An expiry is believed only up to one lifetime after the lease was
+//!   last written (its `Last-Modified`): a lease claiming to last longer
+//!   (forged, or written with a wrong clock) would otherwise block every
+//!   run, and every `--wait`, for as long as it claims. A live holder
+//!   rewrites it every third of a lifetime, so this, like the expiry
+//!   itself, holds while the clocks (ours, the holder's, the service's)
+//!   agree to within two thirds of a lifetime.
 
-use super::{Shared, s3_error};
+use super::{Shared, block_on, s3_error};
 use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, LOCK};
 use crate::store::Lease;
@@ -24,6 +31,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersi
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
 
 /// How often a waiting run looks at the lease again.
 const POLL: Duration = Duration::from_secs(2);
@@ -114,6 +122,9 @@ fn now_secs() -> u64 {
 /// A held lease: renewed in the background, deleted on drop.
 pub(super) struct S3Lease {
     shared: Arc<Shared>,
+    /// The runtime the lease was taken on (the caller's): it renews the
+    /// lease and, on drop, releases it.
+    handle: Handle,
     key: Key,
     /// The version of the last write of the lease (ours).
     version: Arc<Mutex<UpdateVersion>>,
@@ -138,13 +149,26 @@ impl Drop for S3Lease {
             .e_tag
             .clone();
         let (client, key) = (self.shared.client.clone(), self.key.clone());
-        let released = self.shared.run(async move {
+        let shown = self.shared.display(&lock_rel());
+        let limit = self.shared.settings.request_timeout;
+        let release = async move {
             let meta = client.head(&key).await?;
             if meta.e_tag.is_some() && meta.e_tag == ours {
                 client.delete(&key).await?;
             }
             Ok::<_, object_store::Error>(())
+        };
+        let released = block_on(&self.handle, &shown, async move {
+            tokio::time::timeout(limit, release).await
         });
+        let released = match released {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(_)) => {
+                log::warn!("{shown}: not released: no answer from the S3 service");
+                return;
+            }
+            Err(e) => Err(e),
+        };
         if let Ok(Err(e)) = released
             && !matches!(e, object_store::Error::NotFound { .. })
         {
@@ -170,7 +194,7 @@ enum Attempt {
 
 /// Takes the lease of `shared`'s mirror: at once, or (`wait`) once its
 /// holder releases it or it expires.
-pub(super) fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
+pub(super) async fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
     let rel = lock_rel();
     let shown = shared.display(&rel);
     let key = Key::parse(shared.target.key(&rel)).map_err(|e| Error::Refused(e.to_string()))?;
@@ -178,14 +202,15 @@ pub(super) fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
     let mut told = false;
     loop {
         let record = Record::mine(ttl);
-        let client = shared.client.clone();
-        let attempt = {
-            let key = key.clone();
-            shared.run(async move { try_take(client, key, record).await })?
-        };
+        let attempt = shared
+            .bounded(
+                &shown,
+                try_take(shared.client.clone(), key.clone(), record, ttl),
+            )
+            .await?;
         match attempt.map_err(|e| s3_error(&shown, &e))? {
             Attempt::Taken(version) => {
-                let version = probe_conditional(shared, &key, &shown, version)?;
+                let version = probe_conditional(shared, &key, &shown, version).await?;
                 return Ok(start(shared, key, version, ttl));
             }
             Attempt::Again => continue,
@@ -195,7 +220,7 @@ pub(super) fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
                     told = true;
                 }
                 let left = holder.expires.saturating_sub(now_secs()) + 1;
-                std::thread::sleep(POLL.min(Duration::from_secs(left)));
+                tokio::time::sleep(POLL.min(Duration::from_secs(left))).await;
             }
             Attempt::Held(holder) => {
                 return Err(Error::Locked {
@@ -211,11 +236,12 @@ pub(super) fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
 }
 
 /// One attempt: create the lease, else look at the one there and take it
-/// over when stale.
+/// over when stale (its expiry believed up to `ttl` after it was written).
 async fn try_take(
     client: Arc<dyn ObjectStore>,
     key: Key,
     record: Record,
+    ttl: Duration,
 ) -> object_store::Result<Attempt> {
     let create = PutOptions {
         mode: PutMode::Create,
@@ -241,13 +267,14 @@ async fn try_take(
     let bytes = found.bytes().await?;
     // A lease that does not parse (written by hand, or cut short) lasts a
     // default lifetime from when it was written.
-    let holder = serde_json::from_slice::<Record>(&bytes).unwrap_or_else(|_| Record {
+    let mut holder = serde_json::from_slice::<Record>(&bytes).unwrap_or_else(|_| Record {
         host: "unknown (unreadable lease)".into(),
         pid: 0,
         boot_id: String::new(),
         pid_namespace: String::new(),
         expires: modified + 60,
     });
+    holder.expires = holder.expires.min(believed_expiry(modified, ttl));
     if !holder.is_stale() {
         return Ok(Attempt::Held(holder));
     }
@@ -268,29 +295,38 @@ async fn try_take(
     }
 }
 
+/// The latest expiry a lease last written at `modified` (seconds since the
+/// epoch) is believed to have: one lifetime later (a holder renews it every
+/// third of that).
+fn believed_expiry(modified: u64, ttl: Duration) -> u64 {
+    modified.saturating_add(ttl.as_secs().max(1))
+}
+
 /// Checks that the service honours `If-None-Match: *`: creating the lease
 /// again must fail. Gives the version of the lease as it now is.
-fn probe_conditional(
+async fn probe_conditional(
     shared: &Arc<Shared>,
     key: &Key,
     shown: &str,
     version: UpdateVersion,
 ) -> Result<UpdateVersion> {
-    let (client, probed) = (shared.client.clone(), key.clone());
     let record = Record::mine(shared.settings.lease_ttl);
     let create = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    let again =
-        shared.run(async move { client.put_opts(&probed, record.body().into(), create).await })?;
+    let again = shared
+        .bounded(
+            shown,
+            shared.client.put_opts(key, record.body().into(), create),
+        )
+        .await?;
     match again {
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Ok(version),
         Ok(_) => {
-            let (client, key) = (shared.client.clone(), key.clone());
-            let _ = shared.run(async move { client.delete(&key).await });
+            let _ = shared.bounded(shown, shared.client.delete(key)).await;
             Err(Error::Refused(format!(
                 "{shown}: the S3 service ignores conditional writes (If-None-Match: *): \
              it cannot keep two runs apart, so nothing is mirrored into it"
@@ -303,7 +339,8 @@ fn probe_conditional(
 /// Starts renewing the lease.
 fn start(shared: &Arc<Shared>, key: Key, version: UpdateVersion, ttl: Duration) -> S3Lease {
     let version = Arc::new(Mutex::new(version));
-    let renewal = shared.handle.spawn(renew(
+    let handle = Handle::current();
+    let renewal = handle.spawn(renew(
         shared.client.clone(),
         key.clone(),
         version.clone(),
@@ -314,6 +351,7 @@ fn start(shared: &Arc<Shared>, key: Key, version: UpdateVersion, ttl: Duration) 
     shared.lease_lost.store(false, Ordering::SeqCst);
     S3Lease {
         shared: shared.clone(),
+        handle,
         key,
         version,
         renewal,

@@ -4,14 +4,20 @@
 //! than a part) and completes the upload; anything else aborts it. A
 //! multipart upload is invisible until it is completed, so nothing
 //! unverified ever appears under the item's key.
+//!
+//! The writes come from the download's writer thread (see [`Staged`]): a
+//! full part is handed to the caller's runtime (its `Handle`) and sent
+//! while the thread goes on receiving; the thread waits only for the part
+//! before it. Commit and discard are async.
 
-use super::{Shared, s3_error};
+use super::{Shared, block_on, s3_error};
 use crate::error::{Error, Result};
 use crate::store::Staged;
 use bytes::Bytes;
 use object_store::path::Path as Key;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 /// The size of a part (S3 wants at least 5 MiB but for the last one); it
@@ -24,6 +30,8 @@ const PARTS_PER_STEP: usize = 1000;
 /// A download into the bucket.
 pub(super) struct Upload {
     shared: Arc<Shared>,
+    /// The runtime the parts are sent on (the caller's).
+    handle: Handle,
     key: Key,
     shown: String,
     /// Bytes not sent yet.
@@ -37,9 +45,10 @@ pub(super) struct Upload {
 }
 
 impl Upload {
-    pub(super) fn new(shared: Arc<Shared>, key: Key, shown: String) -> Upload {
+    pub(super) fn new(shared: Arc<Shared>, handle: Handle, key: Key, shown: String) -> Upload {
         Upload {
             shared,
+            handle,
             key,
             shown,
             buffer: Vec::new(),
@@ -57,12 +66,12 @@ impl Upload {
         s3_error(&self.shown, e)
     }
 
-    /// Waits for the part in flight.
+    /// Waits for the part in flight (from the writer thread).
     fn wait_in_flight(&mut self) -> Result<()> {
         let Some(task) = self.in_flight.take() else {
             return Ok(());
         };
-        match self.shared.run(task)? {
+        match block_on(&self.handle, &self.shown, task)? {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.error(&e)),
             Err(e) => Err(Error::transfer(
@@ -77,9 +86,9 @@ impl Upload {
     fn send_part(&mut self, part: Vec<u8>) -> Result<()> {
         if self.multipart.is_none() {
             let (client, key) = (self.shared.client.clone(), self.key.clone());
-            let started = self
-                .shared
-                .run(async move { client.put_multipart(&key).await })?;
+            let started = block_on(&self.handle, &self.shown, async move {
+                client.put_multipart(&key).await
+            })?;
             self.multipart = Some(started.map_err(|e| self.error(&e))?);
         }
         self.wait_in_flight()?;
@@ -87,67 +96,109 @@ impl Upload {
             return Err(Error::transfer(&self.shown, "no multipart upload"));
         };
         let sending = multipart.put_part(PutPayload::from(Bytes::from(part)));
-        self.in_flight = Some(self.shared.handle.spawn(sending));
+        self.in_flight = Some(self.handle.spawn(sending));
         self.parts += 1;
         Ok(())
     }
 
-    /// Drops what was sent: the part in flight and the multipart upload
-    /// (aborted; waited for when `wait`, else in the background).
-    fn abort(&mut self, wait: bool) -> Result<()> {
+    /// Drops what was sent: the part in flight, and gives the multipart
+    /// upload to abort, if any.
+    fn drop_sent(&mut self) -> Option<Box<dyn MultipartUpload>> {
         self.buffer = Vec::new();
         self.parts = 0;
         if let Some(task) = self.in_flight.take() {
             task.abort();
         }
-        let Some(mut multipart) = self.multipart.take() else {
+        self.multipart.take()
+    }
+
+    /// Drops what was sent, the upload aborted in the background.
+    fn abort_in_background(&mut self) {
+        if let Some(mut multipart) = self.drop_sent() {
+            drop(self.handle.spawn(async move { multipart.abort().await }));
+        }
+    }
+
+    /// Drops what was sent, waiting for the upload to be aborted (from the
+    /// writer thread).
+    fn abort_blocking(&mut self) -> Result<()> {
+        let Some(mut multipart) = self.drop_sent() else {
             return Ok(());
         };
-        let aborting = async move { multipart.abort().await };
-        if !wait {
-            drop(self.shared.handle.spawn(aborting));
+        let aborted = block_on(
+            &self.handle,
+            &self.shown,
+            async move { multipart.abort().await },
+        )?;
+        self.aborted(aborted)
+    }
+
+    /// Drops what was sent, awaiting the upload's abort.
+    async fn abort(&mut self) -> Result<()> {
+        let Some(mut multipart) = self.drop_sent() else {
             return Ok(());
-        }
-        match self.shared.run(aborting)? {
+        };
+        let aborted = multipart.abort().await;
+        self.aborted(aborted)
+    }
+
+    fn aborted(&self, result: object_store::Result<()>) -> Result<()> {
+        match result {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error(&e)),
         }
     }
 
     /// One `PUT` of the whole (small) item.
-    fn put_whole(&mut self) -> Result<()> {
+    async fn put_whole(&mut self) -> Result<()> {
         let (client, key) = (self.shared.client.clone(), self.key.clone());
         let body = PutPayload::from(std::mem::take(&mut self.buffer));
         let opts = PutOptions {
             mode: PutMode::Overwrite,
             ..PutOptions::default()
         };
-        match self.shared.run(put(client, key, body, opts))? {
+        match put(client, key, body, opts).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.error(&e)),
         }
     }
 
     /// Sends the rest as the last part and completes the upload.
-    fn complete(&mut self) -> Result<()> {
-        if !self.buffer.is_empty() {
-            let last = std::mem::take(&mut self.buffer);
-            self.send_part(last)?;
-        }
-        self.wait_in_flight()?;
-        let Some(mut multipart) = self.multipart.take() else {
+    async fn complete(&mut self) -> Result<()> {
+        let Some(multipart) = self.multipart.as_mut() else {
             return Err(Error::transfer(&self.shown, "no multipart upload"));
         };
-        let done = self.shared.run(async move {
-            let result = multipart.complete().await;
-            (multipart, result)
-        })?;
-        match done {
-            (_, Ok(_)) => Ok(()),
-            (multipart, Err(e)) => {
-                self.multipart = Some(multipart);
-                Err(self.error(&e))
+        let last = (!self.buffer.is_empty())
+            .then(|| multipart.put_part(PutPayload::from(std::mem::take(&mut self.buffer))));
+        self.finish_in_flight().await?;
+        if let Some(last) = last {
+            self.parts += 1;
+            last.await.map_err(|e| self.error(&e))?;
+        }
+        let Some(multipart) = self.multipart.as_mut() else {
+            return Err(Error::transfer(&self.shown, "no multipart upload"));
+        };
+        match multipart.complete().await {
+            Ok(_) => {
+                self.multipart = None;
+                Ok(())
             }
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    /// Awaits the part in flight.
+    async fn finish_in_flight(&mut self) -> Result<()> {
+        let Some(task) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.error(&e)),
+            Err(e) => Err(Error::transfer(
+                &self.shown,
+                format!("upload of a part: {e}"),
+            )),
         }
     }
 }
@@ -161,6 +212,7 @@ async fn put(
     client.put_opts(&key, body, opts).await.map(|_| ())
 }
 
+#[async_trait::async_trait]
 impl Staged for Upload {
     /// Nothing is resumed: an unfinished multipart upload cannot be read
     /// back to hash what it holds.
@@ -175,7 +227,7 @@ impl Staged for Upload {
                 "an upload cannot be resumed (nothing was staged)",
             ));
         }
-        self.abort(true)
+        self.abort_blocking()
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -198,21 +250,21 @@ impl Staged for Upload {
         self.wait_in_flight()
     }
 
-    fn commit(mut self: Box<Self>) -> Result<()> {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
         self.shared.check_lease(&self.shown)?;
         let result = if self.multipart.is_none() {
-            self.put_whole()
+            self.put_whole().await
         } else {
-            self.complete()
+            self.complete().await
         };
         if result.is_err() {
-            let _ = self.abort(false);
+            self.abort_in_background();
         }
         result
     }
 
-    fn discard(mut self: Box<Self>) -> Result<()> {
-        self.abort(true)
+    async fn discard(mut self: Box<Self>) -> Result<()> {
+        self.abort().await
     }
 
     fn describe(&self) -> String {
@@ -222,6 +274,6 @@ impl Staged for Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        let _ = self.abort(false);
+        self.abort_in_background();
     }
 }
