@@ -1,7 +1,7 @@
 //! The library's error type. Every variant names the file, URL or item it is
 //! about, so that one line tells an operator what went wrong and where.
 
-use crate::openpgp::{KeyError, KeyringError, SignatureError};
+use crate::openpgp::{KeyError, KeyFileError, KeyringError, SignatureError};
 use crate::units::human_size;
 use std::path::PathBuf;
 
@@ -147,6 +147,15 @@ fn first_of(failures: &[Error]) -> String {
         .first()
         .map(ToString::to_string)
         .unwrap_or_default()
+}
+
+impl From<KeyFileError> for Error {
+    fn from(e: KeyFileError) -> Error {
+        Error::Key {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {
