@@ -270,7 +270,12 @@ impl Plan {
     /// [`SpaceCheck`]) and keeps the result for [`Plan::report`]. `None`
     /// when the store cannot tell its free space.
     pub fn check_space(&mut self, store: &dyn Store, min_free: Option<u64>) -> Option<&SpaceCheck> {
-        self.space = SpaceCheck::of(self, store, min_free);
+        let fetches = self
+            .downloads
+            .iter()
+            .filter(|d| !d.verify_only && d.origin == Origin::Fetch)
+            .filter_map(|d| Some((&d.path, d.expected.size?)));
+        self.space = SpaceCheck::of(fetches, store, min_free);
         self.space.as_ref()
     }
 
