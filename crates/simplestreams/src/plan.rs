@@ -711,12 +711,11 @@ pub fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) -> Resul
         .map(|s| s.len)
         .sum();
     if total > 0 && plan.deletion_bytes as f64 > total as f64 * max_share {
-        return Err(Error::Refused(format!(
-            "this run would delete {} of {} mirrored bytes (more than {:.0}%); pass --force if that is intended",
-            plan.deletion_bytes,
+        return Err(Error::WipeGuard {
+            deleting: plan.deletion_bytes,
             total,
-            max_share * 100.0
-        )));
+            max_share,
+        });
     }
     Ok(())
 }

@@ -42,7 +42,10 @@ pub struct SourceSpec {
 /// Turns a command-line source into a URL: `http(s)://` and `file://` as they
 /// are, anything else is a local path.
 pub fn source_url(source: &str) -> Result<Url> {
-    let bad = |reason: String| Error::Refused(format!("source {source:?}: {reason}"));
+    let bad = |reason: String| Error::BadSource {
+        given: source.to_owned(),
+        reason,
+    };
     if source.contains("://") {
         let url = Url::parse(source).map_err(|e| bad(e.to_string()))?;
         match url.scheme() {
@@ -81,7 +84,10 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
     } else {
         format!("{root}/")
     };
-    let root = Url::parse(&root).map_err(|e| Error::Refused(format!("source {source:?}: {e}")))?;
+    let root = Url::parse(&root).map_err(|e| Error::BadSource {
+        given: source.to_owned(),
+        reason: e.to_string(),
+    })?;
     let entry = RelPath::parse(&entry).map_err(|e| Error::UnsafePath {
         context: format!("source {source:?}"),
         path: entry.clone(),
@@ -229,7 +235,10 @@ impl Source {
                 }
             }))
             .build()
-            .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
+            .map_err(|e| Error::ClientSetup {
+                context: "cannot set up the HTTP client".to_owned(),
+                reason: e.to_string(),
+            })?;
         let mut roots = vec![root];
         for m in mirrors {
             let m = if m.as_str().ends_with('/') {
@@ -260,7 +269,9 @@ impl Source {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .or_else(|| Url::from_directory_path(&location).ok())
-            .ok_or_else(|| Error::Refused(format!("{location}: not usable as a source root")))?;
+            .ok_or_else(|| Error::NotASourceRoot {
+                location: location.clone(),
+            })?;
         let mut source = Source::new(root, Vec::new(), options)?;
         source.store = Some(store);
         Ok(source)

@@ -91,7 +91,10 @@ impl S3Store {
             .thread_name("sstream-s3")
             .enable_all()
             .build()
-            .map_err(|e| Error::Refused(format!("{url}: cannot start the S3 client: {e}")))?;
+            .map_err(|e| Error::ClientSetup {
+                context: format!("{url}: cannot start the S3 client"),
+                reason: e.to_string(),
+            })?;
         let handle = runtime.handle().clone();
         Ok(S3Store {
             shared: Arc::new(Shared {
@@ -136,11 +139,13 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
         && settings.access_key_id.is_none()
         && !other_provider
     {
-        return Err(Error::Refused(format!(
-            "{}: no credentials for {endpoint}: set AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE) in ~/.aws/credentials",
-            target.url()
-        )));
+        return Err(Error::S3Settings {
+            context: target.url(),
+            reason: format!(
+                "no credentials for {endpoint}: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE) in ~/.aws/credentials"
+            ),
+        });
     }
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&target.bucket);
     builder = builder.with_region(settings.region.as_deref().unwrap_or("us-east-1"));
@@ -188,7 +193,10 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
         .with_client_options(options)
         .with_retry(retry)
         .build()
-        .map_err(|e| Error::Refused(format!("{}: {}", target.url(), one_line(&e))))?;
+        .map_err(|e| Error::ClientSetup {
+            context: target.url(),
+            reason: one_line(&e),
+        })?;
     Ok(Arc::new(client))
 }
 
@@ -380,7 +388,7 @@ impl Store for S3Store {
         let client = self.shared.client.clone();
         let prefix = match self.shared.target.prefix.as_str() {
             "" => None,
-            p => Some(Key::parse(p).map_err(|e| Error::Refused(e.to_string()))?),
+            p => Some(Key::parse(p)?),
         };
         let metas = self.shared.run(async move {
             let mut stream = client.list(prefix.as_ref());

@@ -33,7 +33,10 @@ impl S3Target {
     /// Parses `s3://BUCKET[/PREFIX]`. The prefix must be a plain path:
     /// no empty, `.` or `..` segments, no backslashes or control characters.
     pub fn parse(url: &str) -> Result<S3Target> {
-        let bad = |reason: &str| Error::Refused(format!("target {url:?}: {reason}"));
+        let bad = |reason: &str| Error::BadTarget {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let rest = url
             .strip_prefix(SCHEME)
             .ok_or_else(|| bad("not an s3:// URL"))?;
@@ -191,14 +194,17 @@ impl S3Settings {
                 .flatten()
                 .map(|f| f.display().to_string())
                 .collect();
-            return Err(Error::Refused(format!(
-                "AWS_PROFILE {p:?}: no such profile in {}",
-                if files.is_empty() {
-                    "the AWS files (no home directory)".to_owned()
-                } else {
-                    files.join(" or ")
-                }
-            )));
+            return Err(Error::S3Settings {
+                context: format!("AWS_PROFILE {p:?}"),
+                reason: format!(
+                    "no such profile in {}",
+                    if files.is_empty() {
+                        "the AWS files (no home directory)".to_owned()
+                    } else {
+                        files.join(" or ")
+                    }
+                ),
+            });
         }
         let from_files = |key: &str| {
             let get = |p: &Option<BTreeMap<String, String>>| p.as_ref()?.get(key).cloned();
