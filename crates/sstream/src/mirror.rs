@@ -211,9 +211,9 @@ impl JobParts {
             connections: self.settings.jobs.max(1),
             ..self.transfer
         };
-        let source = Source::new(spec.root, mirrors, transfer)?;
+        let source = Source::new(spec.root, mirrors, transfer.clone())?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        let store = crate::target::store_at(&self.dir)?;
+        let store = crate::target::store_for_run(&self.dir, &transfer)?;
         let mut settings = self.settings;
         if let Some(dir) = &settings.content_index
             && !ContentIndex::new(dir).shares_filesystem_with(&self.dir)

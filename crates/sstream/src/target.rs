@@ -3,8 +3,9 @@
 //! environment variables and files (see [`S3Settings::from_env`]).
 
 use crate::error::CliError;
+use simplestreams::source::TransferOptions;
 use simplestreams::status::StatusRecord;
-use simplestreams::store::{DirStore, S3Store, Store, is_s3_target};
+use simplestreams::store::{DirStore, S3Settings, S3Store, Store, is_s3_target};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,11 +17,33 @@ use std::sync::Arc;
 ///
 /// [`S3Settings::from_env`]: simplestreams::store::S3Settings::from_env
 pub fn open_store(target: &str) -> Result<Arc<dyn Store>, CliError> {
+    open_store_with(target, None)
+}
+
+/// [`open_store`], a bucket's client retrying and timing out as `transfer`
+/// says (`--retries`, `--timeout`) when given, else as it does by default.
+fn open_store_with(
+    target: &str,
+    transfer: Option<&TransferOptions>,
+) -> Result<Arc<dyn Store>, CliError> {
     if is_s3_target(target) {
-        let store = S3Store::from_env(target).map_err(CliError::usage)?;
+        let mut settings = S3Settings::from_env().map_err(CliError::usage)?;
+        if let Some(transfer) = transfer {
+            settings = transfer.for_s3(settings);
+        }
+        let store = S3Store::open(target, settings).map_err(CliError::usage)?;
         return Ok(Arc::new(store));
     }
     Ok(Arc::new(DirStore::new(target)))
+}
+
+/// [`store_at`] for a run that transfers: a bucket's client gets the same
+/// retries, backoff and timeouts as the source ([`TransferOptions::for_s3`]).
+pub fn store_for_run(dir: &Path, transfer: &TransferOptions) -> Result<Arc<dyn Store>, CliError> {
+    match dir.to_str() {
+        Some(target) => open_store_with(target, Some(transfer)),
+        None => Ok(Arc::new(DirStore::new(dir))),
+    }
 }
 
 /// [`open_store`] for a target given as a path (a command-line or config

@@ -31,12 +31,13 @@ pub use config::{S3Settings, S3Target, is_s3_target};
 use super::{FileStamp, Lease, Listed, Staged, Store};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
+use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,12 +181,13 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
     let options = ClientOptions::new()
         .with_allow_http(plain_http)
         .with_timeout_disabled()
-        .with_connect_timeout(std::time::Duration::from_secs(20))
+        .with_connect_timeout(settings.connect_timeout)
         .with_read_timeout(settings.idle_timeout);
-    let retry = RetryConfig {
-        max_retries: settings.retries,
-        ..RetryConfig::default()
-    };
+    let retry = RetryPolicy {
+        retries: u32::try_from(settings.retries).unwrap_or(u32::MAX),
+        backoff: settings.backoff,
+    }
+    .object_store();
     // One object is deleted at a time: a plain DELETE, which every
     // S3-compatible service has (not all have DeleteObjects).
     let client = builder

@@ -12,6 +12,7 @@
 //! to `object_store`'s own reading of the environment.
 
 use crate::error::{Error, Result};
+use crate::retry::Backoff;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,6 +112,10 @@ pub struct S3Settings {
     pub lease_ttl: Duration,
     /// Retries of one request on 5xx, 429 and connection errors.
     pub retries: usize,
+    /// The delays between retries.
+    pub backoff: Backoff,
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
     /// An idle connection that receives nothing for this long is abandoned.
     pub idle_timeout: Duration,
 }
@@ -128,6 +133,8 @@ impl std::fmt::Debug for S3Settings {
             .field("session_token", &self.session_token.as_ref().map(|_| "…"))
             .field("lease_ttl", &self.lease_ttl)
             .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
@@ -143,6 +150,11 @@ impl Default for S3Settings {
             session_token: None,
             lease_ttl: Duration::from_secs(60),
             retries: 10,
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                max: Duration::from_secs(15),
+            },
+            connect_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
         }
     }
