@@ -116,6 +116,20 @@ pub fn run_query(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// Whether `e` names `flag` among the missing arguments (clap lists them
+/// as `--max <MAX>` in the error's context).
+fn misses_argument(e: &clap::Error, flag: &str) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    let missing = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::Strings(missing)) => missing.as_slice(),
+        Some(ContextValue::String(one)) => std::slice::from_ref(one),
+        _ => &[],
+    };
+    missing
+        .iter()
+        .any(|m| m.split_whitespace().next() == Some(flag))
+}
+
 /// Parses the command line. Help and version go to stdout (exit 0); a
 /// usage error is printed by clap (exit 2), except a missing `--max` for
 /// `--keep`, which gets one line saying why.
@@ -127,7 +141,7 @@ fn parse<P: Parser>(
     P::try_parse_from(&args).map_err(|e| {
         let keep_without_max = e.kind() == clap::error::ErrorKind::MissingRequiredArgument
             && args.iter().any(|a| a == "--keep")
-            && e.to_string().contains("--max");
+            && misses_argument(&e, "--max");
         if keep_without_max {
             eprintln!(
                 "{program}: error: --keep needs --max: it keeps versions gone from the source up to --max"
@@ -148,5 +162,19 @@ fn finish(program: &str, result: Result<(), CliError>) -> ExitCode {
             eprintln!("{program}: error: {}", e.lines().join("\n"));
             ExitCode::from(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_without_max_is_found_in_the_error_context() {
+        let args = ["sstream-mirror", "--keep", "http://h/s/", "/srv/m"];
+        let e = MirrorCli::try_parse_from(args).expect_err("--keep needs --max");
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(misses_argument(&e, "--max"), "{e}");
+        assert!(!misses_argument(&e, "--keep"), "{e}");
     }
 }

@@ -477,7 +477,7 @@ impl Context<'_> {
         let key = self.key_before(span.start);
         let message = if let Some(field) = unknown_field(&message) {
             format!("unknown key {field:?}{}", known_keys_hint(&message))
-        } else if key.as_deref() == Some("job") && message.contains("expected a sequence") {
+        } else if key.as_deref() == Some("job") && self.job_is_not_an_array() {
             format!("{message}; write each job as [[job]] (an array of tables)")
         } else {
             message
@@ -487,6 +487,14 @@ impl Context<'_> {
             None => key,
         };
         self.error(Some(line), key.as_deref(), &message)
+    }
+
+    /// Whether the document has a `job` that is not an array of tables
+    /// (`[job]` written for `[[job]]`).
+    fn job_is_not_an_array(&self) -> bool {
+        self.text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.get("job").is_some_and(|j| !j.is_array()))
     }
 
     /// The key whose value starts at or around `offset`: the `KEY =` on its
@@ -1019,6 +1027,16 @@ on_success = "echo done"
             assert!(!shown.contains('\n'), "one line: {shown}");
             assert!(shown.starts_with("/etc/sstream/sstream.toml"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_job_table_for_an_array_of_tables_gets_a_hint() {
+        let text = "[job]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"/m\"\n";
+        let e = err(text).to_string();
+        assert!(e.contains("write each job as [[job]]"), "{e}");
+        let text = "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = 3\n";
+        let e = err(text).to_string();
+        assert!(!e.contains("[[job]]"), "{e}");
     }
 
     #[test]
