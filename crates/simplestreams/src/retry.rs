@@ -196,7 +196,8 @@ impl Attempt {
 }
 
 /// `e` and its causes, outermost first. An `io::Error` hides the error it
-/// wraps from `source()` (it gives that one's source): it is added too.
+/// wraps from `source()` (it gives that one's sources): the walk goes on
+/// through the wrapped error instead, which loses nothing.
 fn causes<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Vec<&'a (dyn std::error::Error + 'static)> {
@@ -204,13 +205,13 @@ fn causes<'a>(
     let mut next = Some(e);
     while let Some(e) = next {
         chain.push(e);
-        if let Some(inner) = e
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
-            chain.push(inner);
-        }
-        next = e.source();
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     chain
 }
@@ -297,8 +298,10 @@ mod tests {
 
     #[test]
     fn certificate_errors_are_found_inside_io_errors() {
+        // As tokio-rustls and hyper-util give it: io::Error in io::Error.
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::other(tls);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let io = std::io::Error::other(io);
         assert!(causes(&io).iter().any(|c| is_certificate_error(*c)));
         let plain = std::io::Error::other("certificate");
         assert!(
