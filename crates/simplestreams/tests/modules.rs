@@ -1,3 +1,5 @@
+//! The library's errors are typed: no `Result<_, String>` anywhere in it.
+//!
 //! The library's modules form no circle: no module uses, through `crate::`
 //! paths, a module that uses it back (directly or by way of others). A
 //! module's sub-modules (`source/*.rs` of `source`) count as the module.
@@ -217,4 +219,74 @@ fn the_reader_finds_a_circle() {
         used_modules("fn f() -> crate::Error { todo!() }", &names, &reexports),
         ["error"]
     );
+}
+
+/// The type arguments of each `Result<...>` in `code`, split at their
+/// top-level commas.
+fn result_arguments(code: &str) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for (i, _) in code.match_indices("Result<") {
+        let (mut depth, mut parens) = (0, 0);
+        let mut args = vec![String::new()];
+        for c in code[i + "Result".len()..].chars() {
+            match c {
+                '<' => {
+                    depth += 1;
+                    if depth == 1 {
+                        continue;
+                    }
+                }
+                '>' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                '(' | '[' => parens += 1,
+                ')' | ']' => parens -= 1,
+                ',' if depth == 1 && parens == 0 => {
+                    args.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(last) = args.last_mut() {
+                last.push(c);
+            }
+        }
+        all.push(args.into_iter().map(|a| a.trim().to_owned()).collect());
+    }
+    all
+}
+
+#[test]
+fn no_result_carries_a_string_error() {
+    let mut found = Vec::new();
+    for (module, files) in modules() {
+        for file in files {
+            let text = fs::read_to_string(&file).expect("read module");
+            for args in result_arguments(&text) {
+                if args.get(1).is_some_and(|e| e == "String") {
+                    found.push(format!(
+                        "{module} ({}): Result<{}>",
+                        file.display(),
+                        args.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "string errors:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_reader_finds_string_errors() {
+    let args = result_arguments(
+        "fn a() -> Result<Option<BTreeMap<String, String>>> {}\nfn b() -> Result<(), String> {}\n\
+         fn c() -> Result<(u64, String), Error> {}",
+    );
+    assert_eq!(args.len(), 3);
+    assert_eq!(args[0], ["Option<BTreeMap<String, String>>"]);
+    assert_eq!(args[1], ["()", "String"]);
+    assert_eq!(args[2], ["(u64, String)", "Error"]);
 }
