@@ -548,7 +548,7 @@ impl Context<'_> {
         };
         let name = raw.name.ok_or_else(|| missing("name"))?;
         simplestreams::status::check_job_name(name.get_ref())
-            .map_err(|e| self.at(name.span(), "name", &e))?;
+            .map_err(|e| self.at(name.span(), "name", &e.to_string()))?;
         let source = raw.source.ok_or_else(|| missing("source"))?;
         let dir = raw.dir.ok_or_else(|| missing("dir"))?;
         if dir.get_ref().as_os_str().is_empty() {
