@@ -1,7 +1,7 @@
 //! The library's error type. Every variant names the file, URL or item it is
 //! about, so that one line tells an operator what went wrong and where.
 
-use crate::openpgp::{KeyError, KeyringError, SignatureError};
+use crate::openpgp::{KeyError, KeyFileError, KeyringError, SignatureError};
 use crate::units::human_size;
 use std::path::PathBuf;
 
@@ -128,9 +128,127 @@ pub enum Error {
         /// Bytes free.
         free: u64,
     },
-    /// The operation was refused by a safety guard.
-    #[error("{0}")]
-    Refused(String),
+    /// A source (a URL or path given as one) that cannot be used.
+    #[error("source {given:?}: {reason}")]
+    BadSource {
+        /// The source as given.
+        given: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A store's location that cannot be read as a source (for an audit).
+    #[error("{location}: not usable as a source root")]
+    NotASourceRoot {
+        /// The store's location.
+        location: String,
+    },
+    /// A client (HTTP, S3) that could not be set up.
+    #[error("{context}: {reason}")]
+    ClientSetup {
+        /// Which client, for which target.
+        context: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A signed entry document, and no keyring to verify it with.
+    #[error(
+        "{entry} is signed and no keyring was given: pass --keyring FILE \
+         (for images.maas.io: {default_keyring} from the ubuntu-keyring package) or --no-verify"
+    )]
+    NoKeyring {
+        /// The entry document.
+        entry: String,
+        /// The keyring used when it exists.
+        default_keyring: String,
+    },
+    /// The public keyring of a signing key could not be made.
+    #[error("{path}: {source}")]
+    PublicKeyring {
+        /// Where it was to be published.
+        path: String,
+        /// Why it could not be made.
+        #[source]
+        source: KeyError,
+    },
+    /// A document could not be signed.
+    #[error("{path}: cannot sign: {source}")]
+    CannotSign {
+        /// The document.
+        path: String,
+        /// Why it could not be signed.
+        #[source]
+        source: KeyError,
+    },
+    /// The store cannot list its files (an audit needs to).
+    #[error("{location}: this store cannot be listed")]
+    NotListable {
+        /// The store.
+        location: String,
+    },
+    /// A mirror target (`s3://BUCKET/PREFIX`) that is malformed.
+    #[error("target {url:?}: {reason}")]
+    BadTarget {
+        /// The target as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Object storage settings (credentials, profile) that are missing or
+    /// wrong.
+    #[error("{context}: {reason}")]
+    S3Settings {
+        /// The target or setting concerned.
+        context: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// An object key that the object storage client does not accept.
+    #[error(transparent)]
+    ObjectKey(#[from] object_store::path::Error),
+    /// An S3 service that ignores conditional writes, so that no lease
+    /// can keep two runs apart.
+    #[error(
+        "{location}: the S3 service ignores conditional writes (If-None-Match: *): \
+         it cannot keep two runs apart, so nothing is mirrored into it"
+    )]
+    NoConditionalWrites {
+        /// The lease object.
+        location: String,
+    },
+    /// The wipe guard: a run would delete more than the share of the
+    /// mirror allowed without `--force`.
+    #[error(
+        "this run would delete {deleting} of {total} mirrored bytes (more than {:.0}%); pass --force if that is intended",
+        max_share * 100.0
+    )]
+    WipeGuard {
+        /// Bytes the run would delete.
+        deleting: u64,
+        /// Bytes the mirror references.
+        total: u64,
+        /// The largest share allowed.
+        max_share: f64,
+    },
+    /// A download not started because the disk filled up.
+    #[error("{path}: not started: the disk is full")]
+    NotStarted {
+        /// The file not downloaded.
+        path: String,
+    },
+    /// The disk filled up during a run: what was not started and what is
+    /// left to clean.
+    #[error(
+        "the disk filled up ({location}): {not_started} download(s) not started; {triage}; \
+         free some space and run again"
+    )]
+    DiskFilled {
+        /// The mirror.
+        location: String,
+        /// Downloads not started.
+        not_started: usize,
+        /// What became of the partial downloads.
+        triage: String,
+    },
 }
 
 /// What is wrong with content that does not match its metadata.
@@ -147,6 +265,15 @@ fn first_of(failures: &[Error]) -> String {
         .first()
         .map(ToString::to_string)
         .unwrap_or_default()
+}
+
+impl From<KeyFileError> for Error {
+    fn from(e: KeyFileError) -> Error {
+        Error::Key {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {
@@ -169,7 +296,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
             Error::ItemsFailed { failures } => failures.iter().any(Error::is_disk_full),
-            Error::NoSpace { .. } => true,
+            Error::NoSpace { .. } | Error::DiskFilled { .. } | Error::NotStarted { .. } => true,
             _ => false,
         }
     }

@@ -168,7 +168,7 @@ async fn download(
                 report.linked_bytes += d.expected.size.unwrap_or(0);
             }
             Ok(_) => {}
-            Err(Error::Refused(_)) if disk_full.load(Ordering::SeqCst) => {
+            Err(Error::NotStarted { .. }) => {
                 failed_ids.extend(d.content_ids.iter().cloned());
                 not_started += 1;
             }
@@ -184,12 +184,11 @@ async fn download(
             .iter()
             .filter(|d| failed_ids.iter().any(|c| d.content_ids.contains(c)))
             .collect();
-        failures.push(Error::Refused(format!(
-            "the disk filled up ({}): {not_started} download(s) not started; {}; \
-             free some space and run again",
-            store.location(),
-            triage_parts(store, &stopped).await
-        )));
+        failures.push(Error::DiskFilled {
+            location: store.location(),
+            not_started,
+            triage: triage_parts(store, &stopped).await,
+        });
     }
     (failures, failed_ids)
 }
@@ -221,10 +220,9 @@ impl Fetcher<'_> {
                     Origin::Stored(_) | Origin::Indexed(_) => true,
                 };
                 if !links && self.disk_full.load(Ordering::SeqCst) {
-                    let e = Error::Refused(format!(
-                        "{}: not started: the disk is full",
-                        self.store.display(&d.path)
-                    ));
+                    let e = Error::NotStarted {
+                        path: self.store.display(&d.path),
+                    };
                     return (d, Err(e));
                 }
                 let r = obtain(d, done, self).await;

@@ -14,6 +14,7 @@
 //!    for a re-signed mirror, [`holdings`] makes the metadata that lists
 //!    exactly what the mirror holds.
 //!
+//! [`retry`] says which failures are retried and how long to wait.
 //! [`status`] records each configured job's last run in the mirror, and
 //! [`metrics`] renders those records for Prometheus.
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
@@ -40,6 +41,7 @@ pub mod path;
 pub mod plan;
 pub mod query;
 pub mod resign;
+pub mod retry;
 pub mod runtime;
 pub mod sample;
 pub mod select;

@@ -38,10 +38,10 @@ impl Verification {
             None if Path::new(DEFAULT_KEYRING).exists() => PathBuf::from(DEFAULT_KEYRING),
             None if !is_signed_name(entry) => return Ok(Verification::Skip),
             None => {
-                return Err(Error::Refused(format!(
-                    "{entry} is signed and no keyring was given: pass --keyring FILE \
-                     (for images.maas.io: {DEFAULT_KEYRING} from the ubuntu-keyring package) or --no-verify"
-                )));
+                return Err(Error::NoKeyring {
+                    entry: entry.to_string(),
+                    default_keyring: DEFAULT_KEYRING.to_owned(),
+                });
             }
         };
         let keyring =

@@ -30,7 +30,7 @@
 
 mod key;
 
-pub use key::{KeyAlgorithm, KeyError, SecretKey, SigningKey};
+pub use key::{KeyAlgorithm, KeyError, KeyFileError, SecretKey, SigningKey};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -241,9 +241,7 @@ pub fn verify_cleartext(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, Sig
             hash_cleartext(ctx, &parsed.body);
             Ok(())
         }
-        other => Err(format!(
-            "signature type {other} is not a document signature"
-        )),
+        other => Err(Rejection::NotADocumentSignature(other)),
     })?;
     Ok(parsed.body)
 }
@@ -277,9 +275,7 @@ pub fn verify_detached(
             hash_text(ctx, data);
             Ok(())
         }
-        other => Err(format!(
-            "signature type {other} is not a document signature"
-        )),
+        other => Err(Rejection::NotADocumentSignature(other)),
     })
 }
 
@@ -504,7 +500,7 @@ fn verify_signatures<F>(
     mut hash: F,
 ) -> Result<(), SignatureError>
 where
-    F: FnMut(&Signature, &mut HashContext) -> Result<(), String>,
+    F: FnMut(&Signature, &mut HashContext) -> Result<(), Rejection>,
 {
     let mut unknown = Vec::new();
     let mut bad = Vec::new();
@@ -532,7 +528,7 @@ fn issuer_name(sig: &Signature) -> String {
 
 fn verify_one<F>(keyring: &Keyring, sig: &Signature, hash: &mut F) -> Outcome
 where
-    F: FnMut(&Signature, &mut HashContext) -> Result<(), String>,
+    F: FnMut(&Signature, &mut HashContext) -> Result<(), Rejection>,
 {
     let policy: &dyn Policy = &*POLICY;
     let issuers = sig.get_issuers();
@@ -575,61 +571,90 @@ fn check_key<F>(
     sig: &Signature,
     sig_time: std::time::SystemTime,
     hash: &mut F,
-) -> Result<(), String>
+) -> Result<(), Rejection>
 where
-    F: FnMut(&Signature, &mut HashContext) -> Result<(), String>,
+    F: FnMut(&Signature, &mut HashContext) -> Result<(), Rejection>,
 {
-    let vc = cert.with_policy(policy, sig_time).map_err(|e| {
-        format!(
-            "certificate not valid when the signature was made: {}",
-            one_line(&e)
-        )
-    })?;
-    vc.alive().map_err(|e| {
-        format!(
-            "certificate not alive when the signature was made: {}",
-            one_line(&e)
-        )
-    })?;
+    let vc = cert
+        .with_policy(policy, sig_time)
+        .map_err(|e| Rejection::CertificateInvalid(one_line(&e)))?;
+    vc.alive()
+        .map_err(|e| Rejection::CertificateNotAlive(one_line(&e)))?;
     if let RevocationStatus::Revoked(_) = vc.revocation_status() {
-        return Err("certificate is revoked".to_string());
+        return Err(Rejection::CertificateRevoked);
     }
-    let ka = vc.keys().key_handle(handle.clone()).next().ok_or_else(|| {
-        "key not valid when the signature was made (bad or missing binding)".to_string()
-    })?;
+    let ka = vc
+        .keys()
+        .key_handle(handle.clone())
+        .next()
+        .ok_or(Rejection::NoValidBinding)?;
     if !ka.for_signing() {
-        return Err("key is not a signing key".to_string());
+        return Err(Rejection::NotASigningKey);
     }
-    ka.alive().map_err(|e| {
-        format!(
-            "key not alive when the signature was made: {}",
-            one_line(&e)
-        )
-    })?;
+    ka.alive()
+        .map_err(|e| Rejection::KeyNotAlive(one_line(&e)))?;
     if let RevocationStatus::Revoked(_) = ka.revocation_status() {
-        return Err("key is revoked".to_string());
+        return Err(Rejection::KeyRevoked);
     }
     policy
         .signature(sig, HashAlgoSecurity::CollisionResistance)
-        .map_err(|e| format!("signature rejected by policy: {}", one_line(&e)))?;
+        .map_err(|e| Rejection::Policy(one_line(&e)))?;
     sig.signature_alive(None, None)
-        .map_err(|e| format!("signature not alive: {}", one_line(&e)))?;
+        .map_err(|e| Rejection::SignatureNotAlive(one_line(&e)))?;
 
     let mut ctx = sig
         .hash_algo()
         .context()
-        .map_err(|e| one_line(&e))?
+        .map_err(|e| Rejection::HashAlgorithm(one_line(&e)))?
         .for_signature(sig.version());
     if let Some(salt) = sig.salt() {
         ctx.update(salt);
     }
     hash(sig, &mut ctx)?;
-    sig.verify_hash(ka.key(), ctx).map_err(|e| {
-        format!(
-            "signature does not match the content (altered?): {}",
-            one_line(&e)
-        )
-    })
+    sig.verify_hash(ka.key(), ctx)
+        .map_err(|e| Rejection::Mismatch(one_line(&e)))
+}
+
+/// Why one key does not verify one signature (a part of
+/// [`SignatureError::Bad`]).
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    /// The signature is not over a document (text or binary).
+    #[error("signature type {0} is not a document signature")]
+    NotADocumentSignature(SignatureType),
+    /// The policy rejects the certificate at the signature's time.
+    #[error("certificate not valid when the signature was made: {0}")]
+    CertificateInvalid(String),
+    /// The certificate had expired (or was not yet valid).
+    #[error("certificate not alive when the signature was made: {0}")]
+    CertificateNotAlive(String),
+    /// The certificate is revoked.
+    #[error("certificate is revoked")]
+    CertificateRevoked,
+    /// The key has no valid binding to the certificate.
+    #[error("key not valid when the signature was made (bad or missing binding)")]
+    NoValidBinding,
+    /// The key may not sign.
+    #[error("key is not a signing key")]
+    NotASigningKey,
+    /// The key had expired (or was not yet valid).
+    #[error("key not alive when the signature was made: {0}")]
+    KeyNotAlive(String),
+    /// The key is revoked.
+    #[error("key is revoked")]
+    KeyRevoked,
+    /// The policy rejects the signature (e.g. a weak hash).
+    #[error("signature rejected by policy: {0}")]
+    Policy(String),
+    /// The signature has expired (or is from the future).
+    #[error("signature not alive: {0}")]
+    SignatureNotAlive(String),
+    /// The signature's hash algorithm is not available.
+    #[error("{0}")]
+    HashAlgorithm(String),
+    /// The content does not match the signature.
+    #[error("signature does not match the content (altered?): {0}")]
+    Mismatch(String),
 }
 
 #[cfg(test)]

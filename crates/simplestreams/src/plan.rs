@@ -281,7 +281,12 @@ impl Plan {
         store: &dyn Store,
         min_free: Option<u64>,
     ) -> Option<&SpaceCheck> {
-        self.space = SpaceCheck::of(self, store, min_free).await;
+        let fetches = self
+            .downloads
+            .iter()
+            .filter(|d| !d.verify_only && d.origin == Origin::Fetch)
+            .filter_map(|d| Some((&d.path, d.expected.size?)));
+        self.space = SpaceCheck::of(fetches, store, min_free).await;
         self.space.as_ref()
     }
 
@@ -766,12 +771,11 @@ pub async fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) ->
         .map(|s| s.len)
         .sum();
     if total > 0 && plan.deletion_bytes as f64 > total as f64 * max_share {
-        return Err(Error::Refused(format!(
-            "this run would delete {} of {} mirrored bytes (more than {:.0}%); pass --force if that is intended",
-            plan.deletion_bytes,
+        return Err(Error::WipeGuard {
+            deleting: plan.deletion_bytes,
             total,
-            max_share * 100.0
-        )));
+            max_share,
+        });
     }
     Ok(())
 }

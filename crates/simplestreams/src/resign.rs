@@ -143,7 +143,10 @@ async fn publish_keyring(store: &dyn Store, key: &SigningKey) -> Result<()> {
     let rel = keyring_path()?;
     let ring = key
         .public_keyring_binary()
-        .map_err(|e| Error::Refused(format!("{}: {e}", store.display(&rel))))?;
+        .map_err(|source| Error::PublicKeyring {
+            path: store.display(&rel),
+            source,
+        })?;
     store.write_atomic(&rel, &ring).await
 }
 
@@ -196,7 +199,10 @@ async fn sign_beside(
     text: &[u8],
     plain: &[u8],
 ) -> Result<()> {
-    let signing = |e| Error::Refused(format!("{}: cannot sign: {e}", store.display(path)));
+    let signing = |source| Error::CannotSign {
+        path: store.display(path),
+        source,
+    };
     if let Some(sjson) = sjson_path(path) {
         let current = store.read(&sjson).await.ok().flatten();
         if !current.is_some_and(|c| key.verifies_cleartext(&c, text)) {

@@ -110,8 +110,11 @@ pub struct SampleStream {
 }
 
 /// Signs a document: given the exact bytes of a `.json` file, returns an
-/// OpenPGP cleartext-signed document (the `.sjson`), or an error message.
-pub type Signer<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + 'a;
+/// OpenPGP cleartext-signed document (the `.sjson`), or why it cannot.
+pub type Signer<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, SignError> + 'a;
+
+/// Why a [`Signer`] could not sign (any error of the signing code).
+pub type SignError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A payload's size and checksums.
 #[derive(Debug, Clone)]
@@ -721,7 +724,7 @@ mod tests {
     #[test]
     fn signer_writes_sjson_family() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = |b: &[u8]| -> Result<Vec<u8>, String> {
+        let signer = |b: &[u8]| -> Result<Vec<u8>, SignError> {
             let mut v = b"SIGNED\n".to_vec();
             v.extend_from_slice(b);
             Ok(v)
@@ -737,7 +740,7 @@ mod tests {
         let p = fs::read(dir.path().join(format!("streams/v1/{id}.json"))).unwrap();
         let sp = fs::read(dir.path().join(format!("streams/v1/{id}.sjson"))).unwrap();
         assert_eq!(&sp[7..], &p[..]);
-        let failing = |_: &[u8]| -> Result<Vec<u8>, String> { Err("no key".into()) };
+        let failing = |_: &[u8]| -> Result<Vec<u8>, SignError> { Err("no key".into()) };
         let err = generate(&SampleSpec::default(), dir.path(), Some(&failing)).unwrap_err();
         assert!(err.to_string().contains("no key"));
     }

@@ -7,7 +7,8 @@ use crate::error::{Error, IntegrityKind, Result};
 use crate::hash::IO_BUFFER;
 pub use crate::hash::{Expected, Hasher};
 use crate::path::RelPath;
-use crate::store::{Staged, Store};
+use crate::retry::{Attempt, Backoff, Remedy, RetryPolicy};
+use crate::store::{S3Settings, Staged, Store};
 use futures_util::StreamExt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,10 @@ pub struct SourceSpec {
 /// Turns a command-line source into a URL: `http(s)://` and `file://` as they
 /// are, anything else is a local path.
 pub fn source_url(source: &str) -> Result<Url> {
-    let bad = |reason: String| Error::Refused(format!("source {source:?}: {reason}"));
+    let bad = |reason: String| Error::BadSource {
+        given: source.to_owned(),
+        reason,
+    };
     if source.contains("://") {
         let url = Url::parse(source).map_err(|e| bad(e.to_string()))?;
         match url.scheme() {
@@ -81,7 +85,10 @@ pub fn split_source(source: &str, path: Option<&str>) -> Result<SourceSpec> {
     } else {
         format!("{root}/")
     };
-    let root = Url::parse(&root).map_err(|e| Error::Refused(format!("source {source:?}: {e}")))?;
+    let root = Url::parse(&root).map_err(|e| Error::BadSource {
+        given: source.to_owned(),
+        reason: e.to_string(),
+    })?;
     let entry = RelPath::parse(&entry).map_err(|e| Error::UnsafePath {
         context: format!("source {source:?}"),
         path: entry.clone(),
@@ -147,6 +154,37 @@ impl Default for TransferOptions {
     }
 }
 
+impl TransferOptions {
+    /// The retry policy these options set: [`retries`](Self::retries)
+    /// retries, backing off from [`backoff`](Self::backoff) up to
+    /// [`max_backoff`](Self::max_backoff).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            backoff: Backoff {
+                first: self.backoff,
+                max: self.max_backoff,
+            },
+        }
+    }
+
+    /// `settings` with the retries, backoff and timeouts of these options,
+    /// so that a mirror kept in object storage is written as patiently as
+    /// its source is read.
+    pub fn for_s3(&self, settings: S3Settings) -> S3Settings {
+        S3Settings {
+            retries: self.retries as usize,
+            backoff: self.retry_policy().backoff,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            // A point request (document, state, lease, listing) as a whole,
+            // retries included, is bounded by the transfer timeout too.
+            request_timeout: self.idle_timeout.max(std::time::Duration::from_millis(100)),
+            ..settings
+        }
+    }
+}
+
 /// Cache validators of a fetched document, for conditional requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Validators {
@@ -202,18 +240,6 @@ pub struct Source {
     rate: Option<Arc<link::RateLimit>>,
 }
 
-/// Why one attempt failed, and whether trying again may help.
-enum Attempt {
-    /// Transient (timeout, reset, 5xx, 429, short body): retry after a delay.
-    Retry(Error, Option<Duration>),
-    /// Permanent for this root (404, bad checksum after retries...).
-    Fatal(Error),
-    /// Bytes kept from an earlier attempt (a resumed or complete `.part`)
-    /// turned out bad and were discarded: start again from zero at once,
-    /// without counting an attempt (once per root).
-    Restart(Error),
-}
-
 impl Source {
     /// A source at `root`, with `mirrors` tried for items when the root fails.
     pub fn new(root: Url, mirrors: Vec<Url>, options: TransferOptions) -> Result<Source> {
@@ -229,7 +255,10 @@ impl Source {
                 }
             }))
             .build()
-            .map_err(|e| Error::Refused(format!("cannot set up the HTTP client: {e}")))?;
+            .map_err(|e| Error::ClientSetup {
+                context: "cannot set up the HTTP client".to_owned(),
+                reason: e.to_string(),
+            })?;
         let mut roots = vec![root];
         for m in mirrors {
             let m = if m.as_str().ends_with('/') {
@@ -260,7 +289,9 @@ impl Source {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .or_else(|| Url::from_directory_path(&location).ok())
-            .ok_or_else(|| Error::Refused(format!("{location}: not usable as a source root")))?;
+            .ok_or_else(|| Error::NotASourceRoot {
+                location: location.clone(),
+            })?;
         let mut source = Source::new(root, Vec::new(), options)?;
         source.store = Some(store);
         Ok(source)
@@ -379,7 +410,10 @@ impl Source {
             set(reqwest::header::IF_NONE_MATCH, &v.etag);
             set(reqwest::header::IF_MODIFIED_SINCE, &v.last_modified);
         }
-        let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
+        let resp = self
+            .send(url, headers)
+            .await
+            .map_err(|e| Attempt::of_transfer(url, &e))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && validators.is_some() {
             return Ok(Fetched::NotModified);
@@ -410,7 +444,7 @@ impl Source {
         let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| retry(url, &e))?;
+            let chunk = chunk.map_err(|e| Attempt::of_transfer(url, &e))?;
             if let Some(rate) = &self.rate {
                 rate.take(chunk.len()).await;
             }
@@ -425,14 +459,12 @@ impl Source {
         Ok(Fetched::Body { bytes, validators })
     }
 
+    /// How long to wait before retry `attempt` (see [`Backoff::delay`]).
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after.min(self.options.max_backoff);
-        }
-        let base = self.options.backoff.saturating_mul(1 << attempt.min(16));
-        let base = base.min(self.options.max_backoff);
-        // Full jitter in [base/2, base].
-        base / 2 + base.mul_f64(fastrand::f64() / 2.0)
+        self.options
+            .retry_policy()
+            .backoff
+            .delay(attempt, retry_after)
     }
 
     /// Downloads `rel` into `staged`, resuming what is already staged when
@@ -582,7 +614,10 @@ impl Source {
         {
             headers.insert(reqwest::header::RANGE, range);
         }
-        let resp = self.send(url, headers).await.map_err(|e| retry(url, &e))?;
+        let resp = self
+            .send(url, headers)
+            .await
+            .map_err(|e| Attempt::of_transfer(url, &e))?;
         let start = self.resume_point(url, &resp, slot, have, progress).await?;
         check_body(url, &resp, expected, start)?;
         let (total, digest, received) = receive(
@@ -789,7 +824,7 @@ async fn receive(
             Err(e) => {
                 drop(tx);
                 let _ = writer.await;
-                return Err(retry(url, &e));
+                return Err(Attempt::of_transfer(url, &e));
             }
         }
     }
@@ -828,14 +863,8 @@ fn check_status(url: &Url, resp: &reqwest::Response) -> Result<(), Attempt> {
         return Err(Attempt::Fatal(not_followed(url, resp)));
     }
     let e = Error::transfer(url.as_str(), format!("HTTP {status}"));
-    if status.is_server_error()
-        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-        || status == reqwest::StatusCode::REQUEST_TIMEOUT
-    {
-        Err(Attempt::Retry(e, retry_after(resp)))
-    } else {
-        Err(Attempt::Fatal(e))
-    }
+    let remedy = Remedy::of_status(status.as_u16());
+    Err(Attempt::of(remedy, e, retry_after(resp)))
 }
 
 /// A redirect that was not followed: where it led, and why not.
@@ -949,43 +978,6 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
         .ok()?;
     let range = v.strip_prefix("bytes ")?;
     range.split('-').next()?.trim().parse().ok()
-}
-
-/// A transfer error: retried, except a TLS certificate that does not verify
-/// (trying again changes nothing; the error says why).
-fn retry(url: &Url, e: &reqwest::Error) -> Attempt {
-    let cause = root_cause(e);
-    if cause.contains("certificate") {
-        let reason = format!("TLS certificate not trusted: {cause}");
-        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
-    }
-    if e.is_redirect() {
-        let reason = format!("too many redirects (a redirect loop?): {cause}");
-        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
-    }
-    if cause.contains("too large") {
-        let reason = format!("the server's response header is too large: {cause}");
-        return Attempt::Fatal(Error::transfer(url.as_str(), reason));
-    }
-    let reason = if e.is_timeout() {
-        "timed out (no data received)".to_owned()
-    } else if e.is_connect() {
-        format!("cannot connect: {cause}")
-    } else {
-        cause
-    };
-    Attempt::Retry(Error::transfer(url.as_str(), reason), None)
-}
-
-/// The innermost error's message: the one that says what really happened.
-pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
 }
 
 /// Copies a local source file into the staged item, hashing it; a file

@@ -10,7 +10,7 @@
 //! counted: they happen after the new files are in place.
 
 use crate::error::{Error, Result};
-use crate::plan::{Origin, Plan};
+use crate::path::RelPath;
 use crate::store::Store;
 use crate::units::human_size;
 
@@ -41,25 +41,25 @@ pub struct SpaceCheck {
 }
 
 impl SpaceCheck {
-    /// The check of `plan` against `store`, keeping `min_free` bytes free
-    /// (default: [`default_margin`]). `None` when the store cannot tell
-    /// its free space.
-    pub async fn of(plan: &Plan, store: &dyn Store, min_free: Option<u64>) -> Option<SpaceCheck> {
+    /// The check of the files a plan fetches (`fetches`: each path with
+    /// its size; linked and verified ones left out) against `store`,
+    /// keeping `min_free` bytes free (default: [`default_margin`]). `None`
+    /// when the store cannot tell its free space.
+    pub async fn of<'a>(
+        fetches: impl IntoIterator<Item = (&'a RelPath, u64)>,
+        store: &dyn Store,
+        min_free: Option<u64>,
+    ) -> Option<SpaceCheck> {
         let space = store.space().await?;
+        let fetches: Vec<(&RelPath, u64)> = fetches.into_iter().collect();
         let (mut need, mut staged) = (0u64, 0u64);
         let mut largest: Option<(String, u64)> = None;
-        for d in plan.downloads.iter().filter(|d| !d.verify_only) {
-            let Some(size) = d.expected.size else {
-                continue;
-            };
-            if d.origin != Origin::Fetch {
-                continue; // a hard link takes no space
-            }
-            let have = store.staged_len(&d.path).await.min(size);
+        for (path, size) in fetches {
+            let have = store.staged_len(path).await.min(size);
             staged += have;
             need = need.saturating_add(size - have);
             if largest.as_ref().is_none_or(|(_, l)| size > *l) {
-                largest = Some((d.path.to_string(), size));
+                largest = Some((path.to_string(), size));
             }
         }
         Some(SpaceCheck {

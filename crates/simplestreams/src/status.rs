@@ -164,7 +164,7 @@ const MAX_JOB_NAME: usize = 100;
 /// Checks that `name` can name a job: 1 to 100 ASCII letters, digits, `.`,
 /// `_` or `-`, starting with a letter or digit (it becomes part of a file
 /// name and a metrics label).
-pub fn check_job_name(name: &str) -> std::result::Result<(), String> {
+pub fn check_job_name(name: &str) -> std::result::Result<(), BadJobName> {
     let first_ok = name
         .chars()
         .next()
@@ -173,13 +173,18 @@ pub fn check_job_name(name: &str) -> std::result::Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.len() > MAX_JOB_NAME || !first_ok || !rest_ok {
-        return Err(format!(
-            "a job name is 1 to {MAX_JOB_NAME} ASCII letters, digits, '.', '_' or '-', \
-             starting with a letter or digit: {name:?}"
-        ));
+        return Err(BadJobName(name.to_owned()));
     }
     Ok(())
 }
+
+/// A name that cannot name a job (see [`check_job_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a job name is 1 to {MAX_JOB_NAME} ASCII letters, digits, '.', '_' or '-', \
+     starting with a letter or digit: {0:?}"
+)]
+pub struct BadJobName(pub String);
 
 /// The record's path relative to the mirror root.
 fn record_rel(job: &str) -> Result<RelPath> {
@@ -188,7 +193,7 @@ fn record_rel(job: &str) -> Result<RelPath> {
         path: job.into(),
         reason,
     };
-    check_job_name(job).map_err(bad)?;
+    check_job_name(job).map_err(|e| bad(e.to_string()))?;
     RelPath::parse(&format!("{DATA_DIR}/{}", status_name(job))).map_err(|e| bad(e.to_string()))
 }
 

@@ -445,7 +445,7 @@ impl<'a> Context<'a> {
         let key = self.key_before(span.start);
         let message = if let Some(field) = unknown_field(&message) {
             format!("unknown key {field:?}{}", known_keys_hint(&message))
-        } else if key.as_deref() == Some("job") && message.contains("expected a sequence") {
+        } else if key.as_deref() == Some("job") && self.job_is_not_an_array() {
             format!("{message}; write each job as [[job]] (an array of tables)")
         } else {
             message
@@ -455,6 +455,14 @@ impl<'a> Context<'a> {
             None => key,
         };
         self.error(Some(line), key.as_deref(), &message)
+    }
+
+    /// Whether the document has a `job` that is not an array of tables
+    /// (`[job]` written for `[[job]]`).
+    fn job_is_not_an_array(&self) -> bool {
+        self.text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.get("job").is_some_and(|j| !j.is_array()))
     }
 
     /// The key whose value starts at or around `offset`: the `KEY =` on its
@@ -523,7 +531,7 @@ impl<'a> Context<'a> {
             )
         };
         let name = keys.name.ok_or_else(|| missing("name"))?;
-        simplestreams::status::check_job_name(&name).map_err(|e| at_key("name", &e))?;
+        simplestreams::status::check_job_name(&name).map_err(|e| at_key("name", &e.to_string()))?;
         let source = keys.source.ok_or_else(|| missing("source"))?;
         let dir = keys.dir.ok_or_else(|| missing("dir"))?;
         if dir.as_os_str().is_empty() {
@@ -1127,6 +1135,16 @@ on_success = "echo done"
             config.jobs[0].options.timeout.get(),
             Duration::from_millis(500)
         );
+    }
+
+    #[test]
+    fn a_job_table_for_an_array_of_tables_gets_a_hint() {
+        let text = "[job]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"/m\"\n";
+        let e = err(text).to_string();
+        assert!(e.contains("write each job as [[job]]"), "{e}");
+        let text = "[[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = 3\n";
+        let e = err(text).to_string();
+        assert!(!e.contains("[[job]]"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use simplestreams::metadata::DEFAULT_KEYRING;
 use simplestreams::openpgp::SigningKey;
-use simplestreams::sample::{SampleRelease, SampleSpec, generate};
+use simplestreams::sample::{SampleRelease, SampleSpec, SignError, generate};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -160,7 +160,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let key = SigningKey::generate("sstream demo <demo@sstream.invalid>")?;
     let public = key.public_keyring_binary()?;
     std::fs::write(&keyring, public).with_context(|| keyring.display().to_string())?;
-    let signer = |text: &[u8]| key.clearsign(text).map_err(|e| e.to_string());
+    let signer = |text: &[u8]| key.clearsign(text).map_err(SignError::from);
     let stream = generate(&sample_spec(), &source, Some(&signer))
         .with_context(|| source.display().to_string())?;
     println!(

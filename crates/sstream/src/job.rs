@@ -230,10 +230,10 @@ impl MirrorJob {
             limit_rate: o.limit_rate.map(Rate::get),
             ..TransferOptions::default()
         };
+        // A bucket's client retries and times out as the source does.
+        let store = crate::target::store_for_run(&self.dir, &transfer)?;
         let source = Source::new(spec.root, mirrors, transfer)?;
         let reader = MetadataReader::new(source, spec.entry, verification);
-        // A bucket's point requests are bounded by the transfer timeout.
-        let store = crate::target::store_at(&self.dir, o.timeout.get())?;
         let options = MirrorOptions {
             filters: self.filters.clone(),
             max: o.max,

@@ -3,6 +3,7 @@
 //! environment variables and files (see [`S3Settings::from_env`]).
 
 use crate::error::CliError;
+use simplestreams::source::TransferOptions;
 use simplestreams::status::StatusRecord;
 use simplestreams::store::{DirStore, S3Settings, S3Store, Store, is_s3_target};
 use std::path::Path;
@@ -20,17 +21,17 @@ pub fn open_store(target: &str) -> Result<Arc<dyn Store>, CliError> {
     open_store_with(target, None)
 }
 
-/// [`open_store`], a bucket's point requests (documents, state, status,
-/// listings) bounded by `request_timeout` (the transfer `--timeout`) when
-/// given.
-pub fn open_store_with(
+/// [`open_store`], a bucket's client retrying and timing out as `transfer`
+/// says (`--retries`, `--timeout`; [`TransferOptions::for_s3`]) when given,
+/// else as it does by default.
+fn open_store_with(
     target: &str,
-    request_timeout: Option<Duration>,
+    transfer: Option<&TransferOptions>,
 ) -> Result<Arc<dyn Store>, CliError> {
     if is_s3_target(target) {
         let mut settings = S3Settings::from_env().map_err(CliError::usage)?;
-        if let Some(limit) = request_timeout {
-            settings.request_timeout = limit.max(Duration::from_millis(100));
+        if let Some(transfer) = transfer {
+            settings = transfer.for_s3(settings);
         }
         let store = S3Store::open(target, settings).map_err(CliError::usage)?;
         return Ok(Arc::new(store));
@@ -38,13 +39,24 @@ pub fn open_store_with(
     Ok(Arc::new(DirStore::new(target)))
 }
 
-/// [`open_store_with`] for a target given as a path (a command-line or
-/// config `dir`), requests bounded by `request_timeout`.
-pub fn store_at(dir: &Path, request_timeout: Duration) -> Result<Arc<dyn Store>, CliError> {
+/// [`open_store`] for a run that transfers: a bucket's client gets the same
+/// retries, backoff and timeouts as the source ([`TransferOptions::for_s3`]).
+pub fn store_for_run(dir: &Path, transfer: &TransferOptions) -> Result<Arc<dyn Store>, CliError> {
     match dir.to_str() {
-        Some(target) => open_store_with(target, Some(request_timeout)),
+        Some(target) => open_store_with(target, Some(transfer)),
         None => Ok(Arc::new(DirStore::new(dir))),
     }
+}
+
+/// [`open_store`] for a target given as a path (a command-line or config
+/// `dir`), a bucket's requests bounded by `request_timeout` (the job's
+/// `--timeout`).
+pub fn store_at(dir: &Path, request_timeout: Duration) -> Result<Arc<dyn Store>, CliError> {
+    let transfer = TransferOptions {
+        idle_timeout: request_timeout,
+        ..TransferOptions::default()
+    };
+    store_for_run(dir, &transfer)
 }
 
 /// The status record of `job` in the mirror at `dir` (see

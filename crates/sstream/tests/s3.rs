@@ -11,7 +11,7 @@ mod faults_support;
 mod s3_support;
 mod support;
 
-use faults_support::{Rng, args, assert_failed, assert_ok, inconsistencies, mirror, stderr};
+use faults_support::{Rng, assert_failed, assert_ok, inconsistencies, mirror, stderr};
 use s3_support::{Fault, Kind, Logged, Rule, S3Server, block};
 use simplestreams::path::RelPath;
 use simplestreams::sample::{self, SampleSpec};
@@ -33,6 +33,20 @@ fn spec(versions: &[&str], bootloaders: &[&str], payload: u64) -> SampleSpec {
 
 fn bucket(prefix: &str) -> String {
     format!("s3://{BUCKET}/{prefix}")
+}
+
+/// The arguments of a run: those of the fault tests, but with a timeout
+/// and retries that the bucket's client, which follows `--timeout` and
+/// `--retries` too, lives with on a loaded machine (the source is a
+/// directory: its reads neither time out nor retry).
+fn args<'a>(source: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut extra = extra.to_vec();
+    for (flag, value) in [("--timeout", "10"), ("--retries", "4")] {
+        if !extra.contains(&flag) {
+            extra.extend([flag, value]);
+        }
+    }
+    faults_support::args(source, out, &extra)
 }
 
 fn s(p: &Path) -> &str {
@@ -797,6 +811,35 @@ fn slow_down_and_server_errors_are_retried() {
     );
     let injected = s3.proxy.log().iter().filter(|r| r.fault.is_some()).count();
     assert_eq!(injected, 8, "not every fault was met");
+    assert_same_as_dir(&s3, &target, &stream.mirrored);
+}
+
+/// The bucket's client retries as `--retries` says: with none, one 503 on
+/// an item's upload fails the run (publishing nothing); with one, the same
+/// fault is met and the run ends clean.
+#[test]
+fn the_bucket_is_retried_as_often_as_retries_says() {
+    let Some(s3) = S3Server::start(Kind::Moto, BUCKET) else {
+        return;
+    };
+    let stream = Stream::new(&spec(&["20250615"], &["20230222.0"], 64 << 10), &[]);
+    let target = bucket("stable");
+    let slow_down = || Rule::new(Some("PUT"), "squashfs", Fault::Status(503, "SlowDown")).times(1);
+    s3.proxy.rule(slow_down());
+    let o = s3_mirror(&s3, &args(s(&stream.src), &target, &["--retries", "0"]));
+    assert_failed(&o, "--retries 0", &["squashfs"]);
+    let objects = s3.objects(&target);
+    assert!(
+        !objects.keys().any(|k| k.ends_with("index.json")),
+        "the index was published: {:?}",
+        objects.keys()
+    );
+    s3.proxy.clear_rules();
+    s3.proxy.rule(slow_down());
+    assert_ok(
+        &s3_mirror(&s3, &args(s(&stream.src), &target, &["--retries", "1"])),
+        "--retries 1",
+    );
     assert_same_as_dir(&s3, &target, &stream.mirrored);
 }
 

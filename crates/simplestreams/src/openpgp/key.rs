@@ -24,6 +24,17 @@ use openpgp::{Cert, Fingerprint, Packet};
 
 use super::{BEGIN_SIGNED, Keyring, POLICY, hash_cleartext, one_line};
 
+/// A key file that cannot be loaded or unlocked: the file and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct KeyFileError {
+    /// The key file.
+    pub path: PathBuf,
+    /// Why it cannot sign.
+    #[source]
+    pub source: KeyError,
+}
+
 /// Why a key cannot be generated, loaded or used to sign.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -404,8 +415,8 @@ impl SigningKey {
 
     /// Reads a key file and unlocks it: [`SecretKey::from_file`], then
     /// [`SecretKey::unlock`]. Errors name the file.
-    pub fn open(path: &Path, passphrase: Option<&[u8]>) -> crate::Result<SigningKey> {
-        let wrap = |source: KeyError| crate::Error::Key {
+    pub fn open(path: &Path, passphrase: Option<&[u8]>) -> Result<SigningKey, KeyFileError> {
+        let wrap = |source: KeyError| KeyFileError {
             path: PathBuf::from(path),
             source,
         };

@@ -8,10 +8,11 @@
 //! and 429, TLS roots, proxies and hand-over of redirects to `https`. Local
 //! (`file://`) roots are read from the file system.
 
-use super::{Attempt, DEFAULT_ENTRY, Expected, Hasher, Source, check_status, file_path, retry};
+use super::{DEFAULT_ENTRY, Expected, Hasher, Source, check_status, file_path};
 use crate::error::{Error, IntegrityKind, Result};
 use crate::hash::verify_path as verify_file_blocking;
 use crate::path::RelPath;
+use crate::retry::Attempt;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use std::future::Future;
@@ -131,7 +132,7 @@ impl Source {
         let mut resp = self
             .request(Method::HEAD, url)
             .await
-            .map_err(|e| retry(url, &e))?;
+            .map_err(|e| Attempt::of_transfer(url, &e))?;
         if matches!(
             resp.status(),
             StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
@@ -139,7 +140,7 @@ impl Source {
             resp = self
                 .request(Method::GET, url)
                 .await
-                .map_err(|e| retry(url, &e))?;
+                .map_err(|e| Attempt::of_transfer(url, &e))?;
         }
         let status = resp.status();
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
@@ -153,13 +154,13 @@ impl Source {
         let resp = self
             .request(Method::GET, url)
             .await
-            .map_err(|e| retry(url, &e))?;
+            .map_err(|e| Attempt::of_transfer(url, &e))?;
         check_status(url, &resp)?;
         let mut hasher = Hasher::for_checksum(expected.checksum.as_ref());
         let mut size = 0u64;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| retry(url, &e))?;
+            let chunk = chunk.map_err(|e| Attempt::of_transfer(url, &e))?;
             size += chunk.len() as u64;
             if let Some(want) = expected.size
                 && size > want

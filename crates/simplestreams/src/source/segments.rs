@@ -42,10 +42,11 @@
 //! 30-50 ms are left after the last chunk against 100-150 ms for hashing
 //! the whole file afterwards.
 
-use super::{Attempt, ProgressFn, Slot, Source, check_status, clear, join_url, lock, retry};
+use super::{ProgressFn, Slot, Source, check_status, clear, join_url, lock};
 use crate::error::{Error, Result};
 use crate::hash::{Expected, Hasher, IO_BUFFER};
 use crate::path::RelPath;
+use crate::retry::Attempt;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -443,12 +444,12 @@ impl Fetch<'_> {
             .source
             .send(url, headers)
             .await
-            .map_err(|e| retry(url, &e))?;
+            .map_err(|e| Attempt::of_transfer(url, &e))?;
         self.check_answer(url, &resp, &want)?;
         let mut at = want.start;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| retry(url, &e))?;
+            let chunk = chunk.map_err(|e| Attempt::of_transfer(url, &e))?;
             if let Some(rate) = &self.source.rate {
                 rate.take(chunk.len()).await;
             }

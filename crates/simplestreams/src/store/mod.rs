@@ -243,10 +243,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// ever reads, stats and writes single files). Stores that cannot list
     /// say so.
     async fn list(&self) -> Result<Vec<Listed>> {
-        Err(Error::Refused(format!(
-            "{}: this store cannot be listed",
-            self.location()
-        )))
+        Err(Error::NotListable {
+            location: self.location(),
+        })
     }
 
     /// Bytes free where the items go, when the store can tell.

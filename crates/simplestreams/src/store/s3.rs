@@ -38,12 +38,13 @@ pub use config::{S3Settings, S3Target, is_s3_target};
 use super::{FileStamp, Lease, Listed, Staged, Store};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
+use crate::retry::RetryPolicy;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,11 +123,13 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
         && settings.access_key_id.is_none()
         && !other_provider
     {
-        return Err(Error::Refused(format!(
-            "{}: no credentials for {endpoint}: set AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE) in ~/.aws/credentials",
-            target.url()
-        )));
+        return Err(Error::S3Settings {
+            context: target.url(),
+            reason: format!(
+                "no credentials for {endpoint}: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE) in ~/.aws/credentials"
+            ),
+        });
     }
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&target.bucket);
     builder = builder.with_region(settings.region.as_deref().unwrap_or("us-east-1"));
@@ -161,12 +164,13 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
     let options = ClientOptions::new()
         .with_allow_http(plain_http)
         .with_timeout_disabled()
-        .with_connect_timeout(std::time::Duration::from_secs(20))
+        .with_connect_timeout(settings.connect_timeout)
         .with_read_timeout(settings.idle_timeout);
-    let retry = RetryConfig {
-        max_retries: settings.retries,
-        ..RetryConfig::default()
-    };
+    let retry = RetryPolicy {
+        retries: u32::try_from(settings.retries).unwrap_or(u32::MAX),
+        backoff: settings.backoff,
+    }
+    .object_store();
     // One object is deleted at a time: a plain DELETE, which every
     // S3-compatible service has (not all have DeleteObjects).
     let client = builder
@@ -174,7 +178,10 @@ fn build_client(target: &S3Target, settings: &S3Settings) -> Result<Arc<dyn Obje
         .with_client_options(options)
         .with_retry(retry)
         .build()
-        .map_err(|e| Error::Refused(format!("{}: {}", target.url(), one_line(&e))))?;
+        .map_err(|e| Error::ClientSetup {
+            context: target.url(),
+            reason: one_line(&e),
+        })?;
     Ok(Arc::new(client))
 }
 
@@ -409,7 +416,7 @@ impl Store for S3Store {
     async fn list(&self) -> Result<Vec<Listed>> {
         let prefix = match self.shared.target.prefix.as_str() {
             "" => None,
-            p => Some(Key::parse(p).map_err(|e| Error::Refused(e.to_string()))?),
+            p => Some(Key::parse(p)?),
         };
         let listing = async {
             let mut stream = self.shared.client.list(prefix.as_ref());

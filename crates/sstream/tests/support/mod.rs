@@ -103,7 +103,7 @@ impl Gpg {
 
     /// Generates a signed sample stream into `dir` (see [`sample::generate`]).
     pub fn generate(&self, spec: &SampleSpec, dir: &Path) -> SampleStream {
-        let signer = |b: &[u8]| -> Result<Vec<u8>, String> { Ok(self.sign(b)) };
+        let signer = |b: &[u8]| -> Result<Vec<u8>, sample::SignError> { Ok(self.sign(b)) };
         sample::generate(spec, dir, Some(&signer)).unwrap()
     }
 }

@@ -12,6 +12,7 @@
 //! to `object_store`'s own reading of the environment.
 
 use crate::error::{Error, Result};
+use crate::retry::Backoff;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +34,10 @@ impl S3Target {
     /// Parses `s3://BUCKET[/PREFIX]`. The prefix must be a plain path:
     /// no empty, `.` or `..` segments, no backslashes or control characters.
     pub fn parse(url: &str) -> Result<S3Target> {
-        let bad = |reason: &str| Error::Refused(format!("target {url:?}: {reason}"));
+        let bad = |reason: &str| Error::BadTarget {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let rest = url
             .strip_prefix(SCHEME)
             .ok_or_else(|| bad("not an s3:// URL"))?;
@@ -108,6 +112,10 @@ pub struct S3Settings {
     pub lease_ttl: Duration,
     /// Retries of one request on 5xx, 429 and connection errors.
     pub retries: usize,
+    /// The delays between retries.
+    pub backoff: Backoff,
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
     /// An idle connection that receives nothing for this long is abandoned.
     pub idle_timeout: Duration,
     /// A point request (a `HEAD`, a `GET` of a document, a `DELETE`, a
@@ -130,6 +138,8 @@ impl std::fmt::Debug for S3Settings {
             .field("session_token", &self.session_token.as_ref().map(|_| "…"))
             .field("lease_ttl", &self.lease_ttl)
             .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -146,6 +156,11 @@ impl Default for S3Settings {
             session_token: None,
             lease_ttl: Duration::from_secs(60),
             retries: 10,
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                max: Duration::from_secs(15),
+            },
+            connect_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
         }
@@ -198,14 +213,17 @@ impl S3Settings {
                 .flatten()
                 .map(|f| f.display().to_string())
                 .collect();
-            return Err(Error::Refused(format!(
-                "AWS_PROFILE {p:?}: no such profile in {}",
-                if files.is_empty() {
-                    "the AWS files (no home directory)".to_owned()
-                } else {
-                    files.join(" or ")
-                }
-            )));
+            return Err(Error::S3Settings {
+                context: format!("AWS_PROFILE {p:?}"),
+                reason: format!(
+                    "no such profile in {}",
+                    if files.is_empty() {
+                        "the AWS files (no home directory)".to_owned()
+                    } else {
+                        files.join(" or ")
+                    }
+                ),
+            });
         }
         let from_files = |key: &str| {
             let get = |p: &Option<BTreeMap<String, String>>| p.as_ref()?.get(key).cloned();

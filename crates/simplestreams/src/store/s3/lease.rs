@@ -197,7 +197,7 @@ enum Attempt {
 pub(super) async fn acquire(shared: &Arc<Shared>, wait: bool) -> Result<S3Lease> {
     let rel = lock_rel();
     let shown = shared.display(&rel);
-    let key = Key::parse(shared.target.key(&rel)).map_err(|e| Error::Refused(e.to_string()))?;
+    let key = Key::parse(shared.target.key(&rel))?;
     let ttl = shared.settings.lease_ttl.max(Duration::from_secs(3));
     let mut told = false;
     loop {
@@ -327,10 +327,9 @@ async fn probe_conditional(
         ) => Ok(version),
         Ok(_) => {
             let _ = shared.bounded(shown, shared.client.delete(key)).await;
-            Err(Error::Refused(format!(
-                "{shown}: the S3 service ignores conditional writes (If-None-Match: *): \
-             it cannot keep two runs apart, so nothing is mirrored into it"
-            )))
+            Err(Error::NoConditionalWrites {
+                location: shown.to_owned(),
+            })
         }
         Err(e) => Err(s3_error(shown, &e)),
     }
