@@ -2,6 +2,7 @@
 //! the source stream, the mirror's state and the options. A dry run prints
 //! it; a query is a plan over an empty mirror.
 
+use crate::bookkeeping::{check_pending, reconcile_referrers};
 use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
 use crate::filter::FilterGroups;
@@ -174,12 +175,12 @@ impl Plan {
     /// and deletions (only when something changes), then the downloads.
     pub fn build(stream: Stream, store: &dyn Store, options: &MirrorOptions) -> Result<Plan> {
         check_namespace(&stream)?;
+        let pending = checked_pending(&stream, store)?;
         let mut streams = Vec::new();
         for source in stream.products {
             let target = store.load_state(&source.content_id)?;
             streams.push(plan_stream(source, target, options));
         }
-        let pending = store.load_pending_deletes()?;
         let scheduled = pending.clone();
         let missing = if options.item_download {
             missing_kept_items(&streams, store)
@@ -287,6 +288,14 @@ impl Plan {
         for sp in &self.streams {
             update_references(&mut references, sp, options.item_download, &mut candidates);
         }
+        let states: BTreeMap<&str, &Products> = self
+            .streams
+            .iter()
+            .map(|sp| (sp.content_id(), &sp.state))
+            .collect();
+        candidates.extend(reconcile_referrers(&mut references, &states, |cid| {
+            store.load_state(cid).ok()
+        }));
         candidates.extend(pending.keys().filter_map(|p| RelPath::parse(p).ok()));
         for path in candidates {
             if references.get(path.as_str()).is_none_or(Vec::is_empty) {
@@ -376,6 +385,27 @@ impl Plan {
         }
         lines
     }
+}
+
+/// The pending deletions of earlier runs, each entry checked to name an
+/// item path of the mirror (see [`check_pending`]): a bad entry is dropped
+/// and a time in the future capped, each with a warning naming the
+/// pending-deletes file and the entry.
+fn checked_pending(stream: &Stream, store: &dyn Store) -> Result<PendingDeletes> {
+    let raw = store.load_pending_deletes()?;
+    if raw.is_empty() {
+        return Ok(raw);
+    }
+    let mut metadata: BTreeSet<&str> = stream.index.iter().map(|d| d.rel.as_str()).collect();
+    metadata.extend(stream.products.iter().map(|p| p.document.rel.as_str()));
+    metadata.extend(stream.unchanged.iter().map(|u| u.rel.as_str()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let checked = check_pending(raw, &metadata, now);
+    let file = crate::store::data_rel(crate::store::PENDING_DELETES)?;
+    checked.warn(&store.display(&file));
+    Ok(checked.kept)
 }
 
 /// Refuses a stream that names a path the mirror reserves for itself (see
@@ -712,6 +742,26 @@ pub fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) -> Resul
             total,
             max_share * 100.0
         )));
+    }
+    Ok(())
+}
+
+/// Refuses a plan that leaves every state of the mirror without items
+/// while the mirror held some (an upstream that lists nothing the filters
+/// select would otherwise empty the mirror and exit 0). Only meaningful when
+/// every products file was read (none unchanged).
+pub fn check_not_emptied(plan: &Plan, store: &dyn Store) -> Result<()> {
+    let emptied = !plan.streams.is_empty()
+        && plan
+            .streams
+            .iter()
+            .all(|sp| sp.state.items().next().is_none());
+    let items: usize = plan.streams.iter().map(|sp| sp.removed.len()).sum();
+    if emptied && items > 0 {
+        return Err(Error::WouldEmpty {
+            location: store.location(),
+            items,
+        });
     }
     Ok(())
 }
