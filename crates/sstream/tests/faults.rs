@@ -661,7 +661,7 @@ fn sigkill_over_a_moving_upstream_piles_nothing_up() {
     };
     let work = TempDir::new().unwrap();
     let out = work.path().join("out");
-    let (mut current, mut version_bytes) = generation(0);
+    generation(0);
     let t = Instant::now();
     assert_ok(&run(&out), "generation 0");
     let full = t.elapsed().max(Duration::from_millis(50));
@@ -674,7 +674,7 @@ fn sigkill_over_a_moving_upstream_piles_nothing_up() {
     };
     let mut killed_since_rerun: u64 = 0;
     for round in 0..rounds {
-        (current, version_bytes) = generation(round + 1);
+        let (current, version_bytes) = generation(round + 1);
         let ms = full.as_millis() as u64;
         let at = rng.below(ms + 1);
         let a = run_args(&out);
