@@ -249,6 +249,18 @@ pub enum Error {
         /// What became of the partial downloads.
         triage: String,
     },
+    /// The run would publish an empty mirror over one that holds items
+    /// (upstream lists nothing the filters select): refused like the wipe
+    /// guard, unless forced.
+    #[error(
+        "{location}: this run would publish an empty mirror over one holding {items} item(s) (upstream now lists nothing the filters select); pass --force if that is intended"
+    )]
+    WouldEmpty {
+        /// The mirror.
+        location: String,
+        /// Items of the mirror that the run would remove.
+        items: usize,
+    },
 }
 
 /// What is wrong with content that does not match its metadata.

@@ -18,6 +18,7 @@
 //! 4. [`enter_content`]: with a content index, every item of the states is
 //!    entered, and entries no mirror holds any more are collected.
 
+use crate::bookkeeping::{Collected, Keep, collect_leftovers};
 use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
@@ -65,6 +66,9 @@ pub struct Report {
     pub deleted: usize,
     /// Files of removed versions kept for the delete delay (still pending).
     pub waiting: usize,
+    /// Leftovers of failed or killed runs removed (orphaned items, `.part`
+    /// files).
+    pub collected: Collected,
 }
 
 /// Executes `plan` from `source` into `store`. Every failure is reported:
@@ -80,6 +84,7 @@ pub async fn execute(
     let mut report = Report::default();
     let (mut failures, failed_ids) =
         download(&plan, source, store, options, &progress, &mut report).await;
+    let mut keep = leftovers_to_keep(&plan, store);
     let references = release_for_publish(&mut plan);
     let published = match publish(
         &plan,
@@ -92,7 +97,14 @@ pub async fn execute(
     .await
     {
         Ok(Some(refs)) if failed_ids.is_empty() => {
-            delete(&plan, store, &refs, options.delete_delay, &mut report).await
+            let deleted = delete(&plan, store, &refs, options.delete_delay, &mut report).await;
+            if deleted.is_ok()
+                && let Some(keep) = keep.as_mut()
+                && let Err(e) = collect(&plan, store, &refs, keep, &mut report).await
+            {
+                log::warn!("leftovers of earlier runs not collected: {e}");
+            }
+            deleted
         }
         Ok(_) => Ok(()),
         Err(e) => Err(e),
@@ -421,8 +433,10 @@ async fn publish(
             .filter(|p| refs.get(p).is_none_or(Vec::is_empty))
             .collect();
         if !deletions.is_empty() {
-            let mut pending = store.load_pending_deletes().await?;
-            let before = pending.clone();
+            // From the entries the plan checked (bad ones dropped, future
+            // times capped), not from the file as it is.
+            let before = store.load_pending_deletes().await?;
+            let mut pending = plan.pending.clone();
             let now = now_secs();
             for p in deletions {
                 pending.entry(p).or_insert(now);
@@ -496,10 +510,11 @@ async fn delete(
     delay: Duration,
     report: &mut Report,
 ) -> Result<()> {
-    let pending = store.load_pending_deletes().await?;
-    if pending.is_empty() {
+    let on_disk = store.load_pending_deletes().await?;
+    if on_disk.is_empty() {
         return Ok(());
     }
+    let pending = checked_entries(plan, &on_disk);
     let claimed = claimed_paths(plan);
     let now = now_secs();
     // Times are whole seconds: strictly more than the delay (rounded up)
@@ -519,16 +534,151 @@ async fn delete(
             waiting.insert(p.clone(), *since);
             continue;
         }
-        if let Ok(rel) = crate::path::RelPath::parse(p) {
+        if let Ok(rel) = crate::path::RelPath::parse(p)
+            && is_removable(store, &rel).await
+        {
             store.remove(&rel).await?;
             report.deleted += 1;
         }
     }
     report.waiting = waiting.len();
-    if waiting != pending {
+    if waiting != on_disk {
         store.save_pending_deletes(&waiting).await?;
     }
     Ok(())
+}
+
+/// The pending deletions of `on_disk` the plan accepted (with their checked
+/// times), and those this run scheduled: an entry the plan dropped as bad is
+/// never acted on (and is gone from the file once it is written again).
+fn checked_entries(plan: &Plan, on_disk: &PendingDeletes) -> PendingDeletes {
+    on_disk
+        .iter()
+        .filter_map(|(p, since)| match plan.pending.get(p) {
+            Some(checked) => Some((p.clone(), *checked)),
+            None => plan
+                .deletions
+                .iter()
+                .any(|d| d.as_str() == p)
+                .then(|| (p.clone(), *since)),
+        })
+        .collect()
+}
+
+/// Whether the pending deletion of `rel` names a regular file or nothing;
+/// anything else (a directory, a FIFO) is not ours to delete: the entry is
+/// dropped with a warning naming it, and the run goes on.
+async fn is_removable(store: &dyn Store, rel: &crate::path::RelPath) -> bool {
+    if store.stamp(rel).await.is_some() {
+        return true;
+    }
+    match store.read(rel).await {
+        Ok(_) => true,
+        Err(e) => {
+            let file = crate::store::data_rel(crate::store::PENDING_DELETES)
+                .map(|f| store.display(&f))
+                .unwrap_or_default();
+            log::warn!(
+                "{file}: entry {:?} dropped: not a regular file ({e})",
+                rel.as_str()
+            );
+            false
+        }
+    }
+}
+
+/// What collecting leftovers keeps, as far as the plan tells before the
+/// source trees are released: every item path the source products files
+/// (published by this run) and the states after the run name. `None` when
+/// nothing is collected: the run changes nothing (a no-op run reads no
+/// references and walks nothing), or the store is not a local directory.
+fn leftovers_to_keep(plan: &Plan, store: &dyn Store) -> Option<Keep> {
+    if plan.references.is_none() || store.local_root().is_none() {
+        return None;
+    }
+    let mut keep = Keep::default();
+    for sp in &plan.streams {
+        keep.add_tree(&sp.source.products, false);
+        keep.add_tree(&sp.state, true);
+    }
+    Some(keep)
+}
+
+/// Phase 3b, after a complete run that changed something: removes the
+/// leftovers of failed or killed runs (see [`crate::bookkeeping`]). Kept
+/// besides what `keep` holds: the references after the run, the pending
+/// deletions, the states of the other content ids and the products files
+/// the published index names for them.
+async fn collect(
+    plan: &Plan,
+    store: &dyn Store,
+    references: &References,
+    keep: &mut Keep,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(root) = store.local_root() else {
+        return Ok(());
+    };
+    keep.named.extend(references.keys().cloned());
+    keep.named
+        .extend(store.load_pending_deletes().await?.into_keys());
+    let planned: BTreeSet<&str> = plan.streams.iter().map(|sp| sp.content_id()).collect();
+    for cid in state_names(&root) {
+        if !planned.contains(cid.as_str()) {
+            keep.add_tree(&store.load_state(&cid).await?, false);
+        }
+    }
+    for tree in other_published_products(plan, store, &planned).await? {
+        keep.add_tree(&tree, false);
+    }
+    report.collected = collect_leftovers(store, &root, keep).await;
+    Ok(())
+}
+
+/// The content ids with a state under `.data/` of the directory `root`.
+fn state_names(root: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join(crate::layout::DATA_DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| crate::layout::is_state_name(n))
+        .collect()
+}
+
+/// The products files the published index names for content ids not in
+/// the plan (unchanged since the last run), parsed from the mirror.
+async fn other_published_products(
+    plan: &Plan,
+    store: &dyn Store,
+    planned: &BTreeSet<&str>,
+) -> Result<Vec<crate::format::Products>> {
+    let Some(index) = &plan.index else {
+        return Ok(Vec::new());
+    };
+    let parsed = crate::format::Index::parse(&index.url, &index.json)?;
+    let mut out = Vec::new();
+    for entry in parsed.entries.values() {
+        let Some(rel) = &entry.path else { continue };
+        if planned.contains(entry.content_id.as_str()) {
+            continue;
+        }
+        let Some(raw) = store.read(rel).await? else {
+            continue;
+        };
+        let json = if raw.starts_with(b"-----BEGIN PGP SIGNED MESSAGE") {
+            crate::openpgp::cleartext_body(&raw).map_err(|e| Error::Signature {
+                url: store.display(rel),
+                source: e,
+            })?
+        } else {
+            raw
+        };
+        out.push(crate::format::Products::parse(&store.display(rel), &json)?);
+    }
+    Ok(out)
 }
 
 /// Phase 4: enters every item of the plan's states that is in the mirror

@@ -98,6 +98,11 @@ impl Filter {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The key it compares.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -173,6 +178,151 @@ impl FilterGroups {
     /// Whether every item matches: no group, or a group without filters.
     pub fn matches_everything(&self) -> bool {
         self.0.is_empty() || self.0.iter().any(FilterSet::is_empty)
+    }
+}
+
+impl FilterGroups {
+    /// Checks that the filters can select something of a stream whose
+    /// items (flattened) are `items`: see [`SelectionCheck`].
+    pub fn check_selects<'a>(&self, items: impl IntoIterator<Item = &'a FlatItem>) -> Result<()> {
+        let mut check = SelectionCheck::new(self);
+        items.into_iter().for_each(|it| check.observe(it));
+        check.finish()
+    }
+}
+
+/// Whether filters can select something of a stream, learnt in one pass
+/// over its items (none kept): every filter's key must be a key some item
+/// has, and every group must select at least one item. Otherwise
+/// [`SelectionCheck::finish`] gives an [`Error::Filter`] naming the filter
+/// and the keys (or the key's values) that exist. A stream without items
+/// passes (nothing to select from), and so do filters that match
+/// everything.
+#[derive(Debug)]
+pub struct SelectionCheck<'a> {
+    groups: &'a FilterGroups,
+    items: usize,
+    keys: std::collections::BTreeSet<String>,
+    /// Per filter (groups in order, then filters): whether it alone matches
+    /// some item, and up to [`LISTED_VALUES`] + 1 values of its key.
+    filters: Vec<(bool, std::collections::BTreeSet<String>)>,
+    /// Per group: whether it selects some item.
+    selected: Vec<bool>,
+}
+
+impl<'a> SelectionCheck<'a> {
+    /// A check of `groups`, having seen no item.
+    pub fn new(groups: &'a FilterGroups) -> SelectionCheck<'a> {
+        let n = groups.0.iter().map(|g| g.0.len()).sum();
+        SelectionCheck {
+            groups,
+            items: 0,
+            keys: Default::default(),
+            filters: vec![(false, Default::default()); n],
+            selected: vec![false; groups.0.len()],
+        }
+    }
+
+    /// Takes one item of the stream into account.
+    pub fn observe(&mut self, item: &FlatItem) {
+        if self.groups.matches_everything() {
+            return;
+        }
+        self.items += 1;
+        for (k, _) in item.iter() {
+            if !self.keys.contains(k) {
+                self.keys.insert(k.to_owned());
+            }
+        }
+        let all = self.groups.0.iter().flat_map(FilterSet::filters);
+        for (filter, (matched, values)) in all.zip(self.filters.iter_mut()) {
+            *matched |= filter.matches(item);
+            if let Some(v) = item.get(filter.key())
+                && values.len() <= LISTED_VALUES
+            {
+                values.insert(v.to_owned());
+            }
+        }
+        for (group, selected) in self.groups.0.iter().zip(self.selected.iter_mut()) {
+            *selected |= group.matches(item);
+        }
+    }
+
+    /// The verdict on the items seen.
+    pub fn finish(self) -> Result<()> {
+        if self.items == 0 {
+            return Ok(());
+        }
+        let all: Vec<&Filter> = self.groups.0.iter().flat_map(FilterSet::filters).collect();
+        for filter in &all {
+            if !self.keys.contains(filter.key()) {
+                return Err(Error::Filter {
+                    filter: filter.as_str().to_owned(),
+                    reason: format!(
+                        "no item of the stream has the key {:?}; the keys are: {}",
+                        filter.key(),
+                        listed(self.keys.iter().map(String::as_str), usize::MAX)
+                    ),
+                });
+            }
+        }
+        let mut first = 0;
+        for (group, selected) in self.groups.0.iter().zip(&self.selected) {
+            let range = first..first + group.0.len();
+            first = range.end;
+            if *selected {
+                continue;
+            }
+            let alone = range.clone().find(|&i| !self.filters[i].0);
+            let Some(i) = alone else {
+                return Err(Error::Filter {
+                    filter: group.to_string(),
+                    reason: "these filters together select no item of the stream".into(),
+                });
+            };
+            let filter = all[i];
+            let values = listed(self.filters[i].1.iter().map(String::as_str), LISTED_VALUES);
+            return Err(Error::Filter {
+                filter: filter.as_str().to_owned(),
+                reason: format!(
+                    "selects no item of the stream; {}: {values}{}",
+                    filter.key(),
+                    hint(filter)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How many values of a key an error lists before `...`.
+const LISTED_VALUES: usize = 20;
+
+/// `it` (sorted) joined by `, `, at most `max` of them, then `...`.
+fn listed<'a>(it: impl Iterator<Item = &'a str>, max: usize) -> String {
+    let all: Vec<&str> = it.collect();
+    let mut shown: Vec<&str> = all.iter().copied().take(max).collect();
+    if all.len() > max {
+        shown.push("...");
+    }
+    shown.join(", ")
+}
+
+/// A hint for a value that starts with an operator character
+/// (`arch==amd64` compares with `=amd64`).
+fn hint(filter: &Filter) -> String {
+    match &filter.op {
+        Op::Equal(v) | Op::NotEqual(v) if v.starts_with(['=', '~']) => format!(
+            " (the value compared is {v:?}: the operator is the first = or ~, so write {}{}{})",
+            filter.key,
+            if matches!(filter.op, Op::Equal(_)) {
+                "="
+            } else {
+                "!="
+            },
+            &v[1..]
+        ),
+        _ => String::new(),
     }
 }
 
@@ -309,6 +459,46 @@ mod tests {
         assert_ne!(g.to_string(), split.to_string());
         let err = FilterGroups::parse(&[vec!["a=1"], vec!["release~(x"]]).unwrap_err();
         assert!(err.to_string().contains("release~(x"), "{err}");
+    }
+
+    #[test]
+    fn filters_that_select_nothing_are_named() {
+        let items = [
+            item(&[("arch", "amd64"), ("release", "noble")]),
+            item(&[("arch", "arm64"), ("release", "jammy")]),
+        ];
+        let check = |groups: &[Vec<&str>]| {
+            FilterGroups::parse(groups)
+                .unwrap()
+                .check_selects(&items)
+                .map_err(|e| e.to_string())
+        };
+        assert!(check(&[vec!["arch=amd64"]]).is_ok());
+        assert!(check(&[vec!["arch=amd64"], vec!["release=jammy"]]).is_ok());
+        let err = check(&[vec!["arhc=amd64"]]).unwrap_err();
+        assert!(
+            err.contains("\"arhc=amd64\"") && err.contains("arch, release"),
+            "{err}"
+        );
+        let err = check(&[vec!["arch==amd64"]]).unwrap_err();
+        assert!(
+            err.contains("arch: amd64, arm64") && err.contains("arch=amd64"),
+            "{err}"
+        );
+        let err = check(&[vec!["arch=amd64", "release=jammy"]]).unwrap_err();
+        assert!(err.contains("together"), "{err}");
+        let err = check(&[vec!["arch=amd64"], vec!["release~^x"]]).unwrap_err();
+        assert!(
+            err.contains("release~^x") && err.contains("jammy, noble"),
+            "{err}"
+        );
+        assert!(FilterGroups::default().check_selects(&items).is_ok());
+        assert!(
+            FilterGroups::parse(&[vec!["arhc=x"]])
+                .unwrap()
+                .check_selects(&[] as &[FlatItem])
+                .is_ok()
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod bookkeeping;
 pub mod cache;
 pub mod content;
 pub mod error;

@@ -15,8 +15,9 @@ use crate::cache::FetchCache;
 use crate::content::ContentIndex;
 use crate::error::Result;
 use crate::execute::{ExecuteOptions, Report, execute};
+use crate::format::flatten;
 use crate::metadata::{MetadataReader, Previous, Stream, read_stream};
-use crate::plan::{MirrorOptions, Plan, check_wipe_guard};
+use crate::plan::{MirrorOptions, Plan, check_not_emptied, check_wipe_guard};
 use crate::resign::Publication;
 use crate::source::ProgressFn;
 use crate::store::Store;
@@ -138,18 +139,24 @@ impl Mirror {
     /// is; takes no lock and writes nothing: what a dry run prints.
     pub async fn plan(&self) -> Result<Plan> {
         let (_, stream) = self.read().await?;
-        self.build_plan(stream).await
+        self.build_plan(stream).await.map(|(plan, _)| plan)
     }
 
-    /// Phase 2: the plan, content already stored found (in the mirror and
-    /// the content index), the space checked (not enforced).
-    async fn build_plan(&self, stream: Stream) -> Result<Plan> {
+    /// Phase 2: the filters checked to select something, the plan, content
+    /// already stored found (in the mirror and the content index), the
+    /// space checked (not enforced). Says too whether every products file
+    /// was read (none unchanged since the last run).
+    async fn build_plan(&self, stream: Stream) -> Result<(Plan, bool)> {
+        let whole = stream.unchanged.is_empty();
+        if whole {
+            check_filters(&self.options.filters, &stream)?;
+        }
         let mut plan = Plan::build(stream, self.store(), &self.options).await?;
         if let Some(index) = self.content_index() {
             plan.use_content_index(&index);
         }
         plan.check_space(self.store(), self.settings.min_free).await;
-        Ok(plan)
+        Ok((plan, whole))
     }
 
     fn content_index(&self) -> Option<ContentIndex> {
@@ -166,11 +173,14 @@ impl Mirror {
         self.store.check_writable().await?;
         let (cache, stream) = self.read().await?;
         let seen = cache.seen(&stream);
-        let plan = self.build_plan(stream).await?;
+        let (plan, whole) = self.build_plan(stream).await?;
         if self.options.prune
             && let Some(share) = self.settings.wipe_guard
         {
             check_wipe_guard(&plan, self.store(), share).await?;
+        }
+        if whole && self.settings.wipe_guard.is_some() {
+            check_not_emptied(&plan, self.store())?;
         }
         if let Some(space) = &plan.space {
             space.require()?;
@@ -236,4 +246,25 @@ impl Mirror {
         };
         serde_json::to_string(&key).unwrap_or_default()
     }
+}
+
+/// Checks that the filters select something of the stream's products files
+/// (see [`crate::filter::SelectionCheck`]), flattening one item at a time.
+fn check_filters(filters: &crate::filter::FilterGroups, stream: &Stream) -> Result<()> {
+    if filters.matches_everything() {
+        return Ok(());
+    }
+    let mut check = crate::filter::SelectionCheck::new(filters);
+    for doc in &stream.products {
+        let products = &doc.products;
+        for e in products.items() {
+            check.observe(&flatten(
+                products,
+                e.product_name,
+                e.version_name,
+                e.item_name,
+            ));
+        }
+    }
+    check.finish()
 }

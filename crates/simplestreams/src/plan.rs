@@ -2,6 +2,7 @@
 //! the source stream, the mirror's state and the options. A dry run prints
 //! it; a query is a plan over an empty mirror.
 
+use crate::bookkeeping::{check_pending, reconcile_referrers};
 use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
 use crate::filter::FilterGroups;
@@ -174,12 +175,12 @@ impl Plan {
     /// and deletions (only when something changes), then the downloads.
     pub async fn build(stream: Stream, store: &dyn Store, options: &MirrorOptions) -> Result<Plan> {
         check_namespace(&stream)?;
+        let pending = checked_pending(&stream, store).await?;
         let mut streams = Vec::new();
         for source in stream.products {
             let target = store.load_state(&source.content_id).await?;
             streams.push(plan_stream(source, target, options));
         }
-        let pending = store.load_pending_deletes().await?;
         let scheduled = pending.clone();
         let present = if options.item_download {
             Presence::of(&streams, store).await
@@ -303,6 +304,15 @@ impl Plan {
         for sp in &self.streams {
             update_references(&mut references, sp, options.item_download, &mut candidates);
         }
+        let states: BTreeMap<&str, &Products> = self
+            .streams
+            .iter()
+            .map(|sp| (sp.content_id(), &sp.state))
+            .collect();
+        let others = load_other_states(store, &references, &states).await;
+        candidates.extend(reconcile_referrers(&mut references, &states, |cid| {
+            others.get(cid).cloned().flatten()
+        }));
         candidates.extend(pending.keys().filter_map(|p| RelPath::parse(p).ok()));
         let orphans: Vec<RelPath> = candidates
             .into_iter()
@@ -394,6 +404,49 @@ impl Plan {
         }
         lines
     }
+}
+
+/// The pending deletions of earlier runs, each entry checked to name an
+/// item path of the mirror (see [`check_pending`]): a bad entry is dropped
+/// and a time in the future capped, each with a warning naming the
+/// pending-deletes file and the entry.
+async fn checked_pending(stream: &Stream, store: &dyn Store) -> Result<PendingDeletes> {
+    let raw = store.load_pending_deletes().await?;
+    if raw.is_empty() {
+        return Ok(raw);
+    }
+    let mut metadata: BTreeSet<&str> = stream.index.iter().map(|d| d.rel.as_str()).collect();
+    metadata.extend(stream.products.iter().map(|p| p.document.rel.as_str()));
+    metadata.extend(stream.unchanged.iter().map(|u| u.rel.as_str()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let checked = check_pending(raw, &metadata, now);
+    let file = crate::store::data_rel(crate::store::PENDING_DELETES)?;
+    checked.warn(&store.display(&file));
+    Ok(checked.kept)
+}
+
+/// The states of the content ids that `references` names and `states`
+/// (the plan's) does not, read from the store for
+/// [`reconcile_referrers`]; `None` for one that cannot be read (its
+/// referrers are kept).
+async fn load_other_states(
+    store: &dyn Store,
+    references: &References,
+    states: &BTreeMap<&str, &Products>,
+) -> BTreeMap<String, Option<Products>> {
+    let ids: BTreeSet<&str> = references
+        .values()
+        .flatten()
+        .filter_map(|referrer| referrer.split_once('/').map(|(cid, _)| cid))
+        .filter(|cid| !states.contains_key(cid))
+        .collect();
+    let mut loaded = BTreeMap::new();
+    for cid in ids {
+        loaded.insert(cid.to_owned(), store.load_state(cid).await.ok());
+    }
+    loaded
 }
 
 /// Refuses a stream that names a path the mirror reserves for itself (see
@@ -775,6 +828,26 @@ pub async fn check_wipe_guard(plan: &Plan, store: &dyn Store, max_share: f64) ->
             deleting: plan.deletion_bytes,
             total,
             max_share,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a plan that leaves every state of the mirror without items
+/// while the mirror held some (an upstream that lists nothing the filters
+/// select would otherwise empty the mirror and exit 0). Only meaningful when
+/// every products file was read (none unchanged).
+pub fn check_not_emptied(plan: &Plan, store: &dyn Store) -> Result<()> {
+    let emptied = !plan.streams.is_empty()
+        && plan
+            .streams
+            .iter()
+            .all(|sp| sp.state.items().next().is_none());
+    let items: usize = plan.streams.iter().map(|sp| sp.removed.len()).sum();
+    if emptied && items > 0 {
+        return Err(Error::WouldEmpty {
+            location: store.location(),
+            items,
         });
     }
     Ok(())

@@ -8,9 +8,10 @@ mod support;
 
 use faults_support::{
     Fault, FaultServer, Rng, args, assert_failed, assert_ok, compare_trees, inconsistencies,
-    leftovers, mirror, state_files, tree_diff,
+    leftovers, listed_paths, mirror, published_problems, state_files, tree_diff, unaccounted,
 };
 use simplestreams::sample::{self, SampleSpec, SampleStream};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -550,6 +551,11 @@ fn sigkill_at_random_points_never_leaves_an_inconsistent_tree() {
     let out = work.path().join("out");
     copy_tree(&days.tree1, &out);
     let chain = 4;
+    // At rest the item area holds what the records name and the downloads
+    // of day 2 in progress; anything else (orphans, abandoned .part files)
+    // stays within one payload (a file being collected when killed).
+    let day2_items = listed_paths(&days.day2);
+    let slack = 96 * 1024;
     for round in 0..rounds {
         // Half the kills anywhere, half near the end (publication, deletions).
         let ms = full.as_millis() as u64;
@@ -562,11 +568,17 @@ fn sigkill_at_random_points_never_leaves_an_inconsistent_tree() {
         thread::sleep(Duration::from_millis(at));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        let problems = inconsistencies(&out);
+        let mut problems = inconsistencies(&out);
+        problems.extend(published_problems(&out, None));
         assert!(
             problems.is_empty(),
             "seed {seed}, round {round}, killed at {at} ms ({status}): inconsistent tree:\n  {}",
             problems.join("\n  ")
+        );
+        let (extra, files) = unaccounted(&out, &day2_items);
+        assert!(
+            extra <= slack,
+            "seed {seed}, round {round}: {extra} bytes unaccounted for: {files:?}"
         );
         if round % chain == chain - 1 || round + 1 == rounds {
             let o = mirror(&args(&server.url, s(&out), &[]));
@@ -578,8 +590,127 @@ fn sigkill_at_random_points_never_leaves_an_inconsistent_tree() {
                 d.join("\n  ")
             );
             assert_eq!(leftovers(&out), Vec::<String>::new(), "seed {seed}");
+            assert_eq!(published_problems(&out, None), Vec::<String>::new());
             fs::remove_dir_all(&out).unwrap();
             copy_tree(&days.tree1, &out);
+        }
+    }
+}
+
+/// The kill loop over an upstream that moves on every round (each
+/// generation replaces the newest version by another), with clear-signed
+/// documents verified against the test key. At every resting point (after
+/// each kill and each rerun) every published signature verifies with
+/// `gpgv`, every item the published products files list is whole, and no
+/// orphan or `.part` piles up: after each rerun the item area holds exactly
+/// what the mirror's records name, and after a kill nothing more than the
+/// current upstream's items and the leftovers of the last few killed runs.
+#[test]
+fn sigkill_over_a_moving_upstream_piles_nothing_up() {
+    let rounds = env_u64("SSTREAM_KILL_ROUNDS").map_or(24, |n| n as usize / 2 + 1);
+    let seed = env_u64("SSTREAM_KILL_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    eprintln!("moving kill test: seed {seed} (SSTREAM_KILL_SEED={seed} to replay), {rounds} kills");
+    let mut rng = Rng(seed);
+    let gpg = support::Gpg::new();
+    let payload: u64 = 48 * 1024;
+    let src = TempDir::new().unwrap();
+    let versions: Vec<String> = (0..rounds + 3)
+        .map(|n| format!("2025{:02}{:02}", 1 + n / 28, 1 + n % 28))
+        .collect();
+    // Generation g: the first version, and a new one that the next
+    // generation replaces (a killed run's downloads of it become orphans).
+    let generation = |g: usize| {
+        let _ = fs::remove_dir_all(src.path().join("streams"));
+        let spec = spec(&[&versions[0], &versions[g + 1]], &["20230222.0"], payload);
+        gpg.generate(&spec, src.path());
+        let listed = listed_paths(src.path());
+        let new_bytes: u64 = listed
+            .iter()
+            .filter(|p| p.contains(&versions[g + 1]))
+            .map(|p| fs::metadata(src.path().join(p)).map_or(0, |m| m.len()))
+            .sum();
+        (listed, new_bytes)
+    };
+    let server = FaultServer::start(src.path());
+    server.throttle(8 * 1024, Duration::from_millis(4));
+    let keyring = gpg.keyring.to_str().unwrap().to_owned();
+    let run_args = |out: &Path| -> Vec<String> {
+        [
+            "--keyring",
+            keyring.as_str(),
+            "--path",
+            "streams/v1/index.sjson",
+            "--timeout",
+            "1",
+            "--retries",
+            "3",
+            server.url.as_str(),
+            s(out),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let run = |out: &Path| {
+        let a = run_args(out);
+        mirror(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let work = TempDir::new().unwrap();
+    let out = work.path().join("out");
+    generation(0);
+    let t = Instant::now();
+    assert_ok(&run(&out), "generation 0");
+    let full = t.elapsed().max(Duration::from_millis(50));
+    let at_rest = |what: &str, problems: Vec<String>| {
+        assert!(
+            problems.is_empty(),
+            "seed {seed}, {what}:\n  {}",
+            problems.join("\n  ")
+        );
+    };
+    let mut killed_since_rerun: u64 = 0;
+    for round in 0..rounds {
+        let (current, version_bytes) = generation(round + 1);
+        let ms = full.as_millis() as u64;
+        let at = rng.below(ms + 1);
+        let a = run_args(&out);
+        let mut child = spawn_mirror(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        thread::sleep(Duration::from_millis(at));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        killed_since_rerun += 1;
+        let what = format!("round {round}, killed at {at} ms ({status})");
+        let mut problems = inconsistencies(&out);
+        problems.extend(published_problems(&out, Some(&gpg.keyring)));
+        at_rest(&what, problems);
+        let (extra, files) = unaccounted(&out, &current);
+        // What the killed runs since the last rerun may have left: at
+        // most each of them the files of its new version.
+        let bound = killed_since_rerun * version_bytes;
+        assert!(
+            extra <= bound,
+            "seed {seed}, {what}: {extra} bytes unaccounted for (> {bound}): {files:?}"
+        );
+        if round % 3 == 2 || round + 1 == rounds {
+            assert_ok(
+                &run(&out),
+                &format!("seed {seed}, rerun after round {round}"),
+            );
+            killed_since_rerun = 0;
+            let what = format!("rerun after round {round}");
+            let mut problems = inconsistencies(&out);
+            problems.extend(published_problems(&out, Some(&gpg.keyring)));
+            at_rest(&what, problems);
+            let (extra, files) = unaccounted(&out, &BTreeSet::new());
+            assert!(
+                extra == 0,
+                "seed {seed}, {what}: {extra} bytes no record names: {files:?}"
+            );
+            assert_eq!(leftovers(&out), Vec::<String>::new(), "seed {seed}, {what}");
         }
     }
 }

@@ -509,6 +509,10 @@ impl Store for DirStore {
     fn local_path(&self, rel: &RelPath) -> Option<PathBuf> {
         rel_file(self, rel).ok()
     }
+
+    fn local_root(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
+    }
 }
 
 /// The local path of the regular file at `rel`, reached without a symlink.

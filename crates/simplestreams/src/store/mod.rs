@@ -286,6 +286,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The local directory holding the mirror, when the store is one (the
+    /// collection of leftovers walks it: a run never lists a bucket).
+    fn local_root(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Whether `rel` is a regular file of `size` bytes (any size: `None`).
     async fn has_file(&self, rel: &RelPath, size: Option<u64>) -> bool {
         self.stamp(rel)

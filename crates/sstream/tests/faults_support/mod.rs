@@ -649,3 +649,168 @@ pub fn two_release_spec(versions: &[&str], bootloaders: &[&str], payload: u64) -
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The JSON text of a published document: the signed text of a
+/// clear-signed one.
+fn document_json(bytes: &[u8]) -> Vec<u8> {
+    if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE") {
+        simplestreams::openpgp::cleartext_body(bytes).unwrap_or_default()
+    } else {
+        bytes.to_vec()
+    }
+}
+
+/// What a client of the published tree at `root` may rely on: with a
+/// `keyring`, every signed document under `streams/v1` verifies with the
+/// real `gpgv` (and the index is signed); every item every products file
+/// of the published index lists is a regular file of the right size and
+/// checksum. Returns the problems found (empty: all good).
+pub fn published_problems(root: &Path, keyring: Option<&Path>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let meta = root.join("streams/v1");
+    let index = if keyring.is_some() {
+        "index.sjson"
+    } else {
+        "index.json"
+    };
+    if let Some(keyring) = keyring {
+        for entry in fs::read_dir(&meta).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if !path.to_string_lossy().ends_with(".sjson") {
+                continue;
+            }
+            let home = tempfile::TempDir::new().unwrap();
+            let o = Command::new("gpgv")
+                .env("GNUPGHOME", home.path())
+                .arg("--keyring")
+                .arg(keyring)
+                .arg(&path)
+                .output()
+                .expect("run gpgv (install gnupg: scripts/test.sh does)");
+            if !o.status.success() {
+                problems.push(format!(
+                    "{}: gpgv: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+        }
+    }
+    let Ok(bytes) = fs::read(meta.join(index)) else {
+        return problems; // nothing published yet
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&document_json(&bytes)) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("{index}: not JSON: {e}"));
+            return problems;
+        }
+    };
+    let entries = v.get("index").and_then(|i| i.as_object()).cloned();
+    for (cid, e) in entries.unwrap_or_default() {
+        let Some(p) = e.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let Ok(doc) = fs::read(root.join(p)) else {
+            problems.push(format!("{index}: entry {cid} names missing {p}"));
+            continue;
+        };
+        let tree = match Products::parse(p, &document_json(&doc)) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{p}: {e}"));
+                continue;
+            }
+        };
+        for item in tree.items() {
+            let Some(path) = &item.item.path else {
+                continue;
+            };
+            let expected = Expected {
+                size: item.item.size,
+                checksum: item.item.checksum.clone(),
+            };
+            let file = root.join(path.as_str());
+            if let Err(e) = verify_file_blocking(&file, &expected, path.as_str()) {
+                problems.push(format!("{p} lists {path}: {e}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Item paths the mirror's own records name: the states' items, the
+/// references and the pending deletions.
+pub fn recorded_paths(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for cid in state_files(root) {
+        out.extend(
+            claimed_items(root, &cid)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, _)| p),
+        );
+    }
+    for name in ["references.json", "sstream-pending-deletes.json"] {
+        let Ok(bytes) = fs::read(root.join(".data").join(name)) else {
+            continue;
+        };
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(m)) => out.extend(m.keys().cloned()),
+            Ok(serde_json::Value::Array(a)) => {
+                out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_owned)))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The files of the item area of `root` (outside `.data/` and `streams/`,
+/// `.part` files included; ranges records left out) that neither the
+/// mirror's records ([`recorded_paths`]) nor `also` name (for a `.part`:
+/// its item), with their total size: orphans and abandoned downloads.
+pub fn unaccounted(root: &Path, also: &BTreeSet<String>) -> (u64, Vec<String>) {
+    let named = recorded_paths(root);
+    let mut bytes = 0;
+    let mut files = Vec::new();
+    for f in crate::support::files(root) {
+        let name = f.rsplit('/').next().unwrap_or(&f);
+        if f.starts_with(".data/") || f.starts_with("streams/") || name.starts_with('.') {
+            continue;
+        }
+        let item = f.strip_suffix(".part").unwrap_or(&f);
+        if named.contains(item) || also.contains(item) {
+            continue;
+        }
+        bytes += fs::metadata(root.join(&f)).map_or(0, |m| m.len());
+        files.push(f);
+    }
+    (bytes, files)
+}
+
+/// Every item path the products files of the stream at `src` (its
+/// `index.json`) list.
+pub fn listed_paths(src: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(bytes) = fs::read(src.join("streams/v1/index.json")) else {
+        return out;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let entries = v.get("index").and_then(|i| i.as_object()).cloned();
+    for e in entries.unwrap_or_default().values() {
+        let Some(p) = e.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let Ok(doc) = fs::read(src.join(p)) else {
+            continue;
+        };
+        if let Ok(tree) = Products::parse(p, &doc) {
+            out.extend(
+                tree.items()
+                    .filter_map(|i| i.item.path.as_ref().map(|p| p.to_string())),
+            );
+        }
+    }
+    out
+}
