@@ -637,8 +637,9 @@ fn documents_read(trees: &[Stream]) -> BTreeMap<&RelPath, (&str, &[u8])> {
 }
 
 /// Checks every signature published with the documents read: each
-/// `.sjson` (`check_clear_signed`) and the `.json.gpg` of each `.json`
-/// (`check_detached`).
+/// `.sjson` (`check_clear_signed`), and the `.json.gpg` of each `.json`
+/// read or published as the twin of a `.sjson` read (`check_detached`:
+/// a twin tree that does not read still has its signatures checked).
 async fn check_signatures(
     source: &Source,
     trees: &[Stream],
@@ -646,16 +647,29 @@ async fn check_signatures(
     report: &mut Report,
 ) {
     let docs = documents_read(trees);
+    let mut checked = Vec::new();
     for (&rel, &(url, raw)) in &docs {
-        let checked = if is_signed_name(rel) {
-            check_clear_signed(source, &docs, rel, url, raw, keyrings).await
+        if is_signed_name(rel) {
+            checked.push(check_clear_signed(source, &docs, rel, url, raw, keyrings).await);
+            let Some(twin) = twin_of(rel).filter(|twin| !docs.contains_key(twin)) else {
+                continue;
+            };
+            match read_optional(source, &twin).await {
+                Ok(Some(raw)) => checked.push(check_detached(source, &twin, &raw, keyrings).await),
+                Ok(None) => {}
+                Err(e) => report.problems.push(Problem::new(
+                    ProblemKind::Unreadable,
+                    source.url_of(&twin).to_string(),
+                    reason_of(&e),
+                )),
+            }
         } else {
-            check_detached(source, rel, raw, keyrings).await
-        };
-        if let Some((check, problem)) = checked {
-            report.signatures.push(check);
-            report.problems.extend(problem);
+            checked.push(check_detached(source, rel, raw, keyrings).await);
         }
+    }
+    for (check, problem) in checked.into_iter().flatten() {
+        report.signatures.push(check);
+        report.problems.extend(problem);
     }
 }
 
@@ -715,13 +729,33 @@ async fn twin_differs(
         },
     };
     let signed = openpgp::cleartext_body(raw).ok()?;
-    let as_json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let as_json = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .map(plain_paths)
+    };
     match (as_json(&signed), as_json(&twin_raw)) {
         (Some(a), Some(b)) if a == b => None,
         _ => Some(format!(
             "its signed content differs from its twin {twin}: clients reading {twin} get unsigned, different metadata"
         )),
     }
+}
+
+/// A metadata document with the paths an index names made plain
+/// (`X.sjson` as `X.json`): twin indexes each name their own family.
+fn plain_paths(mut doc: serde_json::Value) -> serde_json::Value {
+    let entries = doc
+        .get_mut("index")
+        .and_then(serde_json::Value::as_object_mut);
+    for entry in entries.into_iter().flat_map(|index| index.values_mut()) {
+        if let Some(path) = entry.get_mut("path")
+            && let Some(stem) = path.as_str().and_then(|p| p.strip_suffix(".sjson"))
+        {
+            *path = serde_json::Value::String(format!("{stem}.json"));
+        }
+    }
+    doc
 }
 
 /// The `.json.gpg` of the `.json` document `rel`, when published:
