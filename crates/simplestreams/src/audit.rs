@@ -2,6 +2,19 @@
 //! parses and verifies, every mirrored item is there with the right size
 //! (and, on request, the right checksum), and nothing else is lying around.
 //!
+//! What clients are offered is judged from the **published** metadata: the
+//! tree read from the entry and, when the mirror publishes it too, the tree
+//! of its twin (`index.json` beside `index.sjson`, or the other way). Every
+//! item file they list is held (there, with the size and, with `--full`,
+//! the checksum *as published*), missing (not there though the state or the
+//! mirror's re-signed metadata says it is mirrored: a problem), or offered
+//! but not held (listed by upstream's documents, never mirrored): see
+//! [`Offered`]. Every published signature is checked ([`SignatureCheck`]):
+//! each `.sjson` read and the `.json.gpg` of each `.json`, with the keyring
+//! given, else with the mirror's own (`streams/v1/mirror-keyring.gpg`,
+//! which makes a mirror re-signed), else for their form; a `.sjson` must
+//! sign what its `.json` twin says.
+//!
 //! Three kinds of target:
 //!
 //! - **A local directory** (a path or a `file://` URL). What is mirrored is
@@ -29,26 +42,37 @@
 //!
 //! Every read goes through one [`Source`] (its timeouts, retries, TLS and
 //! proxies): the metadata, the `HEAD` probes of a served mirror
-//! ([`Source::probe`]) and the hashing of items ([`Source::check`]).
+//! ([`Source::probe`]) and the hashing of items ([`Source::check`]). The
+//! store of a directory or a bucket is called in `read_state` (`.data/`),
+//! `ListedFiles::of` (one listing) and the `Files` implementations only.
+//!
+//! Every target starts with `read_published`: the entry's tree
+//! (`read_stream`: its errors stop the audit), `read_twin`,
+//! `check_indexes`, `read_mirror_keyring`, then `check_signatures`.
+//! `listed_items` gathers every item file both trees list.
 //!
 //! A directory or a store's listing (`audit_files`, over `Files`):
 //! 1. `read_state`: the state trees, `references.json` and the pending
 //!    deletions under `.data/`.
-//! 2. `recorded_files`: what the state trees record as mirrored.
+//! 2. `recorded_files`: what the state trees record as mirrored, checked
+//!    against what is published where that lists it (`prefer_published`).
 //! 3. `check_references`: `references.json` lists exactly that.
 //! 4. `check_dangling`: what only `references.json` lists is there.
 //! 5. `stateless_products`: products files without a state tree.
 //! 6. `check_recorded`: every recorded file is there, with its size.
 //! 7. `check_newest_local`: the client rule on the stateless products.
-//! 8. `find_strays`: files nothing references (orphans), leftovers, and
+//! 8. `check_listed`: every listed file not checked yet: there (checked),
+//!    missing (a re-signed mirror), or offered but not held.
+//! 9. `find_strays`: files nothing references (orphans), leftovers, and
 //!    files scheduled for deletion.
 //!
 //! A served mirror (`audit_url`): `newest_versions` of every products
-//! file, `probe_files` (one `HEAD` per distinct path), then
-//! `check_served` applies the client rule.
+//! file, `probe_files` (one `HEAD` per distinct listed path), then
+//! `check_served` applies the client rule and `check_served_listed` the
+//! rule of phase 8 to the other listed files.
 //!
-//! Both end with `hash_files` with `--full`: the files found with the
-//! right size are read and hashed.
+//! All end (`conclude`) with `hash_files` with `--full` (the files found
+//! with the right size are read and hashed), then `classify_listed`.
 
 use crate::error::{Error, IntegrityKind, Result};
 use crate::format::{ItemEntry, Products};
@@ -1273,7 +1297,7 @@ impl Files for ListedFiles {
     }
 }
 
-/// Audits the mirror `files` whose entry is `entry` (phases 1 to 8 of the
+/// Audits the mirror `files` whose entry is `entry` (phases 1 to 9 of the
 /// module documentation); with `full`, the files to hash are left to
 /// [`hash_files`].
 fn audit_files(
@@ -1769,7 +1793,7 @@ enum Stray {
     Orphan(&'static str),
 }
 
-/// Phase 8: walks the root (but `.data/`) for files nothing references:
+/// Phase 9: walks the root (but `.data/`) for files nothing references:
 /// `.part` downloads, temporary files and deletions an older version left
 /// pending are leftovers; files scheduled for deletion with a time are
 /// waiting out the delete delay; anything else is an orphan. `leftovers`
@@ -2220,6 +2244,77 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn classifies_what_is_offered() {
+        let dir = mirror();
+        let root = dir.path();
+        let r = run(&spec(root, "streams/v1/c.json"), false).unwrap();
+        assert_eq!(kinds(&r), []);
+        let not_held = NotHeld {
+            content_id: "c:1".into(),
+            group: "p".into(),
+            items: 1,
+            versions: 1,
+            bytes: 3,
+        };
+        let want = Offered {
+            held: 2,
+            not_held: 1,
+            not_held_groups: vec![not_held],
+            ..Offered::default()
+        };
+        assert_eq!(r.offered, want);
+        assert!(!r.fails(false) && r.fails(true));
+
+        // A damaged file is not held; nor is one gone.
+        write(root, "p/2/b", b"abd");
+        fs::remove_file(root.join("p/2/a")).unwrap();
+        let r = run(&spec(root, "streams/v1/c.json"), true).unwrap();
+        let counts = (r.offered.held, r.offered.damaged, r.offered.missing);
+        assert_eq!(counts, (0, 1, 1), "{:?}", r.problems);
+
+        // A mirror publishing its own keyring lists only what it holds:
+        // what it lists and does not hold is missing, not merely offered.
+        write(root, "p/2/a", b"abc");
+        write(root, "p/2/b", b"abc");
+        write(root, crate::layout::MIRROR_KEYRING, b"not a keyring");
+        let r = run(&spec(root, "streams/v1/c.json"), false).unwrap();
+        assert_eq!(
+            kinds(&r),
+            [
+                (ProblemKind::Missing, display(root, "p/1/a")),
+                (
+                    ProblemKind::Signature,
+                    source_url(root, crate::layout::MIRROR_KEYRING)
+                ),
+            ]
+        );
+        assert_eq!((r.offered.missing, r.offered.not_held), (1, 0));
+    }
+
+    #[test]
+    fn index_naming_nothing_is_an_error() {
+        let dir = mirror();
+        let root = dir.path();
+        write(
+            root,
+            "streams/v1/index.json",
+            br#"{"format":"index:1.0","index":{}}"#,
+        );
+        let r = run(&spec(root, "streams/v1/index.json"), false).unwrap();
+        assert_eq!(r.errors(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].kind, ProblemKind::Metadata);
+        write(root, "streams/v1/index.json", b"{}");
+        let e = run(&spec(root, "streams/v1/index.json"), false).unwrap_err();
+        assert_eq!(problem_of_error(&e).kind, ProblemKind::Metadata);
+    }
+
+    /// The `file://` URL of `rel` under `root`, as the source names it.
+    fn source_url(root: &Path, rel: &str) -> String {
+        let root = url::Url::from_directory_path(root).unwrap();
+        root.join(rel).unwrap().to_string()
     }
 
     #[test]
