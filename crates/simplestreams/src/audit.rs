@@ -674,7 +674,9 @@ async fn check_signatures(
     let mut checked = Vec::new();
     for (&rel, &(url, raw)) in &docs {
         if is_signed_name(rel) {
-            checked.push(check_clear_signed(source, &docs, rel, url, raw, keyrings).await);
+            checked.push(Some(
+                check_clear_signed(source, &docs, rel, url, raw, keyrings).await,
+            ));
             let Some(twin) = twin_of(rel).filter(|twin| !docs.contains_key(twin)) else {
                 continue;
             };
@@ -707,7 +709,7 @@ async fn check_clear_signed(
     url: &str,
     raw: &[u8],
     keyrings: &Keyrings<'_>,
-) -> Option<(SignatureCheck, Option<Problem>)> {
+) -> (SignatureCheck, Option<Problem>) {
     let bad = |why: String| Problem::new(ProblemKind::Signature, url, why);
     let (mut verdict, mut problem) = match keyrings.choice() {
         // Read through the keyring given: verified already.
@@ -732,7 +734,7 @@ async fn check_clear_signed(
         form: SignatureForm::ClearSigned,
         verdict,
     };
-    Some((check, problem))
+    (check, problem)
 }
 
 /// Why the signed content of the `.sjson` `rel` is not its `.json`
