@@ -42,6 +42,26 @@ What is checked:
   either. An index that does not parse or names no products file is an
   error.
 
+  Mirror directory (a path or file:// URL) or bucket (s3://BUCKET/PREFIX,
+  listed once; credentials as for `sstream mirror`): every item recorded as mirrored
+  in .data/<content_id> must exist with its size (--full: its checksum);
+  .data/references.json must agree with the state and name existing files.
+  Files nothing references are reported as orphans; .part and temporary
+  files as leftovers (both warnings). Files of removed versions waiting out
+  the delete delay (--delete-delay of sstream mirror) are listed as
+  scheduled for deletion: neither a warning nor an error. A products file without .data state
+  is checked with the client rule below.
+
+  Served mirror (http:// or https://): .data/ is not served, so what was
+  filtered is unknown. Client rule: only the newest version of each product
+  counts (what MAAS uses); it counts as mirrored if at least one of its items
+  is served (HEAD), and then all of its items must be served with the right
+  Content-Length (--full: downloaded and hashed). A stream of which no newest
+  version is served at all is a problem. A mirror filtered on item fields
+  (e.g. ftype) is best audited as a directory.
+  Every other listed item is probed too: served ones are checked; in a
+  re-signed mirror every listed item must be served.
+
 Signatures:
   Every published signature is checked: each .sjson read, and the .json.gpg
   beside each .json read (detached, over the .json). With a keyring
@@ -63,24 +83,6 @@ What clients are offered:
   with counts: clients get 404s for them. Not an error, but a failure with
   --strict; publish held-only (sstream mirror --sign-key) to list only
   what the mirror holds.
-
-  Mirror directory (a path or file:// URL) or bucket (s3://BUCKET/PREFIX,
-  listed once; credentials as for `sstream mirror`): every item recorded as mirrored
-  in .data/<content_id> must exist with its size (--full: its checksum);
-  .data/references.json must agree with the state and name existing files.
-  Files nothing references are reported as orphans; .part and temporary
-  files as leftovers (both warnings). Files of removed versions waiting out
-  the delete delay (--delete-delay of sstream mirror) are listed as
-  scheduled for deletion: neither a warning nor an error. A products file without .data state
-  is checked with the client rule below.
-
-  Served mirror (http:// or https://): .data/ is not served, so what was
-  filtered is unknown. Client rule: only the newest version of each product
-  counts (what MAAS uses); it counts as mirrored if at least one of its items
-  is served (HEAD), and then all of its items must be served with the right
-  Content-Length (--full: downloaded and hashed). A stream of which no newest
-  version is served at all is a problem. A mirror filtered on item fields
-  (e.g. ftype) is best audited as a directory.
 
 Exit status:
   0  all good (orphans, leftovers and items offered but not held fail only
