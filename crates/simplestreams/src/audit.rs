@@ -2,6 +2,19 @@
 //! parses and verifies, every mirrored item is there with the right size
 //! (and, on request, the right checksum), and nothing else is lying around.
 //!
+//! What clients are offered is judged from the **published** metadata: the
+//! tree read from the entry and, when the mirror publishes it too, the tree
+//! of its twin (`index.json` beside `index.sjson`, or the other way). Every
+//! item file they list is held (there, with the size and, with `--full`,
+//! the checksum *as published*), missing (not there though the state or the
+//! mirror's re-signed metadata says it is mirrored: a problem), or offered
+//! but not held (listed by upstream's documents, never mirrored): see
+//! [`Offered`]. Every published signature is checked ([`SignatureCheck`]):
+//! each `.sjson` read and the `.json.gpg` of each `.json`, with the keyring
+//! given, else with the mirror's own (`streams/v1/mirror-keyring.gpg`,
+//! which makes a mirror re-signed), else for their form; a `.sjson` must
+//! sign what its `.json` twin says.
+//!
 //! Three kinds of target:
 //!
 //! - **A local directory** (a path or a `file://` URL). What is mirrored is
@@ -29,33 +42,47 @@
 //!
 //! Every read goes through one [`Source`] (its timeouts, retries, TLS and
 //! proxies): the metadata, the `HEAD` probes of a served mirror
-//! ([`Source::probe`]) and the hashing of items ([`Source::check`]).
+//! ([`Source::probe`]) and the hashing of items ([`Source::check`]). The
+//! store of a directory or a bucket is called in `read_state` (`.data/`),
+//! `ListedFiles::of` (one listing) and the `Files` implementations only.
+//!
+//! Every target starts with `read_published`: the entry's tree
+//! (`read_stream`: its errors stop the audit), `read_twin`,
+//! `check_indexes`, `read_mirror_keyring`, then `check_signatures`.
+//! `listed_items` gathers every item file both trees list.
 //!
 //! A directory or a store's listing (`audit_files`, over `Files`):
 //! 1. `read_state`: the state trees, `references.json` and the pending
 //!    deletions under `.data/`.
-//! 2. `recorded_files`: what the state trees record as mirrored.
+//! 2. `recorded_files`: what the state trees record as mirrored, checked
+//!    against what is published where that lists it (`prefer_published`).
 //! 3. `check_references`: `references.json` lists exactly that.
 //! 4. `check_dangling`: what only `references.json` lists is there.
 //! 5. `stateless_products`: products files without a state tree.
 //! 6. `check_recorded`: every recorded file is there, with its size.
 //! 7. `check_newest_local`: the client rule on the stateless products.
-//! 8. `find_strays`: files nothing references (orphans), leftovers, and
+//! 8. `check_listed`: every listed file not checked yet: there (checked),
+//!    missing (a re-signed mirror), or offered but not held.
+//! 9. `find_strays`: files nothing references (orphans), leftovers, and
 //!    files scheduled for deletion.
 //!
 //! A served mirror (`audit_url`): `newest_versions` of every products
-//! file, `probe_files` (one `HEAD` per distinct path), then
-//! `check_served` applies the client rule.
+//! file, `probe_files` (one `HEAD` per distinct listed path), then
+//! `check_served` applies the client rule and `check_served_listed` the
+//! rule of phase 8 to the other listed files.
 //!
-//! Both end with `hash_files` with `--full`: the files found with the
-//! right size are read and hashed.
+//! All end (`conclude`) with `hash_files` with `--full` (the files found
+//! with the right size are read and hashed), then `classify_listed`.
 
 use crate::error::{Error, IntegrityKind, Result};
 use crate::format::{ItemEntry, Products};
-use crate::layout::{DATA_DIR, REFERENCES, is_part_name, is_state_name, is_temp_name};
-use crate::metadata::{MetadataReader, Stream, Verification, read_stream};
+use crate::layout::{
+    DATA_DIR, MIRROR_KEYRING, REFERENCES, is_part_name, is_state_name, is_temp_name,
+};
+use crate::metadata::{MetadataReader, Stream, Verification, is_signed_name, read_stream};
+use crate::openpgp::{self, Keyring};
 use crate::path::RelPath;
-use crate::source::{Expected, Probe, Source, SourceSpec, TransferOptions};
+use crate::source::{Expected, Fetched, Probe, Source, SourceSpec, TransferOptions};
 use crate::store::{DirStore, PendingDeletes, References, Store};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -89,6 +116,10 @@ impl Default for AuditOptions {
 pub enum ProblemKind {
     /// A metadata document does not parse or verify.
     Metadata,
+    /// A published signature is bad: a `.json.gpg` that does not verify
+    /// (or is no signature), a `.sjson` whose signed content differs from
+    /// its `.json` twin, or one the mirror's own keyring does not verify.
+    Signature,
     /// The target (or its entry document) cannot be read at all.
     Unreachable,
     /// A mirrored item is not there (or not a regular file).
@@ -120,6 +151,7 @@ impl ProblemKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::Metadata => "metadata",
+            ProblemKind::Signature => "signature",
             ProblemKind::Unreachable => "unreachable",
             ProblemKind::Missing => "missing",
             ProblemKind::Size => "size",
@@ -188,6 +220,83 @@ pub struct Report {
     /// Files of removed versions that a run scheduled for deletion and
     /// keeps, unreferenced, for the delete delay (not problems).
     pub scheduled: Vec<Scheduled>,
+    /// How the item files the published metadata lists stand.
+    pub offered: Offered,
+    /// Every published signature and how it fared.
+    pub signatures: Vec<SignatureCheck>,
+}
+
+/// How the item files the published metadata lists (every products file
+/// of every published tree) stand: each distinct file is counted once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Offered {
+    /// There, with the right size (and checksum, with `--full`).
+    pub held: usize,
+    /// There, but of the wrong size or checksum, or unreadable.
+    pub damaged: usize,
+    /// Not there although the state or the (re-signed) metadata says it
+    /// is mirrored: clients get a 404.
+    pub missing: usize,
+    /// Listed by upstream's documents the mirror publishes, never
+    /// mirrored (filtered out, or older than `--max` keeps): clients are
+    /// offered them and get a 404. Not an error; a failure with `--strict`.
+    pub not_held: usize,
+    /// The files offered but not held, per release/arch (or product).
+    pub not_held_groups: Vec<NotHeld>,
+}
+
+/// Files offered but not held of one release/arch (or product, when the
+/// metadata gives no `release` and `arch`) of one products file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotHeld {
+    /// The products file's content id.
+    pub content_id: String,
+    /// `release/arch`, or the product's name.
+    pub group: String,
+    /// Item files listed and not held.
+    pub items: usize,
+    /// Versions (`product/version`) they belong to.
+    pub versions: usize,
+    /// Their size as the metadata gives it.
+    pub bytes: u64,
+}
+
+/// How a published signature is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureForm {
+    /// A clear-signed `.sjson` document.
+    ClearSigned,
+    /// A detached `.json.gpg` signature of its `.json` document.
+    Detached,
+}
+
+/// What checking a published signature found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureVerdict {
+    /// Verified with the keyring given.
+    Verified,
+    /// Verified with the mirror's own keyring
+    /// (`streams/v1/mirror-keyring.gpg`): the mirror is consistent, which
+    /// says nothing of who made it.
+    MirrorKeyring,
+    /// Well-formed, not verified: no keyring to check it with.
+    Unverified,
+    /// Bad: a [`ProblemKind::Signature`] problem says why.
+    Bad,
+}
+
+/// One published signature and how it fared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SignatureCheck {
+    /// The signed document (`.sjson`) or the signature (`.json.gpg`).
+    #[serde(rename = "path_or_url")]
+    pub location: String,
+    /// Clear-signed or detached.
+    pub form: SignatureForm,
+    /// The outcome.
+    pub verdict: SignatureVerdict,
 }
 
 /// A file waiting out the delete delay before a run removes it.
@@ -213,6 +322,12 @@ impl Report {
     /// Problems that do not affect clients (orphans, leftovers...).
     pub fn warnings(&self) -> usize {
         self.problems.len() - self.errors()
+    }
+
+    /// Whether the audit fails: on errors, and with `strict` on warnings
+    /// and on files offered but not held too.
+    pub fn fails(&self, strict: bool) -> bool {
+        self.errors() > 0 || (strict && (!self.problems.is_empty() || self.offered.not_held > 0))
     }
 
     fn sort(&mut self) {
@@ -263,30 +378,50 @@ pub async fn audit(
 ) -> Result<Report> {
     let target = Target::of(spec)?;
     let source = Source::new(spec.root.clone(), Vec::new(), audit_transfer())?;
-    let reader = MetadataReader::new(source, spec.entry.clone(), verification);
-    let stream = read_stream(&reader, None).await?;
-    let source = reader.source();
-    let Inventory {
-        mut report,
-        to_hash,
-    } = match &target {
+    let (report, published) = read_published(source.clone(), &spec.entry, verification).await?;
+    let inventory = match &target {
         Target::Dir(root) => {
             let (entry, full) = (spec.entry.clone(), options.full);
             let files = DirFiles { root: root.clone() };
             let state = read_state(&files, &DirStore::new(root)).await;
-            tokio::task::spawn_blocking(move || audit_files(&files, &entry, &stream, state, full))
-                .await
-                .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                audit_files(&files, &entry, report, &published, state, full)
+            })
+            .await
+            .map_err(|e| Error::transfer(spec.root.as_str(), e.to_string()))?
         }
-        Target::Served => audit_url(source, &stream, options).await,
+        Target::Served => audit_url(&source, report, &published, options).await,
         Target::Store(_) => unreachable_target(spec)?,
     };
+    Ok(conclude(&source, &target, inventory, options).await)
+}
+
+/// Last phases of every target: `hash_files` (with `--full`), then
+/// `classify_listed` and the order of the problems.
+async fn conclude(
+    source: &Source,
+    target: &Target,
+    inventory: Inventory,
+    options: &AuditOptions,
+) -> Report {
+    let Inventory {
+        mut report,
+        to_hash,
+        listed,
+        not_held,
+    } = inventory;
     if options.full {
-        let found = hash_files(source, &target, to_hash, options.jobs).await;
+        let found = hash_files(source, target, to_hash, options.jobs).await;
         report.problems.extend(found);
     }
+    report.offered = classify_listed(
+        &listed,
+        &not_held,
+        |rel| target.location(source, rel),
+        &report.problems,
+    );
     report.sort();
-    Ok(report)
+    report
 }
 
 fn unreachable_target(spec: &SourceSpec) -> Result<Inventory> {
@@ -322,22 +457,12 @@ pub async fn audit_store(
     options: &AuditOptions,
 ) -> Result<Report> {
     let source = Source::of_store(store.clone(), audit_transfer())?;
-    let reader = MetadataReader::new(source, entry.clone(), verification);
-    let stream = read_stream(&reader, None).await?;
-    let source = reader.source();
+    let (report, published) = read_published(source.clone(), &entry, verification).await?;
     let files = ListedFiles::of(store.clone()).await?;
     let state = read_state(&files, store.as_ref()).await;
-    let Inventory {
-        mut report,
-        to_hash,
-    } = audit_files(&files, &entry, &stream, state, options.full);
-    if options.full {
-        let target = Target::Store(store);
-        let found = hash_files(source, &target, to_hash, options.jobs).await;
-        report.problems.extend(found);
-    }
-    report.sort();
-    Ok(report)
+    let inventory = audit_files(&files, &entry, report, &published, state, options.full);
+    let target = Target::Store(store);
+    Ok(conclude(&source, &target, inventory, options).await)
 }
 
 /// Transfers of an audit: fewer retries and shorter pauses than a mirror
@@ -348,6 +473,481 @@ fn audit_transfer() -> TransferOptions {
         backoff: Duration::from_millis(200),
         ..TransferOptions::default()
     }
+}
+
+// ---------------------------------------------------------------------------
+// What the mirror publishes.
+
+/// The metadata trees a mirror publishes, read and checked.
+struct Published {
+    /// The tree read from the entry, then the tree of its twin
+    /// (`index.json` beside `index.sjson`, or the other way) when there is
+    /// one that reads.
+    trees: Vec<Stream>,
+    /// The mirror publishes its own keyring: its documents are re-signed
+    /// and list only what it holds.
+    resigned: bool,
+}
+
+impl Published {
+    /// The tree read from the entry.
+    fn entry_tree(&self) -> &Stream {
+        &self.trees[0]
+    }
+}
+
+/// Reads what the mirror publishes: `read_stream` of the entry (its
+/// errors stop the audit), `read_twin` (its errors are problems),
+/// `check_indexes`, `read_mirror_keyring`, then `check_signatures`. Gives
+/// the report so far and the trees.
+async fn read_published(
+    source: Source,
+    entry: &RelPath,
+    verification: Verification,
+) -> Result<(Report, Published)> {
+    let reader = MetadataReader::new(source.clone(), entry.clone(), verification.clone());
+    let stream = read_stream(&reader, None).await?;
+    let mut report = Report::default();
+    let mut trees = vec![stream];
+    match read_twin(&source, entry, &verification).await {
+        Ok(Some(twin)) => trees.push(twin),
+        Ok(None) => {}
+        Err(e) => report.problems.push(problem_of_error(&e)),
+    }
+    report.documents = trees
+        .iter()
+        .map(|t| usize::from(t.index.is_some()) + t.products.len())
+        .sum();
+    check_indexes(&trees, &mut report.problems);
+    let (resigned, mirror_keyring) = read_mirror_keyring(&source, &mut report.problems).await;
+    let given = match &verification {
+        Verification::Keyring(k) => Some(k),
+        Verification::Skip => None,
+    };
+    let keyrings = Keyrings {
+        given,
+        mirror: mirror_keyring.as_ref(),
+    };
+    check_signatures(&source, &trees, &keyrings, &mut report).await;
+    Ok((report, Published { trees, resigned }))
+}
+
+/// The other name of a metadata document: `X.json` for `X.sjson`, and
+/// `X.sjson` for `X.json`.
+fn twin_of(rel: &RelPath) -> Option<RelPath> {
+    let name = rel.as_str();
+    let twin = match name.strip_suffix(".sjson") {
+        Some(stem) => format!("{stem}.json"),
+        None => format!("{}.sjson", name.strip_suffix(".json")?),
+    };
+    RelPath::parse(&twin).ok()
+}
+
+/// Reads the optional file `rel`: `None` when it is not there.
+async fn read_optional(source: &Source, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+    if let Probe::Absent(_) = source.probe(rel).await? {
+        return Ok(None);
+    }
+    match source.fetch(rel, None).await? {
+        Fetched::Body { bytes, .. } => Ok(Some(bytes)),
+        Fetched::NotModified => Ok(None),
+    }
+}
+
+/// The tree of the entry's twin, when the mirror publishes one: clients
+/// may read either (MAAS the `.sjson`, others the `.json`).
+async fn read_twin(
+    source: &Source,
+    entry: &RelPath,
+    verification: &Verification,
+) -> Result<Option<Stream>> {
+    let Some(twin) = twin_of(entry) else {
+        return Ok(None);
+    };
+    if let Probe::Absent(_) = source.probe(&twin).await? {
+        return Ok(None);
+    }
+    let reader = MetadataReader::new(source.clone(), twin, verification.clone());
+    read_stream(&reader, None).await.map(Some)
+}
+
+/// An index that names no products file offers clients nothing: a problem.
+fn check_indexes(trees: &[Stream], problems: &mut Vec<Problem>) {
+    for tree in trees {
+        if let Some(index) = &tree.index
+            && tree.products.is_empty()
+            && tree.unchanged.is_empty()
+        {
+            problems.push(Problem::new(
+                ProblemKind::Metadata,
+                index.url.clone(),
+                "the index names no products file: clients are offered nothing",
+            ));
+        }
+    }
+}
+
+/// Whether the mirror publishes its own keyring (it is re-signed), and
+/// that keyring when it is usable (else a problem).
+async fn read_mirror_keyring(
+    source: &Source,
+    problems: &mut Vec<Problem>,
+) -> (bool, Option<Keyring>) {
+    let Ok(rel) = RelPath::parse(MIRROR_KEYRING) else {
+        return (false, None);
+    };
+    let location = source.url_of(&rel).to_string();
+    match read_optional(source, &rel).await {
+        Ok(None) => (false, None),
+        Ok(Some(bytes)) => match Keyring::from_bytes(&bytes) {
+            Ok(k) => (true, Some(k)),
+            Err(e) => {
+                problems.push(Problem::new(
+                    ProblemKind::Signature,
+                    location,
+                    format!("the mirror's keyring is unusable: {e}"),
+                ));
+                (true, None)
+            }
+        },
+        Err(e) => {
+            problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                location,
+                reason_of(&e),
+            ));
+            (false, None)
+        }
+    }
+}
+
+/// The keyrings signatures are checked with.
+struct Keyrings<'a> {
+    /// The keyring given (`--keyring`, or the default one).
+    given: Option<&'a Keyring>,
+    /// The mirror's own (`streams/v1/mirror-keyring.gpg`).
+    mirror: Option<&'a Keyring>,
+}
+
+impl Keyrings<'_> {
+    /// The keyring to check with, and the verdict when it verifies.
+    fn choice(&self) -> Option<(&Keyring, SignatureVerdict)> {
+        match (self.given, self.mirror) {
+            (Some(k), _) => Some((k, SignatureVerdict::Verified)),
+            (None, Some(k)) => Some((k, SignatureVerdict::MirrorKeyring)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Every metadata document read, by path, once: `(url, raw bytes)`.
+fn documents_read(trees: &[Stream]) -> BTreeMap<&RelPath, (&str, &[u8])> {
+    let mut docs = BTreeMap::new();
+    for tree in trees {
+        let products = tree.products.iter().map(|p| &p.document);
+        for doc in tree.index.iter().chain(products) {
+            docs.entry(&doc.rel)
+                .or_insert((doc.url.as_str(), doc.raw.as_slice()));
+        }
+    }
+    docs
+}
+
+/// Checks every signature published with the documents read: each
+/// `.sjson` (`check_clear_signed`), and the `.json.gpg` of each `.json`
+/// read or published as the twin of a `.sjson` read (`check_detached`:
+/// a twin tree that does not read still has its signatures checked).
+async fn check_signatures(
+    source: &Source,
+    trees: &[Stream],
+    keyrings: &Keyrings<'_>,
+    report: &mut Report,
+) {
+    let docs = documents_read(trees);
+    let mut checked = Vec::new();
+    for (&rel, &(url, raw)) in &docs {
+        if is_signed_name(rel) {
+            checked.push(Some(
+                check_clear_signed(source, &docs, rel, url, raw, keyrings).await,
+            ));
+            let Some(twin) = twin_of(rel).filter(|twin| !docs.contains_key(twin)) else {
+                continue;
+            };
+            match read_optional(source, &twin).await {
+                Ok(Some(raw)) => checked.push(check_detached(source, &twin, &raw, keyrings).await),
+                Ok(None) => {}
+                Err(e) => report.problems.push(Problem::new(
+                    ProblemKind::Unreadable,
+                    source.url_of(&twin).to_string(),
+                    reason_of(&e),
+                )),
+            }
+        } else {
+            checked.push(check_detached(source, rel, raw, keyrings).await);
+        }
+    }
+    for (check, problem) in checked.into_iter().flatten() {
+        report.signatures.push(check);
+        report.problems.extend(problem);
+    }
+}
+
+/// A `.sjson` read: verified when it was read with the keyring given,
+/// else checked with the mirror's own keyring when there is one; and its
+/// signed content must be that of its `.json` twin, when there is one.
+async fn check_clear_signed(
+    source: &Source,
+    docs: &BTreeMap<&RelPath, (&str, &[u8])>,
+    rel: &RelPath,
+    url: &str,
+    raw: &[u8],
+    keyrings: &Keyrings<'_>,
+) -> (SignatureCheck, Option<Problem>) {
+    let bad = |why: String| Problem::new(ProblemKind::Signature, url, why);
+    let (mut verdict, mut problem) = match keyrings.choice() {
+        // Read through the keyring given: verified already.
+        Some((_, SignatureVerdict::Verified)) => (SignatureVerdict::Verified, None),
+        Some((k, verdict)) => match openpgp::verify_cleartext(k, raw) {
+            Ok(_) => (verdict, None),
+            Err(e) => (
+                SignatureVerdict::Bad,
+                Some(bad(format!("not verified by the mirror's keyring: {e}"))),
+            ),
+        },
+        None => (SignatureVerdict::Unverified, None),
+    };
+    if problem.is_none()
+        && let Some(why) = twin_differs(source, docs, rel, raw).await
+    {
+        verdict = SignatureVerdict::Bad;
+        problem = Some(bad(why));
+    }
+    let check = SignatureCheck {
+        location: url.to_owned(),
+        form: SignatureForm::ClearSigned,
+        verdict,
+    };
+    (check, problem)
+}
+
+/// Why the signed content of the `.sjson` `rel` is not its `.json`
+/// twin's (compared as JSON), if it is not; nothing when there is no twin.
+async fn twin_differs(
+    source: &Source,
+    docs: &BTreeMap<&RelPath, (&str, &[u8])>,
+    rel: &RelPath,
+    raw: &[u8],
+) -> Option<String> {
+    let twin = twin_of(rel)?;
+    let twin_raw = match docs.get(&twin) {
+        Some((_, raw)) => raw.to_vec(),
+        None => match read_optional(source, &twin).await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return None,
+            Err(e) => return Some(format!("cannot read its twin {twin}: {}", reason_of(&e))),
+        },
+    };
+    let signed = openpgp::cleartext_body(raw).ok()?;
+    let as_json = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .map(plain_paths)
+    };
+    match (as_json(&signed), as_json(&twin_raw)) {
+        (Some(a), Some(b)) if a == b => None,
+        _ => Some(format!(
+            "its signed content differs from its twin {twin}: clients reading {twin} get unsigned, different metadata"
+        )),
+    }
+}
+
+/// A metadata document with the paths an index names made plain
+/// (`X.sjson` as `X.json`): twin indexes each name their own family.
+fn plain_paths(mut doc: serde_json::Value) -> serde_json::Value {
+    let entries = doc
+        .get_mut("index")
+        .and_then(serde_json::Value::as_object_mut);
+    for entry in entries.into_iter().flat_map(|index| index.values_mut()) {
+        if let Some(path) = entry.get_mut("path")
+            && let Some(stem) = path.as_str().and_then(|p| p.strip_suffix(".sjson"))
+        {
+            *path = serde_json::Value::String(format!("{stem}.json"));
+        }
+    }
+    doc
+}
+
+/// The `.json.gpg` of the `.json` document `rel`, when published:
+/// verified with the keyring given, else the mirror's own; without either
+/// it must at least be a signature.
+async fn check_detached(
+    source: &Source,
+    rel: &RelPath,
+    raw: &[u8],
+    keyrings: &Keyrings<'_>,
+) -> Option<(SignatureCheck, Option<Problem>)> {
+    let sig_rel = RelPath::parse(&format!("{rel}.gpg")).ok()?;
+    let location = source.url_of(&sig_rel).to_string();
+    let signature = match read_optional(source, &sig_rel).await {
+        Ok(Some(sig)) => sig,
+        Ok(None) => return None,
+        Err(e) => {
+            let problem = Problem::new(ProblemKind::Unreadable, &location, reason_of(&e));
+            let check = SignatureCheck {
+                location,
+                form: SignatureForm::Detached,
+                verdict: SignatureVerdict::Bad,
+            };
+            return Some((check, Some(problem)));
+        }
+    };
+    let (verdict, outcome) = match keyrings.choice() {
+        Some((k, verdict)) => (verdict, openpgp::verify_detached(k, raw, &signature)),
+        None => (
+            SignatureVerdict::Unverified,
+            openpgp::check_detached_form(&signature),
+        ),
+    };
+    let (verdict, problem) = match outcome {
+        Ok(()) => (verdict, None),
+        Err(e) => (
+            SignatureVerdict::Bad,
+            Some(Problem::new(
+                ProblemKind::Signature,
+                &location,
+                format!("detached signature of {rel}: {e}"),
+            )),
+        ),
+    };
+    let check = SignatureCheck {
+        location,
+        form: SignatureForm::Detached,
+        verdict,
+    };
+    Some((check, problem))
+}
+
+// ---------------------------------------------------------------------------
+// What the published metadata lists, and how it stands.
+
+/// An item file the published metadata lists.
+#[derive(Debug, Clone)]
+struct Listed {
+    /// The file and what it must be, as published.
+    want: Wanted,
+    /// The content id and the release/arch (or product) it is reported
+    /// under.
+    group: (String, String),
+    /// `product/version`.
+    version: String,
+}
+
+/// Every item file the published trees list, once (the first listing of
+/// a path is kept).
+fn listed_items(trees: &[Stream]) -> BTreeMap<RelPath, Listed> {
+    let mut listed = BTreeMap::new();
+    for pd in trees.iter().flat_map(|t| &t.products) {
+        for entry in pd.products.items() {
+            let Some(want) = Wanted::of(&pd.content_id, &entry) else {
+                continue;
+            };
+            listed.entry(want.path.clone()).or_insert_with(|| Listed {
+                group: (pd.content_id.clone(), group_of(&pd.products, &entry)),
+                version: format!("{}/{}", entry.product_name, entry.version_name),
+                want,
+            });
+        }
+    }
+    listed
+}
+
+/// `release/arch` of an item (its fields or those it inherits), else its
+/// product's name.
+fn group_of(products: &Products, entry: &ItemEntry<'_>) -> String {
+    let levels = [
+        &*entry.item.fields,
+        &entry.version.fields,
+        &entry.product.fields,
+        &products.fields,
+    ];
+    let field = |key: &str| {
+        levels
+            .iter()
+            .find_map(|fields| fields.get(key).and_then(serde_json::Value::as_str))
+    };
+    match (field("release"), field("arch")) {
+        (Some(release), Some(arch)) => format!("{release}/{arch}"),
+        _ => entry.product_name.to_owned(),
+    }
+}
+
+/// A recorded file the published metadata lists is checked against what
+/// is published (what clients check): an upstream re-spin published over
+/// old files is found.
+fn prefer_published(recorded: &mut Recorded, listed: &BTreeMap<RelPath, Listed>) {
+    for (path, want) in &mut recorded.files {
+        if let Some(published) = listed.get(path) {
+            let expected = &published.want.expected;
+            want.expected = Expected {
+                size: expected.size.or(want.expected.size),
+                checksum: expected
+                    .checksum
+                    .clone()
+                    .or_else(|| want.expected.checksum.take()),
+            };
+        }
+    }
+}
+
+/// Last phase: how each listed file stands, from the problems found at
+/// its `location`: missing, damaged (wrong size or checksum, unreadable),
+/// offered but not held (`not_held`), else held.
+fn classify_listed(
+    listed: &BTreeMap<RelPath, Listed>,
+    not_held: &BTreeSet<RelPath>,
+    location: impl Fn(&RelPath) -> String,
+    problems: &[Problem],
+) -> Offered {
+    let mut found: BTreeMap<&str, ProblemKind> = BTreeMap::new();
+    for p in problems {
+        match p.kind {
+            ProblemKind::Missing => {
+                found.insert(&p.location, ProblemKind::Missing);
+            }
+            ProblemKind::Size | ProblemKind::Checksum | ProblemKind::Unreadable => {
+                found.entry(&p.location).or_insert(p.kind);
+            }
+            _ => {}
+        }
+    }
+    let mut offered = Offered::default();
+    let mut groups: BTreeMap<&(String, String), (usize, BTreeSet<&str>, u64)> = BTreeMap::new();
+    for (path, item) in listed {
+        if not_held.contains(path) {
+            offered.not_held += 1;
+            let group = groups.entry(&item.group).or_default();
+            group.0 += 1;
+            group.1.insert(&item.version);
+            group.2 += item.want.expected.size.unwrap_or(0);
+            continue;
+        }
+        match found.get(location(path).as_str()) {
+            Some(ProblemKind::Missing) => offered.missing += 1,
+            Some(_) => offered.damaged += 1,
+            None => offered.held += 1,
+        }
+    }
+    offered.not_held_groups = groups
+        .into_iter()
+        .map(|((content_id, group), (items, versions, bytes))| NotHeld {
+            content_id: content_id.clone(),
+            group: group.clone(),
+            items,
+            versions: versions.len(),
+            bytes,
+        })
+        .collect();
+    offered
 }
 
 /// What is audited.
@@ -397,16 +997,10 @@ struct Inventory {
     report: Report,
     /// Files found with the right size, to be hashed with `--full`.
     to_hash: Vec<Wanted>,
-}
-
-impl Report {
-    /// An empty report on `stream`'s documents.
-    fn of_stream(stream: &Stream) -> Report {
-        Report {
-            documents: usize::from(stream.index.is_some()) + stream.products.len(),
-            ..Report::default()
-        }
-    }
+    /// Every file the published metadata lists.
+    listed: BTreeMap<RelPath, Listed>,
+    /// Those of them never mirrored (offered but not held).
+    not_held: BTreeSet<RelPath>,
 }
 
 impl From<IntegrityKind> for ProblemKind {
@@ -692,20 +1286,23 @@ impl Files for ListedFiles {
     }
 }
 
-/// Audits the mirror `files` whose entry is `entry` (phases 1 to 8 of the
+/// Audits the mirror `files` whose entry is `entry` (phases 1 to 9 of the
 /// module documentation); with `full`, the files to hash are left to
 /// [`hash_files`].
 fn audit_files(
     files: &dyn Files,
     entry: &RelPath,
-    stream: &Stream,
+    mut report: Report,
+    published: &Published,
     read: ReadState,
     full: bool,
 ) -> Inventory {
-    let mut report = Report::of_stream(stream);
+    let stream = published.entry_tree();
+    let offered_files = listed_items(&published.trees);
     let ReadState { state, problems } = read;
     report.problems.extend(problems);
-    let recorded = recorded_files(&state.trees);
+    let mut recorded = recorded_files(&state.trees);
+    prefer_published(&mut recorded, &offered_files);
     check_references(files, &state.references, &recorded, &mut report.problems);
     let listed = check_dangling(files, &state.references, &recorded, &mut report.problems);
     let stateless = stateless_products(files, stream, &state, &mut report.problems);
@@ -721,18 +1318,65 @@ fn audit_files(
         full,
         &mut report,
     ));
+    let offered = Offering {
+        listed: &offered_files,
+        resigned: published.resigned,
+        checked: &checked,
+    };
+    let (more, not_held) = check_listed(files, &offered, full, &mut report);
+    to_hash.extend(more);
 
     let mut known = checked;
     known.extend(stateless.named);
     let strays = Strays {
         files,
         known: &known,
-        metadata: &metadata_paths(stream),
+        metadata: &metadata_paths(&published.trees),
         meta_dir: entry.ancestors().next().unwrap_or(""),
         pending: &state.pending,
     };
     find_strays(&strays, state.leftovers, &mut report);
-    Inventory { report, to_hash }
+    Inventory {
+        report,
+        to_hash,
+        listed: offered_files,
+        not_held,
+    }
+}
+
+/// What the published metadata lists, for `check_listed`.
+struct Offering<'a> {
+    listed: &'a BTreeMap<RelPath, Listed>,
+    /// The metadata is the mirror's own: what it lists must be held.
+    resigned: bool,
+    /// Files checked already (relative to the root).
+    checked: &'a BTreeSet<String>,
+}
+
+/// Phase 8: every listed file no phase before checked. In a re-signed
+/// mirror it must be there (else it is missing); in one publishing
+/// upstream's documents it is checked when it is there, else it is
+/// offered but not held (given back).
+fn check_listed(
+    files: &dyn Files,
+    offering: &Offering<'_>,
+    full: bool,
+    report: &mut Report,
+) -> (Vec<Wanted>, BTreeSet<RelPath>) {
+    let mut to_hash = Vec::new();
+    let mut not_held = BTreeSet::new();
+    for (path, item) in offering.listed {
+        if offering.checked.contains(path.as_str()) {
+            continue;
+        }
+        let absent = matches!(files.stat(path), Found::Absent);
+        if absent && !offering.resigned {
+            not_held.insert(path.clone());
+        } else {
+            to_hash.extend(check_file(files, &item.want, RESIGNED, full, report));
+        }
+    }
+    (to_hash, not_held)
 }
 
 /// What `.data/` holds (phase 1).
@@ -998,7 +1642,7 @@ fn check_recorded(
     recorded
         .files
         .values()
-        .filter_map(|want| check_file(files, want, full, report))
+        .filter_map(|want| check_file(files, want, RECORDED, full, report))
         .collect()
 }
 
@@ -1028,7 +1672,7 @@ fn check_newest_local(
         any_present = true;
         for want in &version.files {
             if checked.insert(want.path.to_string()) {
-                to_hash.extend(check_file(files, want, full, report));
+                to_hash.extend(check_file(files, want, RECORDED, full, report));
             }
         }
     }
@@ -1059,10 +1703,22 @@ fn stat(path: &Path) -> Found {
     }
 }
 
+/// What says a file is mirrored: the state (or the client rule).
+const RECORDED: &str = "recorded as mirrored";
+/// What says a file is mirrored: the mirror's re-signed metadata (only a
+/// file of a re-signed mirror can be missing on this ground).
+const RESIGNED: &str = "listed by the mirror's re-signed metadata";
+
 /// Checks that `want` is a regular file of its size, counting it in
 /// `report`. Gives it back when it is to be hashed (`full`, a checksum to
 /// compare, the right size).
-fn check_file(files: &dyn Files, want: &Wanted, full: bool, report: &mut Report) -> Option<Wanted> {
+fn check_file(
+    files: &dyn Files,
+    want: &Wanted,
+    claim: &str,
+    full: bool,
+    report: &mut Report,
+) -> Option<Wanted> {
     report.items_checked += 1;
     let shown = files.display(want.path.as_str());
     let problem = match files.stat(&want.path) {
@@ -1086,7 +1742,7 @@ fn check_file(files: &dyn Files, want: &Wanted, full: bool, report: &mut Report)
         Found::Absent => Problem::new(
             ProblemKind::Missing,
             shown,
-            format!("recorded as mirrored ({}), file not found", want.reference),
+            format!("{claim} ({}), file not found", want.reference),
         ),
         Found::Error(e) => Problem::new(
             ProblemKind::Unreadable,
@@ -1099,10 +1755,14 @@ fn check_file(files: &dyn Files, want: &Wanted, full: bool, report: &mut Report)
 }
 
 /// The metadata documents read, relative to the root.
-fn metadata_paths(stream: &Stream) -> BTreeSet<String> {
-    let products = stream.products.iter().map(|p| p.document.rel.to_string());
-    let index = stream.index.iter().map(|d| d.rel.to_string());
-    products.chain(index).collect()
+fn metadata_paths(trees: &[Stream]) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for stream in trees {
+        let products = stream.products.iter().map(|p| p.document.rel.to_string());
+        let index = stream.index.iter().map(|d| d.rel.to_string());
+        paths.extend(products.chain(index));
+    }
+    paths
 }
 
 /// What a walk for strays knows is meant to be there.
@@ -1131,7 +1791,7 @@ enum Stray {
     Orphan(&'static str),
 }
 
-/// Phase 8: walks the root (but `.data/`) for files nothing references:
+/// Phase 9: walks the root (but `.data/`) for files nothing references:
 /// `.part` downloads, temporary files and deletions an older version left
 /// pending are leftovers; files scheduled for deletion with a time are
 /// waiting out the delete delay; anything else is an orphan. `leftovers`
@@ -1232,29 +1892,106 @@ impl From<Result<Probe>> for Served {
 /// [`newest_versions`] of every products file, [`probe_files`], then
 /// [`check_served`]. With `--full`, the files to hash are left to
 /// [`hash_files`].
-async fn audit_url(source: &Source, stream: &Stream, options: &AuditOptions) -> Inventory {
-    let mut report = Report::of_stream(stream);
-    let versions: Vec<NewestVersion> = stream
+async fn audit_url(
+    source: &Source,
+    mut report: Report,
+    published: &Published,
+    options: &AuditOptions,
+) -> Inventory {
+    let versions: Vec<NewestVersion> = published
+        .entry_tree()
         .products
         .iter()
         .flat_map(|pd| newest_versions(&pd.content_id, &pd.products))
         .collect();
-    let served = probe_files(source, &versions, options.jobs).await;
-    let to_hash = check_served(source, &versions, &served, options.full, &mut report);
-    Inventory { report, to_hash }
+    let listed = listed_items(&published.trees);
+    let served = probe_files(source, &versions, &listed, options.jobs).await;
+    let mut checked = BTreeSet::new();
+    let mut to_hash = check_served(
+        source,
+        &versions,
+        &served,
+        &mut checked,
+        options.full,
+        &mut report,
+    );
+    let mut not_held = BTreeSet::new();
+    for (path, item) in &listed {
+        if !checked.contains(path) {
+            let found = served.get(path);
+            if let Some(Served::Absent(_)) = found
+                && !published.resigned
+            {
+                not_held.insert(path.clone());
+                continue;
+            }
+            let want = &item.want;
+            to_hash.extend(check_served_listed(
+                source,
+                want,
+                found,
+                options.full,
+                &mut report,
+            ));
+        }
+    }
+    Inventory {
+        report,
+        to_hash,
+        listed,
+        not_held,
+    }
 }
 
-/// Probes ([`Source::probe`]) each distinct file of `versions` once,
-/// `2 × jobs` at a time.
+/// Checks a listed file that is not of a newest version the client rule
+/// checked: served, with its size; in a re-signed mirror it must be
+/// served. Gives it back when it is to be hashed.
+fn check_served_listed(
+    source: &Source,
+    want: &Wanted,
+    found: Option<&Served>,
+    full: bool,
+    report: &mut Report,
+) -> Option<Wanted> {
+    report.items_checked += 1;
+    let url = source.url_of(&want.path).to_string();
+    let problem = match found? {
+        Served::Present(len) => {
+            report.bytes_checked += len.unwrap_or(0);
+            match (len, want.expected.size) {
+                (Some(len), Some(size)) if *len != size => Problem::new(
+                    ProblemKind::Size,
+                    url,
+                    format!("Content-Length {len}, expected {size} ({})", want.reference),
+                ),
+                _ if full => return Some(want.clone()),
+                _ => return None,
+            }
+        }
+        Served::Absent(status) => Problem::new(
+            ProblemKind::Missing,
+            url,
+            format!("{status}, but {RESIGNED} ({})", want.reference),
+        ),
+        Served::Unreadable(e) => Problem::new(ProblemKind::Unreadable, url, e.clone()),
+    };
+    report.problems.push(problem);
+    None
+}
+
+/// Probes ([`Source::probe`]) each distinct file of `versions` and of
+/// `listed` once, `2 × jobs` at a time.
 async fn probe_files(
     source: &Source,
     versions: &[NewestVersion],
+    listed: &BTreeMap<RelPath, Listed>,
     jobs: usize,
 ) -> BTreeMap<RelPath, Served> {
-    let paths: BTreeSet<&RelPath> = versions
+    let mut paths: BTreeSet<&RelPath> = versions
         .iter()
         .flat_map(|v| v.files.iter().map(|w| &w.path))
         .collect();
+    paths.extend(listed.keys());
     futures_util::stream::iter(paths)
         .map(|path| async move { (path.clone(), Served::from(source.probe(path).await)) })
         .buffer_unordered(jobs.clamp(1, 64) * 2)
@@ -1270,10 +2007,10 @@ fn check_served(
     source: &Source,
     versions: &[NewestVersion],
     served: &BTreeMap<RelPath, Served>,
+    checked: &mut BTreeSet<RelPath>,
     full: bool,
     report: &mut Report,
 ) -> Vec<Wanted> {
-    let mut checked: BTreeSet<RelPath> = BTreeSet::new();
     let mut to_hash = Vec::new();
     let mut any_served = false;
     for version in versions {
@@ -1506,6 +2243,77 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn classifies_what_is_offered() {
+        let dir = mirror();
+        let root = dir.path();
+        let r = run(&spec(root, "streams/v1/c.json"), false).unwrap();
+        assert_eq!(kinds(&r), []);
+        let not_held = NotHeld {
+            content_id: "c:1".into(),
+            group: "p".into(),
+            items: 1,
+            versions: 1,
+            bytes: 3,
+        };
+        let want = Offered {
+            held: 2,
+            not_held: 1,
+            not_held_groups: vec![not_held],
+            ..Offered::default()
+        };
+        assert_eq!(r.offered, want);
+        assert!(!r.fails(false) && r.fails(true));
+
+        // A damaged file is not held; nor is one gone.
+        write(root, "p/2/b", b"abd");
+        fs::remove_file(root.join("p/2/a")).unwrap();
+        let r = run(&spec(root, "streams/v1/c.json"), true).unwrap();
+        let counts = (r.offered.held, r.offered.damaged, r.offered.missing);
+        assert_eq!(counts, (0, 1, 1), "{:?}", r.problems);
+
+        // A mirror publishing its own keyring lists only what it holds:
+        // what it lists and does not hold is missing, not merely offered.
+        write(root, "p/2/a", b"abc");
+        write(root, "p/2/b", b"abc");
+        write(root, crate::layout::MIRROR_KEYRING, b"not a keyring");
+        let r = run(&spec(root, "streams/v1/c.json"), false).unwrap();
+        assert_eq!(
+            kinds(&r),
+            [
+                (ProblemKind::Missing, display(root, "p/1/a")),
+                (
+                    ProblemKind::Signature,
+                    source_url(root, crate::layout::MIRROR_KEYRING)
+                ),
+            ]
+        );
+        assert_eq!((r.offered.missing, r.offered.not_held), (1, 0));
+    }
+
+    #[test]
+    fn index_naming_nothing_is_an_error() {
+        let dir = mirror();
+        let root = dir.path();
+        write(
+            root,
+            "streams/v1/index.json",
+            br#"{"format":"index:1.0","index":{}}"#,
+        );
+        let r = run(&spec(root, "streams/v1/index.json"), false).unwrap();
+        assert_eq!(r.errors(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].kind, ProblemKind::Metadata);
+        write(root, "streams/v1/index.json", b"{}");
+        let e = run(&spec(root, "streams/v1/index.json"), false).unwrap_err();
+        assert_eq!(problem_of_error(&e).kind, ProblemKind::Metadata);
+    }
+
+    /// The `file://` URL of `rel` under `root`, as the source names it.
+    fn source_url(root: &Path, rel: &str) -> String {
+        let root = url::Url::from_directory_path(root).unwrap();
+        root.join(rel).unwrap().to_string()
     }
 
     #[test]

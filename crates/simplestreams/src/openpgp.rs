@@ -279,6 +279,13 @@ pub fn verify_detached(
     })
 }
 
+/// Checks that `signature` is a detached signature (binary or
+/// ASCII-armored signature packets) without verifying it against any key:
+/// what can be said of a `.json.gpg` when no keyring is at hand.
+pub fn check_detached_form(signature: &[u8]) -> Result<(), SignatureError> {
+    parse_signatures(signature).map(|_| ())
+}
+
 /// Renders an error (with its chain of causes, for Sequoia's errors) on
 /// one line.
 fn one_line(e: impl fmt::Display) -> String {

@@ -6,7 +6,8 @@ use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::Result;
 use simplestreams::audit::{
-    AuditOptions, Problem, Report, Scheduled, audit, audit_store, problem_of_error, store_entry,
+    AuditOptions, Offered, Problem, Report, Scheduled, SignatureCheck, audit, audit_store,
+    problem_of_error, store_entry,
 };
 use simplestreams::path::RelPath;
 use simplestreams::source::{Source, SourceSpec, TransferOptions, source_url};
@@ -30,7 +31,11 @@ What is checked:
   Every metadata document (the entry and each products file it names) must
   parse and verify. Signature policy as for `sstream mirror`: with a .sjson
   entry every document must be signed by a key of the keyring (default
-  /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present).
+  /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present). When the
+  entry's twin is published too (index.json beside index.sjson, or the
+  other way), its tree is read and checked as well: clients may read
+  either. An index that does not parse or names no products file is an
+  error.
 
   Mirror directory (a path or file:// URL) or bucket (s3://BUCKET/PREFIX,
   listed once; credentials as for `sstream mirror`): every item recorded as mirrored
@@ -49,11 +54,37 @@ What is checked:
   Content-Length (--full: downloaded and hashed). A stream of which no newest
   version is served at all is a problem. A mirror filtered on item fields
   (e.g. ftype) is best audited as a directory.
+  Every other listed item is probed too: served ones are checked; in a
+  re-signed mirror every listed item must be served.
+
+Signatures:
+  Every published signature is checked: each .sjson read, and the .json.gpg
+  beside each .json read (detached, over the .json). With a keyring
+  (--keyring, or the default one) both must verify with it. Without one
+  (--no-verify, or an unsigned entry): in a re-signed mirror (it publishes
+  streams/v1/mirror-keyring.gpg) both must verify with the mirror's own
+  keyring (this shows the mirror is consistent, not who made it);
+  otherwise a .json.gpg must at least be a signature packet. Always, the
+  signed content of a .sjson must be that of its .json twin when both are
+  published (compared as JSON).
+
+What clients are offered:
+  Every item file the published metadata lists is held (there, with its
+  size; --full: its checksum, as published, not as .data recorded it),
+  missing (not there though .data or the mirror's re-signed metadata says
+  it is mirrored: an error), or offered but not held (listed by upstream's
+  documents, never mirrored: filtered out or older than --max keeps).
+  Offered-but-not-held files are reported per release/arch (or product),
+  with counts: clients get 404s for them. Not an error, but a failure with
+  --strict; publish held-only (sstream mirror --sign-key) to list only
+  what the mirror holds.
 
 Exit status:
-  0  all good (orphans and leftovers are warnings; they fail only with --strict)
-  1  problems found: missing, truncated or corrupt items, dangling or
-     inconsistent references, malformed state (or warnings with --strict)
+  0  all good (orphans, leftovers and items offered but not held fail only
+     with --strict)
+  1  problems found: missing, truncated or corrupt items, bad signatures,
+     a bad twin tree, dangling or inconsistent references, malformed state
+     (or warnings and items offered but not held with --strict)
   2  usage error (bad arguments, unusable keyring)
   3  metadata invalid (parse or signature failure) or target unreachable";
 
@@ -70,7 +101,8 @@ pub struct VerifyArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Fail (exit 1) on warnings too: orphans, leftovers, missing state.
+    /// Fail (exit 1) on warnings too: orphans, leftovers, missing state,
+    /// and on items offered but not held.
     #[arg(long)]
     pub strict: bool,
     /// Items checked at the same time.
@@ -96,6 +128,8 @@ struct JsonOut<'a> {
     warnings: usize,
     problems: &'a [Problem],
     scheduled: &'a [Scheduled],
+    offered: &'a Offered,
+    signatures: &'a [SignatureCheck],
 }
 
 /// Runs `sstream verify`: its exit status is the audit's verdict; an
@@ -170,8 +204,11 @@ fn audit_bucket(
 fn conclude(args: &VerifyArgs, result: Result<Report>) -> Result<u8, CliError> {
     let (report, code) = match result {
         Ok(report) => {
-            let failing = report.errors() > 0 || (args.strict && !report.problems.is_empty());
-            let code = if failing { EXIT_PROBLEMS } else { EXIT_OK };
+            let code = if report.fails(args.strict) {
+                EXIT_PROBLEMS
+            } else {
+                EXIT_OK
+            };
             (report, code)
         }
         Err(e) => {
@@ -221,6 +258,8 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
             warnings: report.warnings(),
             problems: &report.problems,
             scheduled: &report.scheduled,
+            offered: &report.offered,
+            signatures: &report.signatures,
         };
         serde_json::to_writer(&mut out, &json).map_err(std::io::Error::other)?;
         writeln!(out)?;
@@ -246,6 +285,18 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
                 p.detail
             )?;
         }
+    }
+    let level = if args.strict { "error" } else { "note" };
+    for g in &report.offered.not_held_groups {
+        writeln!(
+            out,
+            "{level}: offered-not-held: {}: {}: {} item(s) of {} version(s), {}, listed by the published metadata but not held: clients get 404s (publish held-only: sstream mirror --sign-key)",
+            g.content_id,
+            g.group,
+            g.items,
+            g.versions,
+            human(g.bytes)
+        )?;
     }
     for s in &report.scheduled {
         let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.since);
@@ -277,9 +328,15 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
     } else {
         String::new()
     };
+    let offered = &report.offered;
+    let not_held = if offered.not_held > 0 {
+        format!("; {} item(s) offered but not held", offered.not_held)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{verdict}: {}: {} document(s), {} item(s), {} checked{}{skipped}; {} error(s), {} warning(s){scheduled}",
+        "{verdict}: {}: {} document(s), {} item(s), {} checked{}{skipped}; {} error(s), {} warning(s){scheduled}{not_held}",
         args.target,
         report.documents,
         report.items_checked,

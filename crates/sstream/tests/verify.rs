@@ -441,17 +441,29 @@ fn directory_with_both_entries_is_read_from_the_signed_one() {
         &out.to_string_lossy(),
         "arch=amd64",
     ]);
-    // An unsigned index beside the signed one, naming nothing mirrored.
-    let junk = r#"{"format":"index:1.0","index":{"x:1":{"path":"streams/v1/x.json"}}}"#;
-    fs::write(out.join("streams/v1/index.json"), junk).unwrap();
     let target = out.to_string_lossy().into_owned();
     let (code, stdout, stderr) = verify(&["--keyring", &keyring, "--json", &target]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(json(&stdout)["documents"], 3, "{stdout}");
+    // An unsigned index beside the signed one, naming nothing mirrored:
+    // the signed one is the entry (its tree is read), and the other is
+    // checked as the twin clients may read (an error: it differs from the
+    // signed content and names a products file that is not there).
+    let junk = r#"{"format":"index:1.0","index":{"x:1":{"path":"streams/v1/x.json"}}}"#;
+    fs::write(out.join("streams/v1/index.json"), junk).unwrap();
+    let twin_errors = |stdout: &str| {
+        let v = json(stdout);
+        assert_eq!(v["documents"], 3, "{stdout}");
+        assert_eq!(problems_at(&v, "signature", "streams/v1/index.sjson"), 1);
+        assert_eq!(problems_at(&v, "unreachable", "streams/v1/x.json"), 1);
+    };
+    let (code, stdout, stderr) = verify(&["--keyring", &keyring, "--json", &target]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    twin_errors(&stdout);
     // Unchecked signatures do not make the unsigned index preferred.
     let (code, stdout, stderr) = verify(&["--no-verify", "--json", &target]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert_eq!(json(&stdout)["documents"], 3, "{stdout}");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    twin_errors(&stdout);
 }
 
 #[test]
@@ -571,4 +583,378 @@ fn served_mirror_is_probed_and_hashed_with_retries() {
         "{stdout}"
     );
     assert_eq!(requests(), 13, "a first try and two retries");
+}
+
+/// A mirror of the amd64 part of a GnuPG-signed sample stream, its key
+/// and the keyring a verify needs.
+struct SignedMirror {
+    _tmp: tempfile::TempDir,
+    gpg: Gpg,
+    src: PathBuf,
+    out: PathBuf,
+    sample: SampleStream,
+    /// The keyring the mirror's documents verify with: upstream's, or the
+    /// mirror's own when re-signed.
+    keyring: String,
+}
+
+impl SignedMirror {
+    fn path(&self) -> String {
+        self.out.to_string_lossy().into_owned()
+    }
+
+    /// `sstream verify --keyring KEYRING EXTRA TARGET`.
+    fn verify(&self, target: &str, extra: &[&str]) -> (i32, String, String) {
+        let mut args = vec!["--keyring", &self.keyring];
+        args.extend_from_slice(extra);
+        args.push(target);
+        verify(&args)
+    }
+}
+
+/// `sstream-mirror --keyring UPSTREAM EXTRA SRC OUT FILTERS` of a signed
+/// sample stream; with `resign`, published re-signed with a local key.
+fn signed_mirror(resign: bool, extra: &[&str], filters: &[&str]) -> SignedMirror {
+    let gpg = Gpg::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("mirror"));
+    let sample = gpg.generate(&SampleSpec::default(), &src);
+    let upstream = gpg.keyring.to_string_lossy().into_owned();
+    let mut keyring = upstream.clone();
+    let mut args: Vec<String> = vec!["--keyring".into(), upstream];
+    if resign {
+        let key = tmp.path().join("mirror-key.asc");
+        let ring = tmp.path().join("mirror-keyring.gpg");
+        for sub in [
+            vec!["key", "generate", "--output", &*key.to_string_lossy()],
+            vec![
+                "key",
+                "export",
+                &*key.to_string_lossy(),
+                "--output",
+                &*ring.to_string_lossy(),
+            ],
+        ] {
+            let o = run_tool(env!("CARGO_BIN_EXE_sstream"), &sub);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        args.push(format!("--sign-key={}", key.display()));
+        keyring = ring.to_string_lossy().into_owned();
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(src.to_string_lossy().into_owned());
+    args.push(out.to_string_lossy().into_owned());
+    args.extend(filters.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mirror_ok(&args);
+    SignedMirror {
+        _tmp: tmp,
+        gpg,
+        src,
+        out,
+        sample,
+        keyring,
+    }
+}
+
+/// Removes every item whose path is `rel` from a products tree.
+fn drop_item(tree: &mut Value, rel: &str) -> usize {
+    let mut dropped = 0;
+    for product in tree["products"].as_object_mut().unwrap().values_mut() {
+        for version in product["versions"].as_object_mut().unwrap().values_mut() {
+            let items = version["items"].as_object_mut().unwrap();
+            let before = items.len();
+            items.retain(|_, item| item["path"] != rel);
+            dropped += before - items.len();
+        }
+    }
+    dropped
+}
+
+/// The problems of a `--json` report of `kind` whose location ends with
+/// `suffix`.
+fn problems_at(v: &Value, kind: &str, suffix: &str) -> usize {
+    problems(v)
+        .iter()
+        .filter(|(k, at)| k == kind && at.ends_with(suffix))
+        .count()
+}
+
+#[test]
+fn resigned_mirror_missing_a_listed_kernel_fails_though_state_forgot_it() {
+    let m = signed_mirror(true, &[], &["arch=amd64"]);
+    let (code, stdout, stderr) = m.verify(&m.path(), &["--strict"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let kernel = m
+        .sample
+        .payloads
+        .keys()
+        .filter(|p| p.contains("/amd64/") && p.contains("kernel"))
+        .max()
+        .expect("an amd64 kernel")
+        .clone();
+    assert!(m.out.join(&kernel).is_file(), "{kernel} was mirrored");
+    // Gone from disk and from the bookkeeping; the published (re-signed)
+    // metadata still lists it.
+    fs::remove_file(m.out.join(&kernel)).unwrap();
+    let mut forgotten = 0;
+    for cid in &m.sample.content_ids {
+        let state = m.out.join(".data").join(cid);
+        let mut tree: Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+        forgotten += drop_item(&mut tree, &kernel);
+        fs::write(&state, serde_json::to_vec(&tree).unwrap()).unwrap();
+    }
+    assert!(forgotten > 0, "{kernel} was in the state");
+    let refs_path = m.out.join(".data/references.json");
+    let mut refs: serde_json::Map<String, Value> =
+        serde_json::from_slice(&fs::read(&refs_path).unwrap()).unwrap();
+    assert!(
+        refs.remove(&kernel).is_some(),
+        "{kernel} in references.json"
+    );
+    fs::write(&refs_path, serde_json::to_vec(&refs).unwrap()).unwrap();
+
+    let (code, stdout, _) = m.verify(&m.path(), &["--strict", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let v = json(&stdout);
+    let missing = m.out.join(&kernel).display().to_string();
+    assert_eq!(problems(&v), [("missing".to_owned(), missing)], "{stdout}");
+    assert_eq!(v["offered"]["missing"], 1, "{stdout}");
+    assert_eq!(
+        v["offered"]["not_held"], 0,
+        "re-signed: lists only holdings"
+    );
+    // The same mirror served: the same finding.
+    let server = Server::start(&m.out);
+    let (code, stdout, _) = m.verify(&server.url, &["--strict", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let url = format!("{}{kernel}", server.url);
+    assert_eq!(problems(&json(&stdout)), [("missing".to_owned(), url)]);
+}
+
+#[test]
+fn empty_twin_index_and_wrong_detached_signature_fail() {
+    let m = signed_mirror(true, &[], &["arch=amd64"]);
+    let meta = m.out.join("streams/v1");
+    let (code, stdout, _) = m.verify(&m.path(), &["--strict", "--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let v = json(&stdout);
+    // Both trees read: the signed one and its plain twin.
+    assert_eq!(v["documents"], 6, "{stdout}");
+    let verdicts: Vec<(&str, &str)> = v["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["form"].as_str().unwrap(), s["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        verdicts.iter().filter(|f| f.0 == "clear-signed").count(),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(
+        verdicts.iter().filter(|f| f.0 == "detached").count(),
+        3,
+        "{stdout}"
+    );
+    assert!(verdicts.iter().all(|f| f.1 == "verified"), "{stdout}");
+
+    // The plain index emptied, and one products file's detached signature
+    // swapped for another document's (a signature, of other bytes).
+    let [first, second] = [0, 1].map(|i| format!("{}.json.gpg", m.sample.content_ids[i]));
+    fs::write(meta.join("index.json"), b"{}").unwrap();
+    fs::copy(meta.join(&second), meta.join(&first)).unwrap();
+    let (code, stdout, _) = m.verify(&m.path(), &["--strict", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let v = json(&stdout);
+    assert_eq!(
+        problems_at(&v, "metadata", "streams/v1/index.json"),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        problems_at(&v, "signature", &format!("streams/v1/{first}")),
+        1,
+        "{stdout}"
+    );
+    // Text: one line per problem, and the summary.
+    let (code, stdout, _) = m.verify(&m.path(), &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("error: signature: ") && l.contains(&first)),
+        "{stdout}"
+    );
+    assert!(stdout.lines().last().unwrap().starts_with("FAILED: "));
+
+    // Without a keyring the mirror's own keyring still finds the swapped
+    // signature; a .json.gpg that is no signature at all is an error too.
+    let (code, stdout, _) = verify(&["--no-verify", "--json", &m.path()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        problems_at(&json(&stdout), "signature", &first),
+        1,
+        "{stdout}"
+    );
+    fs::remove_file(meta.join("mirror-keyring.gpg")).unwrap();
+    fs::write(meta.join(&first), b"not a signature").unwrap();
+    let (code, stdout, _) = verify(&["--no-verify", "--json", &m.path()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        problems_at(&json(&stdout), "signature", &first),
+        1,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn max_one_upstream_mirror_reports_what_it_offers_but_does_not_hold() {
+    let m = signed_mirror(false, &["--max=1"], &[]);
+    let not_held: Vec<(&String, &u64)> = m
+        .sample
+        .payloads
+        .iter()
+        .filter(|(p, _)| !m.out.join(p).exists())
+        .collect();
+    assert!(!not_held.is_empty(), "--max=1 leaves older versions out");
+
+    let (code, stdout, stderr) = m.verify(&m.path(), &[]);
+    assert_eq!(code, 0, "not an error by default: {stdout}{stderr}");
+    let groups: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("note: offered-not-held: "))
+        .collect();
+    assert!(!groups.is_empty(), "{stdout}");
+    assert!(
+        groups.iter().all(|l| l.contains("--sign-key")),
+        "the advice: {stdout}"
+    );
+    let summary = stdout.lines().last().unwrap();
+    assert!(summary.starts_with("OK: "), "{stdout}");
+    let counted = format!("; {} item(s) offered but not held", not_held.len());
+    assert!(summary.ends_with(&counted), "{summary}");
+
+    let (code, stdout, _) = m.verify(&m.path(), &["--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let v = json(&stdout);
+    let offered = &v["offered"];
+    assert_eq!(offered["not_held"], not_held.len() as u64, "{stdout}");
+    assert_eq!(offered["missing"], 0, "{stdout}");
+    let groups = offered["not_held_groups"].as_array().unwrap();
+    let in_groups: u64 = groups.iter().map(|g| g["items"].as_u64().unwrap()).sum();
+    assert_eq!(in_groups, not_held.len() as u64, "{stdout}");
+    let bytes: u64 = groups.iter().map(|g| g["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(bytes, not_held.iter().map(|(_, s)| **s).sum::<u64>());
+    // Images per release/arch: every release and arch of the sample has
+    // an older version left out.
+    for group in [
+        "trusty/amd64",
+        "trusty/arm64",
+        "xenial/amd64",
+        "xenial/arm64",
+    ] {
+        let g = groups
+            .iter()
+            .find(|g| g["group"] == group)
+            .unwrap_or_else(|| panic!("{group} in {stdout}"));
+        assert!(g["items"].as_u64().unwrap() > 0, "{stdout}");
+        assert!(g["versions"].as_u64().unwrap() > 0, "{stdout}");
+    }
+
+    let (code, stdout, _) = m.verify(&m.path(), &["--strict"]);
+    assert_eq!(code, 1, "a failure with --strict: {stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("error: offered-not-held: ")),
+        "{stdout}"
+    );
+    // Served, the same is offered and not held.
+    let server = Server::start(&m.out);
+    let (code, stdout, _) = m.verify(&server.url, &["--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(
+        json(&stdout)["offered"]["not_held"],
+        not_held.len() as u64,
+        "{stdout}"
+    );
+    let (code, stdout, _) = m.verify(&server.url, &["--strict"]);
+    assert_eq!(code, 1, "{stdout}");
+}
+
+#[test]
+fn respin_published_over_old_files_is_found_from_the_directory_as_when_served() {
+    let m = signed_mirror(false, &[], &["arch=amd64"]);
+    let cid = &m.sample.content_ids[1];
+    let products = m.out.join(format!("streams/v1/{cid}.sjson"));
+    let signed = fs::read(&products).unwrap();
+    let body = simplestreams::openpgp::cleartext_body(&signed).unwrap();
+    let mut tree: Value = serde_json::from_slice(&body).unwrap();
+    // Upstream re-spun one squashfs: same version and path, new bytes
+    // (another item's), so new checksums; the mirror kept the old file
+    // and its .data state.
+    let mut squashfs: Vec<(String, Value)> = Vec::new();
+    for product in tree["products"].as_object().unwrap().values() {
+        for version in product["versions"].as_object().unwrap().values() {
+            for item in version["items"].as_object().unwrap().values() {
+                let path = item["path"].as_str().unwrap();
+                if path.contains("/amd64/") && path.ends_with("/squashfs") {
+                    squashfs.push((path.to_owned(), item.clone()));
+                }
+            }
+        }
+    }
+    squashfs.sort_by(|a, b| a.0.cmp(&b.0));
+    let respun = squashfs[0].0.clone();
+    let other = squashfs
+        .iter()
+        .map(|(_, item)| item.clone())
+        .find(|item| item["sha256"] != squashfs[0].1["sha256"])
+        .expect("two squashfs of different bytes");
+    for product in tree["products"].as_object_mut().unwrap().values_mut() {
+        for version in product["versions"].as_object_mut().unwrap().values_mut() {
+            for item in version["items"].as_object_mut().unwrap().values_mut() {
+                if item["path"] == respun.as_str() {
+                    for sum in ["md5", "sha256", "sha512"] {
+                        if other.get(sum).is_some() {
+                            item[sum] = other[sum].clone();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let state_before = fs::read(m.out.join(".data").join(cid)).unwrap();
+    fs::write(&products, m.gpg.sign(&serde_json::to_vec(&tree).unwrap())).unwrap();
+    assert_eq!(
+        fs::read(m.out.join(".data").join(cid)).unwrap(),
+        state_before
+    );
+
+    let (code, stdout, _) = m.verify(&m.path(), &[]);
+    assert_eq!(code, 0, "same size: not seen without --full\n{stdout}");
+    let (code, stdout, _) = m.verify(&m.path(), &["--full", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let from_dir = json(&stdout);
+    let at = m.out.join(&respun).display().to_string();
+    assert_eq!(
+        problems(&from_dir),
+        [("checksum".to_owned(), at)],
+        "{stdout}"
+    );
+    assert_eq!(from_dir["offered"]["damaged"], 1, "{stdout}");
+
+    let server = Server::start(&m.out);
+    let (code, stdout, _) = m.verify(&server.url, &["--full", "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let served = json(&stdout);
+    let url = format!("{}{respun}", server.url);
+    assert_eq!(
+        problems(&served),
+        [("checksum".to_owned(), url)],
+        "{stdout}"
+    );
+    assert_eq!(served["offered"]["damaged"], 1, "{stdout}");
+    assert!(m.src.is_dir());
 }
