@@ -76,7 +76,7 @@ pub async fn execute(
     progress: ProgressFn,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let (mut failures, failed_ids) =
+    let (mut failures, failed_ids, verified) =
         download(&plan, source, store, options, &progress, &mut report).await;
     let references = release_for_publish(&mut plan);
     let published = publish(
@@ -92,7 +92,7 @@ pub async fn execute(
         _ => Ok(()),
     });
     if let Some(index) = &options.content_index {
-        enter_content(&plan, store, index);
+        enter_content(&plan, store, index, &verified);
     }
     if let Err(e) = published {
         if failures.is_empty() {
@@ -120,8 +120,9 @@ enum Obtained {
 
 /// Phase 1: obtains every download of the plan, `jobs` at a time: first
 /// those fetched or linked from content stored before the run, then the
-/// twins of those fetched. Gives the failures and the content ids they
-/// leave incomplete.
+/// twins of those fetched. Gives the failures, the content ids they
+/// leave incomplete, and the paths whose bytes this run verified (fetched,
+/// checked, or linked from verified content).
 async fn download(
     plan: &Plan,
     source: &Source,
@@ -129,7 +130,7 @@ async fn download(
     options: &ExecuteOptions,
     progress: &ProgressFn,
     report: &mut Report,
-) -> (Vec<Error>, BTreeSet<String>) {
+) -> (Vec<Error>, BTreeSet<String>, BTreeSet<String>) {
     let fetcher = Fetcher {
         source,
         store,
@@ -151,7 +152,16 @@ async fn download(
     let mut failures = Vec::new();
     let mut failed_ids = BTreeSet::new();
     let mut not_started = 0;
+    let mut verified = BTreeSet::new();
     for (d, r) in results {
+        let checked = match &r {
+            Ok(Obtained::Fetched(_) | Obtained::Checked) => true,
+            Ok(Obtained::Linked) => matches!(d.origin, Origin::Indexed(_) | Origin::Twin(_)),
+            Err(_) => false,
+        };
+        if checked {
+            verified.insert(d.path.to_string());
+        }
         match r {
             Ok(Obtained::Fetched(n)) if n > 0 => {
                 report.files += 1;
@@ -185,7 +195,7 @@ async fn download(
             triage_parts(store, &stopped)
         )));
     }
-    (failures, failed_ids)
+    (failures, failed_ids, verified)
 }
 
 /// What the downloads of a run share.
@@ -244,6 +254,12 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
         ..
     } = fetcher;
     let store = *store;
+    if let Origin::Indexed(entry) = &d.origin
+        && let Err(e) = check_index_entry(d, entry, options).await
+    {
+        log::warn!("{e}; not linked, fetching {} instead", d.path);
+        return fetch_one(d, source, store, progress).await;
+    }
     let linked = match &d.origin {
         Origin::Fetch => Linked::Unsupported,
         Origin::Twin(first) if !done.contains(first.as_str()) => Linked::Unsupported,
@@ -251,22 +267,39 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
         Origin::Indexed(entry) => try_link(d, store, |s| s.import(entry, &d.path)),
     };
     if linked != Linked::Unsupported {
-        let checked = match &d.origin {
-            Origin::Indexed(_) if options.verify_links => verify_stored(d, store).await,
-            _ => Ok(()),
-        };
-        match checked {
-            Ok(()) => {
-                log::info!("linked {} to identical content ({linked:?})", d.path);
-                return Ok(Obtained::Linked);
-            }
-            Err(e) => {
-                log::warn!("{e}; fetching it instead");
-                store.remove(&d.path)?;
-            }
-        }
+        log::info!("linked {} to identical content ({linked:?})", d.path);
+        return Ok(Obtained::Linked);
     }
     fetch_one(d, source, store, progress).await
+}
+
+/// Before a content-index entry is linked: its record proves it unchanged
+/// since it was verified (see [`crate::content`]), or it is hashed now
+/// (always with `--verify-existing`) and recorded. An error says why it
+/// must not be linked.
+async fn check_index_entry(
+    d: &Download,
+    entry: &std::path::Path,
+    options: &ExecuteOptions,
+) -> Result<()> {
+    let Some(index) = &options.content_index else {
+        return Ok(());
+    };
+    if !options.verify_links && index.is_fresh(entry) {
+        return Ok(());
+    }
+    let what = format!("content index entry {}", entry.display());
+    let (expected, path) = (d.expected.clone(), entry.to_path_buf());
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        expected.check_reader(&what, &mut file)
+    })
+    .await
+    .map_err(|e| Error::transfer(d.path.as_str(), e.to_string()))?;
+    if checked.is_ok() {
+        index.vouch(entry);
+    }
+    checked
 }
 
 /// Links `d` with `link`, checking the result has the item's size; a
@@ -344,10 +377,9 @@ async fn fetch_one(
     if d.verify_only {
         match verify_stored(d, store).await {
             Ok(()) => return Ok(Obtained::Checked),
-            Err(e) => {
-                log::warn!("{e}; fetching it again");
-                store.remove(&d.path)?;
-            }
+            // The file stays until the fetched one, verified, is
+            // committed over it.
+            Err(e) => log::warn!("{e}; fetching it again"),
         }
     }
     let staged = store.stage(&d.path)?;
@@ -527,8 +559,16 @@ fn delete(
 
 /// Phase 4: enters every item of the plan's states that is in the mirror
 /// into the content index, then collects the entries no mirror holds any
-/// more. Problems with the index are warnings: it only saves downloads.
-fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
+/// more. An item this run verified (`verified`) is recorded as such, and
+/// replaces an entry of its content that is not ours and whose record is
+/// stale (it may hold wrong bytes: see [`crate::content`]). Problems with
+/// the index are warnings: it only saves downloads.
+fn enter_content(
+    plan: &Plan,
+    store: &dyn Store,
+    index: &ContentIndex,
+    verified: &BTreeSet<String>,
+) {
     let mut entered = 0;
     for entry in plan.streams.iter().flat_map(|sp| sp.state.items()) {
         let item = entry.item;
@@ -538,13 +578,26 @@ fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
         ) else {
             continue;
         };
-        if index.find(&key).is_some() || !store.has_file(path, item.size) {
+        if !store.has_file(path, item.size) {
             continue;
         }
         let Some(file) = store.local_path(path) else {
             continue;
         };
-        match index.add(&key, &file) {
+        let is_verified = verified.contains(path.as_str());
+        let entered_now = match index.find(&key) {
+            None => index.add(&key, &file, is_verified),
+            Some(there) if is_verified && same_file(&there, &file) => {
+                index.vouch(&there);
+                Ok(false)
+            }
+            Some(there) if is_verified && !index.is_fresh(&there) => {
+                log::info!("content index {}: replaced by {path}", there.display());
+                index.replace(&key, &file)
+            }
+            Some(_) => Ok(false),
+        };
+        match entered_now {
             Ok(true) => entered += 1,
             Ok(false) => {}
             Err(e) => {
@@ -561,6 +614,15 @@ fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
             c.bytes
         ),
         Err(e) => log::warn!("content index: {e}"),
+    }
+}
+
+/// Whether `a` and `b` are one file (one inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

@@ -164,6 +164,7 @@ impl Mirror {
         let started = Instant::now();
         let _lease = self.store.lock(self.settings.wait)?;
         self.store.check_writable()?;
+        self.repair_signatures()?;
         let (cache, stream) = self.read().await?;
         let seen = cache.seen(&stream);
         let plan = self.build_plan(stream)?;
@@ -197,6 +198,18 @@ impl Mirror {
             report,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Before phase 1, in a re-signed mirror: every published signature
+    /// verified with the mirror's key, and one that does not (a kill
+    /// between the renames of a pair) made again: see
+    /// [`crate::resign::repair_signatures`].
+    fn repair_signatures(&self) -> Result<()> {
+        if let Publication::Resigned(key) = &self.settings.publication {
+            let index = crate::holdings::json_path(self.reader.entry());
+            crate::resign::repair_signatures(self.store(), key, &index)?;
+        }
+        Ok(())
     }
 
     /// Phase 1: the stream, read conditionally against the fetch cache of

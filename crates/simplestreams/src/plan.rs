@@ -92,6 +92,22 @@ pub struct StreamPlan {
     pub added: Vec<PlannedItem>,
     /// Items of versions removed, in order.
     pub removed: Vec<PlannedItem>,
+    /// Items of held versions that upstream re-spun (see [`Respin`]).
+    pub respun: Vec<Respin>,
+}
+
+/// An item of a version the mirror holds and keeps whose file upstream
+/// changed under the same version name (another checksum, size or path).
+/// The state takes the new item, so the file is fetched again (staged,
+/// verified against the new checksum, then committed over the old one)
+/// before the new metadata is published, and `--verify-existing` checks
+/// against the new metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Respin {
+    /// The item as the mirror held it.
+    pub old: PlannedItem,
+    /// The item as upstream now describes it.
+    pub new: PlannedItem,
 }
 
 impl StreamPlan {
@@ -190,7 +206,7 @@ impl Plan {
             || !missing.is_empty()
             || streams
                 .iter()
-                .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty());
+                .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty() || !sp.respun.is_empty());
         let mut plan = Plan {
             index: stream.index,
             streams,
@@ -475,6 +491,7 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         products: target.products.clone(),
     };
     let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut kept: Vec<(String, String, Version)> = Vec::new();
     let mut seen = BTreeSet::new();
     for (pname, product) in &source.products.products {
         let mut wanted = filtered_versions(&source.products, pname, product, &options.filters);
@@ -502,7 +519,10 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
             }
             entry.versions.remove(v);
         }
+        // What is left of `wanted`: the held versions kept.
+        kept.extend(wanted.into_iter().map(|(v, version)| (pname.clone(), v, version)));
     }
+    let respun = take_respins(&cid, &mut state, &kept);
     if options.prune {
         for (pname, product) in &target.products {
             if seen.contains(pname) {
@@ -519,7 +539,47 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         state,
         added,
         removed,
+        respun,
     }
+}
+
+/// The re-spins among the held versions kept (`kept`: product, version and
+/// the source's filtered version): each item the state holds under the
+/// same name whose path, size or checksum upstream changed is replaced in
+/// `state` by upstream's (see [`Respin`]). Items of other names are left
+/// as they are (as for any held version).
+fn take_respins(
+    content_id: &str,
+    state: &mut Products,
+    kept: &[(String, String, Version)],
+) -> Vec<Respin> {
+    let mut respun = Vec::new();
+    for (pname, vname, source) in kept {
+        let Some(held) = state
+            .products
+            .get_mut(pname)
+            .and_then(|p| p.versions.get_mut(vname))
+        else {
+            continue;
+        };
+        for (iname, new) in &source.items {
+            let Some(old) = held.items.get(iname) else {
+                continue;
+            };
+            if (&old.path, old.size, &old.checksum) == (&new.path, new.size, &new.checksum) {
+                continue;
+            }
+            log::warn!(
+                "{pname} {vname} {iname}: changed upstream under the same version; fetching it again"
+            );
+            respun.push(Respin {
+                old: PlannedItem::new(content_id, pname, vname, iname, old),
+                new: PlannedItem::new(content_id, pname, vname, iname, new),
+            });
+            held.items.insert(iname.clone(), new.clone());
+        }
+    }
+    respun
 }
 
 /// Updates the references for one content id: items of removed versions
@@ -540,8 +600,18 @@ fn update_references(
             list.retain(|r| *r != it.reference());
         }
     }
+    for respin in &sp.respun {
+        if respin.old.path != respin.new.path
+            && let Some(p) = &respin.old.path
+        {
+            candidates.insert(p.clone());
+            if let Some(list) = refs.get_mut(p.as_str()) {
+                list.retain(|r| *r != respin.old.reference());
+            }
+        }
+    }
     if item_download {
-        for it in &sp.added {
+        for it in sp.added.iter().chain(sp.respun.iter().map(|r| &r.new)) {
             let Some(p) = &it.path else { continue };
             let list = refs.entry(p.to_string()).or_default();
             let r = it.reference();
@@ -558,7 +628,10 @@ fn update_references(
 fn missing_kept_items(streams: &[StreamPlan], store: &dyn Store) -> BTreeSet<RelPath> {
     let mut out = BTreeSet::new();
     for sp in streams {
-        let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        let added: BTreeSet<&RelPath> = (sp.added.iter())
+            .chain(sp.respun.iter().map(|r| &r.new))
+            .filter_map(|it| it.path.as_ref())
+            .collect();
         for entry in sp.state.items() {
             let Some(path) = &entry.item.path else {
                 continue;
@@ -585,11 +658,15 @@ fn plan_downloads(
     let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
     for sp in streams {
         let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        let respun: BTreeSet<&RelPath> =
+            sp.respun.iter().filter_map(|r| r.new.path.as_ref()).collect();
         for entry in sp.state.items() {
             let item = entry.item;
             let Some(path) = &item.path else { continue };
             let present = store.has_file(path, item.size);
-            let wanted = if added.contains(path) {
+            let wanted = if respun.contains(path) {
+                true
+            } else if added.contains(path) {
                 !present || options.verify_existing || disputed.contains(path)
             } else if present {
                 options.verify_existing
@@ -1073,7 +1150,7 @@ mod tests {
         let key = ContentKey::of(Some(2 << 20), Some(&Checksum::Sha256(sum))).unwrap();
         let elsewhere = dir.path().join("other-mirror-kernel");
         std::fs::write(&elsewhere, vec![0u8; 2 << 20]).unwrap();
-        assert!(index.add(&key, &elsewhere).unwrap());
+        assert!(index.add(&key, &elsewhere, true).unwrap());
         let mut plan = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap();
         plan.use_content_index(&index);
         assert_eq!(

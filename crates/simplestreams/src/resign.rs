@@ -120,7 +120,7 @@ pub fn publish_index(
         keep_updated(&mut plain, previous);
     }
     let bytes = render(&plain);
-    store.write_atomic(&path, &bytes)?;
+    write_pair(store, key, &path, &bytes)?;
     sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes)?;
     publish_keyring(store, key)
 }
@@ -168,7 +168,7 @@ fn write_signed(
         keep_updated(&mut document, &previous);
     }
     let bytes = render(&document);
-    store.write_atomic(path, &bytes)?;
+    write_pair(store, key, path, &bytes)?;
     sign_beside(store, key, path, &bytes, &bytes)?;
     Ok(document)
 }
@@ -177,6 +177,18 @@ fn write_signed(
 /// document `path`, and a detached signature of `plain` (its bytes) as the
 /// `.json.gpg`; each only when what is there is not already this key's
 /// signature of the same content.
+///
+/// # The `.json` / `.json.gpg` pair
+///
+/// Two files cannot be renamed into place at once, so a reader between
+/// the two renames, or a kill there, sees a `.json` beside the signature
+/// of its previous content. The window is narrowed, not closed: the
+/// signature is computed before the `.json` is written (by
+/// [`write_pair`]), so the two renames follow each other with only the
+/// small signature file's write between them. What a kill leaves there
+/// is repaired first thing by the next run with the key
+/// ([`repair_signatures`]), whatever that run then fetches or publishes.
+/// The `.sjson` carries its own signature: it is always whole.
 fn sign_beside(
     store: &dyn Store,
     key: &SigningKey,
@@ -184,19 +196,124 @@ fn sign_beside(
     text: &[u8],
     plain: &[u8],
 ) -> Result<()> {
-    let signing = |e| Error::Refused(format!("{}: cannot sign: {e}", store.display(path)));
     if let Some(sjson) = sjson_path(path) {
         let current = store.read(&sjson).ok().flatten();
         if !current.is_some_and(|c| key.verifies_cleartext(&c, text)) {
-            store.write_atomic(&sjson, &key.clearsign(text).map_err(signing)?)?;
+            let signed = key.clearsign(text).map_err(|e| signing(store, path, e))?;
+            store.write_atomic(&sjson, &signed)?;
         }
     }
     let gpg = detached_path(path);
     let current = store.read(&gpg).ok().flatten();
     if !current.is_some_and(|c| key.verifies_detached(&c, plain)) {
-        store.write_atomic(&gpg, &key.sign_detached(plain).map_err(signing)?)?;
+        let signature = key.sign_detached(plain).map_err(|e| signing(store, path, e))?;
+        store.write_atomic(&gpg, &signature)?;
     }
     Ok(())
+}
+
+/// Writes the plain document `path` as `bytes` and, right after, its
+/// detached signature (made before the first write, so that the two
+/// renames are as close as they can be; see [`sign_beside`]). Nothing is
+/// written when both are already there.
+fn write_pair(store: &dyn Store, key: &SigningKey, path: &RelPath, bytes: &[u8]) -> Result<()> {
+    let gpg = detached_path(path);
+    let same_plain = store.read(path).ok().flatten().as_deref() == Some(bytes);
+    let signed = store
+        .read(&gpg)
+        .ok()
+        .flatten()
+        .is_some_and(|c| key.verifies_detached(&c, bytes));
+    if same_plain && signed {
+        return Ok(());
+    }
+    let signature = if signed {
+        None
+    } else {
+        Some(key.sign_detached(bytes).map_err(|e| signing(store, path, e))?)
+    };
+    store.write_atomic(path, bytes)?;
+    if let Some(signature) = signature {
+        store.write_atomic(&gpg, &signature)?;
+    }
+    Ok(())
+}
+
+fn signing(store: &dyn Store, path: &RelPath, e: impl std::fmt::Display) -> Error {
+    Error::Refused(format!("{}: cannot sign: {e}", store.display(path)))
+}
+
+/// What [`repair_signatures`] found and fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// The signature files written again (`.json.gpg`, `.sjson`).
+    pub files: Vec<RelPath>,
+}
+
+/// First thing in a re-signed run (before anything is fetched): checks that
+/// each re-signed document published in the mirror — the index `index`
+/// (its plain path) and every products file it names — verifies with
+/// `key`: its `.json.gpg` against its `.json`, its `.sjson` by itself and
+/// against the `.json`. One that does not (a kill between the renames of a
+/// pair, a damaged file) is signed again from the `.json`, which is
+/// whole (written atomically). A mirror not re-signed with this key (no
+/// index of ours there) is left alone.
+pub fn repair_signatures(store: &dyn Store, key: &SigningKey, index: &RelPath) -> Result<Repaired> {
+    let mut repaired = Repaired::default();
+    let Some(plain_index) = read_published_index(store, index) else {
+        return Ok(repaired);
+    };
+    for path in index_paths(&plain_index) {
+        let path = json_path(&path);
+        if let Ok(Some(bytes)) = store.read(&path) {
+            repair_pair(store, key, &path, &bytes, &bytes, &mut repaired)?;
+        }
+    }
+    if let Ok(Some(bytes)) = store.read(index) {
+        let text = render(&signed_index(&plain_index));
+        repair_pair(store, key, index, &text, &bytes, &mut repaired)?;
+    }
+    for file in &repaired.files {
+        log::warn!(
+            "{}: did not verify with the mirror's key; signed again",
+            store.display(file)
+        );
+    }
+    Ok(repaired)
+}
+
+/// Signs again what of the pair at `path` does not verify: the `.sjson`
+/// (clear-signed `text`) and the `.json.gpg` (of `plain`).
+fn repair_pair(
+    store: &dyn Store,
+    key: &SigningKey,
+    path: &RelPath,
+    text: &[u8],
+    plain: &[u8],
+    repaired: &mut Repaired,
+) -> Result<()> {
+    let gpg = detached_path(path);
+    let before_gpg = store.read(&gpg).ok().flatten();
+    let sjson = sjson_path(path);
+    let before_sjson = sjson.as_ref().and_then(|p| store.read(p).ok().flatten());
+    sign_beside(store, key, path, text, plain)?;
+    if store.read(&gpg).ok().flatten() != before_gpg {
+        repaired.files.push(gpg);
+    }
+    if let Some(sjson) = sjson
+        && store.read(&sjson).ok().flatten() != before_sjson
+    {
+        repaired.files.push(sjson);
+    }
+    Ok(())
+}
+
+/// The plain index published at `path`, if it is an index.
+fn read_published_index(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
+    let bytes = store.read(path).ok()??;
+    let doc: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    doc.get("index")?.as_object()?;
+    Some(doc)
 }
 
 /// Removes, as upstream's documents are published again in a mirror that
