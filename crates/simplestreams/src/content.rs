@@ -161,7 +161,10 @@ impl ContentIndex {
             .and_then(|()| fs::rename(&tmp, &record));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            log::warn!("content index {}: cannot record it as verified: {e}", entry.display());
+            log::warn!(
+                "content index {}: cannot record it as verified: {e}",
+                entry.display()
+            );
         }
     }
 
@@ -274,6 +277,45 @@ impl ContentIndex {
     }
 }
 
+/// `dir` made absolute (against the working directory) and resolved:
+/// symlinks and `..` of its longest existing ancestor resolved by the
+/// filesystem, the rest (not made yet) normalised by name. Two resolved
+/// paths can be compared by prefix: one inside the other.
+pub fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    let base = loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => break real,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_os_string());
+                    existing = parent;
+                }
+                // `..` or the root: normalise by name below.
+                _ => break PathBuf::from("/"),
+            },
+        }
+    };
+    let mut out = base;
+    for part in missing.iter().rev() {
+        out.push(part);
+    }
+    // What is left of `..` (in a part that does not exist yet).
+    let mut normal = PathBuf::new();
+    for c in out.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    Ok(normal)
+}
+
 /// Where the record of `entry`'s last verification is.
 fn record_path(entry: &Path) -> PathBuf {
     let mut name = entry.file_name().unwrap_or_default().to_os_string();
@@ -285,7 +327,13 @@ fn record_path(entry: &Path) -> PathBuf {
 /// the nanosecond). Linking changes none of them; writing changes the
 /// time, replacing changes the inode.
 fn fingerprint(m: &fs::Metadata) -> String {
-    format!("{} {} {}.{:09}", m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+    format!(
+        "{} {} {}.{:09}",
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    )
 }
 
 /// Whether a failed hard link means the index cannot link this file

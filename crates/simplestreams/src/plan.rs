@@ -520,7 +520,11 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
             entry.versions.remove(v);
         }
         // What is left of `wanted`: the held versions kept.
-        kept.extend(wanted.into_iter().map(|(v, version)| (pname.clone(), v, version)));
+        kept.extend(
+            wanted
+                .into_iter()
+                .map(|(v, version)| (pname.clone(), v, version)),
+        );
     }
     let respun = take_respins(&cid, &mut state, &kept);
     if options.prune {
@@ -658,8 +662,11 @@ fn plan_downloads(
     let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
     for sp in streams {
         let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
-        let respun: BTreeSet<&RelPath> =
-            sp.respun.iter().filter_map(|r| r.new.path.as_ref()).collect();
+        let respun: BTreeSet<&RelPath> = sp
+            .respun
+            .iter()
+            .filter_map(|r| r.new.path.as_ref())
+            .collect();
         for entry in sp.state.items() {
             let item = entry.item;
             let Some(path) = &item.path else { continue };

@@ -206,7 +206,9 @@ fn sign_beside(
     let gpg = detached_path(path);
     let current = store.read(&gpg).ok().flatten();
     if !current.is_some_and(|c| key.verifies_detached(&c, plain)) {
-        let signature = key.sign_detached(plain).map_err(|e| signing(store, path, e))?;
+        let signature = key
+            .sign_detached(plain)
+            .map_err(|e| signing(store, path, e))?;
         store.write_atomic(&gpg, &signature)?;
     }
     Ok(())
@@ -230,7 +232,10 @@ fn write_pair(store: &dyn Store, key: &SigningKey, path: &RelPath, bytes: &[u8])
     let signature = if signed {
         None
     } else {
-        Some(key.sign_detached(bytes).map_err(|e| signing(store, path, e))?)
+        Some(
+            key.sign_detached(bytes)
+                .map_err(|e| signing(store, path, e))?,
+        )
     };
     store.write_atomic(path, bytes)?;
     if let Some(signature) = signature {

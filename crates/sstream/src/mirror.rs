@@ -215,8 +215,15 @@ impl JobParts {
         let reader = MetadataReader::new(source, spec.entry, verification);
         let store = crate::target::store_at(&self.dir)?;
         let mut settings = self.settings;
+        settings.content_index = settings
+            .content_index
+            .as_deref()
+            .map(|dir| content_index_for(dir, &self.dir))
+            .transpose()?;
         if let Some(dir) = &settings.content_index
-            && !ContentIndex::new(dir).shares_filesystem_with(&self.dir)
+            && !ContentIndex::new(dir).shares_filesystem_with(
+                &simplestreams::content::resolve_dir(&self.dir).unwrap_or(self.dir.clone()),
+            )
         {
             log::warn!(
                 "content index {}: not on the filesystem of {} (hard links cannot cross filesystems); not used",
@@ -227,6 +234,28 @@ impl JobParts {
         }
         Ok(Mirror::new(reader, store, self.options, settings))
     }
+}
+
+/// The content index `dir` of the mirror in `mirror` (a directory or an
+/// S3 URL), resolved (a relative path against the working directory, as
+/// the mirror's own); refused inside the mirror, where a run would take
+/// its entries for files of the mirror's own (resolved paths compared).
+fn content_index_for(dir: &std::path::Path, mirror: &std::path::Path) -> Result<PathBuf, CliError> {
+    use simplestreams::content::resolve_dir;
+    let unresolvable =
+        |e: std::io::Error| CliError::usage(format!("content index {}: {e}", dir.display()));
+    let index = resolve_dir(dir).map_err(unresolvable)?;
+    if !mirror.to_string_lossy().contains("://") {
+        let mirror_dir = resolve_dir(mirror).map_err(unresolvable)?;
+        if index.starts_with(&mirror_dir) {
+            return Err(CliError::usage(format!(
+                "content index {}: inside the mirror {} (give a directory beside it)",
+                dir.display(),
+                mirror.display()
+            )));
+        }
+    }
+    Ok(index)
 }
 
 impl MirrorArgs {
