@@ -174,6 +174,7 @@ impl ContentIndex {
     /// is now in the index.
     pub fn replace(&self, key: &ContentKey, file: &Path) -> Result<bool> {
         let entry = self.dir.join(key.entry());
+        self.keep_suspect(&entry);
         let tmp = entry.with_extension("replacing");
         let _ = fs::remove_file(&tmp);
         match fs::hard_link(file, &tmp) {
@@ -187,6 +188,32 @@ impl ContentIndex {
         }
         self.vouch(&entry);
         Ok(true)
+    }
+
+    /// Before an entry whose record is stale is replaced: its file is kept
+    /// as `<entry>.suspect` (another name of the same inode), so that the
+    /// mirrors still holding it find out and check their file
+    /// ([`ContentIndex::suspect`]). Collected as entries are, once no
+    /// mirror holds it.
+    fn keep_suspect(&self, entry: &Path) {
+        if !fs::symlink_metadata(entry).is_ok_and(|m| m.is_file()) || self.is_fresh(entry) {
+            return;
+        }
+        let suspect = suspect_path(entry);
+        let tmp = suspect.with_extension("suspect.tmp");
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(entry, &tmp).is_ok() && fs::rename(&tmp, &suspect).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// The file a replaced entry of `key` had, when some mirror may still
+    /// hold it (see [`ContentIndex::replace`]).
+    pub fn suspect(&self, key: &ContentKey) -> Option<PathBuf> {
+        let path = suspect_path(&self.dir.join(key.entry()));
+        fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
     }
 
     /// Enters `file` (an item of `key`'s content) as a hard link; with
@@ -257,6 +284,10 @@ impl ContentIndex {
                         let _ = fs::remove_file(&path); // the record of a removed entry
                         continue;
                     }
+                    if name.ends_with(".suspect") && m.is_file() && m.nlink() == 1 {
+                        let _ = fs::remove_file(&path); // no mirror holds it any more
+                        continue;
+                    }
                     if is_entry && m.is_file() && m.nlink() == 1 {
                         match fs::remove_file(&path) {
                             Ok(()) => {
@@ -314,6 +345,14 @@ pub fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Ok(normal)
+}
+
+/// Where the file of a replaced `entry` is kept (see
+/// [`ContentIndex::suspect`]).
+fn suspect_path(entry: &Path) -> PathBuf {
+    let mut name = entry.file_name().unwrap_or_default().to_os_string();
+    name.push(".suspect");
+    entry.with_file_name(name)
 }
 
 /// Where the record of `entry`'s last verification is.

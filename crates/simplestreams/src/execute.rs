@@ -76,6 +76,7 @@ pub async fn execute(
     progress: ProgressFn,
 ) -> Result<Report> {
     let mut report = Report::default();
+    clear_the_way(&plan, store, &mut report)?;
     let (mut failures, failed_ids, verified) =
         download(&plan, source, store, options, &progress, &mut report).await;
     let references = release_for_publish(&mut plan);
@@ -105,6 +106,30 @@ pub async fn execute(
     } else {
         Err(Error::ItemsFailed { failures })
     }
+}
+
+/// Before phase 1: removes the files in the way of downloads (see
+/// [`Plan::clear_the_way`]), and drops them from the pending deletions
+/// (their path may hold a directory by the time those are carried out).
+fn clear_the_way(plan: &Plan, store: &dyn Store, report: &mut Report) -> Result<()> {
+    if plan.in_the_way.is_empty() {
+        return Ok(());
+    }
+    for p in &plan.in_the_way {
+        log::warn!(
+            "{}: removed early: a new item needs its place (a file where a directory goes, or the reverse)",
+            store.display(p)
+        );
+        store.remove(p)?;
+        report.deleted += 1;
+    }
+    let mut pending = store.load_pending_deletes()?;
+    let before = pending.len();
+    pending.retain(|p, _| !plan.in_the_way.iter().any(|w| w.as_str() == p));
+    if pending.len() != before {
+        store.save_pending_deletes(&pending)?;
+    }
+    Ok(())
 }
 
 /// How a download's file came to be in place.

@@ -147,6 +147,9 @@ impl Mirror {
         let mut plan = Plan::build(stream, self.store(), &self.options)?;
         if let Some(index) = self.content_index() {
             plan.use_content_index(&index);
+            if self.options.item_download {
+                plan.check_shared_files(&index, self.store());
+            }
         }
         plan.check_space(self.store(), self.settings.min_free);
         Ok(plan)

@@ -179,6 +179,12 @@ pub struct Plan {
     /// The deletions earlier runs scheduled, with when (see
     /// [`PendingDeletes`]).
     pub pending: PendingDeletes,
+    /// Files to delete that stand where a download needs a directory (an
+    /// item path that was a file is now a directory of a new version's
+    /// item) or in a directory where a download needs a file (the
+    /// reverse): removed before the downloads, not after publishing (see
+    /// [`Plan::clear_the_way`]).
+    pub in_the_way: BTreeSet<RelPath>,
     /// The space check against the store, once made
     /// ([`Plan::check_space`]).
     pub space: Option<SpaceCheck>,
@@ -215,6 +221,7 @@ impl Plan {
             deletions: BTreeSet::new(),
             deletion_bytes: 0,
             pending: scheduled,
+            in_the_way: BTreeSet::new(),
             space: None,
         };
         if changes {
@@ -238,6 +245,7 @@ impl Plan {
                 .map(|u| u.content_id.as_str())
                 .collect();
             plan.share_content(store, &unchanged);
+            plan.clear_the_way();
         }
         Ok(plan)
     }
@@ -269,6 +277,104 @@ impl Plan {
                     Origin::Fetch
                 }
             };
+        }
+    }
+
+    /// Held items whose file is the inode of their content-index entry while
+    /// the entry's record is stale (the shared file changed since it was
+    /// verified: an in-place edit through another mirror's name changes
+    /// this one too) are checked, and fetched again when wrong (see
+    /// [`crate::content`]). Gives how many.
+    pub fn check_shared_files(&mut self, index: &ContentIndex, store: &dyn Store) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &std::path::Path| {
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let busy: BTreeSet<RelPath> = self.downloads.iter().map(|d| d.path.clone()).collect();
+        let mut checks: BTreeMap<RelPath, Download> = BTreeMap::new();
+        for sp in &self.streams {
+            for entry in sp.state.items() {
+                let item = entry.item;
+                let Some(path) = &item.path else { continue };
+                if busy.contains(path) {
+                    continue;
+                }
+                let Some(key) = ContentKey::of(item.size, item.checksum.as_ref()) else {
+                    continue;
+                };
+                let Some(file) = store.local_path(path) else {
+                    continue;
+                };
+                let held = inode(&file);
+                let stale_entry = index
+                    .find(&key)
+                    .filter(|e| inode(e) == held && !index.is_fresh(e));
+                let suspect = index.suspect(&key).filter(|s| inode(s) == held);
+                let Some(shared) = stale_entry.or(suspect) else {
+                    continue;
+                };
+                if held.is_none() {
+                    continue;
+                }
+                log::warn!(
+                    "{path}: one file with {} of the content index, changed since it was verified; checking it",
+                    shared.display()
+                );
+                checks
+                    .entry(path.clone())
+                    .or_insert_with(|| Download {
+                        path: path.clone(),
+                        expected: Expected {
+                            size: item.size,
+                            checksum: item.checksum.clone(),
+                        },
+                        content_ids: BTreeSet::new(),
+                        verify_only: true,
+                        origin: Origin::Fetch,
+                    })
+                    .content_ids
+                    .insert(sp.content_id().to_owned());
+            }
+        }
+        let n = checks.len();
+        self.downloads.extend(checks.into_values());
+        n
+    }
+
+    /// Moves from the deletions to [`Plan::in_the_way`] the files a
+    /// download cannot be put in place beside: a file at a directory of a
+    /// download's path, or a file under a download's path. Both can only
+    /// be deletions of this run (unreferenced after it, claimed by no
+    /// state), so removing them early loses nothing the new metadata
+    /// names; until it is published, the old metadata names a file that is
+    /// gone (an item path that turns into a directory cannot be both at
+    /// once), which is no worse than the file the old metadata lists
+    /// being about to go, and is what a later run would repair.
+    fn clear_the_way(&mut self) {
+        let files: BTreeSet<&str> = self.downloads.iter().map(|d| d.path.as_str()).collect();
+        let dirs: BTreeSet<&str> = self
+            .downloads
+            .iter()
+            .flat_map(|d| d.path.ancestors())
+            .collect();
+        let claimed: BTreeSet<&RelPath> = self
+            .streams
+            .iter()
+            .flat_map(|sp| sp.state.items())
+            .filter_map(|e| e.item.path.as_ref())
+            .collect();
+        let blocking: Vec<RelPath> = self
+            .deletions
+            .iter()
+            .filter(|p| dirs.contains(p.as_str()) || p.ancestors().any(|a| files.contains(a)))
+            .filter(|p| !claimed.contains(p))
+            .cloned()
+            .collect();
+        for p in blocking {
+            self.deletions.remove(&p);
+            self.in_the_way.insert(p);
         }
     }
 

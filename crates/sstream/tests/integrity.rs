@@ -2,7 +2,8 @@
 //! agree: a poisoned content-index entry is never linked, an upstream
 //! re-spin of a held version is fetched again, a `.json` and its
 //! `.json.gpg` verify at rest after SIGKILL (or the next run repairs them
-//! first thing, even with an unchanged source), and the content index is
+//! first thing, even with an unchanged source), an item path that turns
+//! from a file into a directory is replaced, and the content index is
 //! resolved (relative) and refused inside the mirror.
 //!
 //! Needs `gpg` and `gpgv` (scripts/test.sh installs them).
@@ -194,6 +195,40 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// An in-place edit of one mirror's file changes the other mirror's (and
+/// the index entry's: one inode). The next run of each notices it (the
+/// entry's record is stale; once replaced, the old file is kept as a
+/// suspect the other mirror finds) and fetches its file again.
+#[test]
+fn an_in_place_edit_of_a_shared_file_is_noticed_by_both_mirrors() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("src");
+    let sample = sample::generate(&spec(&["20250601"]), &src, None).unwrap();
+    let index = tmp.path().join("index");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let idx = format!("--content-index={}", s(&index));
+    ok("mirror A", &mirror_unsigned(&src, &a, &[&idx]));
+    ok("mirror B", &mirror_unsigned(&src, &b, &[&idx]));
+    let path = sample
+        .payloads
+        .keys()
+        .find(|p| p.ends_with("/boot-kernel"))
+        .expect("a kernel")
+        .clone();
+    use std::os::unix::fs::MetadataExt;
+    let ino = |root: &Path| fs::metadata(root.join(&path)).unwrap().ino();
+    assert_eq!(ino(&a), ino(&b), "B did not link A's file");
+
+    let len = fs::metadata(b.join(&path)).unwrap().len() as usize;
+    fs::write(b.join(&path), vec![b'x'; len]).unwrap();
+    ok("mirror A again", &mirror_unsigned(&src, &a, &[&idx]));
+    assert_right_bytes(&a);
+    ok("mirror B again", &mirror_unsigned(&src, &b, &[&idx]));
+    assert_right_bytes(&b);
+    ok("verify A --full", &verify_full(&a, &["--no-verify"]));
+    ok("verify B --full", &verify_full(&b, &["--no-verify"]));
 }
 
 /// Replaces the bytes of the item at `path` in the directory stream `src`
@@ -445,6 +480,64 @@ fn kills_around_resigning_leave_pairs_the_next_run_repairs() {
         );
     }
     eprintln!("{broken_at_rest} of {rounds} kills left a pair for the next run to repair");
+}
+
+/// An item path that was a file becomes a directory in a new version (and
+/// back): each run replaces what is in the way, and the mirror ends with
+/// the right bytes. `sstream mirror` keeps removed files for the delete
+/// delay; what is in the way goes at once all the same.
+#[test]
+fn an_item_path_turning_into_a_directory_is_replaced() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("streams/v1")).unwrap();
+    let out = tmp.path().join("mirror");
+    let write_stream = |version: &str, path: &str, bytes: &[u8]| {
+        let file = src.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, bytes).unwrap();
+        let products = serde_json::json!({
+            "format": "products:1.0",
+            "content_id": "com.example:test",
+            "datatype": "image-downloads",
+            "updated": "Mon, 01 Jan 2024 00:00:00 +0000",
+            "products": {"p": {"arch": "amd64", "versions": {version: {"items": {
+                "disk": {"path": path, "size": bytes.len(), "sha256": sha256(bytes), "ftype": "disk"}
+            }}}}}
+        });
+        let index = serde_json::json!({
+            "format": "index:1.0",
+            "updated": "Mon, 01 Jan 2024 00:00:00 +0000",
+            "index": {"com.example:test": {
+                "path": "streams/v1/test.json", "format": "products:1.0",
+                "datatype": "image-downloads", "products": ["p"],
+                "updated": "Mon, 01 Jan 2024 00:00:00 +0000"
+            }}
+        });
+        let json = |v: &Value| serde_json::to_vec_pretty(v).unwrap();
+        fs::write(src.join("streams/v1/test.json"), json(&products)).unwrap();
+        fs::write(src.join("streams/v1/index.json"), json(&index)).unwrap();
+    };
+    write_stream("1", "images/disk", b"a file at images/disk");
+    ok("first run", &mirror_unsigned(&src, &out, &["--max=1"]));
+    assert_right_bytes(&out);
+    fs::remove_file(src.join("images/disk")).unwrap();
+    write_stream("2", "images/disk/root.img", b"now a directory holds it");
+    ok(
+        "file to directory",
+        &mirror_unsigned(&src, &out, &["--max=1"]),
+    );
+    assert_right_bytes(&out);
+    ok("the next run", &mirror_unsigned(&src, &out, &["--max=1"]));
+    fs::remove_dir_all(src.join("images/disk")).unwrap();
+    write_stream("3", "images/disk", b"a file again");
+    ok(
+        "directory to file",
+        &mirror_unsigned(&src, &out, &["--max=1"]),
+    );
+    assert_right_bytes(&out);
+    ok("the next run", &mirror_unsigned(&src, &out, &["--max=1"]));
+    assert_right_bytes(&out);
 }
 
 /// A relative `--content-index` into a new output directory is resolved
