@@ -1135,6 +1135,64 @@ mod tests {
     }
 
     #[test]
+    fn a_held_item_changed_upstream_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None)).unwrap(),
+            &store,
+        );
+        // The same version re-spun: the kernel has other bytes.
+        let respun = stream_with(&[("ga", &["1"])], |doc| {
+            doc["products"]["ga"]["versions"]["1"]["items"]["kernel"]["sha256"] =
+                "c".repeat(64).into();
+        });
+        let plan = Plan::build(respun, &store, &options(None)).unwrap();
+        let sp = &plan.streams[0];
+        assert!(sp.added.is_empty() && sp.removed.is_empty());
+        let respins: Vec<&str> = sp.respun.iter().map(|r| r.new.item.as_str()).collect();
+        assert_eq!(respins, ["kernel"]);
+        let d: Vec<(&str, bool)> = plan
+            .downloads
+            .iter()
+            .map(|d| (d.path.as_str(), d.verify_only))
+            .collect();
+        assert_eq!(
+            d,
+            [("ga/1/kernel", true)],
+            "checked against the new checksum"
+        );
+        let expected = plan.downloads[0].expected.checksum.as_ref().unwrap();
+        assert_eq!(expected.hex(), "c".repeat(64));
+        let held = sp.state.items().find(|e| e.item_name == "kernel").unwrap();
+        assert_eq!(held.item.checksum.as_ref().unwrap().hex(), "c".repeat(64));
+        assert!(
+            plan.deletions.is_empty(),
+            "the same path stays referenced: {:?}",
+            plan.deletions
+        );
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_new_directory_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(Some(1))).unwrap(),
+            &store,
+        );
+        // Version 2's kernel lives under what was version 1's kernel file.
+        let second = stream_with(&[("ga", &["1", "2"])], |doc| {
+            doc["products"]["ga"]["versions"]["2"]["items"]["kernel"]["path"] =
+                "ga/1/kernel/2".into();
+        });
+        let plan = Plan::build(second, &store, &options(Some(1))).unwrap();
+        let in_the_way: Vec<&str> = plan.in_the_way.iter().map(|p| p.as_str()).collect();
+        assert_eq!(in_the_way, ["ga/1/kernel"]);
+        assert!(!plan.deletions.iter().any(|p| p.as_str() == "ga/1/kernel"));
+    }
+
+    #[test]
     fn existing_files_are_trusted_by_size_or_verified() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());

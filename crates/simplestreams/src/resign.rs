@@ -261,10 +261,14 @@ pub struct Repaired {
 /// `key`: its `.json.gpg` against its `.json`, its `.sjson` by itself and
 /// against the `.json`. One that does not (a kill between the renames of a
 /// pair, a damaged file) is signed again from the `.json`, which is
-/// whole (written atomically). A mirror not re-signed with this key (no
-/// index of ours there) is left alone.
+/// whole (written atomically). A mirror not re-signed with this key (its
+/// published keyring is not this key's: upstream's documents, or another
+/// key's, which the run replaces anyway) is left alone.
 pub fn repair_signatures(store: &dyn Store, key: &SigningKey, index: &RelPath) -> Result<Repaired> {
     let mut repaired = Repaired::default();
+    if !resigned_with(store, key)? {
+        return Ok(repaired);
+    }
     let Some(plain_index) = read_published_index(store, index) else {
         return Ok(repaired);
     };
@@ -311,6 +315,17 @@ fn repair_pair(
         repaired.files.push(sjson);
     }
     Ok(())
+}
+
+/// Whether the mirror was re-signed with `key`: the keyring it publishes
+/// is this key's.
+fn resigned_with(store: &dyn Store, key: &SigningKey) -> Result<bool> {
+    let Ok(Some(published)) = store.read(&keyring_path()?) else {
+        return Ok(false);
+    };
+    Ok(key
+        .public_keyring_binary()
+        .is_ok_and(|ours| ours == published))
 }
 
 /// The plain index published at `path`, if it is an index.
