@@ -31,7 +31,12 @@
 //! downloaded and, verified, replaces the bad entry
 //! ([`ContentIndex::replace`]). A mirror whose file is the entry's inode
 //! while the record is stale checks that file too (see
-//! `Plan::use_content_index`).
+//! [`crate::plan::Plan::check_shared_files`]; a replaced entry is kept as
+//! `<entry>.suspect` until no mirror holds it, so that the mirrors still
+//! sharing it find out too). The record is evidence, not proof: an edit
+//! that puts the mtime back (or lands in the same timestamp tick as the
+//! verification) keeps it fresh; `--verify-existing` hashes every entry
+//! before linking it whatever its record says.
 //!
 //! The index must be on the mirrors' filesystem (hard links do not cross
 //! filesystems); one elsewhere is not used. Only SHA-256 and SHA-512 name
