@@ -144,11 +144,14 @@ impl Mirror {
     /// Phase 2: the plan, content already stored found (in the mirror and
     /// the content index), the space checked (not enforced).
     fn build_plan(&self, stream: Stream) -> Result<Plan> {
+        let unchanged: Vec<String> = (stream.unchanged.iter())
+            .map(|u| u.content_id.clone())
+            .collect();
         let mut plan = Plan::build(stream, self.store(), &self.options)?;
         if let Some(index) = self.content_index() {
             plan.use_content_index(&index);
             if self.options.item_download {
-                plan.check_shared_files(&index, self.store());
+                plan.check_shared_files(&index, self.store(), &unchanged);
             }
         }
         plan.check_space(self.store(), self.settings.min_free);

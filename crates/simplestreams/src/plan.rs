@@ -284,8 +284,15 @@ impl Plan {
     /// the entry's record is stale (the shared file changed since it was
     /// verified: an in-place edit through another mirror's name changes
     /// this one too) are checked, and fetched again when wrong (see
-    /// [`crate::content`]). Gives how many.
-    pub fn check_shared_files(&mut self, index: &ContentIndex, store: &dyn Store) -> usize {
+    /// [`crate::content`]). `unchanged` are the content ids whose products
+    /// files did not change (their states are read for this: a rerun with
+    /// an unchanged source checks too). Gives how many.
+    pub fn check_shared_files(
+        &mut self,
+        index: &ContentIndex,
+        store: &dyn Store,
+        unchanged: &[String],
+    ) -> usize {
         use std::os::unix::fs::MetadataExt;
         let inode = |p: &std::path::Path| {
             std::fs::symlink_metadata(p)
@@ -294,8 +301,16 @@ impl Plan {
         };
         let busy: BTreeSet<RelPath> = self.downloads.iter().map(|d| d.path.clone()).collect();
         let mut checks: BTreeMap<RelPath, Download> = BTreeMap::new();
-        for sp in &self.streams {
-            for entry in sp.state.items() {
+        // Only a source of checks: a state that cannot be read is skipped.
+        let others: Vec<(&str, Products)> = unchanged
+            .iter()
+            .filter_map(|cid| Some((cid.as_str(), store.load_state(cid).ok()?)))
+            .collect();
+        let states = (self.streams.iter())
+            .map(|sp| (sp.content_id(), &sp.state))
+            .chain(others.iter().map(|(cid, state)| (*cid, state)));
+        for (content_id, state) in states {
+            for entry in state.items() {
                 let item = entry.item;
                 let Some(path) = &item.path else { continue };
                 if busy.contains(path) {
@@ -335,7 +350,7 @@ impl Plan {
                         origin: Origin::Fetch,
                     })
                     .content_ids
-                    .insert(sp.content_id().to_owned());
+                    .insert(content_id.to_owned());
             }
         }
         let n = checks.len();
