@@ -16,8 +16,27 @@
 //! another path (each is a name of its own), and an entry whose file no
 //! mirror holds any more (link count 1) is collected at the end of a run.
 //! A run racing another on the same index can at worst lose an entry (the
-//! item is then downloaded), never link wrong bytes: entries are made
-//! only by linking a verified file, and checked for their size when used.
+//! item is then downloaded).
+//!
+//! # No wrong bytes linked
+//!
+//! An entry is a name of a file other mirrors hold: anyone can change its
+//! bytes (an in-place edit of one mirror's file changes the entry and every
+//! mirror sharing the inode). So an entry is never trusted for its name and
+//! size alone. Beside each entry a record, `<entry>.verified`, keeps the
+//! inode, size and modification time the entry had when a run last hashed
+//! it (or linked it from a file it had just fetched and verified). An
+//! entry is linked only when that record still matches ([`ContentIndex::is_fresh`]),
+//! else it is hashed first; one that fails is not linked: the item is
+//! downloaded and, verified, replaces the bad entry
+//! ([`ContentIndex::replace`]). A mirror whose file is the entry's inode
+//! while the record is stale checks that file too (see
+//! [`crate::plan::Plan::check_shared_files`]; a replaced entry is kept as
+//! `<entry>.suspect` until no mirror holds it, so that the mirrors still
+//! sharing it find out too). The record is evidence, not proof: an edit
+//! that puts the mtime back (or lands in the same timestamp tick as the
+//! verification) keeps it fresh; `--verify-existing` hashes every entry
+//! before linking it whatever its record says.
 //!
 //! The index must be on the mirrors' filesystem (hard links do not cross
 //! filesystems); one elsewhere is not used. Only SHA-256 and SHA-512 name
@@ -123,10 +142,90 @@ impl ContentIndex {
         (m.is_file() && m.len() == key.size).then_some(path)
     }
 
-    /// Enters `file` (a verified item of `key`'s content) as a hard link.
-    /// Gives whether it is now in the index; `false` when it cannot be
-    /// linked from here (another filesystem): nothing is copied.
-    pub fn add(&self, key: &ContentKey, file: &Path) -> Result<bool> {
+    /// Whether the record beside `entry` still describes it: same inode,
+    /// size and modification time as when it was last verified.
+    pub fn is_fresh(&self, entry: &Path) -> bool {
+        let (Ok(m), Ok(record)) = (
+            fs::symlink_metadata(entry),
+            fs::read_to_string(record_path(entry)),
+        ) else {
+            return false;
+        };
+        m.is_file() && record.trim() == fingerprint(&m)
+    }
+
+    /// Records `entry` as verified now (best effort: without a record it is
+    /// only hashed again before its next use).
+    pub fn vouch(&self, entry: &Path) {
+        let Ok(m) = fs::symlink_metadata(entry) else {
+            return;
+        };
+        let record = record_path(entry);
+        let tmp = record.with_extension("verified.tmp");
+        let written = fs::write(&tmp, format!("{}\n", fingerprint(&m)))
+            .and_then(|()| fs::rename(&tmp, &record));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            log::warn!(
+                "content index {}: cannot record it as verified: {e}",
+                entry.display()
+            );
+        }
+    }
+
+    /// Replaces the entry of `key` (one that failed its check, or whose
+    /// record is stale) by `file`, a verified item of that content: linked
+    /// under a temporary name, renamed over it, recorded. Gives whether it
+    /// is now in the index.
+    pub fn replace(&self, key: &ContentKey, file: &Path) -> Result<bool> {
+        let entry = self.dir.join(key.entry());
+        self.keep_suspect(&entry);
+        let tmp = entry.with_extension("replacing");
+        let _ = fs::remove_file(&tmp);
+        match fs::hard_link(file, &tmp) {
+            Ok(()) => {}
+            Err(e) if cannot_link(&e) => return Ok(false),
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+        if let Err(e) = fs::rename(&tmp, &entry) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&entry, e));
+        }
+        self.vouch(&entry);
+        Ok(true)
+    }
+
+    /// Before an entry whose record is stale is replaced: its file is kept
+    /// as `<entry>.suspect` (another name of the same inode), so that the
+    /// mirrors still holding it find out and check their file
+    /// ([`ContentIndex::suspect`]). Collected as entries are, once no
+    /// mirror holds it.
+    fn keep_suspect(&self, entry: &Path) {
+        if !fs::symlink_metadata(entry).is_ok_and(|m| m.is_file()) || self.is_fresh(entry) {
+            return;
+        }
+        let suspect = suspect_path(entry);
+        let tmp = suspect.with_extension("suspect.tmp");
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(entry, &tmp).is_ok() && fs::rename(&tmp, &suspect).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// The file a replaced entry of `key` had, when some mirror may still
+    /// hold it (see [`ContentIndex::replace`]).
+    pub fn suspect(&self, key: &ContentKey) -> Option<PathBuf> {
+        let path = suspect_path(&self.dir.join(key.entry()));
+        fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
+    }
+
+    /// Enters `file` (an item of `key`'s content) as a hard link; with
+    /// `verified` (hashed by this run) it is recorded as such. Gives whether
+    /// it is now in the index; `false` when it cannot be linked from here
+    /// (another filesystem): nothing is copied.
+    pub fn add(&self, key: &ContentKey, file: &Path, verified: bool) -> Result<bool> {
         if self.find(key).is_some() {
             return Ok(true);
         }
@@ -139,18 +238,16 @@ impl ContentIndex {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         match fs::hard_link(file, &entry) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if verified {
+                    self.vouch(&entry);
+                }
+                Ok(true)
+            }
             // Another run entered it meanwhile (or a wrong file sits there:
             // `find` will keep ignoring it).
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(self.find(key).is_some()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::EMLINK | libc::EPERM | libc::EOPNOTSUPP)
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(e) if cannot_link(&e) => Ok(false),
             Err(e) => Err(Error::io(&entry, e)),
         }
     }
@@ -186,9 +283,20 @@ impl ContentIndex {
                             && hex.starts_with(&prefix_name)
                             && size.parse::<u64>().ok() == Some(m.len())
                     });
+                    if let Some(of) = name.strip_suffix(".verified")
+                        && fs::symlink_metadata(prefix.path().join(of)).is_err()
+                    {
+                        let _ = fs::remove_file(&path); // the record of a removed entry
+                        continue;
+                    }
+                    if name.ends_with(".suspect") && m.is_file() && m.nlink() == 1 {
+                        let _ = fs::remove_file(&path); // no mirror holds it any more
+                        continue;
+                    }
                     if is_entry && m.is_file() && m.nlink() == 1 {
                         match fs::remove_file(&path) {
                             Ok(()) => {
+                                let _ = fs::remove_file(record_path(&path));
                                 done.entries += 1;
                                 done.bytes += m.len();
                             }
@@ -203,6 +311,82 @@ impl ContentIndex {
         }
         Ok(done)
     }
+}
+
+/// `dir` made absolute (against the working directory) and resolved:
+/// symlinks and `..` of its longest existing ancestor resolved by the
+/// filesystem, the rest (not made yet) normalised by name. Two resolved
+/// paths can be compared by prefix: one inside the other.
+pub fn resolve_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    let base = loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => break real,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_os_string());
+                    existing = parent;
+                }
+                // `..` or the root: normalise by name below.
+                _ => break PathBuf::from("/"),
+            },
+        }
+    };
+    let mut out = base;
+    for part in missing.iter().rev() {
+        out.push(part);
+    }
+    // What is left of `..` (in a part that does not exist yet).
+    let mut normal = PathBuf::new();
+    for c in out.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    Ok(normal)
+}
+
+/// Where the file of a replaced `entry` is kept (see
+/// [`ContentIndex::suspect`]).
+fn suspect_path(entry: &Path) -> PathBuf {
+    let mut name = entry.file_name().unwrap_or_default().to_os_string();
+    name.push(".suspect");
+    entry.with_file_name(name)
+}
+
+/// Where the record of `entry`'s last verification is.
+fn record_path(entry: &Path) -> PathBuf {
+    let mut name = entry.file_name().unwrap_or_default().to_os_string();
+    name.push(".verified");
+    entry.with_file_name(name)
+}
+
+/// What a record holds of a file: inode, size and modification time (to
+/// the nanosecond). Linking changes none of them; writing changes the
+/// time, replacing changes the inode.
+fn fingerprint(m: &fs::Metadata) -> String {
+    format!(
+        "{} {} {}.{:09}",
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    )
+}
+
+/// Whether a failed hard link means the index cannot link this file
+/// (another filesystem, too many links, no hard links).
+fn cannot_link(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::EMLINK | libc::EPERM | libc::EOPNOTSUPP)
+    )
 }
 
 /// Whether `s` is lower-case hex.
@@ -244,20 +428,28 @@ mod tests {
         fs::write(&item, b"12345").unwrap();
         let k = key('a', 5);
         assert!(index.find(&k).is_none());
-        assert!(index.add(&k, &item).unwrap());
+        assert!(index.add(&k, &item, true).unwrap());
         let entry = index.find(&k).unwrap();
         assert_eq!(
             fs::metadata(&entry).unwrap().ino(),
             fs::metadata(&item).unwrap().ino()
         );
         assert!(
-            !index.add(&key('b', 4), &item).unwrap(),
+            !index.add(&key('b', 4), &item, true).unwrap(),
             "wrong size: not entered"
         );
         assert!(
             index.find(&key('a', 4)).is_none(),
             "another size is another content"
         );
+        assert!(index.is_fresh(&entry), "entered verified: recorded");
+        fs::write(&item, b"54321").unwrap();
+        let earlier = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        let file = fs::File::options().write(true).open(&item).unwrap();
+        file.set_modified(earlier).unwrap();
+        assert!(!index.is_fresh(&entry), "written in place: stale");
+        index.vouch(&entry);
+        assert!(index.is_fresh(&entry));
         assert!(index.shares_filesystem_with(tmp.path()));
         assert_eq!(index.collect_garbage().unwrap(), Collected::default());
         fs::remove_file(&item).unwrap();

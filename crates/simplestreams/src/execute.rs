@@ -82,7 +82,8 @@ pub async fn execute(
     progress: ProgressFn,
 ) -> Result<Report> {
     let mut report = Report::default();
-    let (mut failures, failed_ids) =
+    clear_the_way(&plan, store, &mut report).await?;
+    let (mut failures, failed_ids, verified) =
         download(&plan, source, store, options, &progress, &mut report).await;
     let mut keep = leftovers_to_keep(&plan, store);
     let references = release_for_publish(&mut plan);
@@ -110,7 +111,7 @@ pub async fn execute(
         Err(e) => Err(e),
     };
     if let Some(index) = &options.content_index {
-        enter_content(&plan, store, index).await;
+        enter_content(&plan, store, index, &verified).await;
     }
     if let Err(e) = published {
         if failures.is_empty() {
@@ -123,6 +124,30 @@ pub async fn execute(
     } else {
         Err(Error::ItemsFailed { failures })
     }
+}
+
+/// Before phase 1: removes the files in the way of downloads (see
+/// [`Plan::clear_the_way`]), and drops them from the pending deletions
+/// (their path may hold a directory by the time those are carried out).
+async fn clear_the_way(plan: &Plan, store: &dyn Store, report: &mut Report) -> Result<()> {
+    if plan.in_the_way.is_empty() {
+        return Ok(());
+    }
+    for p in &plan.in_the_way {
+        log::warn!(
+            "{}: removed early: a new item needs its place (a file where a directory goes, or the reverse)",
+            store.display(p)
+        );
+        store.remove(p).await?;
+        report.deleted += 1;
+    }
+    let mut pending = store.load_pending_deletes().await?;
+    let before = pending.len();
+    pending.retain(|p, _| !plan.in_the_way.iter().any(|w| w.as_str() == p));
+    if pending.len() != before {
+        store.save_pending_deletes(&pending).await?;
+    }
+    Ok(())
 }
 
 /// How a download's file came to be in place.
@@ -138,8 +163,9 @@ enum Obtained {
 
 /// Phase 1: obtains every download of the plan, `jobs` at a time: first
 /// those fetched or linked from content stored before the run, then the
-/// twins of those fetched. Gives the failures and the content ids they
-/// leave incomplete.
+/// twins of those fetched. Gives the failures, the content ids they
+/// leave incomplete, and the paths whose bytes this run verified (fetched,
+/// checked, or linked from verified content).
 async fn download(
     plan: &Plan,
     source: &Source,
@@ -147,7 +173,7 @@ async fn download(
     options: &ExecuteOptions,
     progress: &ProgressFn,
     report: &mut Report,
-) -> (Vec<Error>, BTreeSet<String>) {
+) -> (Vec<Error>, BTreeSet<String>, BTreeSet<String>) {
     let fetcher = Fetcher {
         source,
         store,
@@ -169,7 +195,16 @@ async fn download(
     let mut failures = Vec::new();
     let mut failed_ids = BTreeSet::new();
     let mut not_started = 0;
+    let mut verified = BTreeSet::new();
     for (d, r) in results {
+        let checked = match &r {
+            Ok(Obtained::Fetched(_) | Obtained::Checked) => true,
+            Ok(Obtained::Linked) => matches!(d.origin, Origin::Indexed(_) | Origin::Twin(_)),
+            Err(_) => false,
+        };
+        if checked {
+            verified.insert(d.path.to_string());
+        }
         match r {
             Ok(Obtained::Fetched(n)) if n > 0 => {
                 report.files += 1;
@@ -202,7 +237,7 @@ async fn download(
             triage: triage_parts(store, &stopped).await,
         });
     }
-    (failures, failed_ids)
+    (failures, failed_ids, verified)
 }
 
 /// What the downloads of a run share.
@@ -260,6 +295,12 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
         ..
     } = fetcher;
     let store = *store;
+    if let Origin::Indexed(entry) = &d.origin
+        && let Err(e) = check_index_entry(d, entry, options).await
+    {
+        log::warn!("{e}; not linked, fetching {} instead", d.path);
+        return fetch_one(d, source, store, progress).await;
+    }
     let linked = match &d.origin {
         Origin::Fetch => Linked::Unsupported,
         Origin::Twin(first) if !done.contains(first.as_str()) => Linked::Unsupported,
@@ -269,22 +310,39 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
         Origin::Indexed(entry) => try_link(d, store, store.import(entry, &d.path).await).await,
     };
     if linked != Linked::Unsupported {
-        let checked = match &d.origin {
-            Origin::Indexed(_) if options.verify_links => verify_stored(d, store).await,
-            _ => Ok(()),
-        };
-        match checked {
-            Ok(()) => {
-                log::info!("linked {} to identical content ({linked:?})", d.path);
-                return Ok(Obtained::Linked);
-            }
-            Err(e) => {
-                log::warn!("{e}; fetching it instead");
-                store.remove(&d.path).await?;
-            }
-        }
+        log::info!("linked {} to identical content ({linked:?})", d.path);
+        return Ok(Obtained::Linked);
     }
     fetch_one(d, source, store, progress).await
+}
+
+/// Before a content-index entry is linked: its record proves it unchanged
+/// since it was verified (see [`crate::content`]), or it is hashed now
+/// (always with `--verify-existing`) and recorded. An error says why it
+/// must not be linked.
+async fn check_index_entry(
+    d: &Download,
+    entry: &std::path::Path,
+    options: &ExecuteOptions,
+) -> Result<()> {
+    let Some(index) = &options.content_index else {
+        return Ok(());
+    };
+    if !options.verify_links && index.is_fresh(entry) {
+        return Ok(());
+    }
+    let what = format!("content index entry {}", entry.display());
+    let (expected, path) = (d.expected.clone(), entry.to_path_buf());
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        expected.check_reader(&what, &mut file)
+    })
+    .await
+    .map_err(|e| Error::transfer(d.path.as_str(), e.to_string()))?;
+    if checked.is_ok() {
+        index.vouch(entry);
+    }
+    checked
 }
 
 /// Checks what linking `d` gave (`linked`): the result must have the
@@ -358,10 +416,9 @@ async fn fetch_one(
     if d.verify_only {
         match verify_stored(d, store).await {
             Ok(()) => return Ok(Obtained::Checked),
-            Err(e) => {
-                log::warn!("{e}; fetching it again");
-                store.remove(&d.path).await?;
-            }
+            // The file stays until the fetched one, verified, is
+            // committed over it.
+            Err(e) => log::warn!("{e}; fetching it again"),
         }
     }
     let staged = store.stage(&d.path).await?;
@@ -683,8 +740,16 @@ async fn other_published_products(
 
 /// Phase 4: enters every item of the plan's states that is in the mirror
 /// into the content index, then collects the entries no mirror holds any
-/// more. Problems with the index are warnings: it only saves downloads.
-async fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
+/// more. An item this run verified (`verified`) is recorded as such, and
+/// replaces an entry of its content that is not ours and whose record is
+/// stale (it may hold wrong bytes: see [`crate::content`]). Problems with
+/// the index are warnings: it only saves downloads.
+async fn enter_content(
+    plan: &Plan,
+    store: &dyn Store,
+    index: &ContentIndex,
+    verified: &BTreeSet<String>,
+) {
     let mut items: Vec<(RelPath, Option<u64>, ContentKey)> = Vec::new();
     for entry in plan.streams.iter().flat_map(|sp| sp.state.items()) {
         let item = entry.item;
@@ -701,11 +766,18 @@ async fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
         .map(|(p, size, _)| (p.clone(), *size))
         .collect();
     let present = store.have_files(&asked).await;
-    let held: Vec<(ContentKey, PathBuf)> = items
+    let held: Vec<Held> = items
         .into_iter()
         .zip(present)
         .filter(|(_, there)| *there)
-        .filter_map(|((path, _, key), _)| Some((key, store.local_path(&path)?)))
+        .filter_map(|((path, _, key), _)| {
+            Some(Held {
+                file: store.local_path(&path)?,
+                verified: verified.contains(path.as_str()),
+                path,
+                key,
+            })
+        })
         .collect();
     let index = index.clone();
     let entering = tokio::task::spawn_blocking(move || index_content(&index, held)).await;
@@ -714,15 +786,40 @@ async fn enter_content(plan: &Plan, store: &dyn Store, index: &ContentIndex) {
     }
 }
 
-/// Enters `held` (content stored in local files) into `index` where it is
-/// not yet, then collects the index's garbage (blocking file work).
-fn index_content(index: &ContentIndex, held: Vec<(ContentKey, PathBuf)>) {
+/// An item held in a local file, for the content index.
+struct Held {
+    path: RelPath,
+    key: ContentKey,
+    file: PathBuf,
+    /// Whether this run verified it (fetched or hashed).
+    verified: bool,
+}
+
+/// Enters `held` into `index` where it is not yet, records what this run
+/// verified, replaces a stale entry by a verified item, then collects the
+/// index's garbage (blocking file work).
+fn index_content(index: &ContentIndex, held: Vec<Held>) {
     let mut entered = 0;
-    for (key, file) in held {
-        if index.find(&key).is_some() {
-            continue;
-        }
-        match index.add(&key, &file) {
+    for Held {
+        path,
+        key,
+        file,
+        verified,
+    } in held
+    {
+        let entered_now = match index.find(&key) {
+            None => index.add(&key, &file, verified),
+            Some(there) if verified && same_file(&there, &file) => {
+                index.vouch(&there);
+                Ok(false)
+            }
+            Some(there) if verified && !index.is_fresh(&there) => {
+                log::info!("content index {}: replaced by {path}", there.display());
+                index.replace(&key, &file)
+            }
+            Some(_) => Ok(false),
+        };
+        match entered_now {
             Ok(true) => entered += 1,
             Ok(false) => {}
             Err(e) => {
@@ -739,6 +836,15 @@ fn index_content(index: &ContentIndex, held: Vec<(ContentKey, PathBuf)>) {
             c.bytes
         ),
         Err(e) => log::warn!("content index: {e}"),
+    }
+}
+
+/// Whether `a` and `b` are one file (one inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

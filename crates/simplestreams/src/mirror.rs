@@ -151,9 +151,16 @@ impl Mirror {
         if whole {
             check_filters(&self.options.filters, &stream)?;
         }
+        let unchanged: Vec<String> = (stream.unchanged.iter())
+            .map(|u| u.content_id.clone())
+            .collect();
         let mut plan = Plan::build(stream, self.store(), &self.options).await?;
         if let Some(index) = self.content_index() {
             plan.use_content_index(&index);
+            if self.options.item_download {
+                plan.check_shared_files(&index, self.store(), &unchanged)
+                    .await;
+            }
         }
         plan.check_space(self.store(), self.settings.min_free).await;
         Ok((plan, whole))
@@ -171,6 +178,7 @@ impl Mirror {
         let started = Instant::now();
         let _lease = self.store.lock(self.settings.wait).await?;
         self.store.check_writable().await?;
+        self.repair_signatures().await?;
         let (cache, stream) = self.read().await?;
         let seen = cache.seen(&stream);
         let (plan, whole) = self.build_plan(stream).await?;
@@ -210,6 +218,18 @@ impl Mirror {
             report,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Before phase 1, in a re-signed mirror: every published signature
+    /// verified with the mirror's key, and one that does not (a kill
+    /// between the renames of a pair) made again: see
+    /// [`crate::resign::repair_signatures`].
+    async fn repair_signatures(&self) -> Result<()> {
+        if let Publication::Resigned(key) = &self.settings.publication {
+            let index = crate::holdings::json_path(self.reader.entry());
+            crate::resign::repair_signatures(self.store(), key, &index).await?;
+        }
+        Ok(())
     }
 
     /// Phase 1: the stream, read conditionally against the fetch cache of

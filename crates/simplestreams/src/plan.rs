@@ -93,6 +93,22 @@ pub struct StreamPlan {
     pub added: Vec<PlannedItem>,
     /// Items of versions removed, in order.
     pub removed: Vec<PlannedItem>,
+    /// Items of held versions that upstream re-spun (see [`Respin`]).
+    pub respun: Vec<Respin>,
+}
+
+/// An item of a version the mirror holds and keeps whose file upstream
+/// changed under the same version name (another checksum, size or path).
+/// The state takes the new item, so the file is fetched again (staged,
+/// verified against the new checksum, then committed over the old one)
+/// before the new metadata is published, and `--verify-existing` checks
+/// against the new metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Respin {
+    /// The item as the mirror held it.
+    pub old: PlannedItem,
+    /// The item as upstream now describes it.
+    pub new: PlannedItem,
 }
 
 impl StreamPlan {
@@ -164,6 +180,12 @@ pub struct Plan {
     /// The deletions earlier runs scheduled, with when (see
     /// [`PendingDeletes`]).
     pub pending: PendingDeletes,
+    /// Files to delete that stand where a download needs a directory (an
+    /// item path that was a file is now a directory of a new version's
+    /// item) or in a directory where a download needs a file (the
+    /// reverse): removed before the downloads, not after publishing (see
+    /// [`Plan::clear_the_way`]).
+    pub in_the_way: BTreeSet<RelPath>,
     /// The space check against the store, once made
     /// ([`Plan::check_space`]).
     pub space: Option<SpaceCheck>,
@@ -196,7 +218,7 @@ impl Plan {
             || !missing.is_empty()
             || streams
                 .iter()
-                .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty());
+                .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty() || !sp.respun.is_empty());
         let mut plan = Plan {
             index: stream.index,
             streams,
@@ -205,6 +227,7 @@ impl Plan {
             deletions: BTreeSet::new(),
             deletion_bytes: 0,
             pending: scheduled,
+            in_the_way: BTreeSet::new(),
             space: None,
         };
         if changes {
@@ -228,6 +251,7 @@ impl Plan {
                 .map(|u| u.content_id.as_str())
                 .collect();
             plan.share_content(store, &unchanged).await;
+            plan.clear_the_way();
         }
         Ok(plan)
     }
@@ -261,6 +285,121 @@ impl Plan {
                     Origin::Fetch
                 }
             };
+        }
+    }
+
+    /// Held items whose file is the inode of their content-index entry while
+    /// the entry's record is stale (the shared file changed since it was
+    /// verified: an in-place edit through another mirror's name changes
+    /// this one too) are checked, and fetched again when wrong (see
+    /// [`crate::content`]). `unchanged` are the content ids whose products
+    /// files did not change (their states are read for this: a rerun with
+    /// an unchanged source checks too). Gives how many.
+    pub async fn check_shared_files(
+        &mut self,
+        index: &ContentIndex,
+        store: &dyn Store,
+        unchanged: &[String],
+    ) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &std::path::Path| {
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let busy: BTreeSet<RelPath> = self.downloads.iter().map(|d| d.path.clone()).collect();
+        let mut checks: BTreeMap<RelPath, Download> = BTreeMap::new();
+        // Only a source of checks: a state that cannot be read is skipped.
+        let mut others: Vec<(&str, Products)> = Vec::new();
+        for cid in unchanged {
+            if let Ok(state) = store.load_state(cid).await {
+                others.push((cid.as_str(), state));
+            }
+        }
+        let states = (self.streams.iter())
+            .map(|sp| (sp.content_id(), &sp.state))
+            .chain(others.iter().map(|(cid, state)| (*cid, state)));
+        for (content_id, state) in states {
+            for entry in state.items() {
+                let item = entry.item;
+                let Some(path) = &item.path else { continue };
+                if busy.contains(path) {
+                    continue;
+                }
+                let Some(key) = ContentKey::of(item.size, item.checksum.as_ref()) else {
+                    continue;
+                };
+                let Some(file) = store.local_path(path) else {
+                    continue;
+                };
+                let held = inode(&file);
+                let stale_entry = index
+                    .find(&key)
+                    .filter(|e| inode(e) == held && !index.is_fresh(e));
+                let suspect = index.suspect(&key).filter(|s| inode(s) == held);
+                let Some(shared) = stale_entry.or(suspect) else {
+                    continue;
+                };
+                if held.is_none() {
+                    continue;
+                }
+                log::warn!(
+                    "{path}: one file with {} of the content index, changed since it was verified; checking it",
+                    shared.display()
+                );
+                checks
+                    .entry(path.clone())
+                    .or_insert_with(|| Download {
+                        path: path.clone(),
+                        expected: Expected {
+                            size: item.size,
+                            checksum: item.checksum.clone(),
+                        },
+                        content_ids: BTreeSet::new(),
+                        verify_only: true,
+                        origin: Origin::Fetch,
+                    })
+                    .content_ids
+                    .insert(content_id.to_owned());
+            }
+        }
+        let n = checks.len();
+        self.downloads.extend(checks.into_values());
+        n
+    }
+
+    /// Moves from the deletions to [`Plan::in_the_way`] the files a
+    /// download cannot be put in place beside: a file at a directory of a
+    /// download's path, or a file under a download's path. Both can only
+    /// be deletions of this run (unreferenced after it, claimed by no
+    /// state), so removing them early loses nothing the new metadata
+    /// names; until it is published, the old metadata names a file that is
+    /// gone (an item path that turns into a directory cannot be both at
+    /// once), which is no worse than the file the old metadata lists
+    /// being about to go, and is what a later run would repair.
+    fn clear_the_way(&mut self) {
+        let files: BTreeSet<&str> = self.downloads.iter().map(|d| d.path.as_str()).collect();
+        let dirs: BTreeSet<&str> = self
+            .downloads
+            .iter()
+            .flat_map(|d| d.path.ancestors())
+            .collect();
+        let claimed: BTreeSet<&RelPath> = self
+            .streams
+            .iter()
+            .flat_map(|sp| sp.state.items())
+            .filter_map(|e| e.item.path.as_ref())
+            .collect();
+        let blocking: Vec<RelPath> = self
+            .deletions
+            .iter()
+            .filter(|p| dirs.contains(p.as_str()) || p.ancestors().any(|a| files.contains(a)))
+            .filter(|p| !claimed.contains(p))
+            .cloned()
+            .collect();
+        for p in blocking {
+            self.deletions.remove(&p);
+            self.in_the_way.insert(p);
         }
     }
 
@@ -546,6 +685,7 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         products: target.products.clone(),
     };
     let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut kept: Vec<(String, String, Version)> = Vec::new();
     let mut seen = BTreeSet::new();
     for (pname, product) in &source.products.products {
         let mut wanted = filtered_versions(&source.products, pname, product, &options.filters);
@@ -573,7 +713,14 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
             }
             entry.versions.remove(v);
         }
+        // What is left of `wanted`: the held versions kept.
+        kept.extend(
+            wanted
+                .into_iter()
+                .map(|(v, version)| (pname.clone(), v, version)),
+        );
     }
+    let respun = take_respins(&cid, &mut state, &kept);
     if options.prune {
         for (pname, product) in &target.products {
             if seen.contains(pname) {
@@ -590,7 +737,47 @@ fn plan_stream(source: ProductsDocument, target: Products, options: &MirrorOptio
         state,
         added,
         removed,
+        respun,
     }
+}
+
+/// The re-spins among the held versions kept (`kept`: product, version and
+/// the source's filtered version): each item the state holds under the
+/// same name whose path, size or checksum upstream changed is replaced in
+/// `state` by upstream's (see [`Respin`]). Items of other names are left
+/// as they are (as for any held version).
+fn take_respins(
+    content_id: &str,
+    state: &mut Products,
+    kept: &[(String, String, Version)],
+) -> Vec<Respin> {
+    let mut respun = Vec::new();
+    for (pname, vname, source) in kept {
+        let Some(held) = state
+            .products
+            .get_mut(pname)
+            .and_then(|p| p.versions.get_mut(vname))
+        else {
+            continue;
+        };
+        for (iname, new) in &source.items {
+            let Some(old) = held.items.get(iname) else {
+                continue;
+            };
+            if (&old.path, old.size, &old.checksum) == (&new.path, new.size, &new.checksum) {
+                continue;
+            }
+            log::warn!(
+                "{pname} {vname} {iname}: changed upstream under the same version; fetching it again"
+            );
+            respun.push(Respin {
+                old: PlannedItem::new(content_id, pname, vname, iname, old),
+                new: PlannedItem::new(content_id, pname, vname, iname, new),
+            });
+            held.items.insert(iname.clone(), new.clone());
+        }
+    }
+    respun
 }
 
 /// Updates the references for one content id: items of removed versions
@@ -611,8 +798,18 @@ fn update_references(
             list.retain(|r| *r != it.reference());
         }
     }
+    for respin in &sp.respun {
+        if respin.old.path != respin.new.path
+            && let Some(p) = &respin.old.path
+        {
+            candidates.insert(p.clone());
+            if let Some(list) = refs.get_mut(p.as_str()) {
+                list.retain(|r| *r != respin.old.reference());
+            }
+        }
+    }
     if item_download {
-        for it in &sp.added {
+        for it in sp.added.iter().chain(sp.respun.iter().map(|r| &r.new)) {
             let Some(p) = &it.path else { continue };
             let list = refs.entry(p.to_string()).or_default();
             let r = it.reference();
@@ -667,7 +864,10 @@ async fn present_files(
 fn missing_kept_items(streams: &[StreamPlan], present: &Presence) -> BTreeSet<RelPath> {
     let mut out = BTreeSet::new();
     for sp in streams {
-        let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        let added: BTreeSet<&RelPath> = (sp.added.iter())
+            .chain(sp.respun.iter().map(|r| &r.new))
+            .filter_map(|it| it.path.as_ref())
+            .collect();
         for entry in sp.state.items() {
             let Some(path) = &entry.item.path else {
                 continue;
@@ -694,11 +894,18 @@ fn plan_downloads(
     let mut by_path: BTreeMap<RelPath, Download> = BTreeMap::new();
     for sp in streams {
         let added: BTreeSet<&RelPath> = sp.added.iter().filter_map(|it| it.path.as_ref()).collect();
+        let respun: BTreeSet<&RelPath> = sp
+            .respun
+            .iter()
+            .filter_map(|r| r.new.path.as_ref())
+            .collect();
         for entry in sp.state.items() {
             let item = entry.item;
             let Some(path) = &item.path else { continue };
             let present = present.has(path, item.size);
-            let wanted = if added.contains(path) {
+            let wanted = if respun.contains(path) {
+                true
+            } else if added.contains(path) {
                 !present || options.verify_existing || disputed.contains(path)
             } else if present {
                 options.verify_existing
@@ -1097,6 +1304,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_item_changed_upstream_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
+                .await
+                .unwrap(),
+            &store,
+        )
+        .await;
+        // The same version re-spun: the kernel has other bytes.
+        let respun = stream_with(&[("ga", &["1"])], |doc| {
+            doc["products"]["ga"]["versions"]["1"]["items"]["kernel"]["sha256"] =
+                "c".repeat(64).into();
+        });
+        let plan = Plan::build(respun, &store, &options(None)).await.unwrap();
+        let sp = &plan.streams[0];
+        assert!(sp.added.is_empty() && sp.removed.is_empty());
+        let respins: Vec<&str> = sp.respun.iter().map(|r| r.new.item.as_str()).collect();
+        assert_eq!(respins, ["kernel"]);
+        let d: Vec<(&str, bool)> = plan
+            .downloads
+            .iter()
+            .map(|d| (d.path.as_str(), d.verify_only))
+            .collect();
+        assert_eq!(
+            d,
+            [("ga/1/kernel", true)],
+            "checked against the new checksum"
+        );
+        let expected = plan.downloads[0].expected.checksum.as_ref().unwrap();
+        assert_eq!(expected.hex(), "c".repeat(64));
+        let held = sp.state.items().find(|e| e.item_name == "kernel").unwrap();
+        assert_eq!(held.item.checksum.as_ref().unwrap().hex(), "c".repeat(64));
+        assert!(
+            plan.deletions.is_empty(),
+            "the same path stays referenced: {:?}",
+            plan.deletions
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_in_the_way_of_a_new_directory_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        apply(
+            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(Some(1)))
+                .await
+                .unwrap(),
+            &store,
+        )
+        .await;
+        // Version 2's kernel lives under what was version 1's kernel file.
+        let second = stream_with(&[("ga", &["1", "2"])], |doc| {
+            doc["products"]["ga"]["versions"]["2"]["items"]["kernel"]["path"] =
+                "ga/1/kernel/2".into();
+        });
+        let plan = Plan::build(second, &store, &options(Some(1)))
+            .await
+            .unwrap();
+        let in_the_way: Vec<&str> = plan.in_the_way.iter().map(|p| p.as_str()).collect();
+        assert_eq!(in_the_way, ["ga/1/kernel"]);
+        assert!(!plan.deletions.iter().any(|p| p.as_str() == "ga/1/kernel"));
+    }
+
+    #[tokio::test]
     async fn existing_files_are_trusted_by_size_or_verified() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
@@ -1235,7 +1508,7 @@ mod tests {
         let key = ContentKey::of(Some(2 << 20), Some(&Checksum::Sha256(sum))).unwrap();
         let elsewhere = dir.path().join("other-mirror-kernel");
         std::fs::write(&elsewhere, vec![0u8; 2 << 20]).unwrap();
-        assert!(index.add(&key, &elsewhere).unwrap());
+        assert!(index.add(&key, &elsewhere, true).unwrap());
         let mut plan = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
             .await
             .unwrap();

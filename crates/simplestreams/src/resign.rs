@@ -23,7 +23,7 @@ use crate::holdings::{
     retain_items, signed_index, sjson_path,
 };
 use crate::metadata::Document;
-use crate::openpgp::SigningKey;
+use crate::openpgp::{KeyError, SigningKey};
 use crate::path::RelPath;
 use crate::plan::StreamPlan;
 use crate::store::Store;
@@ -132,7 +132,7 @@ pub async fn publish_index(
         keep_updated(&mut plain, previous);
     }
     let bytes = render(&plain);
-    store.write_atomic(&path, &bytes).await?;
+    write_pair(store, key, &path, &bytes).await?;
     sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes).await?;
     publish_keyring(store, key).await
 }
@@ -183,7 +183,7 @@ async fn write_signed(
         keep_updated(&mut document, &previous);
     }
     let bytes = render(&document);
-    store.write_atomic(path, &bytes).await?;
+    write_pair(store, key, path, &bytes).await?;
     sign_beside(store, key, path, &bytes, &bytes).await?;
     Ok(document)
 }
@@ -192,6 +192,18 @@ async fn write_signed(
 /// document `path`, and a detached signature of `plain` (its bytes) as the
 /// `.json.gpg`; each only when what is there is not already this key's
 /// signature of the same content.
+///
+/// # The `.json` / `.json.gpg` pair
+///
+/// Two files cannot be renamed into place at once, so a reader between
+/// the two renames, or a kill there, sees a `.json` beside the signature
+/// of its previous content. The window is narrowed, not closed: the
+/// signature is computed before the `.json` is written (by
+/// [`write_pair`]), so the two renames follow each other with only the
+/// small signature file's write between them. What a kill leaves there
+/// is repaired first thing by the next run with the key
+/// ([`repair_signatures`]), whatever that run then fetches or publishes.
+/// The `.sjson` carries its own signature: it is always whole.
 async fn sign_beside(
     store: &dyn Store,
     key: &SigningKey,
@@ -199,24 +211,161 @@ async fn sign_beside(
     text: &[u8],
     plain: &[u8],
 ) -> Result<()> {
-    let signing = |source| Error::CannotSign {
-        path: store.display(path),
-        source,
-    };
     if let Some(sjson) = sjson_path(path) {
         let current = store.read(&sjson).await.ok().flatten();
         if !current.is_some_and(|c| key.verifies_cleartext(&c, text)) {
-            let signed = key.clearsign(text).map_err(signing)?;
+            let signed = key.clearsign(text).map_err(|e| signing(store, path, e))?;
             store.write_atomic(&sjson, &signed).await?;
         }
     }
     let gpg = detached_path(path);
     let current = store.read(&gpg).await.ok().flatten();
     if !current.is_some_and(|c| key.verifies_detached(&c, plain)) {
-        let signature = key.sign_detached(plain).map_err(signing)?;
+        let signature = key
+            .sign_detached(plain)
+            .map_err(|e| signing(store, path, e))?;
         store.write_atomic(&gpg, &signature).await?;
     }
     Ok(())
+}
+
+/// Writes the plain document `path` as `bytes` and, right after, its
+/// detached signature (made before the first write, so that the two
+/// renames are as close as they can be; see [`sign_beside`]). Nothing is
+/// written when both are already there.
+async fn write_pair(
+    store: &dyn Store,
+    key: &SigningKey,
+    path: &RelPath,
+    bytes: &[u8],
+) -> Result<()> {
+    let gpg = detached_path(path);
+    let same_plain = store.read(path).await.ok().flatten().as_deref() == Some(bytes);
+    let signed = store
+        .read(&gpg)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|c| key.verifies_detached(&c, bytes));
+    if same_plain && signed {
+        return Ok(());
+    }
+    let signature = if signed {
+        None
+    } else {
+        Some(
+            key.sign_detached(bytes)
+                .map_err(|e| signing(store, path, e))?,
+        )
+    };
+    store.write_atomic(path, bytes).await?;
+    if let Some(signature) = signature {
+        store.write_atomic(&gpg, &signature).await?;
+    }
+    Ok(())
+}
+
+/// The error of signing the document at `path`.
+fn signing(store: &dyn Store, path: &RelPath, source: KeyError) -> Error {
+    Error::CannotSign {
+        path: store.display(path),
+        source,
+    }
+}
+
+/// What [`repair_signatures`] found and fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// The signature files written again (`.json.gpg`, `.sjson`).
+    pub files: Vec<RelPath>,
+}
+
+/// First thing in a re-signed run (before anything is fetched): checks that
+/// each re-signed document published in the mirror — the index `index`
+/// (its plain path) and every products file it names — verifies with
+/// `key`: its `.json.gpg` against its `.json`, its `.sjson` by itself and
+/// against the `.json`. One that does not (a kill between the renames of a
+/// pair, a damaged file) is signed again from the `.json`, which is
+/// whole (written atomically). A mirror not re-signed with this key (its
+/// published keyring is not this key's: upstream's documents, or another
+/// key's, which the run replaces anyway) is left alone.
+pub async fn repair_signatures(
+    store: &dyn Store,
+    key: &SigningKey,
+    index: &RelPath,
+) -> Result<Repaired> {
+    let mut repaired = Repaired::default();
+    if !resigned_with(store, key).await? {
+        return Ok(repaired);
+    }
+    let Some(plain_index) = read_published_index(store, index).await else {
+        return Ok(repaired);
+    };
+    for path in index_paths(&plain_index) {
+        let path = json_path(&path);
+        if let Ok(Some(bytes)) = store.read(&path).await {
+            repair_pair(store, key, &path, &bytes, &bytes, &mut repaired).await?;
+        }
+    }
+    if let Ok(Some(bytes)) = store.read(index).await {
+        let text = render(&signed_index(&plain_index));
+        repair_pair(store, key, index, &text, &bytes, &mut repaired).await?;
+    }
+    for file in &repaired.files {
+        log::warn!(
+            "{}: did not verify with the mirror's key; signed again",
+            store.display(file)
+        );
+    }
+    Ok(repaired)
+}
+
+/// Signs again what of the pair at `path` does not verify: the `.sjson`
+/// (clear-signed `text`) and the `.json.gpg` (of `plain`).
+async fn repair_pair(
+    store: &dyn Store,
+    key: &SigningKey,
+    path: &RelPath,
+    text: &[u8],
+    plain: &[u8],
+    repaired: &mut Repaired,
+) -> Result<()> {
+    let gpg = detached_path(path);
+    let before_gpg = store.read(&gpg).await.ok().flatten();
+    let sjson = sjson_path(path);
+    let before_sjson = match &sjson {
+        Some(p) => store.read(p).await.ok().flatten(),
+        None => None,
+    };
+    sign_beside(store, key, path, text, plain).await?;
+    if store.read(&gpg).await.ok().flatten() != before_gpg {
+        repaired.files.push(gpg);
+    }
+    if let Some(sjson) = sjson
+        && store.read(&sjson).await.ok().flatten() != before_sjson
+    {
+        repaired.files.push(sjson);
+    }
+    Ok(())
+}
+
+/// Whether the mirror was re-signed with `key`: the keyring it publishes
+/// is this key's.
+async fn resigned_with(store: &dyn Store, key: &SigningKey) -> Result<bool> {
+    let Ok(Some(published)) = store.read(&keyring_path()?).await else {
+        return Ok(false);
+    };
+    Ok(key
+        .public_keyring_binary()
+        .is_ok_and(|ours| ours == published))
+}
+
+/// The plain index published at `path`, if it is an index.
+async fn read_published_index(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
+    let bytes = store.read(path).await.ok()??;
+    let doc: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    doc.get("index")?.as_object()?;
+    Some(doc)
 }
 
 /// Removes, as upstream's documents are published again in a mirror that

@@ -27,7 +27,7 @@ use simplestreams::resign::Publication;
 use simplestreams::source::{Source, TransferOptions, source_url};
 use std::fmt;
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,24 +248,28 @@ impl MirrorJob {
             wipe_guard: (!o.force).then_some(WIPE_GUARD),
             min_free: o.min_free.map(|s| s.0),
             delete_delay: o.delete_delay.map_or(self.default_delete_delay, |d| d.0),
-            content_index: self.content_index(),
+            content_index: self.content_index()?,
             publication: self.publication()?,
         };
         Ok(Mirror::new(reader, store, options, settings))
     }
 
     /// The content index, when it can serve this mirror.
-    fn content_index(&self) -> Option<PathBuf> {
-        let dir = self.options.content_index.as_ref()?;
-        if ContentIndex::new(dir).shares_filesystem_with(&self.dir) {
-            return Some(dir.clone());
+    fn content_index(&self) -> Result<Option<PathBuf>, CliError> {
+        let Some(given) = self.options.content_index.as_deref() else {
+            return Ok(None);
+        };
+        let dir = content_index_for(given, &self.dir)?;
+        let mirror = simplestreams::content::resolve_dir(&self.dir).unwrap_or(self.dir.clone());
+        if ContentIndex::new(&dir).shares_filesystem_with(&mirror) {
+            return Ok(Some(dir));
         }
         log::warn!(
             "content index {}: not on the filesystem of {} (hard links cannot cross filesystems); not used",
             dir.display(),
             self.dir.display()
         );
-        None
+        Ok(None)
     }
 
     /// Upstream's documents, or re-signed ones with the key of `sign_key`
@@ -276,6 +280,29 @@ impl MirrorJob {
             Some(path) => Publication::Resigned(Arc::new(self.passphrase.open_key(path)?)),
         })
     }
+}
+
+/// The content index `dir` of the mirror in `mirror` (a directory or an
+/// S3 URL), resolved (a relative path against the working directory, as
+/// the mirror's own); refused inside the mirror, where a run would take
+/// its entries for files of the mirror's own (resolved paths compared).
+fn content_index_for(dir: &Path, mirror: &Path) -> Result<PathBuf, CliError> {
+    use simplestreams::content::resolve_dir;
+    let unresolvable = |e: std::io::Error| {
+        CliError::usage(anyhow::anyhow!("content index {}: {e}", dir.display()))
+    };
+    let index = resolve_dir(dir).map_err(unresolvable)?;
+    if !mirror.to_string_lossy().contains("://") {
+        let mirror_dir = resolve_dir(mirror).map_err(unresolvable)?;
+        if index.starts_with(&mirror_dir) {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "content index {}: inside the mirror {} (give a directory beside it)",
+                dir.display(),
+                mirror.display()
+            )));
+        }
+    }
+    Ok(index)
 }
 
 /// Share of the mirror pruning may delete without `force`.
