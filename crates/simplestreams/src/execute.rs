@@ -82,6 +82,9 @@ pub async fn execute(
     progress: ProgressFn,
 ) -> Result<Report> {
     let mut report = Report::default();
+    if plan.references.is_some() {
+        mark_unclean(store).await?;
+    }
     clear_the_way(&plan, store, &mut report).await?;
     let (mut failures, failed_ids, verified) =
         download(&plan, source, store, options, &progress, &mut report).await;
@@ -101,9 +104,11 @@ pub async fn execute(
             let deleted = delete(&plan, store, &refs, options.delete_delay, &mut report).await;
             if deleted.is_ok()
                 && let Some(keep) = keep.as_mut()
-                && let Err(e) = collect(&plan, store, &refs, keep, &mut report).await
             {
-                log::warn!("leftovers of earlier runs not collected: {e}");
+                match collect(&plan, store, &refs, keep, &mut report).await {
+                    Ok(()) => mark_clean(store).await,
+                    Err(e) => log::warn!("leftovers of earlier runs not collected: {e}"),
+                }
             }
             deleted
         }
@@ -620,6 +625,30 @@ fn checked_entries(plan: &Plan, on_disk: &PendingDeletes) -> PendingDeletes {
                 .then(|| (p.clone(), *since)),
         })
         .collect()
+}
+
+/// Before a run changes a directory mirror: marks it unclean (see
+/// [`crate::layout::UNCLEAN`]) until its leftovers are collected, so that a
+/// kill before then has the next run collect them, whatever it does.
+async fn mark_unclean(store: &dyn Store) -> Result<()> {
+    if store.local_root().is_none() {
+        return Ok(());
+    }
+    let rel = crate::store::data_rel(crate::layout::UNCLEAN)?;
+    if store.stamp(&rel).await.is_none() {
+        store.write_atomic(&rel, b"").await?;
+    }
+    Ok(())
+}
+
+/// After the leftovers are collected: the mirror is clean again.
+async fn mark_clean(store: &dyn Store) {
+    let Ok(rel) = crate::store::data_rel(crate::layout::UNCLEAN) else {
+        return;
+    };
+    if let Err(e) = store.remove(&rel).await {
+        log::warn!("{e}");
+    }
 }
 
 /// Whether the pending deletion of `rel` names a regular file or nothing;

@@ -24,6 +24,12 @@ pub const STATUS_PREFIX: &str = "sstream-status-";
 pub const STATUS_SUFFIX: &str = ".json";
 /// The lock file under [`DATA_DIR`].
 pub const LOCK: &str = "sstream.lock";
+/// The marker under [`DATA_DIR`] of a run that changes a directory mirror:
+/// written before its first download, removed once its leftovers are
+/// collected. Still there, it says that a run was killed or failed before
+/// collecting (its `.part` files and orphans are still around), and the
+/// next run collects even when it has nothing else to do.
+pub const UNCLEAN: &str = "sstream-unclean";
 /// Prefix of every name of ours under [`DATA_DIR`] (lock, caches, pending
 /// deletions, status records, ...): `sstream.lock`, `sstream-*`.
 pub const OWN_PREFIX: &str = "sstream";

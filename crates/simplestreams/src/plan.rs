@@ -216,6 +216,7 @@ impl Plan {
         };
         let changes = !pending.is_empty()
             || !missing.is_empty()
+            || is_unclean(store).await
             || streams
                 .iter()
                 .any(|sp| !sp.added.is_empty() || !sp.removed.is_empty() || !sp.respun.is_empty());
@@ -564,6 +565,19 @@ async fn checked_pending(stream: &Stream, store: &dyn Store) -> Result<PendingDe
     let file = crate::store::data_rel(crate::store::PENDING_DELETES)?;
     checked.warn(&store.display(&file));
     Ok(checked.kept)
+}
+
+/// Whether a run that changed this directory mirror was killed or failed
+/// before it collected its leftovers (see [`crate::layout::UNCLEAN`]): one
+/// stat, so a no-op run stays cheap.
+async fn is_unclean(store: &dyn Store) -> bool {
+    if store.local_root().is_none() {
+        return false;
+    }
+    match crate::store::data_rel(crate::layout::UNCLEAN) {
+        Ok(rel) => store.stamp(&rel).await.is_some(),
+        Err(_) => false,
+    }
 }
 
 /// The states of the content ids that `references` names and `states`

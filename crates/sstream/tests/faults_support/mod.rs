@@ -560,7 +560,7 @@ pub fn leftovers(root: &Path) -> Vec<String> {
 
 /// Files that are not part of the published mirror and may differ between
 /// two runs of the same stream (a fetch cache holds the server's URL).
-pub const UNCOMPARED: &[&str] = &[".data/sstream-cache.json"];
+pub const UNCOMPARED: &[&str] = &[".data/sstream-cache.json", ".data/sstream-unclean"];
 
 /// Differences between two mirror trees ([`crate::support::tree_diff`]),
 /// leaving out [`UNCOMPARED`] files.
