@@ -221,6 +221,11 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    let models = match std::env::var("SSTREAM_POWERLOSS_MODEL").as_deref() {
+        Ok("strict") => vec![Model::Strict],
+        Ok("ext4") => vec![Model::Ext4Ordered],
+        _ => vec![Model::Strict, Model::Ext4Ordered],
+    };
     let replay = format!("SSTREAM_POWERLOSS_SEED={seed}");
     eprintln!("power loss test: seed {seed} ({replay} to replay), {cuts} cuts");
     let started = Instant::now();
@@ -236,6 +241,11 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
     let mount = Mount::new(&backing, &mnt, Model::Strict, None).unwrap();
     assert_ok(&days.mirror(&server.url, &mnt), "probe run on the mount");
     let trace = mount.trace();
+    let mut kinds = std::collections::BTreeMap::new();
+    for op in &trace {
+        *kinds.entry(format!("{:?}", op.kind)).or_insert(0) += 1;
+    }
+    eprintln!("power loss test: a run's operations: {kinds:?}");
     mount.unmount().unwrap();
     let d = tree_diff(&days.tree2, &backing);
     assert!(
@@ -246,11 +256,7 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
 
     let mut cut_runs = 0;
     for (round, cut) in crash_points(&trace, cuts, &mut rng).into_iter().enumerate() {
-        let model = if round % 2 == 0 {
-            Model::Strict
-        } else {
-            Model::Ext4Ordered
-        };
+        let model = models[round % models.len()];
         let what = format!("{replay}, round {round}, {}", describe(&cut, model));
         std::fs::remove_dir_all(&backing).unwrap();
         copy_tree(&days.tree1, &backing);
