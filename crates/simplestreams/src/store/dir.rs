@@ -111,7 +111,13 @@ impl DirStore {
     /// meanwhile: that is fine when it is a directory (not a symlink).
     fn make_dir(&self, rel: &RelPath, dir: &Path) -> Result<()> {
         match fs::create_dir(dir) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The new directory's entry must be durable before anything
+                // in it is trusted: a power cut would lose it, and every
+                // item under it, however well synced.
+                sync_dir(dir.parent().unwrap_or(&self.root));
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
                 Ok(m) if m.is_dir() => Ok(()),
                 _ => Err(self.unsafe_path(
@@ -749,11 +755,17 @@ impl Staged for PartFile {
     }
 
     /// The record of ranges goes first: a complete `.part` without one is
-    /// verified as it is by the next run.
+    /// verified as it is by the next run. The directory is fsynced after
+    /// the rename: until then a power cut can undo it, and a state
+    /// published next would name an item that is not there.
     async fn commit(self: Box<Self>) -> Result<()> {
         self.finish(|p| {
             remove_if_present(&p.record)?;
-            fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))
+            fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))?;
+            if let Some(dir) = p.dest.parent() {
+                sync_dir(dir);
+            }
+            Ok(())
         })
         .await
     }
