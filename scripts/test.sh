@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check on a fresh machine:
-# installs what the tests need, then format, lint and test the workspace.
+# installs what the tests need, then format, lint, check the docs and test
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,13 @@ df -h . "${TMPDIR:-/tmp}" | sed 's/^/test.sh: /'
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The docs: relative links (files and anchors) in README.md, CONTRIBUTING.md
+# and docs/, and docs/reference.md against the commands' --help and
+# dist/sstream.toml. A failure is reported here and fails the script after
+# the tests have run.
+cargo build -p sstream
+docs_status=0
+python3 scripts/docs-check.py --sstream target/debug/sstream || docs_status=$?
 # Every test binary prints its own "test result:" line; the last line of
 # this script sums them up.
 log=$(mktemp)
@@ -36,4 +44,5 @@ status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [ "$status" -eq 0 ]; then status=$docs_status; fi
 exit "$status"
