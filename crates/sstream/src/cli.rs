@@ -41,6 +41,8 @@ enum Command {
     Key(crate::key::KeyArgs),
     /// Sign an unsigned tree: a .sjson and a .json.gpg beside each streams/v1 .json.
     Sign(crate::sign::SignArgs),
+    /// Make a private CA and a server certificate for `sstream serve --listen-tls`.
+    Tls(crate::tls::TlsArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -94,6 +96,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Status(a) => crate::status::run(a),
         Command::Key(a) => crate::key::run(a).map(done).map_err(CliError::from),
         Command::Sign(a) => crate::sign::run(a).map(done).map_err(CliError::from),
+        Command::Tls(a) => crate::tls::run(a).map(done).map_err(CliError::from),
     };
     finish(program, result)
 }
