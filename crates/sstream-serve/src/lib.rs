@@ -502,7 +502,8 @@ fn spawn_connection(conn: Accepted, slot: Slot, shared: Shared) {
         let mut shutdown = shared.shutdown.clone();
         match transport {
             Transport::Http => {
-                serve_connection(TokioIo::new(stream), peer, conn_local, &slot, shared).await;
+                let io = TokioIo::new(stream);
+                serve_connection(io, peer, conn_local, "http", &slot, shared).await;
             }
             Transport::Https(acceptor) => {
                 let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
@@ -521,7 +522,8 @@ fn spawn_connection(conn: Accepted, slot: Slot, shared: Shared) {
                     () = slot.closing() => return,
                     _ = shutdown.changed() => return,
                 };
-                serve_connection(TokioIo::new(tls_stream), peer, conn_local, &slot, shared).await;
+                let io = TokioIo::new(tls_stream);
+                serve_connection(io, peer, conn_local, "https", &slot, shared).await;
             }
         }
         // The socket (and any file being sent) is closed before the slot
@@ -535,6 +537,7 @@ async fn serve_connection<S>(
     io: TokioIo<S>,
     peer: SocketAddr,
     conn_local: SocketAddr,
+    scheme: &'static str,
     slot: &Slot,
     shared: Shared,
 ) where
@@ -549,7 +552,9 @@ async fn serve_connection<S>(
     let service = service_fn(move |req| {
         let state = state.clone();
         let busy = conn_state.begin_response();
-        async move { Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local, busy).await) }
+        async move {
+            Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local, scheme, busy).await)
+        }
     });
     let mut conn = Box::pin(
         http1::Builder::new()

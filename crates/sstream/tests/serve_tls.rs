@@ -158,7 +158,9 @@ fn curl_over_tls_1_2_and_1_3_gets_what_http_gets() {
         let landing = curl(&ca, &[flags, &[server.https_url.as_str()]].concat());
         let page = ok("curl landing page", &landing);
         assert!(page.contains("<html"), "{page}");
-        assert!(page.contains("streams/v1/index.json"), "{page}");
+        // It tells MAAS the https:// URL it was reached by.
+        let source = format!("{}streams/v1/index.json", server.https_url);
+        assert!(page.contains(&source), "{page}");
     }
     // Plain HTTP beside it serves the same.
     let plain = Command::new("curl")

@@ -701,7 +701,7 @@ impl TlsServer {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let prefix = format!("Serving {} at ", dir.display());
-        let mut url = || {
+        let url = || {
             let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
             line.trim_end()
                 .strip_prefix(&prefix)
