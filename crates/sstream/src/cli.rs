@@ -27,7 +27,7 @@ enum Command {
     Mirror(MirrorArgs),
     /// List the items of a stream (same options as sstream-query).
     Query(QueryArgs),
-    /// Serve a mirror directory over HTTP.
+    /// Serve a mirror directory over HTTP and HTTPS.
     Serve(ServeArgs),
     /// Mirror a generated, signed sample stream, serve it and verify it.
     Demo(crate::demo::DemoArgs),
