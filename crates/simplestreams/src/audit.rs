@@ -1953,9 +1953,25 @@ fn check_served_listed(
     full: bool,
     report: &mut Report,
 ) -> Option<Wanted> {
+    let absent = |status: &str| format!("{status}, but {RESIGNED} ({})", want.reference);
+    check_served_against(source, want, found?, full, report, absent)
+}
+
+/// Checks one served file against what the metadata says of it (`want`):
+/// the size (when the server tells its `Content-Length`); `absent` says
+/// why a file not served is a problem. Gives it back when it is to be
+/// hashed (`full`, not of a wrong size).
+fn check_served_against(
+    source: &Source,
+    want: &Wanted,
+    found: &Served,
+    full: bool,
+    report: &mut Report,
+    absent: impl FnOnce(&str) -> String,
+) -> Option<Wanted> {
     report.items_checked += 1;
     let url = source.url_of(&want.path).to_string();
-    let problem = match found? {
+    let problem = match found {
         Served::Present(len) => {
             report.bytes_checked += len.unwrap_or(0);
             match (len, want.expected.size) {
@@ -1968,11 +1984,7 @@ fn check_served_listed(
                 _ => return None,
             }
         }
-        Served::Absent(status) => Problem::new(
-            ProblemKind::Missing,
-            url,
-            format!("{status}, but {RESIGNED} ({})", want.reference),
-        ),
+        Served::Absent(status) => Problem::new(ProblemKind::Missing, url, absent(status)),
         Served::Unreadable(e) => Problem::new(ProblemKind::Unreadable, url, e.clone()),
     };
     report.problems.push(problem);
@@ -2065,33 +2077,13 @@ fn check_served_file(
     full: bool,
     report: &mut Report,
 ) -> Option<Wanted> {
-    report.items_checked += 1;
-    let url = source.url_of(&want.path).to_string();
-    let problem = match served.get(&want.path)? {
-        Served::Present(len) => {
-            report.bytes_checked += len.unwrap_or(0);
-            match (len, want.expected.size) {
-                (Some(len), Some(size)) if *len != size => Problem::new(
-                    ProblemKind::Size,
-                    url,
-                    format!("Content-Length {len}, expected {size} ({})", want.reference),
-                ),
-                _ if full => return Some(want.clone()),
-                _ => return None,
-            }
-        }
-        Served::Absent(status) => Problem::new(
-            ProblemKind::Missing,
-            url,
-            format!(
-                "{status}, but other items of {} are served ({})",
-                version.name, want.reference
-            ),
-        ),
-        Served::Unreadable(e) => Problem::new(ProblemKind::Unreadable, url, e.clone()),
+    let absent = |status: &str| {
+        format!(
+            "{status}, but other items of {} are served ({})",
+            version.name, want.reference
+        )
     };
-    report.problems.push(problem);
-    None
+    check_served_against(source, want, served.get(&want.path)?, full, report, absent)
 }
 
 #[cfg(test)]
