@@ -210,11 +210,43 @@ pub struct MirrorJob {
     pub passphrase: PassphraseArgs,
 }
 
+/// Refuses a source given without a scheme that names no local file or
+/// directory but looks like a host (`127.0.0.1:8000`, `images.maas.io/...`),
+/// suggesting the URL meant.
+pub fn check_source_scheme(source: &str) -> Result<(), CliError> {
+    if source.contains("://") || std::fs::symlink_metadata(source).is_ok() {
+        return Ok(());
+    }
+    let host = source.split('/').next().unwrap_or_default();
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+    let port_ok = port.is_empty() || port.bytes().all(|b| b.is_ascii_digit());
+    let looks_like_host = !name.is_empty()
+        && (name.contains('.') || !port.is_empty())
+        && port_ok
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !name.starts_with('.');
+    if !looks_like_host {
+        return Ok(());
+    }
+    let scheme = if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') || name == "localhost" {
+        "http"
+    } else {
+        "https"
+    };
+    Err(CliError::usage_message(format_args!(
+        "source {source:?}: no such file or directory, and no URL scheme: did you mean {scheme}://{source}?"
+    )))
+}
+
 impl MirrorJob {
     /// The library's job: the source opened, its verification loaded, the
     /// store and the signing key opened.
     pub fn build(&self) -> Result<Mirror, CliError> {
         let o = &self.options;
+        crate::target::check_mirror_dir(&self.dir)?;
+        check_source_scheme(&self.source)?;
         let (spec, verification) = o.stream(0, None).open(&self.source)?;
         let mirrors = o
             .mirrors
