@@ -65,10 +65,15 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
     args.stream().init_logging()?;
     let chatty = args.progress || args.verbose > 0;
     let created = NewMirrorDir::watch(&args.output_dir);
-    let dry_run = args.dry_run.then(|| args.plan_format());
+    let shown = Shown {
+        dry_run: args.dry_run,
+        format: args.plan_format(),
+        bar: args.progress,
+        chatty,
+    };
     let summary = job
         .build()
-        .and_then(|mirror| execute(&mirror, dry_run, args.progress, chatty))
+        .and_then(|mirror| execute(&mirror, shown))
         .inspect_err(|_| created.remove_if_empty())?;
     if let (Some(summary), true) = (summary, chatty) {
         eprintln!("{}", summary_line(&summary));
@@ -102,25 +107,34 @@ pub fn summary_line(summary: &Summary) -> String {
     )
 }
 
-/// Runs a job: with `dry_run` prints its plan on stdout in that format (and
-/// gives `None`), otherwise mirrors with a progress display (`bar`) and the
-/// plan on stderr (`chatty`).
-pub fn execute(
-    mirror: &Mirror,
-    dry_run: Option<PlanFormat>,
-    bar: bool,
-    chatty: bool,
-) -> Result<Option<Summary>, CliError> {
-    if let Some(format) = dry_run {
+/// How a run shows itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// Print the plan on stdout and change nothing.
+    pub dry_run: bool,
+    /// How the plan is printed.
+    pub format: PlanFormat,
+    /// A progress display.
+    pub bar: bool,
+    /// The plan (on stderr) and a summary.
+    pub chatty: bool,
+}
+
+/// Runs a job: with `dry_run` prints its plan on stdout (and gives `None`),
+/// otherwise mirrors with a progress display (`bar`) and the plan on
+/// stderr (`chatty`), each plan in `format`.
+pub fn execute(mirror: &Mirror, shown: Shown) -> Result<Option<Summary>, CliError> {
+    if shown.dry_run {
         let plan = plan(mirror)?;
         let mut out = std::io::stdout().lock();
-        for line in render(&plan, format) {
+        for line in render(&plan, shown.format) {
             writeln!(out, "{line}")?;
         }
         return Ok(None);
     }
     crate::runtime()?.block_on(async {
-        let display = Arc::new(RunDisplay::new(bar, chatty));
+        let display =
+            Arc::new(RunDisplay::new(shown.bar, shown.chatty).plan_format(shown.format));
         let result = mirror.run(display.clone()).await;
         display.finish();
         Ok(Some(result?))

@@ -407,8 +407,13 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
         .mirror_job()
         .build()
         .and_then(|mirror| {
-            let format = dry_run.then_some(PlanFormat::Reference);
-            crate::mirror::execute(&mirror, format, progress, chatty)
+            let shown = crate::mirror::Shown {
+                dry_run,
+                format: PlanFormat::Reference,
+                bar: progress,
+                chatty,
+            };
+            crate::mirror::execute(&mirror, shown)
         })
         .map_err(|e| JobFailure::new(e.lines()))?;
     Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
