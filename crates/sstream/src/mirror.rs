@@ -133,8 +133,7 @@ pub fn execute(mirror: &Mirror, shown: Shown) -> Result<Option<Summary>, CliErro
         return Ok(None);
     }
     crate::runtime()?.block_on(async {
-        let display =
-            Arc::new(RunDisplay::new(shown.bar, shown.chatty).plan_format(shown.format));
+        let display = Arc::new(RunDisplay::new(shown.bar, shown.chatty).plan_format(shown.format));
         let result = mirror.run(display.clone()).await;
         display.finish();
         Ok(Some(result?))

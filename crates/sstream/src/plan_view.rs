@@ -96,8 +96,12 @@ fn human_lines(plan: &Plan) -> Vec<String> {
             ));
         }
     };
-    plan.streams.iter().for_each(|sp| sp.added.iter().for_each(|it| line('+', it)));
-    plan.streams.iter().for_each(|sp| sp.removed.iter().for_each(|it| line('-', it)));
+    plan.streams
+        .iter()
+        .for_each(|sp| sp.added.iter().for_each(|it| line('+', it)));
+    plan.streams
+        .iter()
+        .for_each(|sp| sp.removed.iter().for_each(|it| line('-', it)));
     let (new, gone) = (plan.new_bytes(), plan.deletion_bytes);
     let change = if new >= gone {
         format!("+{}", human_size(new - gone))
