@@ -736,6 +736,38 @@ enum Rejection {
 mod tests {
     use super::*;
 
+    /// The built-in keyring is the Ubuntu cloud-image keyring: its two
+    /// keys, a real Ubuntu signature verifies with it, and its exports
+    /// read back as the same keys.
+    #[test]
+    fn built_in_keyring_is_the_ubuntu_cloud_image_keyring() {
+        let ring = Keyring::built_in();
+        let fingerprints: Vec<String> = ring.keys().into_iter().map(|k| k.fingerprint).collect();
+        assert_eq!(
+            fingerprints,
+            [
+                "D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81",
+                "4A3CE3CD565D7EB5C810E2B97FF3F408476CF100"
+            ]
+        );
+        assert_eq!(
+            ring.keys()[0].user_id,
+            "UEC Image Automatic Signing Key <cdimage@ubuntu.com>"
+        );
+        let data = include_bytes!("../../../tests/fixtures/keys/ubuntu-noble-SHA256SUMS");
+        let sig = include_bytes!("../../../tests/fixtures/keys/ubuntu-noble-SHA256SUMS.gpg");
+        verify_detached(&ring, data, sig).expect("a real Ubuntu signature");
+        assert!(verify_detached(&ring, b"other data", sig).is_err());
+        for export in [ring.to_binary().unwrap(), ring.to_armored().unwrap()] {
+            let back = Keyring::from_bytes(&export).unwrap();
+            assert_eq!(back.keys(), ring.keys());
+        }
+        assert_eq!(
+            BUILT_IN_KEYRING,
+            include_bytes!("../../../tests/fixtures/keys/ubuntu-cloudimage-keyring.gpg")
+        );
+    }
+
     const SIG: &str = "-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n";
 
     fn doc(headers: &str, body: &str) -> Vec<u8> {

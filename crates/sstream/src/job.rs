@@ -500,6 +500,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sources_without_a_scheme_that_look_like_hosts_are_refused() {
+        let hint = |s: &str| check_source_scheme(s).err().map(|e| e.to_string());
+        for (source, meant) in [
+            ("127.0.0.1:19651", "http://127.0.0.1:19651?"),
+            ("localhost:8080/stable", "http://localhost:8080/stable?"),
+            (
+                "images.maas.io/ephemeral-v3/stable",
+                "https://images.maas.io/ephemeral-v3/stable?",
+            ),
+        ] {
+            let message = hint(source).unwrap_or_default();
+            assert!(
+                message.ends_with(&format!("did you mean {meant}")),
+                "{message}"
+            );
+        }
+        for fine in [
+            "http://127.0.0.1:1/",
+            "file:///srv/m",
+            "mirror",
+            "./stream",
+            "/nonexistent/x",
+            "a:b",
+        ] {
+            assert_eq!(hint(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
     fn values_parse_the_same_from_text_and_numbers() {
         assert_eq!("20M".parse::<Size>().unwrap(), Size(20 << 20));
         assert!("0".parse::<Rate>().is_err());
@@ -543,8 +572,9 @@ mod tests {
 
     /// The options of `sstream mirror` that are about one run, not the
     /// job: they have no config key.
-    const RUN_ONLY: [&str; 10] = [
+    const RUN_ONLY: [&str; 11] = [
         "dry_run",
+        "json",
         "progress",
         "verbose",
         "log_file",

@@ -112,8 +112,8 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
 fn load_config(file: &Path) -> Result<Config, CliError> {
     if !file.exists() && std::fs::symlink_metadata(file).is_err() {
         return Err(CliError::usage(anyhow::anyhow!(
-            "{}: no such configuration file: name one with --config FILE, or start from \
-             the example (dist/sstream.toml in the source, installed as {DEFAULT_PATH})",
+            "{}: cannot read the configuration: no such file; name one with --config FILE, \
+             or start from the example (dist/sstream.toml in the source, installed as {DEFAULT_PATH})",
             file.display()
         )));
     }
