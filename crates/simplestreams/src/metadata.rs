@@ -24,7 +24,9 @@ pub enum Verification {
 
 impl Verification {
     /// Loads `keyring`, or the default keyring when it exists, for a stream
-    /// whose entry is `entry`. Unsigned entries need no keyring.
+    /// whose entry is `entry`. Unsigned entries need no keyring; a signed
+    /// entry with neither is verified with the built-in Ubuntu cloud-image
+    /// keyring ([`Keyring::built_in`], said once in the log).
     pub fn for_entry(
         entry: &RelPath,
         keyring: Option<&Path>,
@@ -37,17 +39,30 @@ impl Verification {
             Some(p) => p.to_path_buf(),
             None if Path::new(DEFAULT_KEYRING).exists() => PathBuf::from(DEFAULT_KEYRING),
             None if !is_signed_name(entry) => return Ok(Verification::Skip),
-            None => {
-                return Err(Error::NoKeyring {
-                    entry: entry.to_string(),
-                    default_keyring: DEFAULT_KEYRING.to_owned(),
-                });
-            }
+            None => return Ok(Verification::Keyring(built_in_keyring())),
         };
         let keyring =
             Keyring::from_file(&path).map_err(|source| Error::Keyring { path, source })?;
         Ok(Verification::Keyring(keyring))
     }
+}
+
+/// The built-in keyring, announced in the log the first time it is used.
+fn built_in_keyring() -> Keyring {
+    static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+    let keyring = Keyring::built_in();
+    ANNOUNCED.call_once(|| {
+        let keys: Vec<String> = keyring
+            .keys()
+            .into_iter()
+            .map(|k| format!("{} ({})", k.fingerprint, k.user_id))
+            .collect();
+        log::info!(
+            "verifying with the built-in Ubuntu cloud image key {} ({DEFAULT_KEYRING} is absent)",
+            keys.join(", ")
+        );
+    });
+    keyring
 }
 
 /// Whether a document name is that of a clear-signed document.

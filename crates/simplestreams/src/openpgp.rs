@@ -223,6 +223,74 @@ impl Keyring {
     pub fn key_ids(&self) -> Vec<String> {
         self.certs.iter().map(|c| c.keyid().to_hex()).collect()
     }
+
+    /// The Ubuntu cloud-image keyring built into the program (see
+    /// [`BUILT_IN_KEYRING`]): the trust anchor when no keyring is given and
+    /// the system's is absent.
+    pub fn built_in() -> Keyring {
+        static BUILT_IN: LazyLock<Keyring> = LazyLock::new(|| {
+            // The bytes are fixed at build time and checked by the tests.
+            Keyring::from_bytes(BUILT_IN_KEYRING).unwrap_or(Keyring { certs: Vec::new() })
+        });
+        BUILT_IN.clone()
+    }
+
+    /// Each primary key: its fingerprint and first user ID, in keyring order.
+    pub fn keys(&self) -> Vec<KeyIdentity> {
+        self.certs
+            .iter()
+            .map(|c| KeyIdentity {
+                fingerprint: c.fingerprint().to_hex(),
+                user_id: c
+                    .userids()
+                    .next()
+                    .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The keys as a binary keyring (what `gpgv --keyring` and MAAS's
+    /// `keyring_filename` read), without GnuPG trust packets.
+    pub fn to_binary(&self) -> Result<Vec<u8>, KeyringError> {
+        let mut out = Vec::new();
+        for cert in &self.certs {
+            use openpgp::serialize::Serialize;
+            cert.serialize(&mut out)
+                .map_err(|e| KeyringError::Parse(one_line(&e)))?;
+        }
+        Ok(out)
+    }
+
+    /// The keys as one ASCII-armored public key block.
+    pub fn to_armored(&self) -> Result<Vec<u8>, KeyringError> {
+        use openpgp::armor::{Kind, Writer};
+        use openpgp::serialize::Serialize;
+        let fail = |e: std::io::Error| KeyringError::Parse(one_line(&e));
+        let mut writer = Writer::new(Vec::new(), Kind::PublicKey).map_err(fail)?;
+        for cert in &self.certs {
+            cert.serialize(&mut writer)
+                .map_err(|e| KeyringError::Parse(one_line(&e)))?;
+        }
+        writer.finalize().map_err(fail)
+    }
+}
+
+/// The Ubuntu cloud-image keyring (`ubuntu-cloudimage-keyring.gpg` of
+/// Debian's and Ubuntu's `ubuntu-keyring` package, 2023.11.28.1): the UEC
+/// Image Automatic Signing Key (D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81)
+/// and the Ubuntu Cloud Image Builder key
+/// (4A3CE3CD565D7EB5C810E2B97FF3F408476CF100), the keys images.maas.io and
+/// cloud-images.ubuntu.com sign their streams with.
+pub const BUILT_IN_KEYRING: &[u8] = include_bytes!("openpgp/ubuntu-cloudimage-keyring.gpg");
+
+/// One key of a keyring, as shown to an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// The primary key's fingerprint (40 hex digits, upper case).
+    pub fingerprint: String,
+    /// Its first user ID ("" when it has none).
+    pub user_id: String,
 }
 
 /// Verifies a clear-signed document and returns the signed text.
@@ -667,6 +735,38 @@ enum Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in keyring is the Ubuntu cloud-image keyring: its two
+    /// keys, a real Ubuntu signature verifies with it, and its exports
+    /// read back as the same keys.
+    #[test]
+    fn built_in_keyring_is_the_ubuntu_cloud_image_keyring() {
+        let ring = Keyring::built_in();
+        let fingerprints: Vec<String> = ring.keys().into_iter().map(|k| k.fingerprint).collect();
+        assert_eq!(
+            fingerprints,
+            [
+                "D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81",
+                "4A3CE3CD565D7EB5C810E2B97FF3F408476CF100"
+            ]
+        );
+        assert_eq!(
+            ring.keys()[0].user_id,
+            "UEC Image Automatic Signing Key <cdimage@ubuntu.com>"
+        );
+        let data = include_bytes!("../../../tests/fixtures/keys/ubuntu-noble-SHA256SUMS");
+        let sig = include_bytes!("../../../tests/fixtures/keys/ubuntu-noble-SHA256SUMS.gpg");
+        verify_detached(&ring, data, sig).expect("a real Ubuntu signature");
+        assert!(verify_detached(&ring, b"other data", sig).is_err());
+        for export in [ring.to_binary().unwrap(), ring.to_armored().unwrap()] {
+            let back = Keyring::from_bytes(&export).unwrap();
+            assert_eq!(back.keys(), ring.keys());
+        }
+        assert_eq!(
+            BUILT_IN_KEYRING,
+            include_bytes!("../../../tests/fixtures/keys/ubuntu-cloudimage-keyring.gpg")
+        );
+    }
 
     const SIG: &str = "-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n";
 

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use simplestreams::metadata::DEFAULT_KEYRING;
 use simplestreams::openpgp::SigningKey;
 use simplestreams::sample::{SampleRelease, SampleSpec, SignError, generate};
+use simplestreams::units::human_size;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,6 +146,27 @@ fn mirror_args<'a>(
     args
 }
 
+/// The command that serves the demo mirror, as one shell line: this
+/// program (by name when it is the `sstream` found on `PATH`) with the
+/// mirror's path, on the server's default address.
+fn serve_command(exe: &Path, mirror: &Path) -> String {
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let found = d.join("sstream");
+            found.canonicalize().ok() == exe.canonicalize().ok() && found.is_file()
+        })
+    });
+    let program = if on_path {
+        "sstream".to_owned()
+    } else {
+        shell_word(&exe.to_string_lossy())
+    };
+    format!(
+        "{program} serve {} --listen 0.0.0.0:8080",
+        shell_word(&mirror.to_string_lossy())
+    )
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this program")?;
@@ -164,9 +186,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let stream = generate(&sample_spec(), &source, Some(&signer))
         .with_context(|| source.display().to_string())?;
     println!(
-        "{} files, {} bytes in {}; keyring {}",
+        "{} files, {} in {}; keyring {}",
         stream.files,
-        stream.bytes,
+        human_size(stream.bytes),
         source.display(),
         keyring.display()
     );
@@ -185,7 +207,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         )?;
     }
 
-    step("Running both again, as cron would: nothing changed upstream, so only 304s");
+    step(
+        "Running both again, as cron would: upstream has not changed, so nothing is \
+         downloaded; each products file is revalidated (\"unchanged\"), and a run \
+         publishes its metadata again where the other command line's run replaced it",
+    );
     for filters in SEED_FILTERS {
         run_self(&exe, &mirror_args(&k, &upstream.url, &out, filters, "-v"))?;
     }
@@ -232,10 +258,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let mut local = local;
         let _ = local.child.wait();
     } else {
-        println!(
-            "(The demo's server has stopped; serve the mirror with: sstream serve {})",
-            mirror.display()
-        );
+        println!("The demo's server has stopped. Serve the mirror with:");
+        println!("  {}", serve_command(&exe, &mirror));
     }
     Ok(())
 }

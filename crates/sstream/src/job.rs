@@ -210,11 +210,43 @@ pub struct MirrorJob {
     pub passphrase: PassphraseArgs,
 }
 
+/// Refuses a source given without a scheme that names no local file or
+/// directory but looks like a host (`127.0.0.1:8000`, `images.maas.io/...`),
+/// suggesting the URL meant.
+pub fn check_source_scheme(source: &str) -> Result<(), CliError> {
+    if source.contains("://") || std::fs::symlink_metadata(source).is_ok() {
+        return Ok(());
+    }
+    let host = source.split('/').next().unwrap_or_default();
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+    let port_ok = port.is_empty() || port.bytes().all(|b| b.is_ascii_digit());
+    let looks_like_host = !name.is_empty()
+        && (name.contains('.') || !port.is_empty())
+        && port_ok
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !name.starts_with('.');
+    if !looks_like_host {
+        return Ok(());
+    }
+    let scheme = if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') || name == "localhost" {
+        "http"
+    } else {
+        "https"
+    };
+    Err(CliError::usage_message(format_args!(
+        "source {source:?}: no such file or directory, and no URL scheme: did you mean {scheme}://{source}?"
+    )))
+}
+
 impl MirrorJob {
     /// The library's job: the source opened, its verification loaded, the
     /// store and the signing key opened.
     pub fn build(&self) -> Result<Mirror, CliError> {
         let o = &self.options;
+        crate::target::check_mirror_dir(&self.dir)?;
+        check_source_scheme(&self.source)?;
         let (spec, verification) = o.stream(0, None).open(&self.source)?;
         let mirrors = o
             .mirrors
@@ -468,6 +500,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sources_without_a_scheme_that_look_like_hosts_are_refused() {
+        let hint = |s: &str| check_source_scheme(s).err().map(|e| e.to_string());
+        for (source, meant) in [
+            ("127.0.0.1:19651", "http://127.0.0.1:19651?"),
+            ("localhost:8080/stable", "http://localhost:8080/stable?"),
+            (
+                "images.maas.io/ephemeral-v3/stable",
+                "https://images.maas.io/ephemeral-v3/stable?",
+            ),
+        ] {
+            let message = hint(source).unwrap_or_default();
+            assert!(
+                message.ends_with(&format!("did you mean {meant}")),
+                "{message}"
+            );
+        }
+        for fine in [
+            "http://127.0.0.1:1/",
+            "file:///srv/m",
+            "mirror",
+            "./stream",
+            "/nonexistent/x",
+            "a:b",
+        ] {
+            assert_eq!(hint(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
     fn values_parse_the_same_from_text_and_numbers() {
         assert_eq!("20M".parse::<Size>().unwrap(), Size(20 << 20));
         assert!("0".parse::<Rate>().is_err());
@@ -511,8 +572,9 @@ mod tests {
 
     /// The options of `sstream mirror` that are about one run, not the
     /// job: they have no config key.
-    const RUN_ONLY: [&str; 10] = [
+    const RUN_ONLY: [&str; 11] = [
         "dry_run",
+        "json",
         "progress",
         "verbose",
         "log_file",

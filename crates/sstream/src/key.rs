@@ -1,4 +1,5 @@
-//! `sstream key generate` and `sstream key export`: the local signing key of
+//! `sstream key generate`, `sstream key export` and `sstream key
+//! show-default` (the built-in Ubuntu cloud-image keyring): the local signing key of
 //! a re-signed mirror, and its public part for the mirror's clients (MAAS's
 //! `keyring_filename` or `keyring_data`).
 
@@ -6,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use simplestreams::layout::temp_name;
-use simplestreams::openpgp::{KeyAlgorithm, SecretKey, SigningKey};
+use simplestreams::openpgp::{KeyAlgorithm, Keyring, SecretKey, SigningKey};
 use std::fs;
 use std::io::{ErrorKind, IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -31,6 +32,25 @@ pub enum KeyCommand {
     /// binary keyring (MAAS keyring_filename, gpgv --keyring), armored, or
     /// the base64 text of the binary keyring (MAAS keyring_data).
     Export(ExportArgs),
+    /// Show the built-in Ubuntu cloud-image keyring (the trust anchor when
+    /// no --keyring is given and /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg
+    /// is absent): each key's fingerprint and user ID; with --output, write
+    /// it as `key export` does.
+    ShowDefault(ShowDefaultArgs),
+}
+
+/// Options of `sstream key show-default`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowDefaultArgs {
+    /// Also write the keyring here ("-": standard output, instead of the list).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// An ASCII-armored public key block instead of a binary keyring.
+    #[arg(long, conflicts_with = "base64", requires = "output")]
+    pub armor: bool,
+    /// The binary keyring as one line of base64 (MAAS keyring_data).
+    #[arg(long, requires = "output")]
+    pub base64: bool,
 }
 
 /// Options of `sstream key generate`.
@@ -71,6 +91,7 @@ pub fn run(args: KeyArgs) -> Result<()> {
     match args.command {
         KeyCommand::Generate(a) => generate(a),
         KeyCommand::Export(a) => export(a),
+        KeyCommand::ShowDefault(a) => show_default(a),
     }
 }
 
@@ -112,20 +133,70 @@ fn export(args: ExportArgs) -> Result<()> {
     let bytes = if args.armor {
         key.public_keyring_armored().with_context(at)?
     } else {
-        let binary = key.public_keyring_binary().with_context(at)?;
-        if args.base64 {
+        key.public_keyring_binary().with_context(at)?
+    };
+    let form = PublicForm::of(args.armor, args.base64);
+    write_public(&args.output, form, bytes)
+}
+
+fn show_default(args: ShowDefaultArgs) -> Result<()> {
+    let keyring = Keyring::built_in();
+    let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    if !to_stdout {
+        for key in keyring.keys() {
+            println!("{}  {}", key.fingerprint, key.user_id);
+        }
+    }
+    let Some(output) = args.output else {
+        return Ok(());
+    };
+    let at = "the built-in keyring";
+    let bytes = if args.armor {
+        keyring.to_armored().context(at)?
+    } else {
+        keyring.to_binary().context(at)?
+    };
+    write_public(&output, PublicForm::of(args.armor, args.base64), bytes)
+}
+
+/// How a public keyring is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublicForm {
+    /// A binary keyring.
+    Binary,
+    /// ASCII armor (the bytes are already armored).
+    Armored,
+    /// The binary keyring as one line of base64.
+    Base64,
+}
+
+impl PublicForm {
+    fn of(armor: bool, base64: bool) -> PublicForm {
+        match (armor, base64) {
+            (true, _) => PublicForm::Armored,
+            (false, true) => PublicForm::Base64,
+            (false, false) => PublicForm::Binary,
+        }
+    }
+}
+
+/// Writes a public keyring (`bytes`: binary, or armored for
+/// [`PublicForm::Armored`]) to `output` ("-": standard output, never a
+/// binary one to a terminal) in `form`.
+fn write_public(output: &Path, form: PublicForm, bytes: Vec<u8>) -> Result<()> {
+    let bytes = match form {
+        PublicForm::Base64 => {
             let mut text = base64::engine::general_purpose::STANDARD
-                .encode(binary)
+                .encode(bytes)
                 .into_bytes();
             text.push(b'\n');
             text
-        } else {
-            binary
         }
+        PublicForm::Binary | PublicForm::Armored => bytes,
     };
-    if args.output == Path::new("-") {
+    if output == Path::new("-") {
         let mut stdout = std::io::stdout();
-        if !args.armor && !args.base64 && stdout.is_terminal() {
+        if form == PublicForm::Binary && stdout.is_terminal() {
             bail!(
                 "refusing to write a binary keyring to a terminal; use --output FILE, --armor or --base64"
             );
@@ -135,7 +206,7 @@ fn export(args: ExportArgs) -> Result<()> {
             .and_then(|()| stdout.flush())
             .context("standard output");
     }
-    write_file(&args.output, &bytes, 0o644, true)
+    write_file(output, &bytes, 0o644, true)
 }
 
 /// Writes `bytes` to `path` through a temporary file of mode `mode` (the

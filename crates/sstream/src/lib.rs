@@ -13,6 +13,7 @@ pub mod key;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;
+pub mod plan_view;
 pub mod progress;
 pub mod pyformat;
 pub mod query;

@@ -3,12 +3,15 @@
 
 use crate::error::CliError;
 use crate::job::{DEFAULT_DELETE_DELAY, JobOptions, MirrorJob};
+use crate::plan_view::{PlanFormat, render};
 use crate::progress::RunDisplay;
 use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
+use crate::target::NewMirrorDir;
 use clap::Args;
 use simplestreams::filter::FilterGroups;
 use simplestreams::mirror::{Mirror, Summary};
+use simplestreams::plan::Plan;
 use simplestreams::units::human_size;
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +29,10 @@ pub struct MirrorArgs {
     /// Print what would be done (on stdout) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: the plan as one JSON document (actions, totals,
+    /// the space check).
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     /// Show download progress.
     #[arg(long)]
     pub progress: bool,
@@ -57,8 +64,17 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
     let job = args.job()?;
     args.stream().init_logging()?;
     let chatty = args.progress || args.verbose > 0;
-    let mirror = job.build()?;
-    let summary = execute(&mirror, args.dry_run, args.progress, chatty)?;
+    let created = NewMirrorDir::watch(&args.output_dir);
+    let shown = Shown {
+        dry_run: args.dry_run,
+        format: args.plan_format(),
+        bar: args.progress,
+        chatty,
+    };
+    let summary = job
+        .build()
+        .and_then(|mirror| execute(&mirror, shown))
+        .inspect_err(|_| created.remove_if_empty())?;
     if let (Some(summary), true) = (summary, chatty) {
         eprintln!("{}", summary_line(&summary));
     }
@@ -91,32 +107,55 @@ pub fn summary_line(summary: &Summary) -> String {
     )
 }
 
+/// How a run shows itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// Print the plan on stdout and change nothing.
+    pub dry_run: bool,
+    /// How the plan is printed.
+    pub format: PlanFormat,
+    /// A progress display.
+    pub bar: bool,
+    /// The plan (on stderr) and a summary.
+    pub chatty: bool,
+}
+
 /// Runs a job: with `dry_run` prints its plan on stdout (and gives `None`),
 /// otherwise mirrors with a progress display (`bar`) and the plan on
-/// stderr (`chatty`).
-pub fn execute(
-    mirror: &Mirror,
-    dry_run: bool,
-    bar: bool,
-    chatty: bool,
-) -> Result<Option<Summary>, CliError> {
-    crate::runtime()?.block_on(async {
-        if dry_run {
-            let plan = mirror.plan().await?;
-            let mut out = std::io::stdout().lock();
-            for line in plan.report() {
-                writeln!(out, "{line}")?;
-            }
-            return Ok(None);
+/// stderr (`chatty`), each plan in `format`.
+pub fn execute(mirror: &Mirror, shown: Shown) -> Result<Option<Summary>, CliError> {
+    if shown.dry_run {
+        let plan = plan(mirror)?;
+        let mut out = std::io::stdout().lock();
+        for line in render(&plan, shown.format) {
+            writeln!(out, "{line}")?;
         }
-        let display = Arc::new(RunDisplay::new(bar, chatty));
+        return Ok(None);
+    }
+    crate::runtime()?.block_on(async {
+        let display = Arc::new(RunDisplay::new(shown.bar, shown.chatty).plan_format(shown.format));
         let result = mirror.run(display.clone()).await;
         display.finish();
         Ok(Some(result?))
     })
 }
 
+/// The plan of a job, changing nothing (a dry run).
+pub fn plan(mirror: &Mirror) -> Result<Plan, CliError> {
+    crate::runtime()?.block_on(async { Ok(mirror.plan().await?) })
+}
+
 impl MirrorArgs {
+    /// How a dry run prints its plan: JSON with `--json`, the reference's
+    /// lines for the drop-in, human units for `sstream mirror`.
+    pub fn plan_format(&self) -> PlanFormat {
+        match (self.json, self.drop_in) {
+            (true, _) => PlanFormat::Json,
+            (false, true) => PlanFormat::Reference,
+            (false, false) => PlanFormat::Human,
+        }
+    }
+
     /// The job these options describe (`--keep` without `--max` is a usage
     /// error, as `keep` without `max` in a config).
     pub fn job(&self) -> Result<MirrorJob, CliError> {

@@ -1,6 +1,7 @@
 //! Download progress: a bar with bytes, rate and ETA on a terminal, plain
 //! periodic lines otherwise.
 
+use crate::plan_view::{PlanFormat, render};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use simplestreams::plan::Plan;
 use simplestreams::source::ProgressFn;
@@ -119,19 +120,27 @@ pub fn plain_line(done: u64, total: u64, elapsed: Duration) -> String {
 pub struct RunDisplay {
     bar: bool,
     chatty: bool,
+    format: PlanFormat,
     progress: Mutex<Option<Progress>>,
     callback: OnceLock<ProgressFn>,
 }
 
 impl RunDisplay {
-    /// A display; `bar` shows progress, `chatty` prints the plan.
+    /// A display; `bar` shows progress, `chatty` prints the plan (in the
+    /// reference's lines; see [`RunDisplay::plan_format`]).
     pub fn new(bar: bool, chatty: bool) -> RunDisplay {
         RunDisplay {
             bar,
             chatty,
+            format: PlanFormat::Reference,
             progress: Mutex::new(None),
             callback: OnceLock::new(),
         }
+    }
+
+    /// The display, printing the plan in `format`.
+    pub fn plan_format(self, format: PlanFormat) -> RunDisplay {
+        RunDisplay { format, ..self }
     }
 
     /// Stops the progress display.
@@ -146,7 +155,7 @@ impl RunDisplay {
 impl simplestreams::mirror::Progress for RunDisplay {
     fn planned(&self, plan: &Plan) {
         if self.chatty {
-            for line in plan.report() {
+            for line in render(plan, self.format) {
                 eprintln!("{line}");
             }
         }

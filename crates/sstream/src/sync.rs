@@ -7,6 +7,7 @@
 
 use crate::config::{Config, DEFAULT_PATH, Job};
 use crate::error::{CliError, EXIT_FAILURE};
+use crate::plan_view::PlanFormat;
 use anyhow::Context;
 use clap::Args;
 use simplestreams::status::{self, RunResult, StatusRecord, Timestamp};
@@ -29,6 +30,10 @@ pub struct SyncArgs {
     /// status, no hooks, no metrics.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: every job's plan in one JSON document
+    /// (`{"jobs": [{"name", "source", "dir", "plan" | "errors"}]}`).
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     /// Also write every job's metrics to DIR/sstream.prom (for
     /// node_exporter's textfile collector).
     #[arg(long, value_name = "DIR")]
@@ -82,8 +87,11 @@ impl JobFailure {
 /// an unusable configuration is a usage error (2).
 pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     crate::logging::init(args.verbose, args.log_file.as_deref()).map_err(CliError::usage)?;
-    let config = Config::load(&args.config).map_err(CliError::usage)?;
+    let config = load_config(&args.config)?;
     let jobs = config.select(&args.jobs).map_err(CliError::usage)?;
+    if args.json {
+        return dry_run_json(&jobs);
+    }
     let mut all_ok = true;
     for job in jobs {
         all_ok &= sync_job(job, &args);
@@ -92,6 +100,57 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         let records = records_of(&config);
         crate::metrics::write_textfile(dir, &records).context("metrics")?;
     }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+/// Loads the configuration; a missing file is a usage error saying how to
+/// name one and where the example is.
+fn load_config(file: &Path) -> Result<Config, CliError> {
+    if !file.exists() && std::fs::symlink_metadata(file).is_err() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{}: cannot read the configuration: no such file; name one with --config FILE, \
+             or start from the example (dist/sstream.toml in the source, installed as {DEFAULT_PATH})",
+            file.display()
+        )));
+    }
+    Config::load(file).map_err(CliError::usage)
+}
+
+/// `sync --dry-run --json`: every job's plan (or its errors) in one JSON
+/// document on stdout (see [`crate::plan_view`]); exit 1 when a job
+/// could not be planned.
+fn dry_run_json(jobs: &[&Job]) -> Result<ExitCode, CliError> {
+    let mut all_ok = true;
+    let mut entries = Vec::new();
+    for job in jobs {
+        let mut entry = serde_json::json!({
+            "name": job.name,
+            "source": job.source,
+            "dir": job.dir.display().to_string(),
+        });
+        let planned = job
+            .mirror_job()
+            .build()
+            .and_then(|mirror| crate::mirror::plan(&mirror));
+        let (key, value) = match planned {
+            Ok(plan) => ("plan", crate::plan_view::to_json(&plan)),
+            Err(e) => {
+                all_ok = false;
+                ("errors", serde_json::json!(e.lines()))
+            }
+        };
+        if let Some(map) = entry.as_object_mut() {
+            map.insert(key.into(), value);
+        }
+        entries.push(entry);
+    }
+    let document = serde_json::json!({ "jobs": entries });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{document}")?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
@@ -347,7 +406,15 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
     let summary = job
         .mirror_job()
         .build()
-        .and_then(|mirror| crate::mirror::execute(&mirror, dry_run, progress, chatty))
+        .and_then(|mirror| {
+            let shown = crate::mirror::Shown {
+                dry_run,
+                format: PlanFormat::Reference,
+                bar: progress,
+                chatty,
+            };
+            crate::mirror::execute(&mirror, shown)
+        })
         .map_err(|e| JobFailure::new(e.lines()))?;
     Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
         changed: s.changed,

@@ -83,6 +83,65 @@ pub fn is_bucket(dir: &Path) -> bool {
     dir.to_str().is_some_and(is_s3_target)
 }
 
+/// Refuses a mirror directory that exists and is not a directory, with a
+/// one-line message naming it.
+pub fn check_mirror_dir(dir: &Path) -> Result<(), CliError> {
+    if is_bucket(dir) {
+        return Ok(());
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(CliError::usage_message(format_args!(
+            "{}: not a directory (the mirror directory): give a directory to mirror into",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A mirror directory a run is about to create (see [`NewMirrorDir::watch`]).
+#[derive(Debug)]
+pub struct NewMirrorDir {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl NewMirrorDir {
+    /// Notes whether `dir` is a directory that does not exist yet (and so
+    /// one the run creates).
+    pub fn watch(dir: &Path) -> NewMirrorDir {
+        let absent = !is_bucket(dir) && std::fs::symlink_metadata(dir).is_err();
+        NewMirrorDir {
+            dir: absent.then(|| dir.to_path_buf()),
+        }
+    }
+
+    /// After a failed run: when the run created the directory and it holds
+    /// nothing but the run's lock (`.data/sstream.lock`), removes them
+    /// again. Anything else in it is left alone.
+    pub fn remove_if_empty(&self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let data = dir.join(".data");
+        let only = |d: &Path, name: &str| {
+            std::fs::read_dir(d).is_ok_and(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name()))
+                    .all(|n| n.is_ok_and(|n| n == name))
+            })
+        };
+        if !only(dir, ".data") || !only(&data, "sstream.lock") {
+            return;
+        }
+        let lock = data.join("sstream.lock");
+        let is_file = std::fs::symlink_metadata(&lock).map_or(true, |m| m.is_file());
+        if is_file {
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_dir(&data);
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Splits a bucket target naming a document (`s3://B/P/streams/v1/x.json`)
 /// into the mirror's URL and the document; other targets are left whole.
 pub fn split_bucket_target(target: &str) -> (&str, Option<&str>) {

@@ -31,7 +31,8 @@ What is checked:
   Every metadata document (the entry and each products file it names) must
   parse and verify. Signature policy as for `sstream mirror`: with a .sjson
   entry every document must be signed by a key of the keyring (default
-  /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present). When the
+  /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg when present, else the
+  built-in copy of it: sstream key show-default). When the
   entry's twin is published too (index.json beside index.sjson, or the
   other way), its tree is read and checked as well: clients may read
   either. An index that does not parse or names no products file is an
