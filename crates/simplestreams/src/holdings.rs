@@ -137,6 +137,53 @@ pub fn retain_items(held: &Products, mut keep: impl FnMut(&Item) -> bool) -> Pro
     out
 }
 
+/// `held` without the delta items (LXD's `.vcdiff`, an item with a
+/// `delta_base`) whose base version it does not hold: a client offered
+/// such a delta could not apply it. A base is held when its version keeps
+/// an item that is not itself a delta. Versions and products left without
+/// items are dropped.
+pub fn without_orphan_deltas(held: Products) -> Products {
+    let mut out = Products {
+        fields: held.fields,
+        products: BTreeMap::new(),
+    };
+    for (pname, product) in held.products {
+        let bases: Vec<String> = product
+            .versions
+            .iter()
+            .filter(|(_, v)| v.items.values().any(|i| delta_base(i).is_none()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let applicable =
+            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| v == b));
+        let versions: BTreeMap<String, Version> = product
+            .versions
+            .into_iter()
+            .filter_map(|(vname, version)| {
+                let items: BTreeMap<String, Item> = version
+                    .items
+                    .into_iter()
+                    .filter(|(_, item)| applicable(item))
+                    .collect();
+                (!items.is_empty()).then(|| {
+                    let fields = version.fields;
+                    (vname, Version { fields, items })
+                })
+            })
+            .collect();
+        if !versions.is_empty() {
+            let fields = product.fields;
+            out.products.insert(pname, Product { fields, versions });
+        }
+    }
+    out
+}
+
+/// The version a delta item applies to (its `delta_base`), if it is one.
+fn delta_base(item: &Item) -> Option<&str> {
+    item.fields.get("delta_base").and_then(Value::as_str)
+}
+
 /// One products file a re-signed mirror publishes, as the index lists it.
 #[derive(Debug, Clone, Copy)]
 pub struct Listed<'a> {
@@ -220,6 +267,23 @@ pub fn signed_index(index: &Map<String, Value>) -> Map<String, Value> {
                 && let Some(stem) = path.strip_suffix(".json")
             {
                 *path = format!("{stem}.sjson");
+            }
+        }
+    }
+    doc
+}
+
+/// `index` with every entry's `path` that ends in `.sjson` pointing at the
+/// plain `.json` twin beside it (what a plain `index.json` lists: the
+/// inverse of [`signed_index`]). Other entries are left alone.
+pub fn plain_index(index: &Map<String, Value>) -> Map<String, Value> {
+    let mut doc = index.clone();
+    if let Some(Value::Object(entries)) = doc.get_mut("index") {
+        for entry in entries.values_mut() {
+            if let Some(Value::String(path)) = entry.get_mut("path")
+                && let Some(stem) = path.strip_suffix(".sjson")
+            {
+                *path = format!("{stem}.json");
             }
         }
     }

@@ -19,8 +19,8 @@
 use crate::error::{Error, Result};
 use crate::format::Products;
 use crate::holdings::{
-    Listed, detached_path, index_document, json_path, keep_updated, products_document, render,
-    retain_items, signed_index, sjson_path,
+    Listed, detached_path, index_document, json_path, keep_updated, plain_index, products_document,
+    render, retain_items, signed_index, sjson_path, without_orphan_deltas,
 };
 use crate::metadata::Document;
 use crate::openpgp::{KeyError, SigningKey};
@@ -38,6 +38,10 @@ pub enum Publication {
     /// valid).
     #[default]
     Upstream,
+    /// Plain documents (`.json`, unsigned) listing what the mirror holds:
+    /// for clients that read only plain metadata and check no signature
+    /// (LXD, Incus). Upstream's signatures are still verified on the way in.
+    Held,
     /// Documents listing what the mirror holds, signed with this key.
     Resigned(Arc<SigningKey>),
 }
@@ -48,7 +52,17 @@ impl Publication {
     pub fn cache_token(&self) -> Option<String> {
         match self {
             Publication::Upstream => None,
+            Publication::Held => Some("held".to_owned()),
             Publication::Resigned(key) => Some(key.fingerprint()),
+        }
+    }
+
+    /// The key held documents are signed with: `None` for plain ones (and
+    /// for upstream's, which are not made here).
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        match self {
+            Publication::Resigned(key) => Some(key),
+            Publication::Upstream | Publication::Held => None,
         }
     }
 }
@@ -63,11 +77,12 @@ pub struct Published {
 }
 
 /// Publishes the products file of `sp` from its state: the products,
-/// versions and items whose files the mirror holds. `None` when it holds
-/// nothing of it (no file is written then).
+/// versions and items whose files the mirror holds, signed with `key` when
+/// there is one (plain only otherwise). `None` when it holds nothing of it
+/// (no file is written then).
 pub async fn publish_products(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     sp: &StreamPlan,
 ) -> Result<Option<Published>> {
     let files: Vec<(RelPath, Option<u64>)> = sp
@@ -81,11 +96,11 @@ pub async fn publish_products(
         .zip(present)
         .filter_map(|(file, there)| there.then_some(file))
         .collect();
-    let held = retain_items(&sp.state, |item| {
+    let held = without_orphan_deltas(retain_items(&sp.state, |item| {
         item.path
             .as_ref()
             .is_none_or(|p| in_store.contains(&(p.clone(), item.size)))
-    });
+    }));
     let Some(document) = products_document(&sp.source.products, &held)? else {
         return Ok(None);
     };
@@ -95,12 +110,12 @@ pub async fn publish_products(
 }
 
 /// Publishes the index: upstream's index (`upstream`) naming only the
-/// products files the mirror holds anything of. `published` are this run's;
-/// the others are read back from the mirror (what an earlier run published
-/// for them).
+/// products files the mirror holds anything of, signed with `key` when
+/// there is one. `published` are this run's; the others are read back from
+/// the mirror (what an earlier run published for them).
 pub async fn publish_index(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     upstream: &Document,
     published: &[Published],
 ) -> Result<()> {
@@ -132,9 +147,48 @@ pub async fn publish_index(
         keep_updated(&mut plain, previous);
     }
     let bytes = render(&plain);
+    let Some(key) = key else {
+        return write_plain(store, &path, &bytes).await;
+    };
     write_pair(store, key, &path, &bytes).await?;
     sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes).await?;
     publish_keyring(store, key).await
+}
+
+/// Writes `bytes` at `path` unless they are there already (so that a run
+/// that changes nothing leaves the file, and its validators, alone).
+async fn write_plain(store: &dyn Store, path: &RelPath, bytes: &[u8]) -> Result<()> {
+    if store.read(path).await.ok().flatten().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    store.write_atomic(path, bytes).await
+}
+
+/// Beside upstream's clear-signed document `upstream` (an `.sjson`),
+/// publishes its plain twin (the `.json`), for clients that read only plain
+/// metadata (LXD, Incus): the text the signature covers (verified on the
+/// way in), byte for byte for a products file; for an index, with its
+/// entries' paths pointing at the plain twins ([`plain_index`]). Nothing
+/// for a plain document, nor when the twin is there already with the same
+/// bytes.
+pub async fn publish_plain_twin(store: &dyn Store, upstream: &Document) -> Result<()> {
+    let twin = json_path(&upstream.rel);
+    if twin == upstream.rel {
+        return Ok(());
+    }
+    let text =
+        crate::openpgp::cleartext_body(&upstream.raw).map_err(|source| Error::Signature {
+            url: upstream.url.clone(),
+            source,
+        })?;
+    let doc: Map<String, Value> = serde_json::from_slice(&text)
+        .map_err(|e| Error::metadata(&upstream.url, format!("malformed JSON: {e}")))?;
+    let bytes = if doc.get("index").is_some_and(Value::is_object) {
+        render(&plain_index(&doc))
+    } else {
+        text
+    };
+    write_plain(store, &twin, &bytes).await
 }
 
 /// Publishes the public keyring that verifies the mirror beside its
@@ -175,7 +229,7 @@ async fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String,
 /// written.
 async fn write_signed(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     path: &RelPath,
     mut document: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
@@ -183,8 +237,13 @@ async fn write_signed(
         keep_updated(&mut document, &previous);
     }
     let bytes = render(&document);
-    write_pair(store, key, path, &bytes).await?;
-    sign_beside(store, key, path, &bytes, &bytes).await?;
+    match key {
+        None => write_plain(store, path, &bytes).await?,
+        Some(key) => {
+            write_pair(store, key, path, &bytes).await?;
+            sign_beside(store, key, path, &bytes, &bytes).await?;
+        }
+    }
     Ok(document)
 }
 
