@@ -521,7 +521,10 @@ async fn publish(
     let mut held = Vec::new();
     let withdrawal = match publication {
         Publication::Upstream if plan.streams.is_empty() && plan.index.is_none() => None,
-        Publication::Upstream | Publication::Held => Withdrawal::needed(store).await?,
+        Publication::Upstream => Withdrawal::needed(store).await?,
+        // Plain documents only: upstream's signed ones, or those of an
+        // earlier re-signed run, would go on listing what is not held.
+        Publication::Held => Some(Withdrawal),
         Publication::Resigned(_) => None,
     };
     for sp in complete() {

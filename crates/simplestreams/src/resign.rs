@@ -428,9 +428,9 @@ async fn read_published_index(store: &dyn Store, path: &RelPath) -> Option<Map<S
 }
 
 /// Removes, as upstream's documents are published again in a mirror that
-/// was re-signed before, what re-signing published beside them: the plain
-/// or clear-signed twin and the detached signature of each, then the
-/// mirror's keyring (last: while it is there, a later run knows there is
+/// was re-signed before (or as plain held documents are published), what
+/// was published beside them: the plain or clear-signed twin and the
+/// detached signature of each, then the mirror's keyring (last: while it is there, a later run knows there is
 /// something to withdraw, so an interrupted withdrawal is finished).
 #[derive(Debug, Clone, Copy)]
 pub struct Withdrawal;
@@ -460,9 +460,14 @@ impl Withdrawal {
         Ok(())
     }
 
-    /// After upstream's index was written: removes the mirror's keyring.
+    /// After the index was written: removes the mirror's keyring, if it
+    /// has one.
     pub async fn finish(&self, store: &dyn Store) -> Result<()> {
-        store.remove(&keyring_path()?).await
+        let keyring = keyring_path()?;
+        if store.stamp(&keyring).await.is_some() {
+            store.remove(&keyring).await?;
+        }
+        Ok(())
     }
 }
 
