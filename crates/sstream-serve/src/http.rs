@@ -40,13 +40,14 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     client: SocketAddr,
     local: SocketAddr,
+    scheme: &'static str,
     busy: Busy,
 ) -> Response<LogBody> {
     let start = Instant::now();
     let method = req.method().to_string();
     let target = log_safe(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let head = req.method() == Method::HEAD;
-    let mut resp = respond(state, &req, local).await;
+    let mut resp = respond(state, &req, local, scheme).await;
     if head {
         // Keep the length a GET would have, send no body.
         if !resp.headers().contains_key(header::CONTENT_LENGTH)
@@ -112,7 +113,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Everything but the logging.
-async fn respond(state: &Arc<State>, req: &Request<Incoming>, local: SocketAddr) -> Response<Body> {
+async fn respond(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    local: SocketAddr,
+    scheme: &'static str,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = error_page(StatusCode::METHOD_NOT_ALLOWED);
         resp.headers_mut()
@@ -124,8 +130,8 @@ async fn respond(state: &Arc<State>, req: &Request<Incoming>, local: SocketAddr)
         Err(status) => return error_page(status),
     };
     if path.segments.is_empty() {
-        let host = request_host(req, local);
-        return match blocking(state, move |s| pages::landing(&s.root, &host)).await {
+        let origin = format!("{scheme}://{}", request_host(req, local));
+        return match blocking(state, move |s| pages::landing(&s.root, &origin)).await {
             Ok(html) => html_page(StatusCode::OK, html),
             Err(status) => error_page(status),
         };

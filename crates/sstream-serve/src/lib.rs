@@ -15,9 +15,16 @@
 //! on, held open (module `root`): renaming it or putting a link in its place
 //! does not change what is served.
 //!
-//! SIGTERM, SIGINT and SIGHUP stop it gracefully: no new connections, and
-//! the responses in flight get `grace` seconds to finish. Connections stay
-//! within the open files limit (module `connections`).
+//! It listens for plain HTTP (`--listen`) and HTTPS (`--listen-tls`, with
+//! `--tls-cert` and `--tls-key`; module `tls`), on as many addresses as
+//! given, and serves the same on each.
+//!
+//! SIGTERM and SIGINT stop it gracefully: no new connections, and the
+//! responses in flight get `grace` seconds to finish. SIGHUP does the same
+//! when it serves no HTTPS; with HTTPS, SIGHUP reloads the certificate and
+//! key instead (connections already open keep theirs; a pair that fails to
+//! load is logged and the one in use kept). Connections stay within the
+//! open files limit (module `connections`).
 //!
 //! The command line calls [`run`] with [`ServeArgs`] (clap arguments with
 //! the `clap` feature).
@@ -33,6 +40,9 @@ mod pages;
 mod paths;
 mod root;
 mod summary;
+mod tls;
+
+pub use tls::TlsError;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -56,11 +66,32 @@ use connections::{Connections, Slot};
 pub struct ServeArgs {
     /// The mirror directory to serve.
     pub dir: PathBuf,
-    /// Address and port to listen on (port 0 picks a free port).
-    #[cfg_attr(feature = "clap", arg(long, default_value = "0.0.0.0:8080"))]
-    pub listen: SocketAddr,
-    /// Seconds that in-flight responses get to finish after SIGTERM,
-    /// SIGINT or SIGHUP before their connections are cut.
+    /// Address and port to serve plain HTTP on (repeatable; port 0 picks a
+    /// free port). Without `--listen` and `--listen-tls`: 0.0.0.0:8080.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
+    pub listen: Vec<SocketAddr>,
+    /// Address and port to serve HTTPS on (repeatable; port 0 picks a free
+    /// port). Needs `--tls-cert` and `--tls-key`.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])
+    )]
+    pub listen_tls: Vec<SocketAddr>,
+    /// The HTTPS certificate chain (PEM): the server's certificate first,
+    /// then the CA certificates that sign it. Reloaded on SIGHUP.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "CHAIN.pem", requires_all = ["tls_key", "listen_tls"])
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of the HTTPS certificate (PEM). Reloaded on SIGHUP.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_name = "KEY.pem", requires_all = ["tls_cert", "listen_tls"])
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds that in-flight responses get to finish after SIGTERM or
+    /// SIGINT (or SIGHUP without HTTPS) before their connections are cut.
     #[cfg_attr(
         feature = "clap",
         arg(long, value_name = "SECONDS", default_value_t = 5)
@@ -117,6 +148,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// `--listen-tls`, `--tls-cert` and `--tls-key` go together.
+    #[error("serve: --listen-tls, --tls-cert and --tls-key must be given together")]
+    TlsOptions,
+    /// The certificate or key for HTTPS cannot be used.
+    #[error("serve: HTTPS certificate")]
+    Tls(#[source] TlsError),
     /// The startup line cannot be written.
     #[error("serve: cannot write to stdout")]
     Stdout(#[source] std::io::Error),
@@ -132,20 +169,37 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Failures to accept are reported at most this often.
 const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Runs the server until SIGTERM, SIGINT or SIGHUP.
+/// Runs the server until SIGTERM or SIGINT (or SIGHUP, without HTTPS).
 ///
-/// Prints `Serving <DIR> at http://<ADDR>:<PORT>/` on stdout once listening
-/// (with the real port when `--listen` asked for port 0), writes one access
-/// log line per response on stderr, and returns `Ok(())` after a graceful
-/// shutdown.
+/// Prints `Serving <DIR> at http://<ADDR>:<PORT>/` on stdout for every
+/// HTTP listener, then `Serving <DIR> at https://<ADDR>:<PORT>/` for every
+/// HTTPS one, once listening (with the real port when port 0 was asked
+/// for), writes one access log line per response on stderr, and returns
+/// `Ok(())` after a graceful shutdown.
 pub fn run(args: ServeArgs) -> Result<()> {
+    let tls = load_tls(&args)?;
     let root = open_root(&args.dir)?;
     let fd_limit = connections::raise_fd_limit().map_err(ServeError::FdLimit)?;
     let runtime = simplestreams::runtime::build().map_err(ServeError::Runtime)?;
-    let result = runtime.block_on(serve(root, args, fd_limit));
+    let result = runtime.block_on(serve(root, args, tls, fd_limit));
     // Connections still open after the grace period are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Loads the HTTPS certificate when HTTPS is asked for.
+fn load_tls(args: &ServeArgs) -> Result<Option<tls::Tls>> {
+    match (&args.tls_cert, &args.tls_key, args.listen_tls.is_empty()) {
+        (None, None, true) => Ok(None),
+        (Some(cert), Some(key), false) => {
+            let files = tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            tls::Tls::load(files).map(Some).map_err(ServeError::Tls)
+        }
+        _ => Err(ServeError::TlsOptions),
+    }
 }
 
 /// Opens (and pins) the directory to serve.
@@ -209,19 +263,71 @@ struct Shared {
     alive: watch::Receiver<()>,
 }
 
-/// Binds, announces, accepts connections until a signal, then drains.
-async fn serve(root: root::Root, args: ServeArgs, fd_limit: u64) -> Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: args.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
+/// How a listener's connections speak.
+#[derive(Clone)]
+enum Transport {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS: a TLS handshake first.
+    Https(tokio_rustls::TlsAcceptor),
+}
+
+impl Transport {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Https(_) => "https",
+        }
+    }
+}
+
+/// A bound listener and what its connections speak.
+struct Listener {
+    socket: TcpListener,
+    local: SocketAddr,
+    transport: Transport,
+}
+
+/// Binds every address asked for: the HTTP ones first, then the HTTPS ones.
+async fn bind_all(args: &ServeArgs, tls: Option<&tls::Tls>) -> Result<Vec<Listener>> {
+    let mut plan: Vec<(SocketAddr, Transport)> = Vec::new();
+    let mut http = args.listen.clone();
+    if http.is_empty() && args.listen_tls.is_empty() {
+        http.push(SocketAddr::from(([0, 0, 0, 0], 8080)));
+    }
+    plan.extend(http.into_iter().map(|a| (a, Transport::Http)));
+    if let Some(tls) = tls {
+        let https = Transport::Https(tls.acceptor());
+        plan.extend(args.listen_tls.iter().map(|&a| (a, https.clone())));
+    }
+    let mut listeners = Vec::with_capacity(plan.len());
+    for (addr, transport) in plan {
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        let local = socket.local_addr().map_err(ServeError::LocalAddr)?;
+        listeners.push(Listener {
+            socket,
+            local,
+            transport,
+        });
+    }
+    Ok(listeners)
+}
+
+/// Binds, announces, accepts connections until a stop signal (reloading
+/// the certificate on SIGHUP when serving HTTPS), then drains.
+async fn serve(
+    root: root::Root,
+    args: ServeArgs,
+    tls: Option<tls::Tls>,
+    fd_limit: u64,
+) -> Result<()> {
+    let listeners = bind_all(&args, tls.as_ref()).await?;
     // Install the handlers before announcing, so that a signal sent right
     // after the announcement is never lost.
     let mut signals = StopSignals::install()?;
-    announce(&args.dir, local)?;
+    announce(&args.dir, &listeners)?;
 
     let connections = Connections::new(fd_limit);
     eprintln!(
@@ -235,13 +341,28 @@ async fn serve(root: root::Root, args: ServeArgs, fd_limit: u64) -> Result<()> {
         shutdown: shutdown_rx,
         alive: alive_rx,
     };
-    let signal_name =
-        accept_until_signal(&listener, local, &connections, &shared, &mut signals).await;
+    let (stop_accepting, accepting) = watch::channel(false);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept_until_stopped(
+                listener,
+                connections.clone(),
+                shared.clone(),
+                accepting.clone(),
+            ))
+        })
+        .collect();
+    let signal_name = wait_for_stop(&mut signals, tls.as_ref()).await;
     eprintln!(
         "serve: {signal_name}: stopping: no new connections, up to {}s for the open ones",
         args.grace
     );
-    drop(listener);
+    // The listeners close as their accept loops end.
+    let _ = stop_accepting.send(true);
+    for acceptor in acceptors {
+        let _ = acceptor.await;
+    }
     drop(shared);
     let _ = shutdown_tx.send(true);
     drain(&alive_tx, signal_name, args.grace).await;
@@ -249,36 +370,91 @@ async fn serve(root: root::Root, args: ServeArgs, fd_limit: u64) -> Result<()> {
     Ok(())
 }
 
-/// Prints the startup line on stdout.
-fn announce(dir: &Path, local: SocketAddr) -> Result<()> {
+/// Waits for a stop signal and returns its name; with HTTPS, SIGHUP
+/// reloads the certificate instead of stopping.
+async fn wait_for_stop(signals: &mut StopSignals, tls: Option<&tls::Tls>) -> &'static str {
+    loop {
+        let name = signals.next().await;
+        match (name, tls) {
+            ("SIGHUP", Some(tls)) => reload(tls),
+            _ => return name,
+        }
+    }
+}
+
+/// Reloads the certificate and key, logging the outcome.
+fn reload(tls: &tls::Tls) {
+    let files = tls.files();
+    match tls.reload() {
+        Ok(()) => eprintln!(
+            "serve: SIGHUP: reloaded the certificate {} and key {}",
+            files.cert.display(),
+            files.key.display()
+        ),
+        Err(e) => eprintln!(
+            "serve: SIGHUP: keeping the certificate in use: {}",
+            error_chain(&e)
+        ),
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
+/// Prints the startup lines on stdout, one per listener.
+fn announce(dir: &Path, listeners: &[Listener]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Serving {} at http://{local}/", dir.display())
+    listeners
+        .iter()
+        .try_for_each(|l| {
+            writeln!(
+                out,
+                "Serving {} at {}://{}/",
+                dir.display(),
+                l.transport.scheme(),
+                l.local
+            )
+        })
         .and_then(|()| out.flush())
         .map_err(ServeError::Stdout)
 }
 
-/// Accepts connections, within the room [`Connections`] gives, until one of
-/// the stop signals arrives; returns its name.
-async fn accept_until_signal(
-    listener: &TcpListener,
-    local: SocketAddr,
-    connections: &Arc<Connections>,
-    shared: &Shared,
-    signals: &mut StopSignals,
-) -> &'static str {
+/// Accepts connections on one listener, within the room [`Connections`]
+/// gives, until told to stop; the listener closes when it returns.
+async fn accept_until_stopped(
+    listener: Listener,
+    connections: Arc<Connections>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last_report: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
-            name = signals.next() => return name,
+            _ = stop.changed() => return,
             accepted = async {
                 connections.wait_for_room().await;
-                listener.accept().await
+                listener.socket.accept().await
             } => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let slot = connections.admit();
-                spawn_connection(stream, peer, local, slot, shared.clone());
+                let conn = Accepted {
+                    stream,
+                    peer,
+                    local: listener.local,
+                    transport: listener.transport.clone(),
+                };
+                spawn_connection(conn, slot, shared.clone());
             }
             Err(e) => {
                 let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
@@ -299,54 +475,106 @@ async fn accept_until_signal(
     }
 }
 
-/// Serves one connection in its own task until it ends, is told to close
-/// to make room, or the server stops (then the response in flight ends and
-/// the connection closes).
-fn spawn_connection(
+/// A connection just accepted.
+struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The listener's address.
     local: SocketAddr,
-    slot: Slot,
-    shared: Shared,
-) {
+    transport: Transport,
+}
+
+/// Serves one connection in its own task until it ends, is told to close
+/// to make room, or the server stops (then the response in flight ends and
+/// the connection closes). An HTTPS connection first completes its TLS
+/// handshake, within the time a request header gets.
+fn spawn_connection(conn: Accepted, slot: Slot, shared: Shared) {
+    let Accepted {
+        stream,
+        peer,
+        local,
+        transport,
+    } = conn;
     let _ = stream.set_nodelay(true);
     // The address the client reached (not 0.0.0.0), for the landing page.
     let conn_local = stream.local_addr().unwrap_or(local);
     tokio::spawn(async move {
-        let Shared {
-            state,
-            mut shutdown,
-            alive,
-        } = shared;
-        let conn_state = slot.connection().clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            let busy = conn_state.begin_response();
-            async move { Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local, busy).await) }
-        });
-        let mut conn = Box::pin(
-            http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service),
-        );
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => break,
-                () = slot.closing() => break,
-                _ = shutdown.changed(), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+        let mut shutdown = shared.shutdown.clone();
+        match transport {
+            Transport::Http => {
+                let io = TokioIo::new(stream);
+                serve_connection(io, peer, conn_local, "http", &slot, shared).await;
+            }
+            Transport::Https(acceptor) => {
+                let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                let tls_stream = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            eprintln!("serve: TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            eprintln!("serve: TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    },
+                    () = slot.closing() => return,
+                    _ = shutdown.changed() => return,
+                };
+                let io = TokioIo::new(tls_stream);
+                serve_connection(io, peer, conn_local, "https", &slot, shared).await;
             }
         }
         // The socket (and any file being sent) is closed before the slot
         // is given back.
-        drop(conn);
         drop(slot);
-        drop(alive);
     });
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends.
+async fn serve_connection<S>(
+    io: TokioIo<S>,
+    peer: SocketAddr,
+    conn_local: SocketAddr,
+    scheme: &'static str,
+    slot: &Slot,
+    shared: Shared,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Shared {
+        state,
+        mut shutdown,
+        alive,
+    } = shared;
+    let conn_state = slot.connection().clone();
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let busy = conn_state.begin_response();
+        async move {
+            Ok::<_, Infallible>(http::handle(&state, req, peer, conn_local, scheme, busy).await)
+        }
+    });
+    let mut conn = Box::pin(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(io, service),
+    );
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            () = slot.closing() => break,
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(conn);
+    drop(alive);
 }
 
 /// Waits up to `grace` seconds for the connection tasks to end.

@@ -240,7 +240,9 @@ fn find_mirrors(root: &Root) -> Vec<Mirror> {
 
 /// The landing page: how to point MAAS at each mirror found, what each
 /// holds, and the entries of the served directory.
-pub(crate) fn landing(root: &Root, host: &str) -> String {
+/// `origin` is the scheme and host clients reach the server by
+/// (`https://mirror.example:8443`).
+pub(crate) fn landing(root: &Root, origin: &str) -> String {
     let mut html = page_start("SimpleStreams mirror");
     html.push_str("<h1>SimpleStreams mirror</h1>\n");
     let mirrors = find_mirrors(root);
@@ -251,7 +253,7 @@ pub(crate) fn landing(root: &Root, host: &str) -> String {
         );
     }
     for m in &mirrors {
-        mirror_section(&mut html, root, m, host);
+        mirror_section(&mut html, root, m, origin);
     }
     html.push_str("<h2>Files</h2>\n");
     match read_entries(root, &[], &Resolved::top()) {
@@ -316,7 +318,7 @@ fn read_served(root: &Root, segments: &[OsString], rel: &str) -> Option<Vec<u8>>
 }
 
 /// The section of the landing page about one mirror.
-fn mirror_section(html: &mut String, root: &Root, m: &Mirror, host: &str) {
+fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
     let base = url_path(&m.segments, true);
     let index = if m.signed {
         "index.sjson"
@@ -326,9 +328,9 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, host: &str) {
     // MAAS fetches streams/v1/index.sjson under the URL it is given, unless
     // the URL names a file: an unsigned mirror is given by its index.
     let source = if m.signed {
-        format!("http://{host}{base}")
+        format!("{origin}{base}")
     } else {
-        format!("http://{host}{base}streams/v1/index.json")
+        format!("{origin}{base}streams/v1/index.json")
     };
     let _ = writeln!(
         html,

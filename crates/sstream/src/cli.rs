@@ -27,7 +27,7 @@ enum Command {
     Mirror(MirrorArgs),
     /// List the items of a stream (same options as sstream-query).
     Query(QueryArgs),
-    /// Serve a mirror directory over HTTP.
+    /// Serve a mirror directory over HTTP and HTTPS.
     Serve(ServeArgs),
     /// Mirror a generated, signed sample stream, serve it and verify it.
     Demo(crate::demo::DemoArgs),
@@ -41,6 +41,8 @@ enum Command {
     Key(crate::key::KeyArgs),
     /// Sign an unsigned tree: a .sjson and a .json.gpg beside each streams/v1 .json.
     Sign(crate::sign::SignArgs),
+    /// Make a private CA and a server certificate for `sstream serve --listen-tls`.
+    Tls(crate::tls::TlsArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -94,6 +96,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Status(a) => crate::status::run(a),
         Command::Key(a) => crate::key::run(a).map(done).map_err(CliError::from),
         Command::Sign(a) => crate::sign::run(a).map(done).map_err(CliError::from),
+        Command::Tls(a) => crate::tls::run(a).map(done).map_err(CliError::from),
     };
     finish(program, result)
 }

@@ -142,7 +142,7 @@ fn export(args: ExportArgs) -> Result<()> {
 /// umask aside) in the
 /// same directory, fsynced, then renamed into place (`replace`) or linked
 /// there only if nothing is (so that an existing file is never clobbered).
-fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;

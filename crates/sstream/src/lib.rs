@@ -21,6 +21,7 @@ pub mod status;
 pub mod stream_args;
 pub mod sync;
 pub mod target;
+pub mod tls;
 pub mod verify;
 
 /// The runtime commands run their async work on

@@ -659,3 +659,133 @@ fn decode_path(s: &str) -> String {
         .decode_utf8_lossy()
         .into_owned()
 }
+
+/// A private CA and a server certificate for `localhost` and 127.0.0.1,
+/// made by `sstream tls generate` in a temporary directory.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Runs `sstream tls generate --host localhost --host 127.0.0.1`.
+    pub fn generate() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .args([
+                "tls",
+                "generate",
+                "--host",
+                "localhost",
+                "--host",
+                "127.0.0.1",
+            ])
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        check("sstream tls generate", &out);
+        TestPki { dir }
+    }
+
+    /// The directory holding `ca.pem`, `ca.key`, `server.pem`, `server.key`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// One of the four files.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Our server over HTTP and HTTPS: `sstream serve <dir> --listen
+/// 127.0.0.1:0 --listen-tls 127.0.0.1:0 --tls-cert CHAIN --tls-key KEY`,
+/// killed on drop.
+pub struct TlsServer {
+    child: Child,
+    /// The plain HTTP base URL, e.g. `http://127.0.0.1:41234/`.
+    pub http_url: String,
+    /// The HTTPS base URL, e.g. `https://127.0.0.1:41235/`.
+    pub https_url: String,
+    stderr: Collected,
+}
+
+impl TlsServer {
+    /// Starts the server and waits for its two `Serving` lines.
+    pub fn start(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sstream serve");
+        let stderr = collect(child.stderr.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            for _ in 0..2 {
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let _ = tx.send(line);
+            }
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let prefix = format!("Serving {} at ", dir.display());
+        let url = || {
+            let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+            line.trim_end()
+                .strip_prefix(&prefix)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    panic!("sstream serve said {line:?}, {}", stderr.lock().unwrap())
+                })
+        };
+        let http_url = url();
+        let https_url = url();
+        assert!(http_url.starts_with("http://127.0.0.1:"), "{http_url}");
+        assert!(https_url.starts_with("https://127.0.0.1:"), "{https_url}");
+        TlsServer {
+            child,
+            http_url,
+            https_url,
+            stderr,
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to a minute) until stderr contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..600 {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no {needle:?} in the server's log:\n{}", self.stderr());
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
