@@ -167,8 +167,9 @@ async fn write_plain(store: &dyn Store, path: &RelPath, bytes: &[u8]) -> Result<
 /// Beside upstream's clear-signed document `upstream` (an `.sjson`),
 /// publishes its plain twin (the `.json`), for clients that read only plain
 /// metadata (LXD, Incus): the text the signature covers (verified on the
-/// way in), byte for byte for a products file; for an index, with its
-/// entries' paths pointing at the plain twins ([`plain_index`]). Nothing
+/// way in) for a products file, with the final line break clear-signing
+/// takes off; for an index, with its entries' paths pointing at the plain
+/// twins ([`plain_index`]). Nothing
 /// for a plain document, nor when the twin is there already with the same
 /// bytes.
 pub async fn publish_plain_twin(store: &dyn Store, upstream: &Document) -> Result<()> {
@@ -186,9 +187,19 @@ pub async fn publish_plain_twin(store: &dyn Store, upstream: &Document) -> Resul
     let bytes = if doc.get("index").is_some_and(Value::is_object) {
         render(&plain_index(&doc))
     } else {
-        text
+        with_final_line_break(text)
     };
     write_plain(store, &twin, &bytes).await
+}
+
+/// `text` ending in a line break: clear-signing drops the one before the
+/// signature (RFC 4880 section 7.1), which upstream's plain documents (one
+/// JSON text and a line break, as images.maas.io serves them) have.
+fn with_final_line_break(mut text: Vec<u8>) -> Vec<u8> {
+    if text.last() != Some(&b'\n') {
+        text.push(b'\n');
+    }
+    text
 }
 
 /// Publishes the public keyring that verifies the mirror beside its
