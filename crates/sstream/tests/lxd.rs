@@ -3,12 +3,13 @@
 //! `.vcdiff` deltas, version names with colons), signed with GnuPG, read
 //! through a signed entry and published as plain `.json` documents:
 //! `--publish held` (exactly what the mirror holds) or, in upstream mode,
-//! plain twins of upstream's signed documents. Checked with our `verify`
-//! and the reference's `sstream-query` (a peer that reads plain metadata
-//! as the LXD client does).
+//! plain twins of upstream's signed documents. Checked with our `verify`,
+//! the reference's `sstream-query`, and LXD's own client `lxc` (no daemon)
+//! over HTTPS from `sstream serve` with a certificate from `sstream tls
+//! generate`: what it lists, exports, and the fingerprints.
 //!
-//! Needs `gpg`, `tar`, `xz` and the reference tools (scripts/test.sh
-//! installs them).
+//! Needs `gpg`, `tar`, `xz`, `lxc` (Debian's `lxd-client`) and the
+//! reference tools (scripts/test.sh installs them).
 
 mod support;
 
@@ -509,4 +510,149 @@ fn sign_key_with_publish_upstream_is_refused() {
     let o = sstream(&["mirror", "--publish", "mine", "http://127.0.0.1:9/", "m"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("mine"));
+}
+
+/// LXD's client `lxc` (no daemon: image list, info and export run in the
+/// client), pointed at the mirror served over HTTPS with a certificate from
+/// `sstream tls generate`, trusted through `SSL_CERT_FILE`.
+struct Lxc {
+    conf: TempDir,
+    ca: std::path::PathBuf,
+}
+
+impl Lxc {
+    fn new(url: &str, ca: &Path) -> Lxc {
+        let lxc = Lxc {
+            conf: TempDir::new().unwrap(),
+            ca: ca.to_owned(),
+        };
+        let o = lxc.run(&["remote", "add", "m", url, "--protocol=simplestreams"]);
+        ok("lxc remote add", &o);
+        lxc
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", self.conf.path())
+            .env("SSL_CERT_FILE", &self.ca)
+            .env("HOME", self.conf.path())
+            .output()
+            .expect("run lxc (install lxd-client: scripts/test.sh does)")
+    }
+}
+
+/// The images `lxc image list` shows of remote `m:`: fingerprint → type.
+fn lxc_images(lxc: &Lxc) -> std::collections::BTreeMap<String, String> {
+    let o = lxc.run(&["image", "list", "m:", "--format", "json"]);
+    ok("lxc image list", &o);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let fp = i["fingerprint"].as_str().unwrap().to_owned();
+            (fp, i["type"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The images of the source for `arch` and `version`: fingerprint (sha256
+/// of the metadata tarball then the rootfs) → (type, metadata, rootfs).
+fn source_images(
+    root: &Path,
+    arch: &str,
+    version: &str,
+) -> Vec<(String, String, Vec<u8>, Vec<u8>)> {
+    let dir = root.join(format!("images/ubuntu/noble/{arch}/default/{version}"));
+    let meta = fs::read(dir.join("lxd.tar.xz")).unwrap();
+    ["rootfs.squashfs", "rootfs.tar.xz", "disk.qcow2"]
+        .iter()
+        .map(|f| {
+            let rootfs = fs::read(dir.join(f)).unwrap();
+            let fp = sha256(&[meta.as_slice(), &rootfs].concat());
+            let kind = if *f == "disk.qcow2" {
+                "virtual-machine"
+            } else {
+                "container"
+            };
+            (fp, kind.to_owned(), meta.clone(), rootfs)
+        })
+        .collect()
+}
+
+/// Exports image `fp` of `m:` and checks the two files are the source's
+/// metadata and rootfs, and that their sha256 is the fingerprint.
+fn export_matches(lxc: &Lxc, fp: &str, meta: &[u8], rootfs: &[u8]) {
+    let dir = TempDir::new().unwrap();
+    let o = lxc.run(&["image", "export", &format!("m:{fp}"), &s(dir.path())]);
+    ok(&format!("lxc image export {fp}"), &o);
+    let mut got: Vec<Vec<u8>> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    got.sort();
+    let mut want = vec![meta.to_vec(), rootfs.to_vec()];
+    want.sort();
+    assert_eq!(got, want, "exported files of {fp}");
+    assert_eq!(sha256(&[meta, rootfs].concat()), fp);
+}
+
+#[test]
+fn lxc_lists_and_exports_exactly_the_held_images() {
+    let up = upstream();
+    let out = up.tmp.path().join("held");
+    let o = mirror(&up, &out, &["--max=1", "--publish", "held", "arch=amd64"]);
+    ok("mirror --publish held", &o);
+    let pki = support::TestPki::generate();
+    let served = support::TlsServer::start(&out, &pki.path("server.pem"), &pki.path("server.key"));
+    let lxc = Lxc::new(served.https_url.trim_end_matches('/'), &pki.path("ca.pem"));
+
+    let root = up.tmp.path().join("upstream");
+    let held = source_images(&root, "amd64", NEW);
+    let want: std::collections::BTreeMap<String, String> = held
+        .iter()
+        .map(|(fp, kind, _, _)| (fp.clone(), kind.clone()))
+        .collect();
+    assert_eq!(
+        lxc_images(&lxc),
+        want,
+        "lxc image list: exactly the held images"
+    );
+    for (fp, _, meta, rootfs) in &held {
+        export_matches(&lxc, fp, meta, rootfs);
+    }
+}
+
+#[test]
+fn lxc_over_plain_twins_lists_upstream_and_exports_what_is_held() {
+    let up = upstream();
+    let out = up.tmp.path().join("twins");
+    ok("mirror --max=1", &mirror(&up, &out, &["--max=1"]));
+    let pki = support::TestPki::generate();
+    let served = support::TlsServer::start(&out, &pki.path("server.pem"), &pki.path("server.key"));
+    let lxc = Lxc::new(served.https_url.trim_end_matches('/'), &pki.path("ca.pem"));
+
+    let root = up.tmp.path().join("upstream");
+    let listed = lxc_images(&lxc);
+    let mut upstream_fps = BTreeSet::new();
+    for arch in ARCHES {
+        for version in [OLD, NEW] {
+            for (fp, kind, meta, rootfs) in source_images(&root, arch, version) {
+                assert_eq!(listed.get(&fp), Some(&kind), "{arch} {version}: {listed:?}");
+                upstream_fps.insert(fp.clone());
+                if version == NEW {
+                    export_matches(&lxc, &fp, &meta, &rootfs);
+                } else {
+                    let dir = TempDir::new().unwrap();
+                    let o = lxc.run(&["image", "export", &format!("m:{fp}"), &s(dir.path())]);
+                    assert!(!o.status.success(), "export of {fp}, not held, succeeded");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        listed.keys().cloned().collect::<BTreeSet<_>>(),
+        upstream_fps
+    );
 }
