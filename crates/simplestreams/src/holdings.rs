@@ -710,4 +710,59 @@ mod tests {
         assert_eq!(sjson_path(&RelPath::parse("a/b.txt").unwrap()), None);
         assert_eq!(detached_path(&json).as_str(), "streams/v1/index.json.gpg");
     }
+
+    fn lxd_products(versions: &[&str]) -> Products {
+        let mut vs = serde_json::Map::new();
+        for v in versions {
+            let mut items = serde_json::json!({
+                "root.squashfs": {"ftype": "squashfs", "path": format!("i/{v}/rootfs.squashfs"), "size": 3, "sha256": "aa"},
+            });
+            if *v == "20260102_07:42" {
+                items["delta-20260101_07:42.vcdiff"] = serde_json::json!({
+                    "ftype": "squashfs.vcdiff", "delta_base": "20260101_07:42",
+                    "path": format!("i/{v}/20260101_07:42.vcdiff"), "size": 1, "sha256": "bb",
+                });
+            }
+            vs.insert((*v).to_owned(), serde_json::json!({ "items": items }));
+        }
+        let doc = serde_json::json!({
+            "content_id": "images", "format": "products:1.0",
+            "products": {"ubuntu:noble:amd64:default": {"arch": "amd64", "versions": vs}},
+        });
+        Products::parse("images.json", &serde_json::to_vec(&doc).unwrap()).unwrap()
+    }
+
+    fn item_names(p: &Products) -> Vec<String> {
+        p.items()
+            .map(|e| format!("{}/{}", e.version_name, e.item_name))
+            .collect()
+    }
+
+    #[test]
+    fn a_delta_is_kept_only_beside_its_base() {
+        let both = without_orphan_deltas(lxd_products(&["20260101_07:42", "20260102_07:42"]));
+        assert_eq!(
+            item_names(&both),
+            [
+                "20260101_07:42/root.squashfs",
+                "20260102_07:42/delta-20260101_07:42.vcdiff",
+                "20260102_07:42/root.squashfs",
+            ]
+        );
+        let newest = without_orphan_deltas(lxd_products(&["20260102_07:42"]));
+        assert_eq!(item_names(&newest), ["20260102_07:42/root.squashfs"]);
+    }
+
+    #[test]
+    fn plain_index_points_at_the_plain_twins() {
+        let signed = serde_json::json!({"format": "index:1.0", "index": {
+            "a": {"path": "streams/v1/a.sjson"}, "b": {"path": "streams/v1/b.json"}}});
+        let Value::Object(signed) = signed else {
+            unreachable!()
+        };
+        let plain = plain_index(&signed);
+        assert_eq!(plain["index"]["a"]["path"], "streams/v1/a.json");
+        assert_eq!(plain["index"]["b"]["path"], "streams/v1/b.json");
+        assert_eq!(signed_index(&plain)["index"]["a"], signed["index"]["a"]);
+    }
 }
