@@ -715,12 +715,12 @@ mod tests {
         let mut vs = serde_json::Map::new();
         for v in versions {
             let mut items = serde_json::json!({
-                "root.squashfs": {"ftype": "squashfs", "path": format!("i/{v}/rootfs.squashfs"), "size": 3, "sha256": "aa"},
+                "root.squashfs": {"ftype": "squashfs", "path": format!("i/{v}/rootfs.squashfs"), "size": 3, "sha256": "a".repeat(64)},
             });
             if *v == "20260102_07:42" {
                 items["delta-20260101_07:42.vcdiff"] = serde_json::json!({
                     "ftype": "squashfs.vcdiff", "delta_base": "20260101_07:42",
-                    "path": format!("i/{v}/20260101_07:42.vcdiff"), "size": 1, "sha256": "bb",
+                    "path": format!("i/{v}/20260101_07:42.vcdiff"), "size": 1, "sha256": "b".repeat(64),
                 });
             }
             vs.insert((*v).to_owned(), serde_json::json!({ "items": items }));
