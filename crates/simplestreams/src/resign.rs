@@ -1,6 +1,11 @@
-//! What a run publishes: upstream's documents byte for byte (the default,
-//! as the reference), or — with a local key — products files and an index
-//! that list exactly what the mirror holds, clear-signed with that key.
+//! What a run publishes ([`Publication`]): upstream's documents byte for
+//! byte (the default, as the reference; beside a clear-signed `.sjson`, its
+//! plain `.json` twin too, [`publish_plain_twin`], since LXD and Incus read
+//! only `streams/v1/index.json`), or products files and an index that list
+//! exactly what the mirror holds: plain `.json` only ([`Publication::Held`],
+//! for LXD and Incus, which check no signature), or — with a local key —
+//! clear-signed with that key as well ([`Publication::Resigned`]). Held
+//! documents leave out `.vcdiff` deltas whose base version is not held.
 //!
 //! A re-signed products file is made from the mirror's state after the run
 //! (only the items whose file is in the mirror), with every field upstream
