@@ -590,6 +590,7 @@ mod tests {
                 Some(false) => "true",
                 _ if key == "mirrors" => "[\"http://h/m/\"]",
                 _ if key == "max" || key == "jobs" || key == "retries" => "1",
+                _ if key == "publish" => "\"held\"",
                 _ => "\"1\"",
             };
             let one: Result<JobOptions, _> = toml::from_str(&format!("{key} = {value}"));
@@ -611,5 +612,19 @@ mod tests {
             e.message,
             "--keep needs --max: it keeps versions gone from the source up to --max"
         );
+    }
+
+    #[test]
+    fn publish_is_upstream_or_held_and_refuses_upstream_with_a_key() {
+        let held: JobOptions = toml::from_str("publish = \"held\"").unwrap();
+        assert_eq!(held.publish, Some(PublishMode::Held));
+        assert_eq!(JobOptions::default().publish, None);
+        let bad = toml::from_str::<JobOptions>("publish = \"mine\"").unwrap_err();
+        assert!(bad.to_string().contains("mine"), "{bad}");
+        let both: JobOptions =
+            toml::from_str("publish = \"upstream\"\nsign_key = \"/k.asc\"").unwrap();
+        let err = both.validate(str::to_owned).unwrap_err();
+        assert_eq!(err.key, "publish");
+        assert!(err.message.contains("sign_key"), "{}", err.message);
     }
 }
