@@ -10,13 +10,15 @@ bash scripts/s3-servers.sh       # moto and s3s-fs, the S3 servers of tests/s3.r
 
 # Debian packages the tests drive: curl (HTTP checks), openssl (a test CA
 # for HTTPS sources), a headless
-# Chromium (what an operator's browser shows of `sstream serve`) and
-# systemd (`systemd-analyze verify` on the shipped units).
+# Chromium (what an operator's browser shows of `sstream serve`),
+# systemd (`systemd-analyze verify` on the shipped units) and LXD's
+# client `lxc` (tests/lxd.rs: a mirror LXD can use, without a daemon).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v lxc >/dev/null || missing+=(lxd-client)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq

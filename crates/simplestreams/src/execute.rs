@@ -23,7 +23,7 @@ use crate::content::{ContentIndex, ContentKey};
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::plan::{Download, Origin, Plan};
-use crate::resign::{Publication, Withdrawal, publish_index, publish_products};
+use crate::resign::{Publication, Withdrawal, publish_index, publish_plain_twin, publish_products};
 use crate::source::{ProgressFn, Source};
 use crate::store::{Linked, PendingDeletes, References, Store};
 use futures_util::StreamExt;
@@ -523,10 +523,13 @@ async fn publish(
     for sp in complete() {
         store.save_state(sp.content_id(), &sp.state).await?;
     }
-    let mut resigned = Vec::new();
+    let mut held = Vec::new();
     let withdrawal = match publication {
         Publication::Upstream if plan.streams.is_empty() && plan.index.is_none() => None,
         Publication::Upstream => Withdrawal::needed(store).await?,
+        // Plain documents only: upstream's signed ones, or those of an
+        // earlier re-signed run, would go on listing what is not held.
+        Publication::Held => Some(Withdrawal),
         Publication::Resigned(_) => None,
     };
     for sp in complete() {
@@ -537,8 +540,16 @@ async fn publish(
                 if let Some(w) = &withdrawal {
                     w.beside(store, rel).await?;
                 }
+                publish_plain_twin(store, &sp.source.document).await?;
             }
-            Publication::Resigned(key) => resigned.extend(publish_products(store, key, sp).await?),
+            Publication::Held | Publication::Resigned(_) => {
+                let key = publication.signing_key();
+                let published = publish_products(store, key, sp).await?;
+                if let (Some(w), Some(p)) = (&withdrawal, &published) {
+                    w.beside(store, &p.path).await?;
+                }
+                held.extend(published);
+            }
         }
         report.published.push(sp.content_id().to_owned());
     }
@@ -551,10 +562,19 @@ async fn publish(
                 store.write_atomic(&index.rel, &index.raw).await?;
                 if let Some(w) = &withdrawal {
                     w.beside(store, &index.rel).await?;
-                    w.finish(store).await?;
+                }
+                publish_plain_twin(store, index).await?;
+            }
+            Publication::Held | Publication::Resigned(_) => {
+                publish_index(store, publication.signing_key(), index, &held).await?;
+                if let Some(w) = &withdrawal {
+                    w.beside(store, &crate::holdings::json_path(&index.rel))
+                        .await?;
                 }
             }
-            Publication::Resigned(key) => publish_index(store, key, index, &resigned).await?,
+        }
+        if let Some(w) = &withdrawal {
+            w.finish(store).await?;
         }
     }
     Ok(references)

@@ -137,6 +137,53 @@ pub fn retain_items(held: &Products, mut keep: impl FnMut(&Item) -> bool) -> Pro
     out
 }
 
+/// `held` without the delta items (LXD's `.vcdiff`, an item with a
+/// `delta_base`) whose base version it does not hold: a client offered
+/// such a delta could not apply it. A base is held when its version keeps
+/// an item that is not itself a delta. Versions and products left without
+/// items are dropped.
+pub fn without_orphan_deltas(held: Products) -> Products {
+    let mut out = Products {
+        fields: held.fields,
+        products: BTreeMap::new(),
+    };
+    for (pname, product) in held.products {
+        let bases: Vec<String> = product
+            .versions
+            .iter()
+            .filter(|(_, v)| v.items.values().any(|i| delta_base(i).is_none()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let applicable =
+            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| v == b));
+        let versions: BTreeMap<String, Version> = product
+            .versions
+            .into_iter()
+            .filter_map(|(vname, version)| {
+                let items: BTreeMap<String, Item> = version
+                    .items
+                    .into_iter()
+                    .filter(|(_, item)| applicable(item))
+                    .collect();
+                (!items.is_empty()).then(|| {
+                    let fields = version.fields;
+                    (vname, Version { fields, items })
+                })
+            })
+            .collect();
+        if !versions.is_empty() {
+            let fields = product.fields;
+            out.products.insert(pname, Product { fields, versions });
+        }
+    }
+    out
+}
+
+/// The version a delta item applies to (its `delta_base`), if it is one.
+fn delta_base(item: &Item) -> Option<&str> {
+    item.fields.get("delta_base").and_then(Value::as_str)
+}
+
 /// One products file a re-signed mirror publishes, as the index lists it.
 #[derive(Debug, Clone, Copy)]
 pub struct Listed<'a> {
@@ -220,6 +267,23 @@ pub fn signed_index(index: &Map<String, Value>) -> Map<String, Value> {
                 && let Some(stem) = path.strip_suffix(".json")
             {
                 *path = format!("{stem}.sjson");
+            }
+        }
+    }
+    doc
+}
+
+/// `index` with every entry's `path` that ends in `.sjson` pointing at the
+/// plain `.json` twin beside it (what a plain `index.json` lists: the
+/// inverse of [`signed_index`]). Other entries are left alone.
+pub fn plain_index(index: &Map<String, Value>) -> Map<String, Value> {
+    let mut doc = index.clone();
+    if let Some(Value::Object(entries)) = doc.get_mut("index") {
+        for entry in entries.values_mut() {
+            if let Some(Value::String(path)) = entry.get_mut("path")
+                && let Some(stem) = path.strip_suffix(".sjson")
+            {
+                *path = format!("{stem}.json");
             }
         }
     }
@@ -645,5 +709,60 @@ mod tests {
         assert_eq!(sjson_path(&json), Some(sjson));
         assert_eq!(sjson_path(&RelPath::parse("a/b.txt").unwrap()), None);
         assert_eq!(detached_path(&json).as_str(), "streams/v1/index.json.gpg");
+    }
+
+    fn lxd_products(versions: &[&str]) -> Products {
+        let mut vs = serde_json::Map::new();
+        for v in versions {
+            let mut items = serde_json::json!({
+                "root.squashfs": {"ftype": "squashfs", "path": format!("i/{v}/rootfs.squashfs"), "size": 3, "sha256": "a".repeat(64)},
+            });
+            if *v == "20260102_07:42" {
+                items["delta-20260101_07:42.vcdiff"] = serde_json::json!({
+                    "ftype": "squashfs.vcdiff", "delta_base": "20260101_07:42",
+                    "path": format!("i/{v}/20260101_07:42.vcdiff"), "size": 1, "sha256": "b".repeat(64),
+                });
+            }
+            vs.insert((*v).to_owned(), serde_json::json!({ "items": items }));
+        }
+        let doc = serde_json::json!({
+            "content_id": "images", "format": "products:1.0",
+            "products": {"ubuntu:noble:amd64:default": {"arch": "amd64", "versions": vs}},
+        });
+        Products::parse("images.json", &serde_json::to_vec(&doc).unwrap()).unwrap()
+    }
+
+    fn item_names(p: &Products) -> Vec<String> {
+        p.items()
+            .map(|e| format!("{}/{}", e.version_name, e.item_name))
+            .collect()
+    }
+
+    #[test]
+    fn a_delta_is_kept_only_beside_its_base() {
+        let both = without_orphan_deltas(lxd_products(&["20260101_07:42", "20260102_07:42"]));
+        assert_eq!(
+            item_names(&both),
+            [
+                "20260101_07:42/root.squashfs",
+                "20260102_07:42/delta-20260101_07:42.vcdiff",
+                "20260102_07:42/root.squashfs",
+            ]
+        );
+        let newest = without_orphan_deltas(lxd_products(&["20260102_07:42"]));
+        assert_eq!(item_names(&newest), ["20260102_07:42/root.squashfs"]);
+    }
+
+    #[test]
+    fn plain_index_points_at_the_plain_twins() {
+        let signed = serde_json::json!({"format": "index:1.0", "index": {
+            "a": {"path": "streams/v1/a.sjson"}, "b": {"path": "streams/v1/b.json"}}});
+        let Value::Object(signed) = signed else {
+            unreachable!()
+        };
+        let plain = plain_index(&signed);
+        assert_eq!(plain["index"]["a"]["path"], "streams/v1/a.json");
+        assert_eq!(plain["index"]["b"]["path"], "streams/v1/b.json");
+        assert_eq!(signed_index(&plain)["index"]["a"], signed["index"]["a"]);
     }
 }

@@ -1,6 +1,11 @@
-//! What a run publishes: upstream's documents byte for byte (the default,
-//! as the reference), or — with a local key — products files and an index
-//! that list exactly what the mirror holds, clear-signed with that key.
+//! What a run publishes ([`Publication`]): upstream's documents byte for
+//! byte (the default, as the reference; beside a clear-signed `.sjson`, its
+//! plain `.json` twin too, [`publish_plain_twin`], since LXD and Incus read
+//! only `streams/v1/index.json`), or products files and an index that list
+//! exactly what the mirror holds: plain `.json` only ([`Publication::Held`],
+//! for LXD and Incus, which check no signature), or — with a local key —
+//! clear-signed with that key as well ([`Publication::Resigned`]). Held
+//! documents leave out `.vcdiff` deltas whose base version is not held.
 //!
 //! A re-signed products file is made from the mirror's state after the run
 //! (only the items whose file is in the mirror), with every field upstream
@@ -19,8 +24,8 @@
 use crate::error::{Error, Result};
 use crate::format::Products;
 use crate::holdings::{
-    Listed, detached_path, index_document, json_path, keep_updated, products_document, render,
-    retain_items, signed_index, sjson_path,
+    Listed, detached_path, index_document, json_path, keep_updated, plain_index, products_document,
+    render, retain_items, signed_index, sjson_path, without_orphan_deltas,
 };
 use crate::metadata::Document;
 use crate::openpgp::{KeyError, SigningKey};
@@ -38,6 +43,10 @@ pub enum Publication {
     /// valid).
     #[default]
     Upstream,
+    /// Plain documents (`.json`, unsigned) listing what the mirror holds:
+    /// for clients that read only plain metadata and check no signature
+    /// (LXD, Incus). Upstream's signatures are still verified on the way in.
+    Held,
     /// Documents listing what the mirror holds, signed with this key.
     Resigned(Arc<SigningKey>),
 }
@@ -48,7 +57,17 @@ impl Publication {
     pub fn cache_token(&self) -> Option<String> {
         match self {
             Publication::Upstream => None,
+            Publication::Held => Some("held".to_owned()),
             Publication::Resigned(key) => Some(key.fingerprint()),
+        }
+    }
+
+    /// The key held documents are signed with: `None` for plain ones (and
+    /// for upstream's, which are not made here).
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        match self {
+            Publication::Resigned(key) => Some(key),
+            Publication::Upstream | Publication::Held => None,
         }
     }
 }
@@ -63,11 +82,12 @@ pub struct Published {
 }
 
 /// Publishes the products file of `sp` from its state: the products,
-/// versions and items whose files the mirror holds. `None` when it holds
-/// nothing of it (no file is written then).
+/// versions and items whose files the mirror holds, signed with `key` when
+/// there is one (plain only otherwise). `None` when it holds nothing of it
+/// (no file is written then).
 pub async fn publish_products(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     sp: &StreamPlan,
 ) -> Result<Option<Published>> {
     let files: Vec<(RelPath, Option<u64>)> = sp
@@ -81,11 +101,11 @@ pub async fn publish_products(
         .zip(present)
         .filter_map(|(file, there)| there.then_some(file))
         .collect();
-    let held = retain_items(&sp.state, |item| {
+    let held = without_orphan_deltas(retain_items(&sp.state, |item| {
         item.path
             .as_ref()
             .is_none_or(|p| in_store.contains(&(p.clone(), item.size)))
-    });
+    }));
     let Some(document) = products_document(&sp.source.products, &held)? else {
         return Ok(None);
     };
@@ -95,12 +115,12 @@ pub async fn publish_products(
 }
 
 /// Publishes the index: upstream's index (`upstream`) naming only the
-/// products files the mirror holds anything of. `published` are this run's;
-/// the others are read back from the mirror (what an earlier run published
-/// for them).
+/// products files the mirror holds anything of, signed with `key` when
+/// there is one. `published` are this run's; the others are read back from
+/// the mirror (what an earlier run published for them).
 pub async fn publish_index(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     upstream: &Document,
     published: &[Published],
 ) -> Result<()> {
@@ -132,9 +152,59 @@ pub async fn publish_index(
         keep_updated(&mut plain, previous);
     }
     let bytes = render(&plain);
+    let Some(key) = key else {
+        return write_plain(store, &path, &bytes).await;
+    };
     write_pair(store, key, &path, &bytes).await?;
     sign_beside(store, key, &path, &render(&signed_index(&plain)), &bytes).await?;
     publish_keyring(store, key).await
+}
+
+/// Writes `bytes` at `path` unless they are there already (so that a run
+/// that changes nothing leaves the file, and its validators, alone).
+async fn write_plain(store: &dyn Store, path: &RelPath, bytes: &[u8]) -> Result<()> {
+    if store.read(path).await.ok().flatten().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    store.write_atomic(path, bytes).await
+}
+
+/// Beside upstream's clear-signed document `upstream` (an `.sjson`),
+/// publishes its plain twin (the `.json`), for clients that read only plain
+/// metadata (LXD, Incus): the text the signature covers (verified on the
+/// way in) for a products file, with the final line break clear-signing
+/// takes off; for an index, with its entries' paths pointing at the plain
+/// twins ([`plain_index`]). Nothing
+/// for a plain document, nor when the twin is there already with the same
+/// bytes.
+pub async fn publish_plain_twin(store: &dyn Store, upstream: &Document) -> Result<()> {
+    let twin = json_path(&upstream.rel);
+    if twin == upstream.rel {
+        return Ok(());
+    }
+    let text =
+        crate::openpgp::cleartext_body(&upstream.raw).map_err(|source| Error::Signature {
+            url: upstream.url.clone(),
+            source,
+        })?;
+    let doc: Map<String, Value> = serde_json::from_slice(&text)
+        .map_err(|e| Error::metadata(&upstream.url, format!("malformed JSON: {e}")))?;
+    let bytes = if doc.get("index").is_some_and(Value::is_object) {
+        render(&plain_index(&doc))
+    } else {
+        with_final_line_break(text)
+    };
+    write_plain(store, &twin, &bytes).await
+}
+
+/// `text` ending in a line break: clear-signing drops the one before the
+/// signature (RFC 4880 section 7.1), which upstream's plain documents (one
+/// JSON text and a line break, as images.maas.io serves them) have.
+fn with_final_line_break(mut text: Vec<u8>) -> Vec<u8> {
+    if text.last() != Some(&b'\n') {
+        text.push(b'\n');
+    }
+    text
 }
 
 /// Publishes the public keyring that verifies the mirror beside its
@@ -175,7 +245,7 @@ async fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String,
 /// written.
 async fn write_signed(
     store: &dyn Store,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
     path: &RelPath,
     mut document: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
@@ -183,8 +253,13 @@ async fn write_signed(
         keep_updated(&mut document, &previous);
     }
     let bytes = render(&document);
-    write_pair(store, key, path, &bytes).await?;
-    sign_beside(store, key, path, &bytes, &bytes).await?;
+    match key {
+        None => write_plain(store, path, &bytes).await?,
+        Some(key) => {
+            write_pair(store, key, path, &bytes).await?;
+            sign_beside(store, key, path, &bytes, &bytes).await?;
+        }
+    }
     Ok(document)
 }
 
@@ -369,9 +444,9 @@ async fn read_published_index(store: &dyn Store, path: &RelPath) -> Option<Map<S
 }
 
 /// Removes, as upstream's documents are published again in a mirror that
-/// was re-signed before, what re-signing published beside them: the plain
-/// or clear-signed twin and the detached signature of each, then the
-/// mirror's keyring (last: while it is there, a later run knows there is
+/// was re-signed before (or as plain held documents are published), what
+/// was published beside them: the plain or clear-signed twin and the
+/// detached signature of each, then the mirror's keyring (last: while it is there, a later run knows there is
 /// something to withdraw, so an interrupted withdrawal is finished).
 #[derive(Debug, Clone, Copy)]
 pub struct Withdrawal;
@@ -401,9 +476,14 @@ impl Withdrawal {
         Ok(())
     }
 
-    /// After upstream's index was written: removes the mirror's keyring.
+    /// After the index was written: removes the mirror's keyring, if it
+    /// has one.
     pub async fn finish(&self, store: &dyn Store) -> Result<()> {
-        store.remove(&keyring_path()?).await
+        let keyring = keyring_path()?;
+        if store.stamp(&keyring).await.is_some() {
+            store.remove(&keyring).await?;
+        }
+        Ok(())
     }
 }
 

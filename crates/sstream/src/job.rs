@@ -115,6 +115,23 @@ pub struct JobOptions {
     /// this key (`sstream key generate`), instead of upstream's documents.
     #[arg(long, value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
+    /// What the mirror publishes as metadata: `upstream`, upstream's
+    /// documents (with plain `.json` twins of signed ones); `held`, plain
+    /// documents listing exactly what the mirror holds (for LXD and Incus,
+    /// which check no signature; with --sign-key, signed as well).
+    /// Default: held with --sign-key, else upstream.
+    #[arg(long, value_name = "MODE")]
+    pub publish: Option<PublishMode>,
+}
+
+/// What a mirror publishes as metadata (`--publish`, config `publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Upstream's documents, byte for byte.
+    Upstream,
+    /// Documents listing exactly what the mirror holds.
+    Held,
 }
 
 impl Default for JobOptions {
@@ -173,6 +190,15 @@ impl JobOptions {
                 key: "keep",
                 message: format!(
                     "{keep} needs {max}: it keeps versions gone from the source up to {max}"
+                ),
+            });
+        }
+        if self.sign_key.is_some() && self.publish == Some(PublishMode::Upstream) {
+            let (sign_key, publish) = (name("sign_key"), name("publish"));
+            return Err(InvalidOption {
+                key: "publish",
+                message: format!(
+                    "{sign_key} publishes what the mirror holds, signed: it cannot go with {publish} upstream"
                 ),
             });
         }
@@ -304,12 +330,14 @@ impl MirrorJob {
         Ok(None)
     }
 
-    /// Upstream's documents, or re-signed ones with the key of `sign_key`
-    /// (loaded and checked before anything is fetched).
+    /// Upstream's documents, held ones (`publish = "held"`), or held ones
+    /// re-signed with the key of `sign_key` (loaded and checked before
+    /// anything is fetched).
     fn publication(&self) -> Result<Publication, CliError> {
-        Ok(match &self.options.sign_key {
-            None => Publication::Upstream,
-            Some(path) => Publication::Resigned(Arc::new(self.passphrase.open_key(path)?)),
+        Ok(match (&self.options.sign_key, self.options.publish) {
+            (Some(path), _) => Publication::Resigned(Arc::new(self.passphrase.open_key(path)?)),
+            (None, Some(PublishMode::Held)) => Publication::Held,
+            (None, Some(PublishMode::Upstream) | None) => Publication::Upstream,
         })
     }
 }
@@ -624,6 +652,7 @@ mod tests {
                 Some(false) => "true",
                 _ if key == "mirrors" => "[\"http://h/m/\"]",
                 _ if key == "max" || key == "jobs" || key == "retries" => "1",
+                _ if key == "publish" => "\"held\"",
                 _ => "\"1\"",
             };
             let one: Result<JobOptions, _> = toml::from_str(&format!("{key} = {value}"));
@@ -645,5 +674,19 @@ mod tests {
             e.message,
             "--keep needs --max: it keeps versions gone from the source up to --max"
         );
+    }
+
+    #[test]
+    fn publish_is_upstream_or_held_and_refuses_upstream_with_a_key() {
+        let held: JobOptions = toml::from_str("publish = \"held\"").unwrap();
+        assert_eq!(held.publish, Some(PublishMode::Held));
+        assert_eq!(JobOptions::default().publish, None);
+        let bad = toml::from_str::<JobOptions>("publish = \"mine\"").unwrap_err();
+        assert!(bad.to_string().contains("mine"), "{bad}");
+        let both: JobOptions =
+            toml::from_str("publish = \"upstream\"\nsign_key = \"/k.asc\"").unwrap();
+        let err = both.validate(str::to_owned).unwrap_err();
+        assert_eq!(err.key, "publish");
+        assert!(err.message.contains("sign_key"), "{}", err.message);
     }
 }

@@ -63,6 +63,21 @@ fn mirror_ok(args: &[&str]) {
     );
 }
 
+/// Removes the plain twins our mirror publishes beside upstream's signed
+/// documents (for LXD), leaving the tree the reference makes: for the
+/// tests of the signed documents themselves.
+fn without_plain_twins(out: &Path) {
+    let streams = out.join("streams/v1");
+    for e in fs::read_dir(&streams).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".json")
+            && streams.join(format!("{stem}.sjson")).exists()
+        {
+            fs::remove_file(streams.join(&name)).unwrap();
+        }
+    }
+}
+
 fn unsigned_mirror() -> Mirror {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
@@ -322,6 +337,7 @@ fn signed_mirror_verifies_and_tampering_is_exit_3() {
         &out.to_string_lossy(),
         "arch=amd64",
     ]);
+    without_plain_twins(&out);
     let target = out.to_string_lossy().into_owned();
     let (code, stdout, stderr) = verify(&["--keyring", &keyring, &target]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -441,6 +457,7 @@ fn directory_with_both_entries_is_read_from_the_signed_one() {
         &out.to_string_lossy(),
         "arch=amd64",
     ]);
+    without_plain_twins(&out);
     let target = out.to_string_lossy().into_owned();
     let (code, stdout, stderr) = verify(&["--keyring", &keyring, "--json", &target]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -886,6 +903,7 @@ fn max_one_upstream_mirror_reports_what_it_offers_but_does_not_hold() {
 #[test]
 fn respin_published_over_old_files_is_found_from_the_directory_as_when_served() {
     let m = signed_mirror(false, &[], &["arch=amd64"]);
+    without_plain_twins(&m.out);
     let cid = &m.sample.content_ids[1];
     let products = m.out.join(format!("streams/v1/{cid}.sjson"));
     let signed = fs::read(&products).unwrap();

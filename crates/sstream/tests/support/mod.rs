@@ -508,15 +508,28 @@ pub fn show(out: &Output) -> String {
 /// Differences between two mirror trees (empty when equal): the same files
 /// (directories and `*.lock` ignored), the same bytes, except under `.data/`:
 /// `.data/<content_id>` compared as JSON data and `.data/references.json` as a
-/// map of sets (order and duplicates ignored).
+/// map of sets (order and duplicates ignored). A file on one side only is
+/// accepted when it is exactly the plain twin of a clear-signed document
+/// both sides hold (what our mirror publishes beside an upstream `.sjson`
+/// for LXD and Incus, and the reference does not: see [`plain_twin`]).
 pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
     let (fa, fb) = (files(a), files(b));
     let mut out = Vec::new();
+    let twin = |root: &Path, f: &str| {
+        let signed = f.strip_suffix(".json").map(|stem| format!("{stem}.sjson"));
+        signed.is_some_and(|sj| {
+            fa.contains(&sj) && fb.contains(&sj) && plain_twin(&root.join(&sj), &root.join(f))
+        })
+    };
     for f in fa.difference(&fb) {
-        out.push(format!("only in {}: {f}", a.display()));
+        if !twin(a, f) {
+            out.push(format!("only in {}: {f}", a.display()));
+        }
     }
     for f in fb.difference(&fa) {
-        out.push(format!("only in {}: {f}", b.display()));
+        if !twin(b, f) {
+            out.push(format!("only in {}: {f}", b.display()));
+        }
     }
     for f in fa.intersection(&fb) {
         let (x, y) = (fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
@@ -557,6 +570,31 @@ pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `plain` is the plain twin of the clear-signed document `signed`:
+/// the same JSON as the text its signature covers, an index's entries'
+/// `.sjson` paths pointing at the `.json` twins.
+pub fn plain_twin(signed: &Path, plain: &Path) -> bool {
+    let Ok(body) = simplestreams::openpgp::cleartext_body(&fs::read(signed).unwrap()) else {
+        return false;
+    };
+    let (Ok(mut want), Ok(got)) = (
+        serde_json::from_slice::<Value>(&body),
+        serde_json::from_slice::<Value>(&fs::read(plain).unwrap()),
+    ) else {
+        return false;
+    };
+    if let Some(Value::Object(entries)) = want.get_mut("index") {
+        for entry in entries.values_mut() {
+            if let Some(Value::String(path)) = entry.get_mut("path")
+                && let Some(stem) = path.strip_suffix(".sjson")
+            {
+                *path = format!("{stem}.json");
+            }
+        }
+    }
+    want == got
 }
 
 /// Asserts [`tree_diff`] is empty, printing the differences.
