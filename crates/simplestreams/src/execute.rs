@@ -47,6 +47,9 @@ pub struct ExecuteOptions {
     pub verify_links: bool,
     /// What is published: upstream's documents, or re-signed holdings.
     pub publication: Publication,
+    /// With upstream's documents, their plain `.json` twins too (see
+    /// [`publish_plain_twin`]).
+    pub plain_twins: bool,
 }
 
 /// What a run did.
@@ -90,15 +93,7 @@ pub async fn execute(
         download(&plan, source, store, options, &progress, &mut report).await;
     let mut keep = leftovers_to_keep(&plan, store);
     let references = release_for_publish(&mut plan);
-    let published = match publish(
-        &plan,
-        references,
-        store,
-        &options.publication,
-        &failed_ids,
-        &mut report,
-    )
-    .await
+    let published = match publish(&plan, references, store, options, &failed_ids, &mut report).await
     {
         Ok(Some(refs)) if failed_ids.is_empty() => {
             let deleted = delete(&plan, store, &refs, options.delete_delay, &mut report).await;
@@ -474,10 +469,11 @@ async fn publish(
     plan: &Plan,
     references: Option<References>,
     store: &dyn Store,
-    publication: &Publication,
+    options: &ExecuteOptions,
     failed: &BTreeSet<String>,
     report: &mut Report,
 ) -> Result<Option<References>> {
+    let publication = &options.publication;
     let references = match references {
         None => None,
         Some(refs) if failed.is_empty() => Some(refs),
@@ -540,7 +536,9 @@ async fn publish(
                 if let Some(w) = &withdrawal {
                     w.beside(store, rel).await?;
                 }
-                publish_plain_twin(store, &sp.source.document).await?;
+                if options.plain_twins {
+                    publish_plain_twin(store, &sp.source.document).await?;
+                }
             }
             Publication::Held | Publication::Resigned(_) => {
                 let key = publication.signing_key();
@@ -563,7 +561,9 @@ async fn publish(
                 if let Some(w) = &withdrawal {
                     w.beside(store, &index.rel).await?;
                 }
-                publish_plain_twin(store, index).await?;
+                if options.plain_twins {
+                    publish_plain_twin(store, index).await?;
+                }
             }
             Publication::Held | Publication::Resigned(_) => {
                 publish_index(store, publication.signing_key(), index, &held).await?;

@@ -46,6 +46,11 @@ pub struct RunSettings {
     pub content_index: Option<PathBuf>,
     /// What is published: upstream's documents, or re-signed holdings.
     pub publication: Publication,
+    /// With upstream's documents: publish the plain `.json` twin of each
+    /// clear-signed one too, for clients that read only plain metadata
+    /// (LXD, Incus). Off for the drop-in `sstream-mirror`, whose tree is
+    /// the reference's.
+    pub plain_twins: bool,
 }
 
 impl Default for RunSettings {
@@ -58,6 +63,7 @@ impl Default for RunSettings {
             delete_delay: Duration::ZERO,
             content_index: None,
             publication: Publication::Upstream,
+            plain_twins: true,
         }
     }
 }
@@ -203,6 +209,7 @@ impl Mirror {
             content_index: self.content_index(),
             verify_links: self.options.verify_existing,
             publication: self.settings.publication.clone(),
+            plain_twins: self.settings.plain_twins,
         };
         let report = execute(plan, self.reader.source(), self.store(), &jobs, on_bytes).await?;
         FetchCache::after_run(self.cache_key(), seen, self.store())

@@ -99,6 +99,7 @@ impl Job {
             filters: self.filters.clone(),
             options: self.options.clone(),
             default_delete_delay: DEFAULT_DELETE_DELAY,
+            plain_twins: true,
             passphrase: PassphraseArgs::default(),
         }
     }

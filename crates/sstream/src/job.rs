@@ -232,6 +232,9 @@ pub struct MirrorJob {
     /// The delete delay without `delete_delay`: [`DEFAULT_DELETE_DELAY`],
     /// or zero for the drop-in (as the reference).
     pub default_delete_delay: Duration,
+    /// Whether upstream's clear-signed documents get their plain `.json`
+    /// twins (not for the drop-in, whose tree is the reference's).
+    pub plain_twins: bool,
     /// Where the signing key's passphrase comes from.
     pub passphrase: PassphraseArgs,
 }
@@ -308,6 +311,7 @@ impl MirrorJob {
             delete_delay: o.delete_delay.map_or(self.default_delete_delay, |d| d.0),
             content_index: self.content_index()?,
             publication: self.publication()?,
+            plain_twins: self.plain_twins,
         };
         Ok(Mirror::new(reader, store, options, settings))
     }

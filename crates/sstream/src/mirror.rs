@@ -171,6 +171,7 @@ impl MirrorArgs {
             } else {
                 DEFAULT_DELETE_DELAY
             },
+            plain_twins: !self.drop_in,
             passphrase: self.passphrase.clone(),
         })
     }
