@@ -48,6 +48,18 @@ impl Verification {
             Keyring::from_file(&path).map_err(|source| Error::Keyring { path, source })?;
         Ok(Verification::Keyring(keyring))
     }
+
+    /// What a status record says of this verification of a stream whose
+    /// entry is `entry`: the keyring's fingerprints when the entry is
+    /// signed and checked, else unverified.
+    pub fn recorded(&self, entry: &RelPath) -> crate::status::Verified {
+        match self {
+            Verification::Keyring(k) if is_signed_name(entry) => {
+                crate::status::Verified::Keyring(k.fingerprints())
+            }
+            _ => crate::status::Verified::Unverified,
+        }
+    }
 }
 
 /// Whether a document name is that of a clear-signed document.

@@ -25,6 +25,7 @@ use simplestreams::mirror::{Mirror, RunSettings};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::resign::Publication;
 use simplestreams::source::{Source, TransferOptions, source_url};
+use simplestreams::status::Verified;
 use std::fmt;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -252,6 +253,14 @@ impl MirrorJob {
             publication: self.publication()?,
         };
         Ok(Mirror::new(reader, store, options, settings))
+    }
+
+    /// How a run of this job verifies the source's metadata, for its status
+    /// record (`None` when the source or keyring cannot be opened: the run
+    /// fails on it and says why).
+    pub fn verified_with(&self) -> Option<Verified> {
+        let (spec, verification) = self.options.stream(0, None).open(&self.source).ok()?;
+        Some(verification.recorded(&spec.entry))
     }
 
     /// The content index, when it can serve this mirror.
@@ -511,13 +520,14 @@ mod tests {
 
     /// The options of `sstream mirror` that are about one run, not the
     /// job: they have no config key.
-    const RUN_ONLY: [&str; 10] = [
+    const RUN_ONLY: [&str; 11] = [
         "dry_run",
         "progress",
         "verbose",
         "log_file",
         "no_checksumming_reader",
         "passphrase_file",
+        "job_name",
         "source",
         "output_dir",
         "filters",

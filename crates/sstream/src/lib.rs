@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
+pub mod record;
 pub mod sign;
 pub mod status;
 pub mod stream_args;

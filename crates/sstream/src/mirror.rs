@@ -4,11 +4,13 @@
 use crate::error::CliError;
 use crate::job::{DEFAULT_DELETE_DELAY, JobOptions, MirrorJob};
 use crate::progress::RunDisplay;
+use crate::record::{JobOutcome, RunIdentity, RunRecorder};
 use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use clap::Args;
 use simplestreams::filter::FilterGroups;
 use simplestreams::mirror::{Mirror, Summary};
+use simplestreams::status;
 use simplestreams::units::human_size;
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,6 +43,11 @@ pub struct MirrorArgs {
     /// The signing key's passphrase, when it has one.
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// The name of this run's status record
+    /// (`.data/sstream-status-NAME.json`; default: the name of the mirror's
+    /// directory or bucket prefix).
+    #[arg(long, value_name = "NAME")]
+    pub job_name: Option<String>,
     /// The drop-in `sstream-mirror`: the reference's defaults.
     #[arg(skip)]
     pub drop_in: bool,
@@ -57,12 +64,44 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
     let job = args.job()?;
     args.stream().init_logging()?;
     let chatty = args.progress || args.verbose > 0;
-    let mirror = job.build()?;
-    let summary = execute(&mirror, args.dry_run, args.progress, chatty)?;
-    if let (Some(summary), true) = (summary, chatty) {
+    if args.dry_run {
+        execute(&job.build()?, true, args.progress, chatty)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let recorder = args.recorder(&job)?;
+    let result = job
+        .build()
+        .and_then(|mirror| execute(&mirror, false, args.progress, chatty));
+    let (outcome, errors) = match &result {
+        Ok(summary) => (outcome_of(summary.as_ref()), Vec::new()),
+        Err(e) => (JobOutcome::default(), e.lines()),
+    };
+    // A run that failed before making its directory leaves none behind.
+    if crate::target::is_bucket(&args.output_dir) || args.output_dir.is_dir() {
+        let (_, written) = recorder.finish(&outcome, errors, &warn);
+        if let Err(e) = written {
+            warn(&e);
+        }
+    }
+    if let (Some(summary), true) = (result?, chatty) {
         eprintln!("{}", summary_line(&summary));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A warning about the run's status record, on stderr.
+fn warn(line: &str) {
+    log::warn!("{line}");
+}
+
+/// What a run that ended with `summary` did, for its status record.
+pub fn outcome_of(summary: Option<&Summary>) -> JobOutcome {
+    summary.map_or_else(JobOutcome::default, |s| JobOutcome {
+        changed: s.changed,
+        files: s.report.files as u64,
+        bytes: s.report.bytes,
+        removed: s.report.deleted as u64,
+    })
 }
 
 /// The line `-v` and `--progress` end with.
@@ -134,6 +173,27 @@ impl MirrorArgs {
             },
             passphrase: self.passphrase.clone(),
         })
+    }
+
+    /// The recorder of this run's status record (the job named by
+    /// `--job-name` or after the mirror's directory).
+    fn recorder(&self, job: &MirrorJob) -> Result<RunRecorder, CliError> {
+        let dir = self.output_dir.to_string_lossy();
+        let name = match &self.job_name {
+            Some(name) => name.clone(),
+            None if crate::target::is_bucket(&self.output_dir) => status::job_name_for(&dir),
+            None => {
+                let absolute = std::path::absolute(&self.output_dir)?;
+                status::job_name_for(&absolute.to_string_lossy())
+            }
+        };
+        let identity = RunIdentity {
+            job: name,
+            source: self.source.clone(),
+            dir: self.output_dir.clone(),
+            verified_with: job.verified_with(),
+        };
+        RunRecorder::start(identity, self.job.timeout.get(), &warn)
     }
 
     /// How the stream is read and logged.
