@@ -125,7 +125,7 @@ async fn respond(state: &Arc<State>, req: &Request<Incoming>, local: SocketAddr)
     };
     if path.segments.is_empty() {
         let host = request_host(req, local);
-        return match blocking(state, move |s| pages::landing(&s.root, &host)).await {
+        return match blocking(state, move |s| pages::landing(&s.root, &host, s.metrics)).await {
             Ok(html) => html_page(StatusCode::OK, html),
             Err(status) => error_page(status),
         };

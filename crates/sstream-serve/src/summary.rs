@@ -24,6 +24,12 @@ const MAX_CACHED: usize = 1000;
 #[derive(Debug)]
 pub(crate) struct ProductSummary {
     pub(crate) name: String,
+    /// What the product is, from its fields (`os`, `release`, `arch`,
+    /// `subarch`: the kernel flavour); "" when it does not say.
+    pub(crate) os: String,
+    pub(crate) release: String,
+    pub(crate) arch: String,
+    pub(crate) subarch: String,
     /// The newest version's name ("" without versions).
     pub(crate) newest: String,
     pub(crate) versions: usize,
@@ -33,6 +39,22 @@ pub(crate) struct ProductSummary {
     pub(crate) size: u64,
     /// Items of the newest version without a size.
     pub(crate) unsized_items: usize,
+}
+
+/// The age of a version named after its date (`20250718`, `20250718.1`,
+/// `20250718_01`) at `now`; `None` for other names.
+pub(crate) fn version_age(
+    version: &str,
+    now: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    let date = version
+        .get(..8)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+    let stamp: simplestreams::status::Timestamp =
+        format!("{}-{}-{}T00:00:00Z", &date[..4], &date[4..6], &date[6..8])
+            .parse()
+            .ok()?;
+    Some(stamp.age(now))
 }
 
 /// What the landing page shows about one mirrored stream.
@@ -178,8 +200,20 @@ fn summarize(id: &str, tree: &Products) -> StreamSummary {
         .products
         .iter()
         .map(|(name, product)| {
+            let field = |key: &str| {
+                product
+                    .fields
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             let mut summary = ProductSummary {
                 name: name.clone(),
+                os: field("os"),
+                release: field("release"),
+                arch: field("arch"),
+                subarch: field("subarch"),
                 newest: String::new(),
                 versions: product.versions.len(),
                 items: 0,
@@ -198,7 +232,12 @@ fn summarize(id: &str, tree: &Products) -> StreamSummary {
             }
             summary
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut products = products;
+    products.sort_by(|a, b| {
+        (&a.os, &a.release, &a.arch, &a.subarch, &a.name)
+            .cmp(&(&b.os, &b.release, &b.arch, &b.subarch, &b.name))
+    });
     StreamSummary {
         content_id: tree
             .content_id()
@@ -233,6 +272,10 @@ mod tests {
         assert_eq!(s.products[0].unsized_items, 1);
         assert_eq!(s.total, 15);
         assert_eq!(s.products[1].newest, "");
+        let day = std::time::Duration::from_secs(86400);
+        let now = std::time::UNIX_EPOCH + 20_000 * day;
+        assert_eq!(version_age("19700102.1", now), Some(19_999 * day));
+        assert_eq!(version_age("v1", now), None);
         let err = |bytes: &[u8]| parse("f", bytes).unwrap_err().to_string();
         assert!(
             err(b"{").starts_with(".data/f: invalid JSON: "),
