@@ -972,6 +972,7 @@ fn serve_shows_the_last_sync_and_serves_metrics() {
         "{page}"
     );
     assert!(page.contains("connection refused"), "{page}");
+    assert!(page.contains("<a href=\"/metrics\">/metrics</a>"), "{page}");
     let file = tmp.path().join("metrics.txt");
     fs::write(&file, get("metrics")).unwrap();
     let metrics = parse_metrics(&file);
