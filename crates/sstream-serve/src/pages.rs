@@ -13,7 +13,7 @@ use simplestreams::units::human_size;
 
 use crate::paths::{is_hidden, url_path};
 use crate::root::{Resolved, Root};
-use crate::summary::{StreamSummary, mirror_streams, version_age};
+use crate::summary::{StreamSummary, mirror_streams, offered_not_held, version_age};
 use simplestreams::status::{StatusRecord, Verified};
 
 /// Keyring MAAS should verify a signed mirror with: metadata files are
@@ -466,6 +466,22 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, host: &str) {
         s = esc(&format!("{base}streams/v1/"))
     );
     sync_rows(html, &records);
+    let not_held = offered_not_held(
+        &simplestreams::store::DirStore::new(&m.path),
+        &format!("streams/v1/{index}"),
+        &|rel| read_served(root, &m.segments, rel),
+    );
+    if not_held.versions > 0 || not_held.items > 0 {
+        let _ = writeln!(
+            html,
+            "<tr><th>Warning</th><td class=\"warn\">the served metadata offers {v} version(s) \
+             and {i} item(s) this mirror does not hold: clients that ask for them fail. \
+             Publish only what it holds: mirror with <code>--sign-key</code> (re-signed \
+             metadata, this mirror's own key).</td></tr>",
+            v = not_held.versions,
+            i = not_held.items
+        );
+    }
     html.push_str("</table></div>\n");
 
     let keyring = if local_ring.is_some() {

@@ -344,6 +344,14 @@ fn landing_page_reads_on_a_desktop_and_a_phone() {
     );
     assert!(page.contains("<th>Upstream</th>"), "{page}");
     assert!(page.contains("Last sync (mirror)"), "{page}");
+    // Upstream's documents, published as they are by a --max=1 mirror,
+    // still offer the older version (20250601) it does not hold.
+    assert!(
+        page.contains("the served metadata offers ")
+            && page.contains(" this mirror does not hold")
+            && page.contains("<code>--sign-key</code>"),
+        "{page}"
+    );
 }
 
 /// The `href` targets of a rendered page.
