@@ -192,6 +192,7 @@ impl MirrorArgs {
             source: self.source.clone(),
             dir: self.output_dir.clone(),
             verified_with: job.verified_with(),
+            size_bucket: false,
         };
         RunRecorder::start(identity, self.job.timeout.get(), &warn)
     }

@@ -40,6 +40,10 @@ pub struct RunIdentity {
     pub dir: PathBuf,
     /// How the source's metadata is verified (`None`: not known).
     pub verified_with: Option<Verified>,
+    /// Whether a bucket is listed after the run to size it (`sstream
+    /// sync`); a hand run never lists (its record carries the previous
+    /// size over).
+    pub size_bucket: bool,
 }
 
 /// A run being recorded: started before it, finished after it.
@@ -120,10 +124,14 @@ impl RunRecorder {
 
     /// What the mirror takes: the size of its directory (see
     /// [`disk_usage`]), or of every object of its bucket (one listing, made
-    /// after the run: a run itself never lists).
+    /// after the run: a run itself never lists; without `size_bucket`, the
+    /// previous record's size).
     fn stored_bytes(&self, warn: &dyn Fn(&str)) -> u64 {
         if !crate::target::is_bucket(&self.identity.dir) {
             return disk_usage(&self.identity.dir);
+        }
+        if !self.identity.size_bucket {
+            return self.previous.as_ref().map_or(0, |p| p.bytes_on_disk);
         }
         match self.runtime.block_on(self.store.list()) {
             Ok(objects) => objects.iter().map(|o| o.len).sum(),

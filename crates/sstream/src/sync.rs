@@ -108,6 +108,7 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
         source: job.source.clone(),
         dir: job.dir.clone(),
         verified_with: job.mirror_job().verified_with(),
+        size_bucket: true,
     };
     let recorder = match RunRecorder::start(identity, job.options.timeout.get(), &say) {
         Ok(recorder) => recorder,
