@@ -45,6 +45,18 @@ impl Verification {
             Keyring::from_file(&path).map_err(|source| Error::Keyring { path, source })?;
         Ok(Verification::Keyring(keyring))
     }
+
+    /// What a status record says of this verification of a stream whose
+    /// entry is `entry`: the keyring's fingerprints when the entry is
+    /// signed and checked, else unverified.
+    pub fn recorded(&self, entry: &RelPath) -> crate::status::Verified {
+        match self {
+            Verification::Keyring(k) if is_signed_name(entry) => {
+                crate::status::Verified::Keyring(k.fingerprints())
+            }
+            _ => crate::status::Verified::Unverified,
+        }
+    }
 }
 
 /// The built-in keyring, announced in the log the first time it is used.

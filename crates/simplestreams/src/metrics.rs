@@ -156,6 +156,7 @@ mod tests {
             files_removed: 2,
             bytes_on_disk: 1 << 20,
             last_success: Some("2025-07-18T02:30:10.5Z".parse().unwrap()),
+            verified_with: None,
         };
         let failed = StatusRecord {
             job: "never-ok".into(),

@@ -218,6 +218,15 @@ impl Keyring {
         self.certs.is_empty()
     }
 
+    /// The 40-hex-digit fingerprints (upper case) of the primary keys, in
+    /// keyring order.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect()
+    }
+
     /// The 16-hex-digit key IDs (upper case) of the primary keys, in
     /// keyring order.
     pub fn key_ids(&self) -> Vec<String> {

@@ -144,6 +144,59 @@ pub struct StatusRecord {
     /// When the last successful run ended: this run if it succeeded, else
     /// carried over from the previous record (`None`: never).
     pub last_success: Option<Timestamp>,
+    /// How the run verified the source's metadata (`None` in a record
+    /// written before records said).
+    #[serde(default)]
+    pub verified_with: Option<Verified>,
+}
+
+/// How a run verified the metadata it mirrored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verified {
+    /// Against a keyring of these primary-key fingerprints (40 upper-case
+    /// hex digits each): `{"keyring": ["…"]}`.
+    Keyring(Vec<String>),
+    /// Not at all: an unsigned stream, or `--no-verify`: `"unverified"`.
+    Unverified,
+}
+
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verified::Keyring(fingerprints) => write!(f, "keyring {}", fingerprints.join(", ")),
+            Verified::Unverified => f.write_str("unverified"),
+        }
+    }
+}
+
+/// The job name of a mirror run by hand (`sstream mirror` without
+/// `--job-name`): the last component of its directory or bucket prefix
+/// (the bucket itself when it has none), every character a job name cannot
+/// hold replaced by `-`, leading ones dropped; `mirror` when nothing is left.
+pub fn job_name_for(dir: &str) -> String {
+    let trimmed = dir.trim_end_matches('/');
+    let last = match trimmed.strip_prefix("s3://") {
+        Some(bucket) => bucket.rsplit('/').next().unwrap_or(bucket),
+        None => trimmed.rsplit('/').next().unwrap_or(trimmed),
+    };
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(MAX_JOB_NAME)
+        .collect();
+    if name.is_empty() {
+        "mirror".to_owned()
+    } else {
+        name
+    }
 }
 
 impl StatusRecord {
@@ -245,6 +298,31 @@ pub fn read_blocking(store: &DirStore, job: &str) -> Result<Option<StatusRecord>
     parse_record(&store.display(&rel), job, &bytes).map(Some)
 }
 
+/// Every job's record in `store`, a directory or a bucket (one listing),
+/// sorted by job name. A record that cannot be read is skipped with a
+/// warning: one bad file does not hide the others.
+pub async fn read_all_in(store: &dyn Store) -> Result<Vec<StatusRecord>> {
+    let prefix = format!("{DATA_DIR}/");
+    let mut jobs: Vec<String> = store
+        .list()
+        .await?
+        .into_iter()
+        .filter_map(|o| status_job(o.rel.strip_prefix(&prefix)?).map(str::to_owned))
+        .filter(|job| check_job_name(job).is_ok())
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    let mut records = Vec::new();
+    for job in jobs {
+        match read(store, &job).await {
+            Ok(Some(r)) => records.push(r),
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    Ok(records)
+}
+
 /// Every job's record in `store`, sorted by job name (none when the mirror
 /// has no state directory). A record that cannot be read is skipped with a
 /// warning: one bad file does not hide the others.
@@ -298,7 +376,38 @@ mod tests {
             files_removed: 1,
             bytes_on_disk: 99999,
             last_success: Some(finished),
+            verified_with: Some(Verified::Keyring(vec!["A".repeat(40)])),
         }
+    }
+
+    #[test]
+    fn job_names_from_directories() {
+        assert_eq!(job_name_for("/srv/mirror/maas-stable/"), "maas-stable");
+        assert_eq!(job_name_for("images"), "images");
+        assert_eq!(job_name_for("s3://bucket"), "bucket");
+        assert_eq!(job_name_for("s3://bucket/pre/maas/"), "maas");
+        assert_eq!(job_name_for("/srv/.my mirror"), "my-mirror");
+        assert_eq!(job_name_for("/"), "mirror");
+        assert_eq!(job_name_for("/srv/über"), "ber");
+        for dir in ["/a/b", "/srv/.x y", "/", "s3://b/", &"z".repeat(300)] {
+            assert!(check_job_name(&job_name_for(dir)).is_ok(), "{dir}");
+        }
+    }
+
+    #[test]
+    fn how_a_run_verified_is_recorded() {
+        let r = record("maas", RunResult::Ok);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""verified_with":{"keyring":["AAAA"#),
+            "{text}"
+        );
+        let unverified = serde_json::to_string(&Verified::Unverified).unwrap();
+        assert_eq!(unverified, r#""unverified""#);
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("verified_with");
+        let old: StatusRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.verified_with, None);
     }
 
     #[test]

@@ -131,7 +131,7 @@ async fn respond(
     };
     if path.segments.is_empty() {
         let origin = format!("{scheme}://{}", request_host(req, local));
-        return match blocking(state, move |s| pages::landing(&s.root, &origin)).await {
+        return match blocking(state, move |s| pages::landing(&s.root, &origin, s.metrics)).await {
             Ok(html) => html_page(StatusCode::OK, html),
             Err(status) => error_page(status),
         };

@@ -7,13 +7,14 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use simplestreams::units::human_size;
 
 use crate::paths::{is_hidden, url_path};
 use crate::root::{Resolved, Root};
-use crate::summary::{StreamSummary, mirror_streams};
+use crate::summary::{StreamSummary, mirror_streams, offered_not_held, version_age};
+use simplestreams::status::{StatusRecord, Verified};
 
 /// Keyring MAAS should verify a signed mirror with: metadata files are
 /// copied byte for byte, so the upstream signatures stay valid.
@@ -97,7 +98,9 @@ fn page_start(title: &str) -> String {
          td,th{{padding:.15em .8em;text-align:left;vertical-align:top}}\
          td.n{{text-align:right;font-variant-numeric:tabular-nums}}\
          tr:nth-child(even){{background:#f3f3f3}}\
-         pre,code{{background:#f3f3f3}}pre{{padding:.6em;overflow-x:auto}}\
+         pre,code{{background:#f3f3f3;overflow-wrap:anywhere}}\
+         pre{{padding:.6em;white-space:pre-wrap}}\
+         .wide{{overflow-x:auto;max-width:100%}}.warn{{color:#840;font-weight:bold}}\
          .error{{color:#a00}}\
          </style></head><body>\n",
         esc(title)
@@ -241,8 +244,8 @@ fn find_mirrors(root: &Root) -> Vec<Mirror> {
 /// The landing page: how to point MAAS at each mirror found, what each
 /// holds, and the entries of the served directory.
 /// `origin` is the scheme and host clients reach the server by
-/// (`https://mirror.example:8443`).
-pub(crate) fn landing(root: &Root, origin: &str) -> String {
+/// (`https://mirror.example:8443`); `metrics`: whether `/metrics` is served.
+pub(crate) fn landing(root: &Root, origin: &str, metrics: bool) -> String {
     let mut html = page_start("SimpleStreams mirror");
     html.push_str("<h1>SimpleStreams mirror</h1>\n");
     let mirrors = find_mirrors(root);
@@ -250,6 +253,11 @@ pub(crate) fn landing(root: &Root, origin: &str) -> String {
         html.push_str(
             "<p>No <code>streams/v1/index.sjson</code> or <code>streams/v1/index.json</code> \
              found here yet.</p>\n",
+        );
+    }
+    if metrics {
+        html.push_str(
+            "<p>Prometheus metrics of these mirrors: <a href=\"/metrics\">/metrics</a></p>\n",
         );
     }
     for m in &mirrors {
@@ -281,23 +289,35 @@ pub(crate) fn metrics(root: &Root) -> String {
 }
 
 /// The status records of the mirror at `path` (none when unreadable).
-fn status_records(path: &Path) -> Vec<simplestreams::status::StatusRecord> {
+fn status_records(path: &Path) -> Vec<StatusRecord> {
     simplestreams::status::read_all(&simplestreams::store::DirStore::new(path)).unwrap_or_default()
 }
 
-/// The landing page's rows about the last syncs of a mirror.
-fn sync_rows(html: &mut String, path: &Path) {
-    for r in status_records(path) {
+/// The landing page's rows about the last syncs of a mirror: the upstream
+/// each run mirrors, and when it ended, how long ago, and how.
+fn sync_rows(html: &mut String, records: &[StatusRecord]) {
+    let now = SystemTime::now();
+    let mut upstreams: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
+    upstreams.dedup();
+    for upstream in upstreams {
+        let _ = writeln!(
+            html,
+            "<tr><th>Upstream</th><td><code>{}</code></td></tr>",
+            esc(upstream)
+        );
+    }
+    for r in records {
         let result = if r.is_ok() { "ok" } else { "FAILED" };
         let success = r
             .last_success
             .map_or_else(|| "never".to_owned(), |t| t.to_string());
         let _ = writeln!(
             html,
-            "<tr><th>Last sync ({job})</th><td>{finished}: <strong>{result}</strong>; \
+            "<tr><th>Last sync ({job})</th><td>{finished} ({age} ago): <strong>{result}</strong>; \
              last success {success}{errors}</td></tr>",
             job = esc(&r.job),
             finished = esc(&r.finished.to_string()),
+            age = short_age(r.finished.age(now)),
             success = esc(&success),
             errors = r
                 .errors
@@ -306,6 +326,54 @@ fn sync_rows(html: &mut String, path: &Path) {
                 .unwrap_or_default(),
         );
     }
+}
+
+/// An age in its largest unit or two (`3d 4h`, `5h 12m`, `40s`).
+fn short_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// The full fingerprints of the Ubuntu cloud image signing keys (those of
+/// `ubuntu-cloudimage-keyring.gpg`: the UEC image key and the cloud image
+/// builder's, which signs images.maas.io).
+const UBUNTU_FINGERPRINTS: [&str; 2] = [
+    "D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81",
+    "4A3CE3CD565D7EB5C810E2B97FF3F408476CF100",
+];
+
+/// Whether every key of `fingerprints` is an Ubuntu cloud image key.
+fn is_ubuntu_key(fingerprints: &[String]) -> bool {
+    !fingerprints.is_empty()
+        && fingerprints
+            .iter()
+            .all(|f| UBUNTU_FINGERPRINTS.contains(&f.to_ascii_uppercase().as_str()))
+}
+
+/// The keys the status records say upstream's documents were verified
+/// with: `None` when no record says, else the fingerprints (empty: a run
+/// was unverified).
+fn recorded_keys(records: &[StatusRecord]) -> Option<Vec<String>> {
+    let mut keys: Option<Vec<String>> = None;
+    for r in records {
+        match &r.verified_with {
+            Some(Verified::Keyring(f)) => keys.get_or_insert_default().extend(f.iter().cloned()),
+            Some(Verified::Unverified) => {
+                keys.get_or_insert_default();
+            }
+            None => {}
+        }
+    }
+    keys.map(|mut k| {
+        k.sort();
+        k.dedup();
+        k
+    })
 }
 
 /// The file at `rel` under the directory at `segments`, when a request for
@@ -337,7 +405,7 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
         "<h2>Mirror at <a href=\"{b}\">{b}</a></h2>",
         b = esc(&base)
     );
-    html.push_str("<table>\n");
+    html.push_str("<div class=\"wide\"><table>\n");
     let _ = writeln!(
         html,
         "<tr><th>Boot-source URL</th><td><code>{}</code></td></tr>",
@@ -354,6 +422,12 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
     } else {
         None
     };
+    let records = status_records(&m.path);
+    // Keys other than Ubuntu's that the records name (empty: Ubuntu's, or
+    // no record says).
+    let upstream_keyring = recorded_keys(&records)
+        .filter(|k| !k.is_empty() && !is_ubuntu_key(k))
+        .unwrap_or_default();
     if let Some(ring) = &local_ring {
         let _ = writeln!(
             html,
@@ -366,6 +440,14 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
                 &base64::engine::general_purpose::STANDARD,
                 ring
             ))
+        );
+    } else if m.signed && !upstream_keyring.is_empty() {
+        let _ = writeln!(
+            html,
+            "<tr><th>Keyring</th><td>a keyring holding the key(s) the last sync verified \
+             upstream's documents with: <code>{}</code> (not the Ubuntu cloud image key; the \
+             metadata is signed by upstream and copied unchanged)</td></tr>",
+            esc(&upstream_keyring.join(", "))
         );
     } else if m.signed {
         let _ = writeln!(
@@ -385,11 +467,29 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
         b = esc(&base),
         s = esc(&format!("{base}streams/v1/"))
     );
-    sync_rows(html, &m.path);
-    html.push_str("</table>\n");
+    sync_rows(html, &records);
+    let not_held = offered_not_held(
+        &simplestreams::store::DirStore::new(&m.path),
+        &format!("streams/v1/{index}"),
+        &|rel| read_served(root, &m.segments, rel),
+    );
+    if not_held.versions > 0 || not_held.items > 0 {
+        let _ = writeln!(
+            html,
+            "<tr><th>Warning</th><td class=\"warn\">the served metadata offers {v} version(s) \
+             and {i} item(s) this mirror does not hold: clients that ask for them fail. \
+             Publish only what it holds: mirror with <code>--sign-key</code> (re-signed \
+             metadata, this mirror's own key).</td></tr>",
+            v = not_held.versions,
+            i = not_held.items
+        );
+    }
+    html.push_str("</table></div>\n");
 
     let keyring = if local_ring.is_some() {
         " keyring_filename= keyring_data@=mirror-keyring.gpg".to_owned()
+    } else if m.signed && !upstream_keyring.is_empty() {
+        " keyring_filename=/path/to/keyring-with-the-key-above.gpg".to_owned()
     } else if m.signed {
         format!(" keyring_filename={UBUNTU_KEYRING}")
     } else {
@@ -451,9 +551,11 @@ fn stream_section(html: &mut String, s: &StreamSummary) {
     if s.products.is_empty() {
         return;
     }
+    let now = SystemTime::now();
     html.push_str(
-        "<table>\n<tr><th>Product</th><th>Newest version</th><th>Versions</th>\
-         <th>Items</th><th>Size (newest)</th></tr>\n",
+        "<div class=\"wide\"><table>\n<tr><th>OS</th><th>Release</th><th>Arch</th>\
+         <th>Kernel flavour</th><th>Version</th><th>Versions</th><th>Files</th>\
+         <th>Size</th><th>Age</th></tr>\n",
     );
     for p in &s.products {
         let size = if p.unsized_items > 0 {
@@ -461,19 +563,37 @@ fn stream_section(html: &mut String, s: &StreamSummary) {
         } else {
             human_size(p.size)
         };
+        let age = version_age(&p.newest, now).map_or_else(String::new, short_age);
         let _ = writeln!(
             html,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\"><span title=\"{} bytes\">{}</span></td></tr>",
-            esc(&p.name),
+            "<tr title=\"{id}\">{what}<td>{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\"><span title=\"{} bytes\">{}</span></td><td class=\"n\">{}</td></tr>",
             esc(&p.newest),
             p.versions,
             p.items,
             p.size,
-            size
+            size,
+            age,
+            id = esc(&p.name),
+            what = if [&p.os, &p.release, &p.arch, &p.subarch]
+                .iter()
+                .all(|f| f.is_empty())
+            {
+                // Not a MAAS image: the product's id says what it is.
+                format!("<td colspan=\"4\"><code>{}</code></td>", esc(&p.name))
+            } else {
+                format!(
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                    esc(&p.os),
+                    esc(&p.release),
+                    esc(&p.arch),
+                    esc(&p.subarch)
+                )
+            },
         );
     }
-    html.push_str("</table>\n");
+    html.push_str("</table></div>\n");
 }
 
 /// A time as `YYYY-MM-DD HH:MM:SS` in UTC.

@@ -24,6 +24,12 @@ const MAX_CACHED: usize = 1000;
 #[derive(Debug)]
 pub(crate) struct ProductSummary {
     pub(crate) name: String,
+    /// What the product is, from its fields (`os`, `release`, `arch`,
+    /// `subarch`: the kernel flavour); "" when it does not say.
+    pub(crate) os: String,
+    pub(crate) release: String,
+    pub(crate) arch: String,
+    pub(crate) subarch: String,
     /// The newest version's name ("" without versions).
     pub(crate) newest: String,
     pub(crate) versions: usize,
@@ -33,6 +39,100 @@ pub(crate) struct ProductSummary {
     pub(crate) size: u64,
     /// Items of the newest version without a size.
     pub(crate) unsized_items: usize,
+}
+
+/// What the served metadata offers that the mirror's state does not hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct NotHeld {
+    /// Versions offered that the state does not hold at all.
+    pub(crate) versions: usize,
+    /// Items offered that the state does not hold (those of the versions
+    /// above included).
+    pub(crate) items: usize,
+}
+
+/// Compares what the served index (`index`, read through `read` as are
+/// the products files it names, clear-signed ones by their signed text)
+/// offers with the state trees in `store`. Documents that cannot be read
+/// or parsed are left out: the page shows the state's own errors.
+pub(crate) fn offered_not_held(
+    store: &DirStore,
+    index: &str,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> NotHeld {
+    let mut not_held = NotHeld::default();
+    let Some(index_doc) = read(index).and_then(|b| json_of(index, b)) else {
+        return not_held;
+    };
+    let Ok(index) = simplestreams::format::Index::parse(index, &index_doc) else {
+        return not_held;
+    };
+    for entry in index.entries.values() {
+        let Some(path) = &entry.path else { continue };
+        let Some(offered) = read(path.as_str())
+            .and_then(|b| json_of(path.as_str(), b))
+            .and_then(|b| Products::parse(path.as_str(), &b).ok())
+        else {
+            continue;
+        };
+        let held = store
+            .state_bytes_blocking(&entry.content_id)
+            .ok()
+            .flatten()
+            .and_then(|b| parse_tree(&entry.content_id, &b));
+        for (name, product) in &offered.products {
+            for (version, v) in &product.versions {
+                let held_version = held
+                    .as_ref()
+                    .and_then(|h| h.products.get(name))
+                    .and_then(|p| p.versions.get(version));
+                match held_version {
+                    None => {
+                        not_held.versions += 1;
+                        not_held.items += v.items.len();
+                    }
+                    Some(h) => {
+                        not_held.items +=
+                            v.items.keys().filter(|i| !h.items.contains_key(*i)).count();
+                    }
+                }
+            }
+        }
+    }
+    not_held
+}
+
+/// The JSON of a served document: a clear-signed one's signed text.
+fn json_of(rel: &str, bytes: Vec<u8>) -> Option<Vec<u8>> {
+    if rel.ends_with(".sjson") {
+        simplestreams::openpgp::cleartext_body(&bytes).ok()
+    } else {
+        Some(bytes)
+    }
+}
+
+/// A state file's tree.
+fn parse_tree(id: &str, bytes: &[u8]) -> Option<Products> {
+    let Ok(Value::Object(map)) = serde_json::from_slice(bytes) else {
+        return None;
+    };
+    Products::from_map(&format!(".data/{id}"), map).ok()
+}
+
+/// The age of a version named after its date (`20250718`, `20250718.1`,
+/// `20250718_01`) at `now`; `None` for other names.
+pub(crate) fn version_age(
+    version: &str,
+    now: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    let date = version
+        .get(..8)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+    let stamp: simplestreams::status::Timestamp =
+        format!("{}-{}-{}T00:00:00Z", &date[..4], &date[4..6], &date[6..8])
+            .parse()
+            .ok()?;
+    Some(stamp.age(now))
 }
 
 /// What the landing page shows about one mirrored stream.
@@ -178,8 +278,20 @@ fn summarize(id: &str, tree: &Products) -> StreamSummary {
         .products
         .iter()
         .map(|(name, product)| {
+            let field = |key: &str| {
+                product
+                    .fields
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             let mut summary = ProductSummary {
                 name: name.clone(),
+                os: field("os"),
+                release: field("release"),
+                arch: field("arch"),
+                subarch: field("subarch"),
                 newest: String::new(),
                 versions: product.versions.len(),
                 items: 0,
@@ -198,7 +310,12 @@ fn summarize(id: &str, tree: &Products) -> StreamSummary {
             }
             summary
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut products = products;
+    products.sort_by(|a, b| {
+        (&a.os, &a.release, &a.arch, &a.subarch, &a.name)
+            .cmp(&(&b.os, &b.release, &b.arch, &b.subarch, &b.name))
+    });
     StreamSummary {
         content_id: tree
             .content_id()
@@ -233,6 +350,10 @@ mod tests {
         assert_eq!(s.products[0].unsized_items, 1);
         assert_eq!(s.total, 15);
         assert_eq!(s.products[1].newest, "");
+        let day = std::time::Duration::from_secs(86400);
+        let now = std::time::UNIX_EPOCH + 20_000 * day;
+        assert_eq!(version_age("19700102.1", now), Some(19_999 * day));
+        assert_eq!(version_age("v1", now), None);
         let err = |bytes: &[u8]| parse("f", bytes).unwrap_err().to_string();
         assert!(
             err(b"{").starts_with(".data/f: invalid JSON: "),
@@ -243,6 +364,45 @@ mod tests {
         assert_eq!(
             err(br#"{"products":[]}"#),
             ".data/f: \"products\" is not an object"
+        );
+    }
+
+    #[test]
+    fn offered_versions_and_items_the_state_does_not_hold_are_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join(".data")).unwrap();
+        std::fs::create_dir_all(root.join("streams/v1")).unwrap();
+        std::fs::write(
+            root.join("streams/v1/index.json"),
+            br#"{"format":"index:1.0","index":{"c:1":{"format":"products:1.0",
+                "path":"streams/v1/c.json","products":["p"]}}}"#,
+        )
+        .unwrap();
+        let offered = br#"{"format":"products:1.0","content_id":"c:1","products":{"p":{"versions":{
+            "1":{"items":{"a":{"path":"1/a","size":1}}},
+            "2":{"items":{"a":{"path":"2/a","size":1},"b":{"path":"2/b","size":1}}}}}}}"#;
+        std::fs::write(root.join("streams/v1/c.json"), offered).unwrap();
+        let read = |rel: &str| std::fs::read(root.join(rel)).ok();
+        let store = DirStore::new(root);
+        let held_all = offered.to_vec();
+        std::fs::write(root.join(".data/c:1"), &held_all).unwrap();
+        assert_eq!(
+            offered_not_held(&store, "streams/v1/index.json", &read),
+            NotHeld::default()
+        );
+        std::fs::write(
+            root.join(".data/c:1"),
+            br#"{"content_id":"c:1","products":{"p":{"versions":{
+                "2":{"items":{"a":{"path":"2/a","size":1}}}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            offered_not_held(&store, "streams/v1/index.json", &read),
+            NotHeld {
+                versions: 1,
+                items: 2
+            }
         );
     }
 

@@ -25,6 +25,7 @@ use simplestreams::mirror::{Mirror, RunSettings};
 use simplestreams::plan::MirrorOptions;
 use simplestreams::resign::Publication;
 use simplestreams::source::{Source, TransferOptions, source_url};
+use simplestreams::status::Verified;
 use std::fmt;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -316,6 +317,14 @@ impl MirrorJob {
         Ok(Mirror::new(reader, store, options, settings))
     }
 
+    /// How a run of this job verifies the source's metadata, for its status
+    /// record (`None` when the source or keyring cannot be opened: the run
+    /// fails on it and says why).
+    pub fn verified_with(&self) -> Option<Verified> {
+        let (spec, verification) = self.options.stream(0, None).open(&self.source).ok()?;
+        Some(verification.recorded(&spec.entry))
+    }
+
     /// The content index, when it can serve this mirror.
     fn content_index(&self) -> Result<Option<PathBuf>, CliError> {
         let Some(given) = self.options.content_index.as_deref() else {
@@ -604,7 +613,7 @@ mod tests {
 
     /// The options of `sstream mirror` that are about one run, not the
     /// job: they have no config key.
-    const RUN_ONLY: [&str; 11] = [
+    const RUN_ONLY: [&str; 12] = [
         "dry_run",
         "json",
         "progress",
@@ -612,6 +621,7 @@ mod tests {
         "log_file",
         "no_checksumming_reader",
         "passphrase_file",
+        "job_name",
         "source",
         "output_dir",
         "filters",

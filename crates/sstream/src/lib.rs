@@ -17,6 +17,7 @@ pub mod plan_view;
 pub mod progress;
 pub mod pyformat;
 pub mod query;
+pub mod record;
 pub mod sign;
 pub mod status;
 pub mod stream_args;

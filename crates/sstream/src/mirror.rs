@@ -5,6 +5,7 @@ use crate::error::CliError;
 use crate::job::{DEFAULT_DELETE_DELAY, JobOptions, MirrorJob};
 use crate::plan_view::{PlanFormat, render};
 use crate::progress::RunDisplay;
+use crate::record::{JobOutcome, RunIdentity, RunRecorder};
 use crate::sign::PassphraseArgs;
 use crate::stream_args::StreamArgs;
 use crate::target::NewMirrorDir;
@@ -12,6 +13,7 @@ use clap::Args;
 use simplestreams::filter::FilterGroups;
 use simplestreams::mirror::{Mirror, Summary};
 use simplestreams::plan::Plan;
+use simplestreams::status;
 use simplestreams::units::human_size;
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +50,11 @@ pub struct MirrorArgs {
     /// The signing key's passphrase, when it has one.
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// The name of this run's status record
+    /// (`.data/sstream-status-NAME.json`; default: the name of the mirror's
+    /// directory or bucket prefix).
+    #[arg(long, value_name = "NAME")]
+    pub job_name: Option<String>,
     /// The drop-in `sstream-mirror`: the reference's defaults.
     #[arg(skip)]
     pub drop_in: bool,
@@ -71,14 +78,48 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
         bar: args.progress,
         chatty,
     };
-    let summary = job
-        .build()
-        .and_then(|mirror| execute(&mirror, shown))
-        .inspect_err(|_| created.remove_if_empty())?;
-    if let (Some(summary), true) = (summary, chatty) {
+    if args.dry_run {
+        job.build()
+            .and_then(|mirror| execute(&mirror, shown))
+            .inspect_err(|_| created.remove_if_empty())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let recorder = args.recorder(&job)?;
+    let result = job.build().and_then(|mirror| execute(&mirror, shown));
+    let (outcome, errors) = match &result {
+        Ok(summary) => (outcome_of(summary.as_ref()), Vec::new()),
+        Err(e) => (JobOutcome::default(), e.lines()),
+    };
+    if result.is_err() {
+        created.remove_if_empty();
+    }
+    // A run that failed before making its directory (or whose new
+    // directory held nothing and was removed again) leaves none behind.
+    if crate::target::is_bucket(&args.output_dir) || args.output_dir.is_dir() {
+        let (_, written) = recorder.finish(&outcome, errors, &warn);
+        if let Err(e) = written {
+            warn(&e);
+        }
+    }
+    if let (Some(summary), true) = (result?, chatty) {
         eprintln!("{}", summary_line(&summary));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A warning about the run's status record, on stderr.
+fn warn(line: &str) {
+    log::warn!("{line}");
+}
+
+/// What a run that ended with `summary` did, for its status record.
+pub fn outcome_of(summary: Option<&Summary>) -> JobOutcome {
+    summary.map_or_else(JobOutcome::default, |s| JobOutcome {
+        changed: s.changed,
+        files: s.report.files as u64,
+        bytes: s.report.bytes,
+        removed: s.report.deleted as u64,
+    })
 }
 
 /// The line `-v` and `--progress` end with.
@@ -174,6 +215,28 @@ impl MirrorArgs {
             plain_twins: !self.drop_in,
             passphrase: self.passphrase.clone(),
         })
+    }
+
+    /// The recorder of this run's status record (the job named by
+    /// `--job-name` or after the mirror's directory).
+    fn recorder(&self, job: &MirrorJob) -> Result<RunRecorder, CliError> {
+        let dir = self.output_dir.to_string_lossy();
+        let name = match &self.job_name {
+            Some(name) => name.clone(),
+            None if crate::target::is_bucket(&self.output_dir) => status::job_name_for(&dir),
+            None => {
+                let absolute = std::path::absolute(&self.output_dir)?;
+                status::job_name_for(&absolute.to_string_lossy())
+            }
+        };
+        let identity = RunIdentity {
+            job: name,
+            source: self.source.clone(),
+            dir: self.output_dir.clone(),
+            verified_with: job.verified_with(),
+            size_bucket: false,
+        };
+        RunRecorder::start(identity, self.job.timeout.get(), &warn)
     }
 
     /// How the stream is read and logged.

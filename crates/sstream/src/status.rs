@@ -1,5 +1,8 @@
 //! `sstream status`: every configured job's last run, last success and its
-//! age, result and size, read from the status records in the mirrors. Exit
+//! age, result and size, read from the status records in the mirrors; or,
+//! given mirror directories or buckets (`sstream status /srv/maas`,
+//! `s3://bucket/maas`), every record in those mirrors, whoever wrote it
+//! (`sstream sync`, a hand-run or cron `sstream mirror`). Exit
 //! status 0 when every job is healthy, 1 when a job's last run failed, it
 //! never succeeded, or its last success is older than `--max-age` (so it
 //! can back a monitoring check), 2 when the configuration is unusable.
@@ -11,7 +14,7 @@ use clap::Args;
 use serde::Serialize;
 use simplestreams::status::{StatusRecord, Timestamp};
 use simplestreams::units::human_size as human;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -27,8 +30,10 @@ pub struct StatusArgs {
     /// A job whose last success is older than this is stale, e.g. 36h, 2d.
     #[arg(long, value_name = "DUR", default_value = "2d", value_parser = parse_duration)]
     pub max_age: Duration,
-    /// The jobs to show, by name (default: all).
-    #[arg(value_name = "JOB")]
+    /// The jobs to show, by name (default: all); or mirrors, as a
+    /// directory (an existing one, or a path with a `/`) or `s3://` bucket:
+    /// every status record in each.
+    #[arg(value_name = "JOB|DIR")]
     pub jobs: Vec<String>,
 }
 
@@ -74,15 +79,21 @@ struct Report {
 
 /// Runs `sstream status`.
 pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
-    let config = Config::load(&args.config).map_err(CliError::usage)?;
-    let jobs = config.select(&args.jobs).map_err(CliError::usage)?;
+    let (mirrors, names): (Vec<&String>, Vec<&String>) =
+        args.jobs.iter().partition(|a| is_mirror_arg(a));
     let now = SystemTime::now();
-    let statuses: Vec<JobStatus> = jobs
-        .into_iter()
-        .map(|job| assess(job, now, args.max_age))
-        .collect();
+    let mut statuses = Vec::new();
+    if mirrors.is_empty() || !names.is_empty() {
+        let config = Config::load(&args.config).map_err(CliError::usage)?;
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let jobs = config.select(&names).map_err(CliError::usage)?;
+        statuses.extend(jobs.into_iter().map(|job| assess(job, now, args.max_age)));
+    }
+    for dir in mirrors {
+        statuses.extend(assess_mirror(Path::new(dir), now, args.max_age));
+    }
     let report = Report {
-        config: config.file.clone(),
+        config: args.config.clone(),
         max_age_seconds: args.max_age.as_secs(),
         healthy: statuses.iter().all(|s| s.health == Health::Ok),
         jobs: statuses,
@@ -127,6 +138,46 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+/// Whether an argument names a mirror (a bucket, a path with a `/`, or an
+/// existing directory) rather than a configured job.
+fn is_mirror_arg(arg: &str) -> bool {
+    arg.starts_with("s3://") || arg.contains('/') || Path::new(arg).is_dir()
+}
+
+/// Every record in the mirror at `dir`, each judged; one line saying so
+/// when it has none or they cannot be listed.
+fn assess_mirror(dir: &Path, now: SystemTime, max_age: Duration) -> Vec<JobStatus> {
+    let blank = |health: Health, problem: String| JobStatus {
+        job: simplestreams::status::job_name_for(&dir.to_string_lossy()),
+        dir: dir.to_path_buf(),
+        source: String::new(),
+        health,
+        problem: Some(problem),
+        last_success_age_seconds: None,
+        record: None,
+    };
+    let records = match crate::target::read_all_status(dir, DEFAULT_TIMEOUT) {
+        Ok(records) => records,
+        Err(e) => return vec![blank(Health::Unreadable, e.to_string())],
+    };
+    if records.is_empty() {
+        let problem = format!("never run (no status record in {})", dir.display());
+        return vec![blank(Health::Never, problem)];
+    }
+    records
+        .into_iter()
+        .map(|record| {
+            let mut status = blank(Health::Ok, String::new());
+            status.job = record.job.clone();
+            status.source = record.source.clone();
+            judge(status, record, now, max_age)
+        })
+        .collect()
+}
+
+/// How long a bucket's requests may take.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Reads `job`'s record and judges it.
 fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
     let mut status = JobStatus {
@@ -151,6 +202,16 @@ fn assess(job: &Job, now: SystemTime, max_age: Duration) -> JobStatus {
             return status;
         }
     };
+    judge(status, record, now, max_age)
+}
+
+/// Judges `record`: failed, stale, or ok.
+fn judge(
+    mut status: JobStatus,
+    record: StatusRecord,
+    now: SystemTime,
+    max_age: Duration,
+) -> JobStatus {
     let age = record.last_success.map(|t| t.age(now));
     status.last_success_age_seconds = age.map(|a| a.as_secs());
     let (health, problem) = if !record.is_ok() {

@@ -8,13 +8,12 @@
 use crate::config::{Config, DEFAULT_PATH, Job};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::plan_view::PlanFormat;
+use crate::record::{JobOutcome, RunIdentity, RunRecorder};
 use anyhow::Context;
 use clap::Args;
-use simplestreams::status::{self, RunResult, StatusRecord, Timestamp};
+use simplestreams::status::{RunResult, StatusRecord};
 use simplestreams::units::human_size as human;
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -50,19 +49,6 @@ pub struct SyncArgs {
     /// The jobs to run, by name (default: all, in file order).
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
-}
-
-/// What one run of a job did (for a failed run: what it did before failing).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobOutcome {
-    /// Whether anything was published or removed.
-    pub changed: bool,
-    /// Files downloaded.
-    pub files: u64,
-    /// Bytes downloaded.
-    pub bytes: u64,
-    /// Files removed.
-    pub removed: u64,
 }
 
 /// A failed run of a job.
@@ -176,60 +162,29 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
             }
         };
     }
-    let store = match crate::target::store_at(&job.dir, job.options.timeout.get()) {
-        Ok(store) => store,
+    let identity = RunIdentity {
+        job: job.name.clone(),
+        source: job.source.clone(),
+        dir: job.dir.clone(),
+        verified_with: job.mirror_job().verified_with(),
+        size_bucket: true,
+    };
+    let recorder = match RunRecorder::start(identity, job.options.timeout.get(), &say) {
+        Ok(recorder) => recorder,
         Err(e) => {
             say(&e.to_string());
             return false;
         }
     };
-    let store = store.as_ref();
-    let runtime = match crate::runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            say(&format!("cannot start: {e}"));
-            return false;
-        }
-    };
-    let previous = runtime
-        .block_on(status::read(store, &job.name))
-        .unwrap_or_else(|e| {
-            say(&format!("warning: {e}; starting a new record"));
-            None
-        });
-    let started = Timestamp::now();
-    let result = run_job(job, false, args.progress);
-    let finished = Timestamp::now();
-    let (outcome, errors) = match result {
+    let (outcome, errors) = match run_job(job, false, args.progress) {
         Ok(outcome) => (outcome, Vec::new()),
         Err(failure) => (failure.outcome, failure.errors),
     };
-    let result = if errors.is_empty() {
-        RunResult::Ok
-    } else {
-        RunResult::Failed
-    };
-    let record = StatusRecord {
-        job: job.name.clone(),
-        source: job.source.clone(),
-        started,
-        finished,
-        result,
-        errors,
-        changed: outcome.changed,
-        files_downloaded: outcome.files,
-        bytes_downloaded: outcome.bytes,
-        files_removed: outcome.removed,
-        bytes_on_disk: stored_bytes(job, store, &runtime, &say),
-        last_success: match result {
-            RunResult::Ok => Some(finished),
-            RunResult::Failed => previous.and_then(|p| p.last_success),
-        },
-    };
+    let (record, written) = recorder.finish(&outcome, errors, &say);
     let mut ok = record.is_ok();
     record.errors.iter().for_each(|l| say(l));
-    if let Err(e) = runtime.block_on(status::write(store, &record)) {
-        say(&format!("cannot write the status record: {e}"));
+    if let Err(e) = written {
+        say(&e);
         ok = false;
     }
     println!("{}: {}", job.name, summary(&record));
@@ -381,21 +336,32 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// The status records of every job of `config` that has one.
+/// The status records in every mirror of `config`: its jobs' and those of
+/// hand-run or cron `sstream mirror` runs into the same mirrors (the first
+/// record of a job name kept, so that each is one series).
 fn records_of(config: &Config) -> Vec<StatusRecord> {
-    config
-        .jobs
-        .iter()
-        .filter_map(|job| {
-            match crate::target::read_status(&job.dir, &job.name, job.options.timeout.get()) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("sstream sync: {}: warning: {e}", job.name);
-                    None
+    let mut dirs: Vec<(&Path, Duration)> = Vec::new();
+    for job in &config.jobs {
+        if !dirs.iter().any(|(d, _)| *d == job.dir.as_path()) {
+            dirs.push((&job.dir, job.options.timeout.get()));
+        }
+    }
+    let mut records: Vec<StatusRecord> = Vec::new();
+    for (dir, timeout) in dirs {
+        match crate::target::read_all_status(dir, timeout) {
+            Ok(found) => {
+                for r in found {
+                    if !records.iter().any(|seen| seen.job == r.job) {
+                        records.push(r);
+                    }
                 }
             }
-        })
-        .collect()
+            // A mirror not made yet has no records.
+            Err(_) if !crate::target::is_bucket(dir) && !dir.exists() => {}
+            Err(e) => eprintln!("sstream sync: {}: warning: {e}", dir.display()),
+        }
+    }
+    records
 }
 
 /// Mirrors `job` once through the library's entry point, all its filter
@@ -416,80 +382,5 @@ pub fn run_job(job: &Job, dry_run: bool, progress: bool) -> Result<JobOutcome, J
             crate::mirror::execute(&mirror, shown)
         })
         .map_err(|e| JobFailure::new(e.lines()))?;
-    Ok(summary.map_or_else(JobOutcome::default, |s| JobOutcome {
-        changed: s.changed,
-        files: s.report.files as u64,
-        bytes: s.report.bytes,
-        removed: s.report.deleted as u64,
-    }))
-}
-
-/// Calls `f` for every regular file under `dir` (symlinks not followed).
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            walk(&path, f);
-        } else if meta.is_file() {
-            f(&path, &meta);
-        }
-    }
-}
-
-/// What the mirror of `job` takes: the size of its directory (see
-/// [`disk_usage`]), or of every object of its bucket (one listing, made
-/// after the run: a run itself never lists).
-fn stored_bytes(
-    job: &Job,
-    store: &dyn simplestreams::store::Store,
-    runtime: &tokio::runtime::Runtime,
-    say: &dyn Fn(&str),
-) -> u64 {
-    if !crate::target::is_bucket(&job.dir) {
-        return disk_usage(&job.dir);
-    }
-    match runtime.block_on(store.list()) {
-        Ok(objects) => objects.iter().map(|o| o.len).sum(),
-        Err(e) => {
-            say(&format!("warning: cannot size the bucket: {e}"));
-            0
-        }
-    }
-}
-
-/// The size of everything under `dir`, each file counted once (hard links
-/// share their bytes).
-pub fn disk_usage(dir: &Path) -> u64 {
-    let mut seen = BTreeSet::new();
-    let mut total = 0;
-    walk(dir, &mut |_, meta| {
-        if seen.insert((meta.dev(), meta.ino())) {
-            total += meta.len();
-        }
-    });
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    #[test]
-    fn disk_usage_counts_hard_links_once() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        fs::create_dir_all(root.join("a")).unwrap();
-        fs::write(root.join("a/new"), b"1234567").unwrap();
-        fs::write(root.join("a/kept"), b"1").unwrap();
-        fs::hard_link(root.join("a/new"), root.join("a/same")).unwrap();
-        assert_eq!(disk_usage(root), 8);
-        assert_eq!(disk_usage(&root.join("missing")), 0);
-    }
+    Ok(crate::mirror::outcome_of(summary.as_ref()))
 }

@@ -78,6 +78,27 @@ pub fn read_status(
     Ok(runtime.block_on(simplestreams::status::read(store.as_ref(), job))?)
 }
 
+/// Every status record in the mirror at `dir` (see
+/// [`simplestreams::status::read_all`]); a bucket listed once, its requests
+/// bounded by `request_timeout`.
+pub fn read_all_status(
+    dir: &Path,
+    request_timeout: Duration,
+) -> Result<Vec<StatusRecord>, CliError> {
+    if !is_bucket(dir) {
+        if !dir.is_dir() {
+            return Err(CliError::usage_message(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        }
+        return Ok(simplestreams::status::read_all(&DirStore::new(dir))?);
+    }
+    let store = store_at(dir, request_timeout)?;
+    let runtime = crate::runtime()?;
+    Ok(runtime.block_on(simplestreams::status::read_all_in(store.as_ref()))?)
+}
+
 /// Whether `dir` names a bucket rather than a directory.
 pub fn is_bucket(dir: &Path) -> bool {
     dir.to_str().is_some_and(is_s3_target)

@@ -239,6 +239,121 @@ fn chromium_dom(url: &str, profile: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs headless Chromium with `args` (after the common ones) and gives its
+/// stdout.
+fn chromium(profile: &Path, args: &[&str]) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium is installed by scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The landing page as an operator reads it on a desktop (1280 px) and a
+/// phone (390 px): screenshots of both (kept under `target/screenshots`),
+/// no horizontal overflow on the phone (the page's own scroll width, read
+/// by a same-origin page that frames it), the images by os, release, arch
+/// and kernel flavour, the upstream URL and the last sync.
+#[test]
+fn landing_page_reads_on_a_desktop_and_a_phone() {
+    let m = mirrored();
+    let profile = tempfile::tempdir().unwrap();
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, width) in [("landing-desktop.png", 1280), ("landing-phone.png", 390)] {
+        let shot = shots.join(name);
+        let _ = std::fs::remove_file(&shot);
+        chromium(
+            profile.path(),
+            &[
+                &format!("--window-size={width},2400"),
+                &format!("--screenshot={}", shot.display()),
+                &m.served.url,
+            ],
+        );
+        let png = std::fs::read(&shot).expect("a screenshot");
+        assert_eq!(&png[1..4], b"PNG", "{name}");
+        let shot_width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert_eq!(shot_width, width, "{name}");
+    }
+
+    std::fs::write(
+        m.mirror.join("width-check.html"),
+        "<!DOCTYPE html><html><body style=\"margin:0\">\
+         <iframe id=\"f\" src=\"/\" style=\"width:390px;height:800px;border:0\"></iframe>\
+         <script>document.getElementById('f').addEventListener('load', function () {\
+           var d = this.contentDocument.documentElement;\
+           var p = document.createElement('pre'); p.id = 'widths';\
+           p.textContent = 'scroll=' + d.scrollWidth + ' client=' + d.clientWidth;\
+           document.body.appendChild(p); });</script></body></html>",
+    )
+    .unwrap();
+    let dom = chromium(
+        profile.path(),
+        &[
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &format!("{}width-check.html", m.served.url),
+        ],
+    );
+    let widths = dom
+        .split("id=\"widths\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_else(|| panic!("the check page did not run: {dom}"));
+    let width = |key: &str| -> u32 {
+        widths
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {widths}"))
+    };
+    assert_eq!(width("client="), 390, "{widths}");
+    assert!(
+        width("scroll=") <= width("client="),
+        "the landing page overflows a phone's width: {widths}"
+    );
+
+    let page = chromium_dom(&m.served.url, profile.path());
+    for header in ["OS", "Release", "Arch", "Kernel flavour", "Version", "Age"] {
+        assert!(page.contains(&format!("<th>{header}</th>")), "{header}");
+    }
+    assert!(
+        page.contains(
+            "<td>ubuntu</td><td>xenial</td><td>amd64</td><td>ga-16.04</td><td>20250701</td>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("<th>Upstream</th>"), "{page}");
+    assert!(page.contains("Last sync (mirror)"), "{page}");
+    // Upstream's documents, published as they are by a --max=1 mirror,
+    // still offer the older version (20250601) it does not hold.
+    assert!(
+        page.contains("the served metadata offers ")
+            && page.contains(" this mirror does not hold")
+            && page.contains("<code>--sign-key</code>"),
+        "{page}"
+    );
+}
+
 /// The `href` targets of a rendered page.
 fn links(dom: &str) -> Vec<String> {
     dom.split("href=\"")
@@ -257,10 +372,19 @@ fn browser_sees_landing_page_and_listing() {
     let profile = tempfile::tempdir().unwrap();
     let landing = chromium_dom(&m.served.url, profile.path());
     assert!(landing.contains(&m.served.url), "boot-source URL shown");
-    assert!(
-        landing.contains("ubuntu-cloudimage-keyring.gpg"),
-        "keyring named"
-    );
+    // The mirror's status record says which key verified upstream's
+    // documents: the test key, not the Ubuntu cloud image key.
+    let record = simplestreams::status::read_blocking(
+        &simplestreams::store::DirStore::new(&m.mirror),
+        "mirror",
+    )
+    .unwrap()
+    .expect("the drop-in's runs left a status record");
+    let Some(simplestreams::status::Verified::Keyring(fingerprints)) = &record.verified_with else {
+        panic!("verified with the test keyring: {record:?}");
+    };
+    assert!(landing.contains(&fingerprints[0]), "keyring named");
+    assert!(!landing.contains("ubuntu-cloudimage-keyring.gpg"));
     assert!(landing.contains("com.ubuntu.maas.stable:v3:boot:16.04:amd64:ga-16.04"));
     assert!(landing.contains("20250701"), "newest version shown");
     assert!(!landing.contains("22.04:amd64"), "jammy was not mirrored");

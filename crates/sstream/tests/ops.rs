@@ -462,6 +462,7 @@ fn write_record(
         files_removed: 0,
         bytes_on_disk: 3 << 20,
         last_success: last_ok.map(|d| Timestamp::from(now - d)),
+        verified_with: None,
     };
     store_record(dir, &r);
 }
@@ -633,6 +634,7 @@ fn status_escapes_a_forged_record_and_flags_a_success_in_the_future() {
         files_removed: 0,
         bytes_on_disk: 0,
         last_success: Some(Timestamp::from(now - hour)),
+        verified_with: None,
     };
     store_record(&tmp.path().join("forged"), &forged);
     let future = StatusRecord {
@@ -970,6 +972,7 @@ fn serve_shows_the_last_sync_and_serves_metrics() {
         "{page}"
     );
     assert!(page.contains("connection refused"), "{page}");
+    assert!(page.contains("<a href=\"/metrics\">/metrics</a>"), "{page}");
     let file = tmp.path().join("metrics.txt");
     fs::write(&file, get("metrics")).unwrap();
     let metrics = parse_metrics(&file);
@@ -980,4 +983,125 @@ fn serve_shows_the_last_sync_and_serves_metrics() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The fingerprints of the keys in `keyring`, as gpg lists them.
+fn gpg_fingerprints(home: &Path, keyring: &Path) -> Vec<String> {
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--with-colons", "--show-keys"])
+        .arg(keyring)
+        .output()
+        .expect("run gpg");
+    assert!(out.status.success(), "{}", show(&out));
+    let mut fprs = Vec::new();
+    let mut primary = false;
+    for line in text(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields[0] {
+            "pub" => primary = true,
+            "sub" => primary = false,
+            "fpr" if primary => {
+                fprs.push(fields[9].to_owned());
+                primary = false;
+            }
+            _ => {}
+        }
+    }
+    fprs
+}
+
+#[test]
+fn hand_run_mirrors_leave_status_records_that_status_lists_by_directory() {
+    let site = Site::new(&seed_spec());
+    let keyring = site.gpg.keyring.to_str().unwrap().to_owned();
+    let url = site.server.url.clone();
+    let fingerprints = gpg_fingerprints(&site.gpg.verify_home, &site.gpg.keyring);
+    assert_eq!(fingerprints.len(), 1, "{fingerprints:?}");
+
+    // `sstream mirror` into a directory: a record named after it.
+    let hand = site.path("maas-hand");
+    let out = site.sstream(&[
+        "mirror",
+        "--keyring",
+        &keyring,
+        "--max",
+        "1",
+        &url,
+        hand.to_str().unwrap(),
+        "arch=amd64",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = record(&hand, "maas-hand");
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.source, url);
+    assert_eq!(
+        r.verified_with,
+        Some(status::Verified::Keyring(fingerprints))
+    );
+    assert!(r.files_downloaded > 0 && r.bytes_on_disk > 0, "{r:?}");
+    assert!(r.last_success.is_some());
+
+    // The drop-in, unsigned and unverified, under a name of its own.
+    let out = Command::new(env!("CARGO_BIN_EXE_sstream-mirror"))
+        .env("GNUPGHOME", &site.gpg.verify_home)
+        .args(["--no-verify", "--max=1", "--job-name", "cron-job"])
+        .arg(&url)
+        .arg(&hand)
+        .arg("arch=amd64")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let cron = record(&hand, "cron-job");
+    assert!(cron.is_ok(), "{cron:?}");
+    assert_eq!(cron.verified_with, Some(status::Verified::Unverified));
+
+    // A failing hand run is recorded as failed; its last success is kept.
+    let out = site.sstream(&[
+        "mirror",
+        "--keyring",
+        &keyring,
+        &format!("{url}missing/"),
+        hand.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let failed = record(&hand, "maas-hand");
+    assert_eq!(failed.result, RunResult::Failed);
+    assert!(
+        failed
+            .errors
+            .iter()
+            .any(|e| e.contains("missing/streams/v1/")),
+        "{failed:?}"
+    );
+    assert_eq!(failed.last_success, r.last_success);
+
+    // A bad --job-name is a usage error.
+    let out = site.sstream(&["mirror", "--job-name", "../x", &url, hand.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(text(&out.stderr).contains("job name"), "{}", show(&out));
+
+    // `sstream status DIR` lists every record in the mirror, without a config.
+    let out = site.sstream(&["status", "--json", hand.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs: Vec<(&str, &str)> = report["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["job"].as_str().unwrap(), j["health"].as_str().unwrap()))
+        .collect();
+    assert_eq!(jobs, [("cron-job", "ok"), ("maas-hand", "failed")]);
+    let out = site.sstream(&["status", site.path("nowhere/").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        show(&out)
+    );
+    let empty = site.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = site.sstream(&["status", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(text(&out.stderr).contains("never run"), "{}", show(&out));
 }

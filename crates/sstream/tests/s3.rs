@@ -295,6 +295,16 @@ fn bucket_matches_directory(kind: Kind) {
     assert_same_as_dir(&s3, &target, &stream.mirrored);
     assert_verified(&s3, &target, &["--no-verify", "--full"], "after the mirror");
 
+    // The run left its status record in the bucket, named after the
+    // prefix; `sstream status` lists it from the bucket.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sstream"));
+    s3.apply(&mut cmd);
+    let o = cmd.args(["status", "--json", &target]).output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{report}");
+    assert!(report.contains("\"job\": \"stable\""), "{report}");
+    assert!(report.contains("\"health\": \"ok\""), "{report}");
+
     // The audit of a damaged bucket: what the state records must be there,
     // what nothing references is an orphan.
     let store = s3.direct(&target);
