@@ -130,6 +130,11 @@ impl Config {
     /// relative paths are resolved against its directory).
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let ctx = Context::new(text, file);
+        let top: BTreeMap<String, Spanned<toml::Value>> =
+            toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        if let Some((key, value)) = top.iter().find(|(k, _)| !TOP_KEYS.contains(&k.as_str())) {
+            return Err(ctx.unknown_key(key, value.span(), &TOP_KEYS.map(String::from)));
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
@@ -188,9 +193,11 @@ impl Config {
 /// where it was written.
 type Table = BTreeMap<String, Spanned<toml::Value>>;
 
-/// The file as written.
+/// The tables of the file: `[defaults]` and `[[job]]`.
+const TOP_KEYS: [&str; 2] = ["defaults", "job"];
+
+/// The file as written (its keys checked first: see [`TOP_KEYS`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     defaults: Option<Spanned<Table>>,
@@ -397,6 +404,8 @@ struct Context<'a> {
     /// Where each line starts: a line is found by a binary search, not by
     /// counting the lines before it (a config of many jobs stays linear).
     line_starts: Vec<usize>,
+    /// Every key a `[[job]]` may have (its own and its options'), found once.
+    job_keys: Vec<String>,
 }
 
 impl<'a> Context<'a> {
@@ -404,10 +413,13 @@ impl<'a> Context<'a> {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let mut job_keys: Vec<String> = JOB_KEYS.iter().map(|k| k.to_string()).collect();
+        job_keys.extend(JobOptions::keys());
         Context {
             text,
             file,
             line_starts,
+            job_keys,
         }
     }
 
@@ -444,16 +456,10 @@ impl<'a> Context<'a> {
         };
         let line = self.line(span.start);
         let key = self.key_before(span.start);
-        let message = if let Some(field) = unknown_field(&message) {
-            format!("unknown key {field:?}{}", known_keys_hint(&message))
-        } else if key.as_deref() == Some("job") && self.job_is_not_an_array() {
+        let message = if key.as_deref() == Some("job") && self.job_is_not_an_array() {
             format!("{message}; write each job as [[job]] (an array of tables)")
         } else {
             message
-        };
-        let key = match unknown_field(e.message()) {
-            Some(_) => None,
-            None => key,
         };
         self.error(Some(line), key.as_deref(), &message)
     }
@@ -514,6 +520,9 @@ impl<'a> Context<'a> {
             Some(span) => self.at(span.clone(), key, message),
             None => self.error(Some(table_line), Some(key), message),
         };
+        if let Some((key, value)) = table.iter().find(|(k, _)| !self.job_keys.contains(*k)) {
+            return Err(self.unknown_key(key, value.span(), &self.job_keys));
+        }
         let (own, options): (Vec<_>, Vec<_>) = table
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))
@@ -579,20 +588,19 @@ impl<'a> Context<'a> {
         Ok((job, job_spans))
     }
 
-    /// A value of a job that could not be read: on the line of its key;
-    /// an unknown key with the keys there are.
+    /// An unknown `key` written at `span`, with the keys there are.
+    fn unknown_key(&self, key: &str, span: Range<usize>, known: &[String]) -> ConfigError {
+        let message = format!("unknown key {key:?} (known keys: {})", known.join(", "));
+        self.error(Some(self.line(span.start)), None, &message)
+    }
+
+    /// A value of a job that could not be read: on the line of its key.
     fn key_error(&self, e: KeyedError, spans: &BTreeMap<String, Range<usize>>) -> ConfigError {
         let line = e
             .key
             .as_ref()
             .and_then(|k| spans.get(k))
             .map(|s| self.line(s.start));
-        if let Some(field) = unknown_field(&e.message) {
-            let mut known: Vec<String> = JOB_KEYS.iter().map(|k| k.to_string()).collect();
-            known.extend(JobOptions::keys());
-            let message = format!("unknown key {field:?} (known keys: {})", known.join(", "));
-            return self.error(line, None, &message);
-        }
         let message = e
             .message
             .replace("expected usize", "expected a whole number")
@@ -761,20 +769,6 @@ fn resolved(path: &Path) -> PathBuf {
             }
             _ => return path.to_path_buf(),
         }
-    }
-}
-
-/// The field of serde's "unknown field `x`, expected ..." message.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(field, _)| field)
-}
-
-/// ", expected ..." from serde's message, as a hint.
-fn known_keys_hint(message: &str) -> String {
-    match message.split_once(", expected ") {
-        Some((_, keys)) => format!(" (known keys: {})", keys.trim_start_matches("one of ")),
-        None => String::new(),
     }
 }
 

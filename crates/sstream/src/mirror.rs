@@ -84,7 +84,12 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
             .inspect_err(|_| created.remove_if_empty())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let recorder = args.recorder(&job)?;
+    // A target that is not a directory (a file) gets no record: the run
+    // fails on it with its own message.
+    let recordable = crate::target::is_bucket(&args.output_dir)
+        || !args.output_dir.exists()
+        || args.output_dir.is_dir();
+    let recorder = recordable.then(|| args.recorder(&job)).transpose()?;
     let result = job.build().and_then(|mirror| execute(&mirror, shown));
     let (outcome, errors) = match &result {
         Ok(summary) => (outcome_of(summary.as_ref()), Vec::new()),
@@ -95,7 +100,9 @@ pub fn run(args: MirrorArgs) -> Result<ExitCode, CliError> {
     }
     // A run that failed before making its directory (or whose new
     // directory held nothing and was removed again) leaves none behind.
-    if crate::target::is_bucket(&args.output_dir) || args.output_dir.is_dir() {
+    if let Some(recorder) = recorder
+        && (crate::target::is_bucket(&args.output_dir) || args.output_dir.is_dir())
+    {
         let (_, written) = recorder.finish(&outcome, errors, &warn);
         if let Err(e) = written {
             warn(&e);

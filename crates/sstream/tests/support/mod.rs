@@ -621,8 +621,22 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// A snapshot of a tree: every entry (including `*.lock`) and its bytes;
 /// symlinks recorded as their target (`"path -> "`), not followed;
-/// directories as empty (`"path/"`).
+/// directories as empty (`"path/"`). Left out, as bookkeeping that no
+/// client reads (`.data/` is never served): status records
+/// (`.data/sstream-status-*.json`, which every run writes, failed or not)
+/// and the marker of a run that has not collected its leftovers yet
+/// (`.data/sstream-unclean`, left by a failed run).
 pub fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = snapshot_all(root);
+    all.retain(|k, _| {
+        let status = k.starts_with(".data/sstream-status-") && k.ends_with(".json");
+        !(status || k == ".data/sstream-unclean")
+    });
+    all
+}
+
+/// [`snapshot`] with the status records.
+pub fn snapshot_all(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) {
         let Ok(rd) = fs::read_dir(dir) else { return };
         for e in rd {
