@@ -257,13 +257,25 @@ impl DirStore {
         for p in [part_path(&path), ranges, tmp, path.clone()] {
             remove_if_present(&p)?;
         }
+        let mut gone: Option<PathBuf> = None;
         for dir in rel.ancestors() {
             if dir == DATA_DIR {
                 break;
             }
-            if fs::remove_dir(self.root.join(dir)).is_err() {
+            let dir = self.root.join(dir);
+            if fs::remove_dir(&dir).is_err() {
                 break;
             }
+            gone = Some(dir);
+        }
+        // The removal is made durable before the run records it as done (a
+        // pending deletion cleared): a power cut would otherwise bring the
+        // file back with nothing naming it. The directory that lost the
+        // entry is synced: the file's own, or the parent of the last
+        // directory emptied and removed.
+        let emptied = gone.as_deref().unwrap_or(&path);
+        if let Some(parent) = emptied.parent() {
+            sync_dir(parent);
         }
         Ok(())
     }
