@@ -77,7 +77,7 @@ What clients are offered:
   documents, never mirrored: filtered out or older than --max keeps).
   Offered-but-not-held files are reported per release/arch (or product),
   with counts: clients get 404s for them. Not an error, but a failure with
-  --strict; publish held-only (sstream mirror --sign-key) to list only
+  --strict; publish held-only (sstream mirror --publish held, or --sign-key) to list only
   what the mirror holds.
 
 Exit status:
@@ -291,7 +291,7 @@ fn print(args: &VerifyArgs, report: &Report, code: u8) -> std::io::Result<()> {
     for g in &report.offered.not_held_groups {
         writeln!(
             out,
-            "{level}: offered-not-held: {}: {}: {} item(s) of {} version(s), {}, listed by the published metadata but not held: clients get 404s (publish held-only: sstream mirror --sign-key)",
+            "{level}: offered-not-held: {}: {}: {} item(s) of {} version(s), {}, listed by the published metadata but not held: clients get 404s (publish held-only: sstream mirror --publish held, or --sign-key)",
             g.content_id,
             g.group,
             g.items,
