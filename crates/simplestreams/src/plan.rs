@@ -1148,6 +1148,12 @@ mod tests {
         }
     }
 
+    /// Plans `stream` against `store` and pretends it was executed.
+    async fn mirrored(stream: Stream, store: &DirStore, options: &MirrorOptions) {
+        let plan = Plan::build(stream, store, options).await.unwrap();
+        apply(&plan, store).await;
+    }
+
     /// Pretends a plan was executed: files written, state and references saved.
     async fn apply(plan: &Plan, store: &DirStore) {
         for d in &plan.downloads {
@@ -1199,15 +1205,10 @@ mod tests {
     async fn removals_delete_only_unreferenced_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(
-                stream(&[("ga", &["1"]), ("hwe", &["1"])]),
-                &store,
-                &options(Some(1)),
-            )
-            .await
-            .unwrap(),
+        mirrored(
+            stream(&[("ga", &["1"]), ("hwe", &["1"])]),
             &store,
+            &options(Some(1)),
         )
         .await;
         // Version 2 replaces 1 for ga only; hwe keeps version 1 (and the shared file).
@@ -1255,15 +1256,10 @@ mod tests {
     async fn products_gone_from_the_source_stay_unless_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(
-                stream(&[("ga", &["1"]), ("old", &["1"])]),
-                &store,
-                &options(None),
-            )
-            .await
-            .unwrap(),
+        mirrored(
+            stream(&[("ga", &["1"]), ("old", &["1"])]),
             &store,
+            &options(None),
         )
         .await;
         let kept = Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
@@ -1295,13 +1291,7 @@ mod tests {
     async fn a_path_whose_checksum_changed_is_verified_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
-                .await
-                .unwrap(),
-            &store,
-        )
-        .await;
+        mirrored(stream(&[("ga", &["1"])]), &store, &options(None)).await;
         // Version 2 reuses version 1's squashfs path with another checksum.
         let second = stream_with(&[("ga", &["1", "2"])], |doc| {
             let squashfs = &mut doc["products"]["ga"]["versions"]["2"]["items"]["squashfs"];
@@ -1321,13 +1311,7 @@ mod tests {
     async fn a_held_item_changed_upstream_is_fetched_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
-                .await
-                .unwrap(),
-            &store,
-        )
-        .await;
+        mirrored(stream(&[("ga", &["1"])]), &store, &options(None)).await;
         // The same version re-spun: the kernel has other bytes.
         let respun = stream_with(&[("ga", &["1"])], |doc| {
             doc["products"]["ga"]["versions"]["1"]["items"]["kernel"]["sha256"] =
@@ -1363,13 +1347,7 @@ mod tests {
     async fn a_file_in_the_way_of_a_new_directory_goes_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(Some(1)))
-                .await
-                .unwrap(),
-            &store,
-        )
-        .await;
+        mirrored(stream(&[("ga", &["1"])]), &store, &options(Some(1))).await;
         // Version 2's kernel lives under what was version 1's kernel file.
         let second = stream_with(&[("ga", &["1", "2"])], |doc| {
             doc["products"]["ga"]["versions"]["2"]["items"]["kernel"]["path"] =
@@ -1486,13 +1464,7 @@ mod tests {
     async fn content_already_in_the_mirror_is_linked_not_fetched() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        apply(
-            &Plan::build(stream(&[("ga", &["1"])]), &store, &options(None))
-                .await
-                .unwrap(),
-            &store,
-        )
-        .await;
+        mirrored(stream(&[("ga", &["1"])]), &store, &options(None)).await;
         // hwe appears later with ga's kernel; version 2 of ga keeps version
         // 1's kernel while --max=1 removes version 1.
         let later = stream_with(&[("ga", &["1", "2"]), ("hwe", &["1"])], |doc| {
