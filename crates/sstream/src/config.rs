@@ -24,13 +24,24 @@
 //! `content_index`, a source directory) are relative to the directory of
 //! the configuration file.
 //!
+//! `[[view]]` tables (see [`View`]) name a directory that publishes one
+//! snapshot of a job's mirror:
+//!
+//! ```toml
+//! [[view]]
+//! name = "staging"           # names the view in status, metrics, `sstream promote`
+//! dir = "/var/www/html/maas/views/staging"
+//! job = "maas-stable"        # the [[job]] whose mirror it shows
+//! snapshot = "latest"        # follows each new snapshot; "promoted" (default): moves on promote
+//! ```
+//!
 //! [`Config::load`] checks everything it can without touching the network
 //! or the mirrors; each problem is a [`ConfigError`] naming the file, the
 //! line and the key. Directories are compared with their symlinks
 //! resolved: two jobs of different sources cannot share a mirror
 //! directory under two names, nor a content index lie in a mirror.
 
-use crate::job::{DEFAULT_DELETE_DELAY, JobOptions, MirrorJob, Timeout};
+use crate::job::{DEFAULT_DELETE_DELAY, Delay, JobOptions, MirrorJob, Timeout};
 use crate::sign::PassphraseArgs;
 use serde::Deserialize;
 use serde::de::{
@@ -112,6 +123,75 @@ pub struct Config {
     pub file: PathBuf,
     /// Its jobs, in file order.
     pub jobs: Vec<Job>,
+    /// Its views, in file order.
+    pub views: Vec<View>,
+}
+
+/// What a view shows, the `snapshot` key of a `[[view]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follows {
+    /// `"latest"`: a staging view. Each `sstream sync` that changed the
+    /// job's mirror snapshots it and publishes the new snapshot here.
+    Latest,
+    /// `"promoted"` (the default): the first sync publishes the mirror's
+    /// newest snapshot; from then on the view moves only on
+    /// `sstream promote` and `sstream rollback`.
+    Promoted,
+    /// A snapshot's name: the first sync publishes that snapshot (and
+    /// fails while it does not exist); from then on the view moves only on
+    /// `sstream promote` and `sstream rollback`, as a promoted one. Sync
+    /// never prunes the snapshot.
+    Pinned(String),
+}
+
+impl Follows {
+    /// The value as written in the config.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Follows::Latest => LATEST,
+            Follows::Promoted => PROMOTED,
+            Follows::Pinned(name) => name,
+        }
+    }
+}
+
+/// The `snapshot` of a staging view.
+pub const LATEST: &str = "latest";
+/// The `snapshot` of a view that moves only on promote (the default).
+pub const PROMOTED: &str = "promoted";
+
+/// How many snapshots of a mirror `sstream sync` keeps without
+/// `keep_snapshots`.
+pub const DEFAULT_KEEP_SNAPSHOTS: usize = 10;
+
+/// A `[[view]]` of the configuration, checked: a directory publishing one
+/// snapshot of a job's mirror.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The view's name (the rules of a job's name).
+    pub name: String,
+    /// The view directory (absolute; not in a mirror, no mirror in it).
+    pub dir: PathBuf,
+    /// The job whose mirror the view shows.
+    pub job: String,
+    /// That job's mirror directory.
+    pub mirror: PathBuf,
+    /// What the view shows.
+    pub follows: Follows,
+    /// The key the view's metadata is signed with (without one: plain
+    /// `.json` documents).
+    pub sign_key: Option<PathBuf>,
+    /// The filters narrowing the snapshot's items in the view.
+    pub filters: FilterGroups,
+    /// How many snapshots of the mirror sync keeps (the largest of its
+    /// views' values), besides those a view shows or would roll back to.
+    pub keep_snapshots: usize,
+    /// How long the files a view stopped listing stay for clients that
+    /// read its previous metadata (default: its job's `delete_delay`).
+    pub delete_delay: Duration,
+    /// The URL clients reach the view by, for the MAAS command `sstream
+    /// status` prints (default: a placeholder).
+    pub url: Option<String>,
 }
 
 impl Config {
@@ -160,9 +240,20 @@ impl Config {
         ctx.check_names(&jobs)?;
         let dirs = ctx.check_dirs(&jobs)?;
         ctx.check_content_indexes(&jobs, &dirs)?;
+        let jobs: Vec<Job> = jobs.into_iter().map(|(job, _)| job).collect();
+        let views = raw
+            .view
+            .into_iter()
+            .map(|table| {
+                let span = table.span();
+                ctx.resolve_view(table.into_inner(), span, &base, &jobs)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ctx.check_views(&views, &jobs)?;
         Ok(Config {
             file: file.to_path_buf(),
-            jobs: jobs.into_iter().map(|(job, _)| job).collect(),
+            jobs,
+            views: views.into_iter().map(|(view, _)| view).collect(),
         })
     }
 
@@ -193,8 +284,8 @@ impl Config {
 /// where it was written.
 type Table = BTreeMap<String, Spanned<toml::Value>>;
 
-/// The tables of the file: `[defaults]` and `[[job]]`.
-const TOP_KEYS: [&str; 2] = ["defaults", "job"];
+/// The tables of the file: `[defaults]`, `[[job]]` and `[[view]]`.
+const TOP_KEYS: [&str; 3] = ["defaults", "job", "view"];
 
 /// The file as written (its keys checked first: see [`TOP_KEYS`]).
 #[derive(Debug, Deserialize)]
@@ -203,6 +294,8 @@ struct RawConfig {
     defaults: Option<Spanned<Table>>,
     #[serde(default)]
     job: Vec<Spanned<Table>>,
+    #[serde(default)]
+    view: Vec<Spanned<Table>>,
 }
 
 /// This job's table with every key it does not give taken from `defaults`.
@@ -234,6 +327,34 @@ const JOB_KEYS: [&str; 7] = [
     "on_success",
     "on_failure",
     "hook_timeout",
+];
+
+/// The keys of a `[[view]]` (see [`View`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ViewKeys {
+    name: Option<String>,
+    dir: Option<PathBuf>,
+    job: Option<String>,
+    snapshot: Option<String>,
+    sign_key: Option<PathBuf>,
+    filters: Option<RawFilters>,
+    keep_snapshots: Option<usize>,
+    delete_delay: Option<Delay>,
+    url: Option<String>,
+}
+
+/// The fields of [`ViewKeys`].
+pub const VIEW_KEYS: [&str; 9] = [
+    "name",
+    "dir",
+    "job",
+    "snapshot",
+    "sign_key",
+    "filters",
+    "keep_snapshots",
+    "delete_delay",
+    "url",
 ];
 
 /// A value of a table that could not be read, and its key.
@@ -702,6 +823,198 @@ impl<'a> Context<'a> {
     }
 }
 
+impl Context<'_> {
+    /// Checks one `[[view]]` and resolves it against the jobs; also
+    /// returns where its keys were written, for the checks across views.
+    fn resolve_view(
+        &self,
+        table: Table,
+        span: Range<usize>,
+        base: &Path,
+        jobs: &[Job],
+    ) -> Result<(View, ViewSpans), ConfigError> {
+        let table_line = self.line(span.start);
+        let spans: BTreeMap<String, Range<usize>> =
+            table.iter().map(|(k, v)| (k.clone(), v.span())).collect();
+        let at_key = |key: &str, message: &str| match spans.get(key) {
+            Some(span) => self.at(span.clone(), key, message),
+            None => self.error(Some(table_line), Some(key), message),
+        };
+        let known: Vec<String> = VIEW_KEYS.map(String::from).to_vec();
+        if let Some((key, value)) = table.iter().find(|(k, _)| !known.contains(*k)) {
+            return Err(self.unknown_key(key, value.span(), &known));
+        }
+        let entries = table
+            .into_iter()
+            .map(|(k, v)| (k, v.into_inner()))
+            .collect();
+        let keys: ViewKeys = from_entries(entries).map_err(|e| self.key_error(e, &spans))?;
+        let missing =
+            |key: &str| self.error(Some(table_line), Some(key), "missing in this [[view]]");
+        let name = keys.name.ok_or_else(|| missing("name"))?;
+        simplestreams::status::check_job_name(&name)
+            .map_err(|e| at_key("name", &e.to_string().replace("a job name", "a view name")))?;
+        let job_name = keys.job.ok_or_else(|| missing("job"))?;
+        let Some(job) = jobs.iter().find(|j| j.name == job_name) else {
+            let known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(at_key(
+                "job",
+                &format!("no job named {job_name:?} (jobs: {})", known.join(", ")),
+            ));
+        };
+        if crate::target::is_bucket(&job.dir) {
+            return Err(at_key(
+                "job",
+                &format!(
+                    "job {job_name:?} mirrors into a bucket ({}): views are made of a mirror \
+                     directory's files; a bucket's mirror has no views",
+                    job.dir.display()
+                ),
+            ));
+        }
+        let dir = keys.dir.ok_or_else(|| missing("dir"))?;
+        if dir.as_os_str().is_empty() {
+            return Err(at_key("dir", "empty directory"));
+        }
+        if crate::target::is_bucket(&dir) {
+            return Err(at_key("dir", "a view is a directory, not a bucket"));
+        }
+        let follows = match keys.snapshot.as_deref() {
+            None | Some(PROMOTED) => Follows::Promoted,
+            Some(LATEST) => Follows::Latest,
+            Some(name) => {
+                check_snapshot_name(name).map_err(|m| at_key("snapshot", &m))?;
+                Follows::Pinned(name.to_owned())
+            }
+        };
+        let filters = match keys.filters {
+            Some(f) => FilterGroups::parse(&f.0).map_err(|e| at_key("filters", &e.to_string()))?,
+            None => FilterGroups::default(),
+        };
+        let keep_snapshots = match keys.keep_snapshots {
+            Some(0) => {
+                return Err(at_key(
+                    "keep_snapshots",
+                    "must be at least 1 (the snapshot a view shows is always kept)",
+                ));
+            }
+            Some(n) => n,
+            None => DEFAULT_KEEP_SNAPSHOTS,
+        };
+        if let Some(url) = &keys.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(at_key(
+                "url",
+                &format!("{url:?}: not an http:// or https:// URL"),
+            ));
+        }
+        let view_spans = ViewSpans {
+            name: spans.get("name").cloned().unwrap_or(span.clone()),
+            dir: spans.get("dir").cloned().unwrap_or(span),
+        };
+        let view = View {
+            name,
+            dir: normalize(&base.join(dir)),
+            job: job_name,
+            mirror: job.dir.clone(),
+            follows,
+            sign_key: keys.sign_key.map(|k| base.join(k)),
+            filters,
+            keep_snapshots,
+            delete_delay: keys.delete_delay.map_or_else(
+                || {
+                    job.options
+                        .delete_delay
+                        .map_or(DEFAULT_DELETE_DELAY, |d| d.0)
+                },
+                |d| d.0,
+            ),
+            url: keys.url,
+        };
+        Ok((view, view_spans))
+    }
+
+    /// Views have names of their own, and directories of their own: not
+    /// another view's, not a mirror's or in one, holding no mirror
+    /// (directories compared with their symlinks resolved).
+    fn check_views(&self, views: &[(View, ViewSpans)], jobs: &[Job]) -> Result<(), ConfigError> {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut dirs: BTreeMap<PathBuf, (&View, usize)> = BTreeMap::new();
+        let mirrors: Vec<(PathBuf, &Job)> = jobs
+            .iter()
+            .filter(|j| !crate::target::is_bucket(&j.dir))
+            .map(|j| (resolved(&j.dir), j))
+            .collect();
+        for (view, spans) in views {
+            let line = self.line(spans.name.start);
+            if let Some(first) = names.insert(&view.name, line) {
+                return Err(self.at(
+                    spans.name.clone(),
+                    "name",
+                    &format!(
+                        "duplicate view name {:?} (first at line {first})",
+                        view.name
+                    ),
+                ));
+            }
+            let real = resolved(&view.dir);
+            let dir_error = |message: String| self.at(spans.dir.clone(), "dir", &message);
+            if let Some((other, other_line)) = dirs.get(&real) {
+                return Err(dir_error(format!(
+                    "{} is also the dir of view {:?} (line {other_line}): a directory shows one view",
+                    view.dir.display(),
+                    other.name
+                )));
+            }
+            for (mirror, job) in &mirrors {
+                let problem = if real == *mirror {
+                    "is the mirror directory"
+                } else if real.starts_with(mirror) {
+                    "is inside the mirror directory"
+                } else if mirror.starts_with(&real) {
+                    "holds the mirror directory"
+                } else {
+                    continue;
+                };
+                return Err(dir_error(format!(
+                    "{} {problem} {} of job {:?}: give a view a directory beside the mirrors",
+                    view.dir.display(),
+                    job.dir.display(),
+                    job.name
+                )));
+            }
+            dirs.insert(real, (view, self.line(spans.dir.start)));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a snapshot name given in the config: one path component of
+/// printable ASCII (the names `sstream snapshot create` gives are UTC times).
+fn check_snapshot_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: \"latest\", \"promoted\" or a snapshot's name (ASCII letters, digits, \
+             '.', '_', '-', ':' or '+', not starting with '.')"
+        ))
+    }
+}
+
+/// Where a view's keys were written.
+struct ViewSpans {
+    name: Range<usize>,
+    dir: Range<usize>,
+}
+
 /// Where a job's keys were written (its table when inherited from nowhere).
 struct JobSpans {
     name: Range<usize>,
@@ -1095,6 +1408,166 @@ on_success = "echo done"
         }
         let text = format!("[defaults]\ncontent_index = \"link/.content\"\n{job}");
         assert!(Config::parse(&text, &file).is_ok(), "beside the mirror");
+    }
+
+    const VIEW_JOBS: &str = "[[job]]\nname = \"a\"\nsource = \"http://h/s/\"\ndir = \"/m/a\"\n\
+                             delete_delay = \"2h\"\n\
+                             [[job]]\nname = \"b\"\nsource = \"http://h/s/\"\ndir = \"s3://bucket/b\"\n";
+
+    #[test]
+    fn views_resolve_against_their_jobs() {
+        let text = format!(
+            "{VIEW_JOBS}[[view]]\nname = \"staging\"\ndir = \"views/staging\"\njob = \"a\"\n\
+             snapshot = \"latest\"\nkeep_snapshots = 3\nfilters = [\"arch=amd64\"]\n\
+             [[view]]\nname = \"production\"\ndir = \"/srv/production\"\njob = \"a\"\n\
+             sign_key = \"key.asc\"\ndelete_delay = \"1d\"\nurl = \"http://maas-mirror:8080/production/\"\n\
+             [[view]]\nname = \"old\"\ndir = \"/srv/old\"\njob = \"a\"\nsnapshot = \"20261201T000000Z\"\n"
+        );
+        let config = parse(&text).unwrap();
+        let [staging, production, old] = &config.views[..] else {
+            panic!("three views: {:?}", config.views);
+        };
+        assert_eq!(staging.follows, Follows::Latest);
+        assert_eq!(staging.dir, Path::new("/etc/sstream/views/staging"));
+        assert_eq!(staging.mirror, Path::new("/m/a"));
+        assert_eq!(staging.keep_snapshots, 3);
+        assert_eq!(staging.delete_delay, Duration::from_secs(7200), "the job's");
+        assert_eq!(staging.filters.groups().len(), 1);
+        assert_eq!(production.follows, Follows::Promoted, "the default");
+        assert_eq!(production.keep_snapshots, DEFAULT_KEEP_SNAPSHOTS);
+        assert_eq!(production.delete_delay, Duration::from_secs(86400));
+        assert_eq!(
+            production.sign_key.as_deref(),
+            Some(Path::new("/etc/sstream/key.asc"))
+        );
+        assert_eq!(old.follows, Follows::Pinned("20261201T000000Z".into()));
+    }
+
+    /// Each bad view: (its table, line, key, part of the message).
+    #[test]
+    fn bad_views_name_file_line_and_key() {
+        let view = |rest: &str| {
+            format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"/srv/v\"\n{rest}")
+        };
+        let cases: Vec<(String, Option<usize>, Option<&str>, &str)> = vec![
+            (
+                view("snapshots = 1\n"),
+                Some(14),
+                None,
+                "unknown key \"snapshots\"",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"c\"\ndir = \"/srv/v\"\n"),
+                Some(12),
+                Some("job"),
+                "no job named \"c\" (jobs: a, b)",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"b\"\ndir = \"/srv/v\"\n"),
+                Some(12),
+                Some("job"),
+                "mirrors into a bucket",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"/m/a\"\n"),
+                Some(13),
+                Some("dir"),
+                "/m/a is the mirror directory /m/a of job \"a\"",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"/m/a/views/v\"\n"),
+                Some(13),
+                Some("dir"),
+                "is inside the mirror directory /m/a",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"/m\"\n"),
+                Some(13),
+                Some("dir"),
+                "holds the mirror directory /m/a",
+            ),
+            (
+                format!(
+                    "{}[[view]]\nname = \"w\"\njob = \"a\"\ndir = \"/srv/./v/\"\n",
+                    view("")
+                ),
+                Some(17),
+                Some("dir"),
+                "is also the dir of view \"v\" (line 13)",
+            ),
+            (
+                format!(
+                    "{}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"/srv/w\"\n",
+                    view("")
+                ),
+                Some(15),
+                Some("name"),
+                "duplicate view name \"v\" (first at line 11)",
+            ),
+            (
+                view("snapshot = \"../x\"\n"),
+                Some(14),
+                Some("snapshot"),
+                "a snapshot's name",
+            ),
+            (
+                view("keep_snapshots = 0\n"),
+                Some(14),
+                Some("keep_snapshots"),
+                "at least 1",
+            ),
+            (
+                view("keep_snapshots = -2\n"),
+                Some(14),
+                Some("keep_snapshots"),
+                "invalid value",
+            ),
+            (
+                view("delete_delay = \"soon\"\n"),
+                Some(14),
+                Some("delete_delay"),
+                "bad duration",
+            ),
+            (
+                view("filters = [\"arch\"]\n"),
+                Some(14),
+                Some("filters"),
+                "invalid filter",
+            ),
+            (
+                view("url = \"maas:8080\"\n"),
+                Some(14),
+                Some("url"),
+                "not an http",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\n"),
+                Some(10),
+                Some("dir"),
+                "missing in this [[view]]",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v w\"\njob = \"a\"\ndir = \"/v\"\n"),
+                Some(11),
+                Some("name"),
+                "a view name is",
+            ),
+            (
+                format!("{VIEW_JOBS}[[view]]\nname = \"v\"\njob = \"a\"\ndir = \"s3://x/v\"\n"),
+                Some(13),
+                Some("dir"),
+                "not a bucket",
+            ),
+        ];
+        for (text, line, key, want) in cases {
+            let e = err(&text);
+            let shown = e.to_string();
+            assert_eq!(e.line, line, "{text}\n=> {shown}");
+            assert_eq!(e.key.as_deref(), key, "{text}\n=> {shown}");
+            assert!(shown.contains(want), "{text}\n=> {shown}\nwanted: {want}");
+            assert!(!shown.contains('\n'), "one line: {shown}");
+            assert!(shown.starts_with("/etc/sstream/sstream.toml:"), "{shown}");
+        }
     }
 
     /// The error of `sstream mirror FLAG VALUE SOURCE DIR`.
