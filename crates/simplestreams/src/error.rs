@@ -249,6 +249,22 @@ pub enum Error {
         /// What became of the partial downloads.
         triage: String,
     },
+    /// A snapshot that cannot be made, found or removed.
+    #[error("{}: {reason}", mirror.display())]
+    Snapshot {
+        /// The mirror.
+        mirror: PathBuf,
+        /// What is wrong (naming the snapshot).
+        reason: String,
+    },
+    /// A view that cannot be published, rolled back or read.
+    #[error("{}: {reason}", view.display())]
+    View {
+        /// The view's directory.
+        view: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The run would publish an empty mirror over one that holds items
     /// (upstream lists nothing the filters select): refused like the wipe
     /// guard, unless forced.

@@ -17,6 +17,8 @@
 //! [`retry`] says which failures are retried and how long to wait.
 //! [`status`] records each configured job's last run in the mirror, and
 //! [`metrics`] renders those records for Prometheus.
+//! [`snapshot`] records what a mirror holds, and a [`view`] shows one
+//! snapshot, switching atomically on promotion and rollback.
 //! [`query`] is a plan over an empty mirror. [`sample`] generates MAAS-like
 //! sample streams for demos and tests.
 
@@ -46,10 +48,12 @@ pub mod retry;
 pub mod runtime;
 pub mod sample;
 pub mod select;
+pub mod snapshot;
 pub mod source;
 pub mod space;
 pub mod status;
 pub mod store;
 pub mod units;
+pub mod view;
 
 pub use error::{Error, Result};
