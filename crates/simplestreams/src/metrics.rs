@@ -16,8 +16,18 @@
 //! | `sstream_last_run_downloaded_files` | files the last run downloaded |
 //! | `sstream_last_run_removed_files` | files the last run removed |
 //! | `sstream_mirror_size_bytes` | size of the mirror (its directory, or its bucket's objects) after the last run |
+//!
+//! and every view ([`crate::view`]) has gauges labelled `view` (and
+//! `snapshot` for the first):
+//!
+//! | metric | |
+//! |---|---|
+//! | `sstream_view_info` | 1, labelled with the snapshot the view shows |
+//! | `sstream_view_snapshot_age_seconds` | age of that snapshot when the metrics were rendered |
+//! | `sstream_view_snapshot_created_timestamp_seconds` | when that snapshot was made (Unix time; 0: not known) |
+//! | `sstream_view_published_timestamp_seconds` | when the view switched to it (Unix time) |
 
-use crate::status::StatusRecord;
+use crate::status::{StatusRecord, Timestamp};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -103,12 +113,141 @@ const METRICS: &[Metric] = &[
 /// sample per job and metric, jobs in the order given. Without records,
 /// only the metric families.
 pub fn render(records: &[StatusRecord]) -> String {
+    render_with_views(records, &[], std::time::SystemTime::now())
+}
+
+/// What the metrics say about one view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSample {
+    /// The view's name (its config name, or where it is served).
+    pub view: String,
+    /// The snapshot it shows.
+    pub snapshot: String,
+    /// When that snapshot was made (`None`: not known, e.g. removed by
+    /// hand).
+    pub snapshot_created: Option<Timestamp>,
+    /// When the view switched to it.
+    pub published: Timestamp,
+}
+
+impl ViewSample {
+    /// The sample of the view named `view` in the state `state`, its
+    /// snapshot's creation time read from the mirror's snapshots (`None`
+    /// when they cannot be listed or it is not among them).
+    pub fn of(view: &str, state: &crate::view::ViewState) -> ViewSample {
+        let snapshot_created = crate::snapshot::list(&state.mirror)
+            .ok()
+            .and_then(|all| all.into_iter().find(|s| s.name == state.snapshot))
+            .map(|s| s.created);
+        ViewSample {
+            view: view.to_owned(),
+            snapshot: state.snapshot.clone(),
+            snapshot_created,
+            published: state.published,
+        }
+    }
+}
+
+/// [`render`] with a family per view gauge too (see the module
+/// documentation): one sample per view, ages taken at `now`.
+pub fn render_with_views(
+    records: &[StatusRecord],
+    views: &[ViewSample],
+    now: std::time::SystemTime,
+) -> String {
     let mut registry = Registry::with_prefix("sstream");
     registry.register_collector(Box::new(Records(records.to_vec())));
+    registry.register_collector(Box::new(Views {
+        views: views.to_vec(),
+        now,
+    }));
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
     text
+}
+
+/// The label set of the view gauges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ViewLabel {
+    view: String,
+}
+
+/// The label set of `sstream_view_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ViewInfoLabel {
+    view: String,
+    snapshot: String,
+}
+
+/// One view gauge: its name (before the unit), unit, help and value.
+struct ViewMetric {
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+    value: fn(&ViewSample, std::time::SystemTime) -> f64,
+}
+
+const VIEW_METRICS: &[ViewMetric] = &[
+    ViewMetric {
+        name: "view_snapshot_age",
+        unit: Some(Unit::Seconds),
+        help: "Age of the snapshot the view shows (0: not known)",
+        value: |v, now| v.snapshot_created.map_or(0.0, |t| t.age(now).as_secs_f64()),
+    },
+    ViewMetric {
+        name: "view_snapshot_created_timestamp",
+        unit: Some(Unit::Seconds),
+        help: "When the snapshot the view shows was made, Unix time (0: not known)",
+        value: |v, _| v.snapshot_created.map_or(0.0, |t| t.unix_seconds()),
+    },
+    ViewMetric {
+        name: "view_published_timestamp",
+        unit: Some(Unit::Seconds),
+        help: "When the view switched to the snapshot it shows, Unix time",
+        value: |v, _| v.published.unix_seconds(),
+    },
+];
+
+/// The views a scrape reports, as a collector.
+#[derive(Debug)]
+struct Views {
+    views: Vec<ViewSample>,
+    now: std::time::SystemTime,
+}
+
+impl Collector for Views {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut info = encoder.encode_descriptor(
+            "view_info",
+            "1 for each view, labelled with the snapshot it shows",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in &self.views {
+            let label = ViewInfoLabel {
+                view: v.view.clone(),
+                snapshot: v.snapshot.clone(),
+            };
+            ConstGauge::new(1.0).encode(info.encode_family(&label)?)?;
+        }
+        for metric in VIEW_METRICS {
+            let mut family = encoder.encode_descriptor(
+                metric.name,
+                metric.help,
+                metric.unit.as_ref(),
+                MetricType::Gauge,
+            )?;
+            for v in &self.views {
+                let label = ViewLabel {
+                    view: v.view.clone(),
+                };
+                ConstGauge::new((metric.value)(v, self.now))
+                    .encode(family.encode_family(&label)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The records a scrape reports, as a collector: the values are the
@@ -177,6 +316,43 @@ mod tests {
             "sstream_last_run_downloaded_files{job=\"maas-stable\"} 7.0",
             "sstream_last_run_removed_files{job=\"maas-stable\"} 2.0",
             "sstream_mirror_size_bytes{job=\"maas-stable\"} 1048576.0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn one_sample_per_view_and_metric() {
+        let published: Timestamp = "2026-12-07T01:00:00Z".parse().unwrap();
+        let created: Timestamp = "2026-12-07T00:00:00Z".parse().unwrap();
+        let now = created.system_time() + std::time::Duration::from_secs(7200);
+        let views = [
+            ViewSample {
+                view: "production".into(),
+                snapshot: "20261207T000000Z".into(),
+                snapshot_created: Some(created),
+                published,
+            },
+            ViewSample {
+                view: "staging".into(),
+                snapshot: "gone".into(),
+                snapshot_created: None,
+                published,
+            },
+        ];
+        let text = render_with_views(&[], &views, now);
+        for line in [
+            "# TYPE sstream_view_info gauge",
+            "sstream_view_info{view=\"production\",snapshot=\"20261207T000000Z\"} 1.0",
+            "sstream_view_info{view=\"staging\",snapshot=\"gone\"} 1.0",
+            "sstream_view_snapshot_age_seconds{view=\"production\"} 7200.0",
+            "sstream_view_snapshot_age_seconds{view=\"staging\"} 0.0",
+            "sstream_view_snapshot_created_timestamp_seconds{view=\"production\"} 1796601600.0",
+            "sstream_view_published_timestamp_seconds{view=\"staging\"} 1796605200.0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -181,8 +181,9 @@ pub struct View {
     /// The key the view's metadata is signed with (without one: plain
     /// `.json` documents).
     pub sign_key: Option<PathBuf>,
-    /// The filters narrowing the snapshot's items in the view.
-    pub filters: FilterGroups,
+    /// The filters narrowing the snapshot's items in the view (one group:
+    /// an item is shown when it matches them all), each checked.
+    pub filters: Vec<String>,
     /// How many snapshots of the mirror sync keeps (the largest of its
     /// views' values), besides those a view shows or would roll back to.
     pub keep_snapshots: usize,
@@ -883,13 +884,30 @@ impl Context<'_> {
             None | Some(PROMOTED) => Follows::Promoted,
             Some(LATEST) => Follows::Latest,
             Some(name) => {
-                check_snapshot_name(name).map_err(|m| at_key("snapshot", &m))?;
+                simplestreams::snapshot::check_name(name).map_err(|m| {
+                    at_key(
+                        "snapshot",
+                        &format!("{name:?}: \"latest\", \"promoted\" or a snapshot's name: {m}"),
+                    )
+                })?;
                 Follows::Pinned(name.to_owned())
             }
         };
-        let filters = match keys.filters {
-            Some(f) => FilterGroups::parse(&f.0).map_err(|e| at_key("filters", &e.to_string()))?,
-            None => FilterGroups::default(),
+        let filters = match keys.filters.map(|f| f.0) {
+            None => Vec::new(),
+            Some(groups) if groups.len() > 1 => {
+                return Err(at_key(
+                    "filters",
+                    "a view takes one group of filters (a flat list: an item is shown when it \
+                     matches them all), not groups",
+                ));
+            }
+            Some(groups) => {
+                let group = groups.into_iter().next().unwrap_or_default();
+                simplestreams::filter::FilterSet::parse(&group)
+                    .map_err(|e| at_key("filters", &e.to_string()))?;
+                group
+            }
         };
         let keep_snapshots = match keys.keep_snapshots {
             Some(0) => {
@@ -987,25 +1005,6 @@ impl Context<'_> {
             dirs.insert(real, (view, self.line(spans.dir.start)));
         }
         Ok(())
-    }
-}
-
-/// Checks a snapshot name given in the config: one path component of
-/// printable ASCII (the names `sstream snapshot create` gives are UTC times).
-fn check_snapshot_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?}: \"latest\", \"promoted\" or a snapshot's name (ASCII letters, digits, \
-             '.', '_', '-', ':' or '+', not starting with '.')"
-        ))
     }
 }
 
@@ -1432,7 +1431,7 @@ on_success = "echo done"
         assert_eq!(staging.mirror, Path::new("/m/a"));
         assert_eq!(staging.keep_snapshots, 3);
         assert_eq!(staging.delete_delay, Duration::from_secs(7200), "the job's");
-        assert_eq!(staging.filters.groups().len(), 1);
+        assert_eq!(staging.filters, ["arch=amd64"]);
         assert_eq!(production.follows, Follows::Promoted, "the default");
         assert_eq!(production.keep_snapshots, DEFAULT_KEEP_SNAPSHOTS);
         assert_eq!(production.delete_delay, Duration::from_secs(86400));
