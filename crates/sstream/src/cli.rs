@@ -37,6 +37,8 @@ enum Command {
     Sync(crate::sync::SyncArgs),
     /// Show every job's last run and success; exit 1 if one failed or is stale.
     Status(crate::status::StatusArgs),
+    /// Publish a snapshot (default: what the staging view shows) into a configured view.
+    Promote(crate::view_ops::PromoteArgs),
     /// Generate a signing key, or export its public key for MAAS.
     Key(crate::key::KeyArgs),
     /// Sign an unsigned tree: a .sjson and a .json.gpg beside each streams/v1 .json.
@@ -94,6 +96,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Verify(a) => crate::verify::run(a),
         Command::Sync(a) => crate::sync::run(a),
         Command::Status(a) => crate::status::run(a),
+        Command::Promote(a) => crate::view_ops::promote(a),
         Command::Key(a) => crate::key::run(a).map(done).map_err(CliError::from),
         Command::Sign(a) => crate::sign::run(a).map(done).map_err(CliError::from),
         Command::Tls(a) => crate::tls::run(a).map(done).map_err(CliError::from),
@@ -110,6 +113,7 @@ impl Command {
             Command::Verify(_) => "sstream verify",
             Command::Sync(_) => "sstream sync",
             Command::Status(_) => "sstream status",
+            Command::Promote(_) => "sstream promote",
             _ => "sstream",
         }
     }

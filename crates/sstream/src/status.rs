@@ -6,6 +6,10 @@
 //! status 0 when every job is healthy, 1 when a job's last run failed, it
 //! never succeeded, or its last success is older than `--max-age` (so it
 //! can back a monitoring check), 2 when the configuration is unusable.
+//! The config's views follow the jobs: each with the snapshot it shows,
+//! that snapshot's age, when it was published and the MAAS command that
+//! adds it as a boot source; a view that shows nothing (or cannot be read)
+//! is unhealthy too.
 
 use crate::config::{Config, DEFAULT_PATH, Job};
 use crate::error::{CliError, EXIT_FAILURE, EXIT_OK};
@@ -75,6 +79,8 @@ struct Report {
     max_age_seconds: u64,
     healthy: bool,
     jobs: Vec<JobStatus>,
+    /// The config's views (none when only mirrors were named).
+    views: Vec<crate::view_ops::ViewStatus>,
 }
 
 /// Runs `sstream status`.
@@ -83,10 +89,13 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
         args.jobs.iter().partition(|a| is_mirror_arg(a));
     let now = SystemTime::now();
     let mut statuses = Vec::new();
+    let mut views = Vec::new();
     if mirrors.is_empty() || !names.is_empty() {
         let config = Config::load(&args.config).map_err(CliError::usage)?;
         let names: Vec<String> = names.into_iter().cloned().collect();
         let jobs = config.select(&names).map_err(CliError::usage)?;
+        views = crate::view_ops::statuses(&config, now);
+        views.retain(|v| names.is_empty() || names.contains(&v.job));
         statuses.extend(jobs.into_iter().map(|job| assess(job, now, args.max_age)));
     }
     for dir in mirrors {
@@ -95,8 +104,10 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let report = Report {
         config: args.config.clone(),
         max_age_seconds: args.max_age.as_secs(),
-        healthy: statuses.iter().all(|s| s.health == Health::Ok),
+        healthy: statuses.iter().all(|s| s.health == Health::Ok)
+            && views.iter().all(|v| v.problem.is_none()),
         jobs: statuses,
+        views,
     };
     if args.json {
         // JSON escapes control characters itself.
@@ -106,6 +117,14 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
         );
     } else {
         print!("{}", table(&report.jobs, now));
+        if !report.views.is_empty() {
+            print!("\n{}", views_table(&report.views, now));
+        }
+        for v in &report.views {
+            if let Some(problem) = &v.problem {
+                eprintln!("sstream status: view {}: {}", v.view, printable(problem));
+            }
+        }
         for s in &report.jobs {
             if let Some(problem) = &s.problem {
                 eprintln!(
@@ -266,6 +285,60 @@ fn judge(
     status
 }
 
+/// The views' part of the text report: one aligned row per view, then
+/// the MAAS command of each view that shows a snapshot.
+fn views_table(views: &[crate::view_ops::ViewStatus], now: SystemTime) -> String {
+    let mut rows = vec![
+        [
+            "VIEW",
+            "JOB",
+            "FOLLOWS",
+            "SNAPSHOT",
+            "AGE",
+            "PUBLISHED",
+            "ROLLBACK TO",
+        ]
+        .map(str::to_owned),
+    ];
+    let dash = || "-".to_owned();
+    for v in views {
+        rows.push([
+            v.view.clone(),
+            v.job.clone(),
+            printable(&v.follows),
+            v.snapshot.as_deref().map_or_else(dash, printable),
+            v.snapshot_created.map_or_else(dash, |t| short(t.age(now))),
+            v.published.map_or_else(dash, seconds),
+            v.rollback_to.as_deref().map_or_else(dash, printable),
+        ]);
+    }
+    let mut out = aligned(rows);
+    for v in views {
+        if let Some(command) = &v.maas_command {
+            out.push_str(&format!("{}: {}\n", v.view, printable(command)));
+        }
+    }
+    out
+}
+
+/// Rows of cells as aligned text, one line each.
+fn aligned<const N: usize>(rows: Vec<[String; N]>) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The text report: a header and one aligned row per job.
 fn table(jobs: &[JobStatus], now: SystemTime) -> String {
     let mut rows = vec![[
@@ -293,20 +366,7 @@ fn table(jobs: &[JobStatus], now: SystemTime) -> String {
             r.map_or_else(dash, |r| human(r.bytes_on_disk)),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    aligned(rows)
 }
 
 /// A timestamp to the second.

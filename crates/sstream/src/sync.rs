@@ -2,8 +2,12 @@
 //! named), one after the other in one process. Each job's run is recorded
 //! in its mirror ([`simplestreams::status`]), summed up in one line, and
 //! followed by its `on_success` or `on_failure` hook; one job's failure
-//! does not stop the others. Exit status: 0 when every job and hook
-//! succeeded, 1 otherwise, 2 when the configuration is unusable.
+//! does not stop the others. After a successful run, the job's mirror is
+//! snapshotted and its views refreshed ([`crate::view_ops::after_run`]);
+//! a view that cannot be refreshed fails the job's run (in its status
+//! record and the exit status) as the run's own errors do. Exit status: 0
+//! when every job, view and hook succeeded, 1 otherwise, 2 when the
+//! configuration is unusable.
 
 use crate::config::{Config, DEFAULT_PATH, Job};
 use crate::error::{CliError, EXIT_FAILURE};
@@ -80,11 +84,15 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     }
     let mut all_ok = true;
     for job in jobs {
-        all_ok &= sync_job(job, &args);
+        all_ok &= sync_job(&config, job, &args);
     }
     if let (Some(dir), false) = (&args.metrics_textfile, args.dry_run) {
         let records = records_of(&config);
-        crate::metrics::write_textfile(dir, &records).context("metrics")?;
+        let views: Vec<_> = crate::view_ops::statuses(&config, std::time::SystemTime::now())
+            .iter()
+            .filter_map(crate::view_ops::ViewStatus::sample)
+            .collect();
+        crate::metrics::write_textfile(dir, &records, &views).context("metrics")?;
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
@@ -144,8 +152,9 @@ fn dry_run_json(jobs: &[&Job]) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Runs one job: mirror, record, report, hook. Whether all of it succeeded.
-fn sync_job(job: &Job, args: &SyncArgs) -> bool {
+/// Runs one job: mirror, snapshot and views, record, report, hook.
+/// Whether all of it succeeded.
+fn sync_job(config: &Config, job: &Job, args: &SyncArgs) -> bool {
     let say = |line: &str| eprintln!("sstream sync: {}: {line}", job.name);
     if args.dry_run {
         println!(
@@ -155,7 +164,12 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
             job.dir.display()
         );
         return match run_job(job, true, args.progress) {
-            Ok(_) => true,
+            Ok(_) => {
+                for line in crate::view_ops::dry_run_lines(config, job, None) {
+                    println!("{line}");
+                }
+                true
+            }
             Err(failure) => {
                 failure.errors.iter().for_each(|l| say(l));
                 false
@@ -177,7 +191,10 @@ fn sync_job(job: &Job, args: &SyncArgs) -> bool {
         }
     };
     let (outcome, errors) = match run_job(job, false, args.progress) {
-        Ok(outcome) => (outcome, Vec::new()),
+        Ok(outcome) => {
+            let errors = crate::view_ops::after_run(config, job, outcome.changed, &say);
+            (outcome, errors)
+        }
         Err(failure) => (failure.outcome, failure.errors),
     };
     let (record, written) = recorder.finish(&outcome, errors, &say);
