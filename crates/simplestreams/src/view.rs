@@ -29,29 +29,35 @@
 //!    the file, and the view stays as it was.
 //! 2. The new metadata is built completely in
 //!    `.data/sstream-view-staging/streams/` and fsynced.
-//! 3. The new items are linked in at their paths; the old ones stay.
-//! 4. The state records the generation about to be shown (with the
-//!    SHA-256 of its `index.json`) as `switching`.
+//! 3. The state records the generation about to be shown (with the
+//!    SHA-256 of its `index.json`) as `switching`, and the item files the
+//!    view will no longer list as pending removal (each with the time).
+//! 4. The new items are linked in at their paths; the old ones stay.
 //! 5. `streams` is exchanged with the staged one in one
 //!    `renameat2(RENAME_EXCHANGE)` (the first publish renames it into
 //!    place): a reader sees the old metadata or the new, never a mix.
-//! 6. The state records the new generation as shown and the item files it
-//!    no longer lists as pending removal, due after the delete delay; the
-//!    old metadata (now in staging) is removed.
+//! 6. The state records the new generation as shown (the one before goes
+//!    to the history); the old metadata (now in staging) is removed, and
+//!    so are the item files whose removal is due (pending for the delete
+//!    delay, and not listed by the live metadata).
 //!
-//! A kill before step 5 leaves the old view, complete (with, at most,
-//! unlisted new item files, which the next publish or rollback removes);
-//! after it, the new view, complete: the next call sees that the live
-//! `index.json` is the one `switching` names and finishes step 6.
-//! Removals whose delay passed are done at every publish and rollback
-//! (and by [`collect`]).
+//! A failure before step 5 puts the state and pending removals back and
+//! removes the item files it added. A kill before step 5 leaves the old
+//! view, complete (with, at most, unlisted new item files, which the next
+//! publish or rollback removes); after it, the new view, complete: the
+//! next call sees that the live `index.json` is the one `switching` names
+//! and finishes step 6. A pending removal is never done while the live
+//! metadata lists the file. Removals whose delay passed are done at every
+//! publish and rollback (and by [`collect`]); every other file outside
+//! `streams/` and `.data/` that the view does not list is removed then
+//! too: the view's directory is the view's alone.
 //!
 //! # Re-spun items
 //!
 //! A path can hold one file. When the snapshot shown next has, at a path
 //! the view lists now, a file with other bytes (upstream re-spun an item
 //! under the same name), that file is replaced (atomically, by rename) in
-//! step 3, before the switch: a client of the old metadata that fetches
+//! step 4, before the switch: a client of the old metadata that fetches
 //! that path afterwards gets the new bytes, which fail its checksum, and
 //! it retries with the new metadata. MAAS's paths carry the version
 //! (`.../20240101/squashfs`), so this does not happen with images.maas.io.
@@ -74,12 +80,31 @@
 //! snapshot, the view as it was.
 
 use crate::error::{Error, Result};
-use crate::openpgp::SigningKey;
+use crate::filter::FilterGroups;
+use crate::format::{Checksum, Item, Products, flatten};
+use crate::hash::{Expected, sha256_hex, verify_path};
+use crate::holdings::{
+    Listed, detached_path, index_document, products_document, render, signed_index, sjson_path,
+    without_orphan_deltas,
+};
+use crate::layout::{DATA_DIR, LOCK, MIRROR_KEYRING, PENDING_DELETES, is_own_data_name, temp_name};
+use crate::openpgp::{KeyError, SigningKey};
+use crate::path::RelPath;
+use crate::snapshot::{
+    INDEX, SnapshotsLock, TREE, make_dir_all, register_view, snapshot_dir, sync_dir, sync_tree,
+    write_durable,
+};
 use crate::status::Timestamp;
+use crate::store::PendingDeletes;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The view's state file, under its `.data/`.
 pub const STATE_FILE: &str = "sstream-view.json";
@@ -148,6 +173,10 @@ pub struct ViewState {
     /// The generations shown before, oldest first (the last one is where
     /// [`rollback`] goes).
     pub history: Vec<Shown>,
+    /// The delete delay of the last publish or rollback, in seconds (what
+    /// [`collect`] waits).
+    #[serde(default)]
+    pub delete_delay_secs: u64,
     /// A switch begun and maybe not finished (a kill): the generation and
     /// the SHA-256 of its `index.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,9 +190,21 @@ pub struct Switching {
     pub shown: Shown,
     /// SHA-256 (hex) of its `streams/v1/index.json`.
     pub index_sha256: String,
-    /// The generation it replaces was in the history (a publish) or is
-    /// dropped (a rollback).
-    pub rollback: bool,
+    /// What kind of switch it is.
+    pub kind: SwitchKind,
+}
+
+/// What a switch does to the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchKind {
+    /// The view's first generation: there is no history yet.
+    First,
+    /// A publish: the generation shown goes to the history.
+    Publish,
+    /// A rollback: the last generation of the history is shown again, and
+    /// leaves the history.
+    Rollback,
 }
 
 impl ViewState {
@@ -200,31 +241,1090 @@ pub fn publish(
     snapshot: &str,
     opts: &ViewOptions,
 ) -> Result<ViewState> {
-    let _ = (mirror, snapshot, opts);
-    Err(not_yet(view))
+    refuse_bucket(view, view)?;
+    refuse_bucket(view, mirror)?;
+    let mirror = fs::canonicalize(mirror)
+        .map_err(|e| view_error(view, format!("mirror {}: {e}", mirror.display())))?;
+    if !mirror.is_dir() {
+        return Err(view_error(
+            view,
+            format!("mirror {}: not a directory", mirror.display()),
+        ));
+    }
+    crate::snapshot::check_name(snapshot).map_err(|reason| view_error(view, reason))?;
+    let view_abs = resolve(view)?;
+    check_apart(view, &view_abs, &mirror)?;
+    let before = state(view)?;
+    if before.is_none() && !is_fresh(view)? {
+        return Err(not_a_view(view));
+    }
+    make_dir_all(&view.join(DATA_DIR))?;
+    let _lock = ViewLock::take(view)?;
+    let current = recover(view)?;
+    if current.is_none() && !is_fresh(view)? {
+        return Err(not_a_view(view));
+    }
+    if let Some(current) = &current {
+        check_same_mirror(view, current, &mirror)?;
+    }
+    let _snapshots = SnapshotsLock::shared(&mirror)?;
+    register_view(&mirror, &view_abs)?;
+    let kind = if current.is_some() {
+        SwitchKind::Publish
+    } else {
+        SwitchKind::First
+    };
+    let target = Target {
+        mirror: &mirror,
+        snapshot,
+        filters: &opts.filters,
+        kind,
+    };
+    switch(view, current, &target, opts)
 }
 
 /// Makes `view` show again the generation it showed before the current
 /// one (with the filters it had then).
 pub fn rollback(view: &Path, opts: &ViewOptions) -> Result<ViewState> {
-    let _ = opts;
-    Err(not_yet(view))
+    refuse_bucket(view, view)?;
+    if state(view)?.is_none() {
+        return Err(not_a_view(view));
+    }
+    let _lock = ViewLock::take(view)?;
+    let Some(current) = recover(view)? else {
+        return Err(not_a_view(view));
+    };
+    let Some(previous) = current.history.last().cloned() else {
+        return Err(view_error(
+            view,
+            format!(
+                "nothing to roll back to: the view has shown only snapshot {:?}",
+                current.snapshot
+            ),
+        ));
+    };
+    if previous.signed && opts.sign_key.is_none() {
+        return Err(view_error(
+            view,
+            format!(
+                "snapshot {:?} was shown signed: give the view's signing key (--sign-key) to roll back",
+                previous.snapshot
+            ),
+        ));
+    }
+    let mirror = current.mirror.clone();
+    let _snapshots = SnapshotsLock::shared(&mirror)?;
+    let target = Target {
+        mirror: &mirror,
+        snapshot: &previous.snapshot,
+        filters: &previous.filters,
+        kind: SwitchKind::Rollback,
+    };
+    switch(view, Some(current), &target, opts)
 }
 
 /// The state of the view `view`; `None` when the directory is not a view.
 pub fn state(view: &Path) -> Result<Option<ViewState>> {
-    Err(not_yet(view))
+    let path = view.join(DATA_DIR).join(STATE_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let state: ViewState = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::metadata(path.display().to_string(), format!("not a view state: {e}"))
+    })?;
+    if state.format != STATE_FORMAT {
+        return Err(Error::metadata(
+            path.display().to_string(),
+            format!("not a view state ({STATE_FORMAT})"),
+        ));
+    }
+    Ok(Some(state))
 }
 
 /// Removes the item files of `view` whose delete delay has passed; gives
 /// how many were removed. Takes the view's lock.
 pub fn collect(view: &Path) -> Result<usize> {
-    Err(not_yet(view))
+    if state(view)?.is_none() {
+        return Err(not_a_view(view));
+    }
+    let _lock = ViewLock::take(view)?;
+    let Some(current) = recover(view)? else {
+        return Err(not_a_view(view));
+    };
+    collect_due(view, Duration::from_secs(current.delete_delay_secs))
 }
 
-fn not_yet(view: &Path) -> Error {
+/// What a switch shows next.
+struct Target<'a> {
+    mirror: &'a Path,
+    snapshot: &'a str,
+    filters: &'a [String],
+    kind: SwitchKind,
+}
+
+/// The switch of the module documentation, steps 1 to 6; on a failure
+/// before the exchange, the view is left as it was.
+fn switch(
+    view: &Path,
+    current: Option<ViewState>,
+    target: &Target<'_>,
+    opts: &ViewOptions,
+) -> Result<ViewState> {
+    let manifest = crate::snapshot::manifest(target.mirror, target.snapshot)?;
+    let tree = snapshot_dir(target.mirror, target.snapshot).join(TREE);
+    let generation = Generation::read(&tree, target.snapshot, target.filters)?;
+    generation.check_items(&tree, opts.verify_existing)?;
+    let _ = manifest;
+    let key = opts.sign_key.as_deref();
+    let index_sha256 = stage(view, &generation, key)?;
+    let shown = Shown {
+        snapshot: target.snapshot.to_owned(),
+        published: Timestamp::now(),
+        filters: target.filters.to_vec(),
+        signed: key.is_some(),
+        items: generation.items,
+        bytes: generation.bytes(),
+    };
+    let pending_before = load_pending(view)?;
+    let mut recorded = match &current {
+        Some(c) => c.clone(),
+        None => first_state(target.mirror, &shown),
+    };
+    recorded.delete_delay_secs = opts.delete_delay.as_secs();
+    recorded.switching = Some(Switching {
+        shown: shown.clone(),
+        index_sha256,
+        kind: target.kind,
+    });
+    let prepared = (|| {
+        let listed_now = listed_files(view)?;
+        let mut pending = pending_before.clone();
+        let now = unix_now();
+        for path in listed_now.difference(&generation.paths()) {
+            pending.entry(path.clone()).or_insert(now);
+        }
+        for path in generation.files.keys() {
+            pending.remove(path.as_str());
+        }
+        save_pending(view, &pending)?;
+        write_state(view, &recorded)?;
+        let mut added = Vec::new();
+        let linked = link_items(view, &tree, &generation, &mut added);
+        if let Err(e) = linked {
+            remove_added(view, &added);
+            return Err(e);
+        }
+        Ok(())
+    })();
+    if let Err(e) = prepared {
+        restore(view, current.as_ref(), &pending_before);
+        return Err(e);
+    }
+    exchange(view)?;
+    let Some(done) = recover(view)? else {
+        return Err(view_error(
+            view,
+            "the view's state vanished during the switch",
+        ));
+    };
+    collect_due(view, opts.delete_delay)?;
+    Ok(done)
+}
+
+/// A new view's state before its first switch.
+fn first_state(mirror: &Path, shown: &Shown) -> ViewState {
+    ViewState {
+        format: STATE_FORMAT.to_owned(),
+        mirror: mirror.to_path_buf(),
+        snapshot: shown.snapshot.clone(),
+        published: shown.published,
+        filters: shown.filters.clone(),
+        signed: shown.signed,
+        items: shown.items,
+        bytes: shown.bytes,
+        history: Vec::new(),
+        delete_delay_secs: 0,
+        switching: None,
+    }
+}
+
+/// Puts back the state and pending removals of before a failed switch,
+/// and drops the staged metadata.
+fn restore(view: &Path, state: Option<&ViewState>, pending: &PendingDeletes) {
+    let state_path = view.join(DATA_DIR).join(STATE_FILE);
+    let _ = match state {
+        Some(s) => write_state(view, s),
+        None => fs::remove_file(&state_path).map_err(|e| Error::io(&state_path, e)),
+    };
+    let _ = save_pending(view, pending);
+    let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+}
+
+/// Finishes, or forgets, a switch that a kill interrupted, and gives the
+/// state: a switch whose `index.json` is live is finished (the history
+/// updated); one that is not is forgotten (for a first publish, with the
+/// state: the directory is no view yet). Drops the staging directory.
+fn recover(view: &Path) -> Result<Option<ViewState>> {
+    let Some(mut state) = state(view)? else {
+        let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+        return Ok(None);
+    };
+    if let Some(switching) = state.switching.take() {
+        let live = fs::read(view.join(INDEX)).ok().map(|b| sha256_hex(&b));
+        if live.as_deref() == Some(switching.index_sha256.as_str()) {
+            let old = state.current();
+            match switching.kind {
+                SwitchKind::First => state.history.clear(),
+                SwitchKind::Publish => {
+                    state.history.push(old);
+                    let excess = state.history.len().saturating_sub(HISTORY_LIMIT);
+                    state.history.drain(..excess);
+                }
+                SwitchKind::Rollback => {
+                    state.history.pop();
+                }
+            }
+            let s = switching.shown;
+            state.snapshot = s.snapshot;
+            state.published = s.published;
+            state.filters = s.filters;
+            state.signed = s.signed;
+            state.items = s.items;
+            state.bytes = s.bytes;
+            write_state(view, &state)?;
+        } else if switching.kind == SwitchKind::First {
+            let path = view.join(DATA_DIR).join(STATE_FILE);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+            return Ok(None);
+        } else {
+            write_state(view, &state)?;
+        }
+    }
+    let staging = view.join(DATA_DIR).join(STAGING_DIR);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        sync_dir(&view.join(DATA_DIR));
+    }
+    Ok(Some(state))
+}
+
+/// The metadata and items a generation shows: a snapshot's held
+/// documents narrowed by filters.
+struct Generation {
+    /// The index (plain), naming the products files below.
+    index: Map<String, Value>,
+    /// Each products file: its path and document.
+    documents: Vec<(RelPath, Map<String, Value>)>,
+    /// Every distinct item file, with what it must be.
+    files: BTreeMap<String, Expected>,
+    /// Items listed.
+    items: usize,
+}
+
+impl Generation {
+    /// The generation of the snapshot tree `tree` (of snapshot `name`)
+    /// narrowed by `filters`.
+    fn read(tree: &Path, name: &str, filters: &[String]) -> Result<Generation> {
+        let groups = if filters.is_empty() {
+            FilterGroups::default()
+        } else {
+            FilterGroups::parse(&[filters])?
+        };
+        let index_path = tree.join(INDEX);
+        let index: Map<String, Value> = read_json(&index_path)?;
+        let mut trees = Vec::new();
+        for (content_id, entry) in index
+            .get("index")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(path) = entry.get("path").and_then(Value::as_str) else {
+                continue;
+            };
+            let rel = checked_rel(&index_path, path)?;
+            if rel.segments().next() != Some("streams") {
+                return Err(Error::metadata(
+                    index_path.display().to_string(),
+                    format!("{content_id}: products file {path:?} is not under streams/"),
+                ));
+            }
+            let doc_path = rel.under(tree);
+            let doc: Map<String, Value> = read_json(&doc_path)?;
+            let products = Products::from_map(&doc_path.display().to_string(), doc)?;
+            trees.push((rel, products));
+        }
+        let flat: Vec<_> = trees
+            .iter()
+            .flat_map(|(_, p)| {
+                p.items()
+                    .map(|e| flatten(p, e.product_name, e.version_name, e.item_name))
+            })
+            .collect();
+        groups.check_selects(&flat)?;
+        let mut generation = Generation {
+            index: Map::new(),
+            documents: Vec::new(),
+            files: BTreeMap::new(),
+            items: 0,
+        };
+        for (rel, products) in &trees {
+            let selected = without_orphan_deltas(select(products, &groups));
+            for e in selected.items() {
+                let Some(path) = &e.item.path else { continue };
+                check_item_path(&index_path, path)?;
+                generation.items += 1;
+                generation
+                    .files
+                    .entry(path.to_string())
+                    .or_insert_with(|| expected(e.item));
+            }
+            if let Some(doc) = products_document(products, &selected)? {
+                generation.documents.push((rel.clone(), doc));
+            }
+        }
+        if generation.documents.is_empty() {
+            return Err(Error::Filter {
+                filter: filters.join(" "),
+                reason: format!("selects nothing of snapshot {name:?}"),
+            });
+        }
+        let listed: Vec<Listed<'_>> = generation
+            .documents
+            .iter()
+            .map(|(path, products)| Listed { path, products })
+            .collect();
+        generation.index = index_document(&index, &listed)?;
+        Ok(generation)
+    }
+
+    /// Every item path listed.
+    fn paths(&self) -> BTreeSet<String> {
+        self.files.keys().cloned().collect()
+    }
+
+    /// Bytes of the distinct item files.
+    fn bytes(&self) -> u64 {
+        self.files.values().filter_map(|e| e.size).sum()
+    }
+
+    /// Step 1: every item file of the snapshot's tree is there with its
+    /// size (and, with `checksums`, its checksum).
+    fn check_items(&self, tree: &Path, checksums: bool) -> Result<()> {
+        for (path, expected) in &self.files {
+            let file = tree.join(path);
+            let meta = fs::symlink_metadata(&file).map_err(|e| Error::io(&file, e))?;
+            if !meta.is_file() {
+                return Err(Error::io(
+                    &file,
+                    std::io::Error::other("not a regular file"),
+                ));
+            }
+            let what = file.display().to_string();
+            Expected {
+                size: expected.size,
+                checksum: None,
+            }
+            .check(&what, meta.len(), None)?;
+            if checksums {
+                verify_path(&file, expected, &what)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the file of `item` must be.
+fn expected(item: &Item) -> Expected {
+    Expected {
+        size: item.size,
+        checksum: item.checksum.clone().map(|c| match c {
+            Checksum::Sha512(h) => Checksum::Sha512(h.to_ascii_lowercase()),
+            Checksum::Sha256(h) => Checksum::Sha256(h.to_ascii_lowercase()),
+            Checksum::Md5(h) => Checksum::Md5(h.to_ascii_lowercase()),
+        }),
+    }
+}
+
+/// `products` with only the items `groups` select (versions and products
+/// left empty dropped).
+fn select(products: &Products, groups: &FilterGroups) -> Products {
+    if groups.matches_everything() {
+        return products.clone();
+    }
+    let mut out = products.clone();
+    for (pname, product) in out.products.iter_mut() {
+        for (vname, version) in product.versions.iter_mut() {
+            version
+                .items
+                .retain(|iname, _| groups.matches(&flatten(products, pname, vname, iname)));
+        }
+        product.versions.retain(|_, v| !v.items.is_empty());
+    }
+    out.products.retain(|_, p| !p.versions.is_empty());
+    out
+}
+
+/// An item path a view can show: not under `streams/` (switched as a
+/// whole) nor `.data/` (the view's bookkeeping).
+fn check_item_path(index: &Path, path: &RelPath) -> Result<()> {
+    match path.segments().next() {
+        Some("streams") | Some(DATA_DIR) => Err(Error::UnsafePath {
+            context: index.display().to_string(),
+            path: path.to_string(),
+            reason: "a view cannot show an item under streams/ or .data/".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `path` of the document `doc` as a checked relative path.
+fn checked_rel(doc: &Path, path: &str) -> Result<RelPath> {
+    RelPath::parse(path).map_err(|e| Error::UnsafePath {
+        context: doc.display().to_string(),
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The JSON object in the file at `path`.
+fn read_json(path: &Path) -> Result<Map<String, Value>> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::metadata(path.display().to_string(), format!("malformed JSON: {e}")))
+}
+
+/// Step 2: the generation's metadata in the staging directory, synced;
+/// gives the SHA-256 of its `index.json`.
+fn stage(view: &Path, generation: &Generation, key: Option<&SigningKey>) -> Result<String> {
+    let staging = view.join(DATA_DIR).join(STAGING_DIR);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    make_dir_all(&staging.join("streams/v1"))?;
+    for (rel, doc) in &generation.documents {
+        let bytes = render(doc);
+        write_family(&staging, rel, &bytes, &bytes, key)?;
+    }
+    let index_rel = checked_rel(&staging, INDEX)?;
+    let plain = render(&generation.index);
+    let text = render(&signed_index(&generation.index));
+    write_family(&staging, &index_rel, &text, &plain, key)?;
+    if let Some(key) = key {
+        let ring = key
+            .public_keyring_binary()
+            .map_err(|source| Error::PublicKeyring {
+                path: staging.join(MIRROR_KEYRING).display().to_string(),
+                source,
+            })?;
+        write_durable(&staging.join(MIRROR_KEYRING), &ring)?;
+    }
+    sync_tree(&staging);
+    Ok(sha256_hex(&plain))
+}
+
+/// Writes the plain document `rel` (`plain`) under `root` and, with a key,
+/// its clear-signed `.sjson` (of `text`) and detached `.json.gpg`.
+fn write_family(
+    root: &Path,
+    rel: &RelPath,
+    text: &[u8],
+    plain: &[u8],
+    key: Option<&SigningKey>,
+) -> Result<()> {
+    write_durable(&rel.under(root), plain)?;
+    let Some(key) = key else { return Ok(()) };
+    let cannot = |source: KeyError| Error::CannotSign {
+        path: rel.under(root).display().to_string(),
+        source,
+    };
+    if let Some(sjson) = sjson_path(rel) {
+        write_durable(&sjson.under(root), &key.clearsign(text).map_err(cannot)?)?;
+    }
+    let signature = key.sign_detached(plain).map_err(cannot)?;
+    write_durable(&detached_path(rel).under(root), &signature)
+}
+
+/// Step 3: links every item file of the generation into the view at its
+/// path (a file already there as the same file is left alone; another file
+/// is replaced by rename); the paths that were not there are added to
+/// `added`.
+fn link_items(
+    view: &Path,
+    tree: &Path,
+    generation: &Generation,
+    added: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let mut warned = false;
+    for path in generation.files.keys() {
+        let from = tree.join(path);
+        let to = view.join(path);
+        prepare_parents(view, path)?;
+        let source = fs::symlink_metadata(&from).map_err(|e| Error::io(&from, e))?;
+        match fs::symlink_metadata(&to) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_file() => {
+                return Err(Error::UnsafePath {
+                    context: view.display().to_string(),
+                    path: path.clone(),
+                    reason: "not a regular file in the view".into(),
+                });
+            }
+            Ok(m) if m.ino() == source.ino() && m.dev() == source.dev() => continue,
+            Ok(m) if m.dev() != source.dev() && m.len() == source.len() => {
+                // A copy made before (another filesystem): the same bytes
+                // when its checksum says so.
+                let expected = &generation.files[path];
+                if expected.checksum.is_some()
+                    && verify_path(&to, expected, &to.display().to_string()).is_ok()
+                {
+                    continue;
+                }
+                place(&from, &to, &mut warned)?;
+            }
+            Ok(_) => place(&from, &to, &mut warned)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                place(&from, &to, &mut warned)?;
+                added.push(to);
+            }
+            Err(e) => return Err(Error::io(&to, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Puts the file `from` at `to` through a temporary name beside it: a
+/// hard link, or a copy (warned about once) across filesystems.
+fn place(from: &Path, to: &Path, warned: &mut bool) -> Result<()> {
+    let name = to.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = to.with_file_name(temp_name(&name));
+    let _ = fs::remove_file(&tmp);
+    match fs::hard_link(from, &tmp) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            if !*warned {
+                log::warn!(
+                    "{}: on another filesystem than the mirror: item files are copied, not linked",
+                    to.display()
+                );
+                *warned = true;
+            }
+            copy_durable(from, &tmp)?;
+        }
+        Err(e) => return Err(Error::io(to, e)),
+    }
+    if let Err(e) = fs::rename(&tmp, to) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(to, e));
+    }
+    if let Some(parent) = to.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+/// Copies `from` to the new file `to`, synced.
+fn copy_durable(from: &Path, to: &Path) -> Result<()> {
+    let result = (|| {
+        let mut src = File::open(from).map_err(|e| Error::io(from, e))?;
+        let mut dst = File::create(to).map_err(|e| Error::io(to, e))?;
+        std::io::copy(&mut src, &mut dst).map_err(|e| Error::io(to, e))?;
+        dst.sync_all().map_err(|e| Error::io(to, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(to);
+    }
+    result
+}
+
+/// Makes the directories on the way to the item `path` in the view,
+/// refusing a symlink or a file on the way.
+fn prepare_parents(view: &Path, path: &str) -> Result<()> {
+    let mut dir = view.to_path_buf();
+    let segments: Vec<&str> = path.split('/').collect();
+    for seg in &segments[..segments.len().saturating_sub(1)] {
+        dir.push(seg);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::UnsafePath {
+                    context: view.display().to_string(),
+                    path: path.to_owned(),
+                    reason: format!("{} is not a directory", dir.display()),
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent);
+                }
+            }
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the item files a failed switch added (and their emptied
+/// directories).
+fn remove_added(view: &Path, added: &[PathBuf]) {
+    for file in added {
+        let _ = fs::remove_file(file);
+        remove_empty_parents(view, file);
+    }
+}
+
+/// Removes the directories above `file` that are left empty, up to the
+/// view's root.
+fn remove_empty_parents(view: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == view || !d.starts_with(view) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Step 5: `streams` exchanged with the staged one (renamed into place
+/// the first time), both directories synced.
+fn exchange(view: &Path) -> Result<()> {
+    let staged = view.join(DATA_DIR).join(STAGING_DIR).join("streams");
+    let live = view.join("streams");
+    match fs::symlink_metadata(&live) {
+        Ok(m) if m.is_dir() => rename_exchange(&staged, &live)?,
+        Ok(_) => {
+            return Err(Error::UnsafePath {
+                context: view.display().to_string(),
+                path: "streams".into(),
+                reason: "not a directory".into(),
+            });
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::rename(&staged, &live).map_err(|e| Error::io(&live, e))?;
+        }
+        Err(e) => return Err(Error::io(&live, e)),
+    }
+    sync_dir(view);
+    sync_dir(&view.join(DATA_DIR).join(STAGING_DIR));
+    Ok(())
+}
+
+/// Exchanges the directories `a` and `b` in one step
+/// (`renameat2(RENAME_EXCHANGE)`).
+fn rename_exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| Error::io(p, std::io::Error::other("a NUL byte in the path")))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    let e = if e.raw_os_error() == Some(libc::EINVAL) {
+        std::io::Error::other(format!(
+            "the filesystem cannot exchange two directories in one step (renameat2 RENAME_EXCHANGE): {e}"
+        ))
+    } else {
+        e
+    };
+    Err(Error::io(b, e))
+}
+
+/// The item files the live metadata of `view` lists.
+fn listed_files(view: &Path) -> Result<BTreeSet<String>> {
+    let index_path = view.join(INDEX);
+    let mut out = BTreeSet::new();
+    let index = match fs::read(&index_path) {
+        Ok(b) => serde_json::from_slice::<Map<String, Value>>(&b).map_err(|e| {
+            Error::metadata(
+                index_path.display().to_string(),
+                format!("malformed JSON: {e}"),
+            )
+        })?,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(index_path, e)),
+    };
+    for entry in index
+        .get("index")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let Some(path) = entry.1.get("path").and_then(Value::as_str) else {
+            continue;
+        };
+        let doc_path = checked_rel(&index_path, path)?.under(view);
+        let products = Products::from_map(&doc_path.display().to_string(), read_json(&doc_path)?)?;
+        out.extend(
+            products
+                .items()
+                .filter_map(|e| e.item.path.as_ref().map(ToString::to_string)),
+        );
+    }
+    Ok(out)
+}
+
+/// Removes the item files whose removal is due (pending for `delay`) and
+/// that the live metadata does not list, and every file outside `.data/`
+/// and `streams/` that neither the live metadata lists nor a pending
+/// removal names (what a killed switch linked in). Gives how many files
+/// were removed.
+fn collect_due(view: &Path, delay: Duration) -> Result<usize> {
+    let listed = listed_files(view)?;
+    let mut pending = load_pending(view)?;
+    let now = unix_now();
+    let mut removed = 0;
+    let due: Vec<String> = pending
+        .iter()
+        .filter(|(path, at)| listed.contains(*path) || at.saturating_add(delay.as_secs()) <= now)
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in &due {
+        pending.remove(path);
+        if listed.contains(path) {
+            continue;
+        }
+        let file = view.join(path);
+        match fs::remove_file(&file) {
+            Ok(()) => {
+                removed += 1;
+                remove_empty_parents(view, &file);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&file, e)),
+        }
+    }
+    save_pending(view, &pending)?;
+    let mut found = Vec::new();
+    walk_items(view, view, &mut found);
+    for file in found {
+        let rel = file
+            .strip_prefix(view)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if listed.contains(&rel) || pending.contains_key(&rel) {
+            continue;
+        }
+        match fs::remove_file(&file) {
+            Ok(()) => {
+                log::info!("{}: removed: the view does not list it", file.display());
+                removed += 1;
+                remove_empty_parents(view, &file);
+            }
+            Err(e) => log::warn!("{}: not removed: {e}", file.display()),
+        }
+    }
+    Ok(removed)
+}
+
+/// Every file (not directory) under `dir` in the view, but `.data/` and
+/// `streams/` at its root.
+fn walk_items(view: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if dir == view {
+            let name = entry.file_name();
+            if name == DATA_DIR || name == "streams" {
+                continue;
+            }
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk_items(view, &path, found),
+            Ok(_) => found.push(path),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The pending removals of `view`.
+fn load_pending(view: &Path) -> Result<PendingDeletes> {
+    let path = view.join(DATA_DIR).join(PENDING_DELETES);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::metadata(path.display().to_string(), format!("malformed JSON: {e}"))
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(PendingDeletes::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Records the pending removals of `view` (none: no file).
+fn save_pending(view: &Path, pending: &PendingDeletes) -> Result<()> {
+    let path = view.join(DATA_DIR).join(PENDING_DELETES);
+    if pending.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(path, e)),
+            _ => Ok(()),
+        };
+    }
+    let bytes = serde_json::to_vec_pretty(pending).unwrap_or_default();
+    write_durable(&path, &bytes)
+}
+
+/// Writes the view's state.
+fn write_state(view: &Path, state: &ViewState) -> Result<()> {
+    let path = view.join(DATA_DIR).join(STATE_FILE);
+    let bytes = serde_json::to_vec_pretty(state)
+        .map_err(|e| Error::metadata(path.display().to_string(), e.to_string()))?;
+    write_durable(&path, &bytes)
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Whether `view` can become a view: absent, empty, or holding nothing
+/// but what a failed first publish leaves (`.data/` with our lock,
+/// staging and pending removals).
+fn is_fresh(view: &Path) -> Result<bool> {
+    let entries = match fs::read_dir(view) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => return Ok(false),
+        Err(e) => return Err(Error::io(view, e)),
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() != DATA_DIR {
+            return Ok(false);
+        }
+        for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            let name = inner.file_name().to_string_lossy().into_owned();
+            if !(name == STAGING_DIR || name == LOCK || is_own_data_name(&name))
+                || name == STATE_FILE
+            {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The error for a directory that is not a view.
+fn not_a_view(view: &Path) -> Error {
+    view_error(
+        view,
+        format!(
+            "not a view (no {DATA_DIR}/{STATE_FILE}); a view is made in a new or empty directory"
+        ),
+    )
+}
+
+/// Refuses a bucket (`s3://`) given as `given`.
+fn refuse_bucket(view: &Path, given: &Path) -> Result<()> {
+    if crate::store::is_s3_target(&given.to_string_lossy()) {
+        return Err(view_error(
+            view,
+            format!(
+                "{}: snapshots and views are for directory mirrors; buckets are not supported",
+                given.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with every existing part resolved (symlinks too).
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut rest = Vec::new();
+    let mut existing = abs.as_path();
+    loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return Ok(out);
+        }
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+/// Refuses a view that is the mirror, inside it, or contains it.
+fn check_apart(view: &Path, view_abs: &Path, mirror: &Path) -> Result<()> {
+    let reason = if view_abs == mirror {
+        "the view cannot be the mirror itself"
+    } else if view_abs.starts_with(mirror) {
+        "the view cannot be inside the mirror"
+    } else if mirror.starts_with(view_abs) {
+        "the view cannot contain the mirror"
+    } else {
+        return Ok(());
+    };
+    Err(view_error(view, format!("{reason} ({})", mirror.display())))
+}
+
+/// Refuses to show another mirror's snapshots in a view.
+fn check_same_mirror(view: &Path, state: &ViewState, mirror: &Path) -> Result<()> {
+    let shown = fs::canonicalize(&state.mirror).unwrap_or_else(|_| state.mirror.clone());
+    if shown == mirror {
+        return Ok(());
+    }
+    Err(view_error(
+        view,
+        format!(
+            "the view shows snapshots of {}, not of {}",
+            state.mirror.display(),
+            mirror.display()
+        ),
+    ))
+}
+
+/// An [`Error::View`].
+fn view_error(view: &Path, reason: impl Into<String>) -> Error {
     Error::View {
         view: view.to_path_buf(),
-        reason: "views are not implemented yet".into(),
+        reason: reason.into(),
+    }
+}
+
+/// The view's lock (`.data/sstream.lock`, an `flock`): one publish or
+/// rollback at a time; released on drop, and by the kernel when the
+/// process dies.
+#[derive(Debug)]
+struct ViewLock {
+    _file: File,
+}
+
+impl ViewLock {
+    fn take(view: &Path) -> Result<ViewLock> {
+        let dir = view.join(DATA_DIR);
+        make_dir_all(&dir)?;
+        let path = dir.join(LOCK);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(Error::Locked {
+                    path,
+                    reason: format!("another publish or rollback is working on this view{who}"),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+        Ok(ViewLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(name: &str) -> Shown {
+        Shown {
+            snapshot: name.into(),
+            published: Timestamp::from(UNIX_EPOCH),
+            filters: vec!["arch=amd64".into()],
+            signed: true,
+            items: 2,
+            bytes: 10,
+        }
+    }
+
+    #[test]
+    fn the_state_format_round_trips_and_names_its_snapshots() {
+        let mut state = first_state(Path::new("/m"), &shown("b"));
+        state.history = vec![shown("a")];
+        state.switching = Some(Switching {
+            shown: shown("c"),
+            index_sha256: "00".into(),
+            kind: SwitchKind::Publish,
+        });
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["format"], STATE_FORMAT);
+        assert_eq!(json["snapshot"], "b");
+        assert_eq!(json["history"][0]["snapshot"], "a");
+        assert_eq!(json["switching"]["kind"], "publish");
+        let back: ViewState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(state.snapshots(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_state_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(state(dir.path()).unwrap().is_none());
+        fs::create_dir(dir.path().join(DATA_DIR)).unwrap();
+        let path = dir.path().join(DATA_DIR).join(STATE_FILE);
+        fs::write(&path, b"{\"format\": \"other\"}").unwrap();
+        let err = state(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(STATE_FILE) && err.contains("not a view state"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_view_and_the_mirror_stay_apart() {
+        let m = Path::new("/srv/mirror");
+        for (v, why) in [
+            ("/srv/mirror", "the mirror itself"),
+            ("/srv/mirror/view", "inside the mirror"),
+            ("/srv", "contain the mirror"),
+        ] {
+            let err = check_apart(Path::new(v), Path::new(v), m)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{v}: {err}");
+        }
+        assert!(check_apart(Path::new("/srv/view"), Path::new("/srv/view"), m).is_ok());
+        assert!(check_apart(Path::new("/srv/mirror2"), Path::new("/srv/mirror2"), m).is_ok());
+    }
+
+    #[test]
+    fn a_directory_with_files_is_no_fresh_view() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(is_fresh(dir.path()).unwrap());
+        assert!(is_fresh(&dir.path().join("new")).unwrap());
+        fs::create_dir(dir.path().join(DATA_DIR)).unwrap();
+        fs::write(dir.path().join(DATA_DIR).join(LOCK), b"1").unwrap();
+        assert!(is_fresh(dir.path()).unwrap());
+        fs::write(dir.path().join(DATA_DIR).join("com.example:c"), b"{}").unwrap();
+        assert!(!is_fresh(dir.path()).unwrap(), "a mirror's state");
+        fs::remove_file(dir.path().join(DATA_DIR).join("com.example:c")).unwrap();
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(!is_fresh(dir.path()).unwrap());
     }
 }
