@@ -281,11 +281,65 @@ pub(crate) fn landing(root: &Root, origin: &str, metrics: bool) -> String {
 /// The Prometheus metrics of every mirror under `root` (`serve --metrics`),
 /// from the status records `sstream sync` writes.
 pub(crate) fn metrics(root: &Root) -> String {
-    let records: Vec<_> = find_mirrors(root)
+    let mirrors = find_mirrors(root);
+    let records: Vec<_> = mirrors
         .iter()
         .flat_map(|m| status_records(&m.path))
         .collect();
-    simplestreams::metrics::render(&records)
+    let views: Vec<_> = mirrors
+        .iter()
+        .filter_map(|m| {
+            let state = view_state(m)?;
+            Some(simplestreams::metrics::ViewSample::of(
+                &url_path(&m.segments, true),
+                &state,
+            ))
+        })
+        .collect();
+    simplestreams::metrics::render_with_views(&records, &views, SystemTime::now())
+}
+
+/// The state of the view at `m`, when it is a view
+/// ([`simplestreams::view`]: a directory showing a snapshot of a mirror).
+fn view_state(m: &Mirror) -> Option<simplestreams::view::ViewState> {
+    simplestreams::view::state(&m.path).ok().flatten()
+}
+
+/// The rows of a view's section: the snapshot it shows, how old, when it
+/// was published, what it lists and where a rollback goes.
+fn view_rows(html: &mut String, state: &simplestreams::view::ViewState) {
+    let now = SystemTime::now();
+    let created = simplestreams::snapshot::list(&state.mirror)
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| s.name == state.snapshot))
+        .map(|s| s.created);
+    let made = created.map_or_else(String::new, |t| {
+        format!(", made {} ({} ago)", t, short_age(t.age(now)))
+    });
+    let _ = writeln!(
+        html,
+        "<tr><th>Snapshot</th><td><strong>{snapshot}</strong>{made}</td></tr>\n\
+         <tr><th>Published</th><td>{published} ({age} ago)</td></tr>\n\
+         <tr><th>Lists</th><td>{items} item(s), {size}{filters}</td></tr>",
+        snapshot = esc(&state.snapshot),
+        made = esc(&made),
+        published = esc(&state.published.to_string()),
+        age = short_age(state.published.age(now)),
+        items = state.items,
+        size = human_size(state.bytes),
+        filters = if state.filters.is_empty() {
+            String::new()
+        } else {
+            format!(" (filters: <code>{}</code>)", esc(&state.filters.join(" ")))
+        },
+    );
+    if let Some(previous) = state.history.last() {
+        let _ = writeln!(
+            html,
+            "<tr><th>Rollback to</th><td>{}</td></tr>",
+            esc(&previous.snapshot)
+        );
+    }
 }
 
 /// The status records of the mirror at `path` (none when unreadable).
@@ -400,9 +454,11 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
     } else {
         format!("{origin}{base}streams/v1/index.json")
     };
+    let view = view_state(m);
     let _ = writeln!(
         html,
-        "<h2>Mirror at <a href=\"{b}\">{b}</a></h2>",
+        "<h2>{what} at <a href=\"{b}\">{b}</a></h2>",
+        what = if view.is_some() { "View" } else { "Mirror" },
         b = esc(&base)
     );
     html.push_str("<div class=\"wide\"><table>\n");
@@ -467,13 +523,17 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
         b = esc(&base),
         s = esc(&format!("{base}streams/v1/"))
     );
+    if let Some(state) = &view {
+        view_rows(html, state);
+    }
     sync_rows(html, &records);
     let not_held = offered_not_held(
         &simplestreams::store::DirStore::new(&m.path),
         &format!("streams/v1/{index}"),
         &|rel| read_served(root, &m.segments, rel),
     );
-    if not_held.versions > 0 || not_held.items > 0 {
+    // A view keeps no mirror state: what it lists is its snapshot's.
+    if view.is_none() && (not_held.versions > 0 || not_held.items > 0) {
         let _ = writeln!(
             html,
             "<tr><th>Warning</th><td class=\"warn\">the served metadata offers {v} version(s) \
@@ -507,6 +567,9 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
         k = esc(&keyring)
     );
 
+    if view.is_some() {
+        return;
+    }
     html.push_str("<h3>Mirrored streams</h3>\n");
     match mirror_streams(&m.path) {
         None => html.push_str(
