@@ -25,6 +25,7 @@ pub mod sync;
 pub mod target;
 pub mod tls;
 pub mod verify;
+pub mod views;
 
 /// The runtime commands run their async work on
 /// ([`simplestreams::runtime::build`], the one builder).
