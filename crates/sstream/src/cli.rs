@@ -45,6 +45,12 @@ enum Command {
     Sign(crate::sign::SignArgs),
     /// Make a private CA and a server certificate for `sstream serve --listen-tls`.
     Tls(crate::tls::TlsArgs),
+    /// Snapshots of a mirror: create, list, remove.
+    Snapshot(crate::views::SnapshotArgs),
+    /// Make a directory a view showing one snapshot of a mirror (switched atomically).
+    Publish(crate::views::PublishArgs),
+    /// Make a view show again the snapshot it showed before.
+    Rollback(crate::views::RollbackArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -100,6 +106,9 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Key(a) => crate::key::run(a).map(done).map_err(CliError::from),
         Command::Sign(a) => crate::sign::run(a).map(done).map_err(CliError::from),
         Command::Tls(a) => crate::tls::run(a).map(done).map_err(CliError::from),
+        Command::Snapshot(a) => crate::views::run_snapshot(a),
+        Command::Publish(a) => crate::views::run_publish(a),
+        Command::Rollback(a) => crate::views::run_rollback(a),
     };
     finish(program, result)
 }

@@ -26,6 +26,7 @@ pub mod target;
 pub mod tls;
 pub mod verify;
 pub mod view_ops;
+pub mod views;
 
 /// The runtime commands run their async work on
 /// ([`simplestreams::runtime::build`], the one builder).
