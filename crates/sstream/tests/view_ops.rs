@@ -1,0 +1,601 @@
+//! Views in operation, with real parts: a config with a job (a local
+//! upstream that moves on day after day) and two views, a staging view that
+//! follows `latest` and a signed production view that moves only on
+//! `sstream promote`; `sstream sync` snapshots the mirror and refreshes the
+//! staging view; `sstream rollback` goes back; `sstream status`, the
+//! metrics and the landing page of `sstream serve` name each view with its
+//! snapshot; the production view is read over HTTP from `sstream serve`
+//! (every file it lists fetched, and the reference `sstream-query`
+//! verifying its signature) throughout.
+
+mod faults_support;
+mod support;
+
+use faults_support::{s, small_spec};
+use serde_json::Value;
+use simplestreams::{sample, snapshot, view};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use tempfile::TempDir;
+
+const DAYS: [&str; 4] = ["20261201", "20261202", "20261203", "20261204"];
+
+/// `sstream ARGS`.
+fn sstream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sstream"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sstream")
+}
+
+fn out_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        out_text(o),
+        err_text(o)
+    );
+}
+
+/// Asserts a failure with exit `code` and one line on stderr holding every
+/// needle.
+fn assert_one_line_failure(o: &Output, code: i32, needles: &[&str]) {
+    let err = err_text(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+/// The upstream of the days up to `day` (`--max 1` mirrors keep the last).
+fn upstream(src: &Path, day: usize) {
+    let _ = fs::remove_dir_all(src.join("streams"));
+    sample::generate(&small_spec(&DAYS[..=day]), src, None).unwrap();
+}
+
+/// The item paths the plain metadata under `root` lists, with size and
+/// SHA-256.
+fn listed(root: &Path) -> BTreeMap<String, (u64, String)> {
+    let mut out = BTreeMap::new();
+    for (_, product) in products(root) {
+        for version in product["versions"].as_object().unwrap().values() {
+            for item in version["items"].as_object().unwrap().values() {
+                out.insert(
+                    item["path"].as_str().unwrap().to_owned(),
+                    (
+                        item["size"].as_u64().unwrap(),
+                        item["sha256"].as_str().unwrap().to_owned(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Every product of every products file `streams/v1/index.json` names.
+fn products(root: &Path) -> Vec<(String, Value)> {
+    let read = |rel: &str| -> Value {
+        let bytes = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let index = read("streams/v1/index.json");
+    let mut out = Vec::new();
+    for entry in index["index"].as_object().unwrap().values() {
+        let doc = read(entry["path"].as_str().unwrap());
+        for (name, product) in doc["products"].as_object().unwrap() {
+            out.push((name.clone(), product.clone()));
+        }
+    }
+    out
+}
+
+/// The image versions (not the bootloaders', `20230222.0`) listed under
+/// `root`.
+fn versions(root: &Path) -> BTreeSet<String> {
+    products(root)
+        .into_iter()
+        .flat_map(|(_, p)| {
+            let names: Vec<String> = p["versions"].as_object().unwrap().keys().cloned().collect();
+            names
+        })
+        .filter(|v| !v.contains('.'))
+        .collect()
+}
+
+fn one_version(day: usize) -> BTreeSet<String> {
+    BTreeSet::from([DAYS[day].to_owned()])
+}
+
+/// Every file of `dir` and its bytes, but its `.data/` bookkeeping.
+fn served_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = support::snapshot_all(dir);
+    all.retain(|k, _| !k.starts_with(".data/"));
+    all
+}
+
+/// `GET URL` with curl: the body, or `None` on any failure (a 404).
+fn get(url: &str) -> Option<Vec<u8>> {
+    let o = Command::new("curl")
+        .args(["-sf", "--max-time", "60", url])
+        .output()
+        .expect("run curl");
+    o.status.success().then_some(o.stdout)
+}
+
+/// Fetches every file the view at `dir` lists over HTTP from `base` (its
+/// URL) and checks its bytes.
+fn assert_downloadable(dir: &Path, base: &str) {
+    let files = listed(dir);
+    assert!(!files.is_empty(), "{} lists nothing", dir.display());
+    for (path, (size, sha)) in files {
+        let body = get(&format!("{base}{path}")).unwrap_or_else(|| panic!("GET {base}{path}"));
+        assert_eq!(body.len() as u64, size, "{path}");
+        assert_eq!(simplestreams::hash::sha256_hex(&body), sha, "{path}");
+    }
+}
+
+/// `sstream serve DIR --metrics` on a free port, killed on drop.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--metrics"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sstream serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(" at ").next().unwrap().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The site: an upstream directory, the config, the key of the production
+/// view, and the directory `sstream serve` serves the views from.
+struct Site {
+    tmp: TempDir,
+    config: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let tmp = TempDir::new().unwrap();
+        let config = tmp.path().join("sstream.toml");
+        fs::create_dir_all(tmp.path().join("www")).unwrap();
+        let key = tmp.path().join("view-key.asc");
+        assert_ok(
+            &sstream(&["key", "generate", "--output", s(&key)]),
+            "key generate",
+        );
+        let ring = tmp.path().join("production-keyring.gpg");
+        assert_ok(
+            &sstream(&["key", "export", s(&key), "--output", s(&ring)]),
+            "key export",
+        );
+        fs::write(&config, CONFIG).unwrap();
+        Site { tmp, config }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn sstream(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--config", s(&self.config)]);
+        sstream(&all)
+    }
+
+    /// Upstream moves to `day`; `sstream sync` (with the metrics textfile).
+    fn day(&self, day: usize) -> Output {
+        upstream(&self.path("src"), day);
+        let metrics = self.path("metrics");
+        fs::create_dir_all(&metrics).unwrap();
+        let o = self.sstream(&["sync", "--metrics-textfile", s(&metrics)]);
+        assert_ok(&o, &format!("sync on day {}", DAYS[day]));
+        o
+    }
+
+    fn shows(&self, view: &str) -> String {
+        view::state(&self.path(&format!("www/{view}")))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{view} is not a view"))
+            .snapshot
+    }
+
+    fn snapshots(&self) -> Vec<String> {
+        snapshot::list(&self.path("mirror"))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// The reference `sstream-query` reads the signed production view over
+    /// HTTP, verifying it with the view's exported keyring: the versions
+    /// of the images it lists.
+    fn reference_versions(&self, base: &str) -> BTreeSet<String> {
+        let home = self.path("gnupghome");
+        fs::create_dir_all(&home).unwrap();
+        let ring = self.path("production-keyring.gpg");
+        let out = Command::new(support::reference().join("sstream-query"))
+            .env("GNUPGHOME", &home)
+            .arg(format!("--keyring={}", ring.display()))
+            .arg("--output-format=%(product_name)s %(version_name)s")
+            .arg(format!("{base}streams/v1/index.sjson"))
+            .output()
+            .expect("run the reference sstream-query");
+        assert_ok(&out, "reference sstream-query of the production view");
+        out_text(&out)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .filter(|v| !v.contains('.'))
+            .collect()
+    }
+}
+
+const CONFIG: &str = r#"
+[[job]]
+name = "stable"
+source = "src"
+dir = "mirror"
+path = "streams/v1/index.json"
+no_verify = true
+max = 1
+delete_delay = "0"
+timeout = 5
+
+[[view]]
+name = "staging"
+dir = "www/staging"
+job = "stable"
+snapshot = "latest"
+keep_snapshots = 2
+delete_delay = "0"
+
+[[view]]
+name = "production"
+dir = "www/production"
+job = "stable"
+sign_key = "view-key.asc"
+keep_snapshots = 2
+url = "http://maas-mirror.example:8080/production/"
+"#;
+
+/// The issue's "done means": the production view keeps listing its pinned
+/// images over several upstream days (byte for byte, every file there and
+/// downloadable, though the mirror dropped them), sees the new ones after
+/// one promote and the old ones after one rollback; the staging view
+/// follows each day; old snapshots are pruned, never one a view shows or
+/// can roll back to; status, metrics and the landing page name each view
+/// with its snapshot.
+#[test]
+fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
+    let site = Site::new();
+    let www = site.path("www");
+    let production = site.path("www/production");
+    let staging = site.path("www/staging");
+    let mirror = site.path("mirror");
+
+    // Day 1: one snapshot, both views show it.
+    let o = site.day(0);
+    let a = site.shows("staging");
+    assert_eq!(site.shows("production"), a);
+    assert_eq!(site.snapshots(), [a.clone()]);
+    assert!(
+        err_text(&o).contains(&format!("view production: (none) -> {a}")),
+        "{}",
+        err_text(&o)
+    );
+    assert_eq!(versions(&production), one_version(0));
+    let pinned = served_files(&production);
+    let pinned_items = listed(&production);
+    let server = Serve::start(&www);
+    let production_url = format!("{}production/", server.url);
+    let staging_url = format!("{}staging/", server.url);
+    assert_downloadable(&production, &production_url);
+    assert_eq!(site.reference_versions(&production_url), one_version(0));
+
+    // Days 2 to 4: staging follows, production stays byte for byte.
+    let mut shown_by_staging = vec![a.clone()];
+    for day in 1..DAYS.len() {
+        if day == 2 {
+            // A snapshot no view ever shows: pruned once older than the
+            // newest `keep_snapshots`.
+            assert_ok(
+                &sstream(&["snapshot", "create", s(&mirror), "--name", "by-hand"]),
+                "snapshot create",
+            );
+        }
+        site.day(day);
+        let now = site.shows("staging");
+        assert!(
+            !shown_by_staging.contains(&now),
+            "a new snapshot on day {day}"
+        );
+        shown_by_staging.push(now);
+        assert_eq!(versions(&staging), one_version(day));
+        assert_downloadable(&staging, &staging_url);
+        assert_eq!(site.shows("production"), a, "day {}", DAYS[day]);
+        assert_eq!(
+            served_files(&production),
+            pinned,
+            "production changed on day {}",
+            DAYS[day]
+        );
+        assert_downloadable(&production, &production_url);
+        assert_eq!(site.reference_versions(&production_url), one_version(0));
+        // The mirror itself dropped day 1's files (max 1, no delay): the
+        // snapshot is what keeps them.
+        let day1_file = pinned_items.keys().find(|p| p.contains(DAYS[0])).unwrap();
+        assert!(
+            !mirror.join(day1_file).exists(),
+            "{day1_file} in the mirror"
+        );
+    }
+    // Pruned to the newest two, but every snapshot a view shows or can
+    // roll back to stays; the one made by hand is gone.
+    assert_eq!(site.snapshots(), shown_by_staging);
+    let d = shown_by_staging.last().unwrap().clone();
+
+    // Status, text and JSON.
+    let o = site.sstream(&["status", "--json"]);
+    assert_ok(&o, "status --json");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let views = report["views"].as_array().unwrap();
+    let entry = |name: &str| views.iter().find(|v| v["view"] == name).unwrap().clone();
+    assert_eq!(entry("staging")["snapshot"], d.as_str(), "{report}");
+    assert_eq!(entry("staging")["follows"], "latest");
+    assert_eq!(entry("production")["snapshot"], a.as_str(), "{report}");
+    assert_eq!(entry("production")["follows"], "promoted");
+    assert!(
+        entry("production")["snapshot_age_seconds"].is_u64(),
+        "{report}"
+    );
+    assert!(entry("production")["published"].is_string(), "{report}");
+    let command = entry("production")["maas_command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        command,
+        format!(
+            "maas $PROFILE boot-sources create url=http://maas-mirror.example:8080/production/ \
+             keyring_filename= keyring_data@={}",
+            production.join("streams/v1/mirror-keyring.gpg").display()
+        )
+    );
+    assert!(
+        production.join("streams/v1/mirror-keyring.gpg").is_file(),
+        "the keyring the command uploads"
+    );
+    let staging_command = entry("staging")["maas_command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        staging_command.ends_with("url=http://<myserver>:8080/staging/streams/v1/index.json"),
+        "{staging_command}"
+    );
+    let o = site.sstream(&["status"]);
+    assert_ok(&o, "status");
+    let text = out_text(&o);
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("stable"))
+            .unwrap_or_else(|| panic!("no row of {name}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        row("production").contains(&format!(" promoted  {a} ")),
+        "{text}"
+    );
+    assert!(
+        row("staging").contains(&format!(" latest    {d} ")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("production: {command}")), "{text}");
+
+    // The metrics: the textfile of the last sync, and serve's /metrics.
+    let textfile = fs::read_to_string(site.path("metrics/sstream.prom")).unwrap();
+    for (view, shown) in [("staging", &d), ("production", &a)] {
+        let info = format!("sstream_view_info{{view=\"{view}\",snapshot=\"{shown}\"}} 1.0");
+        assert!(textfile.lines().any(|l| l == info), "{info}\n{textfile}");
+        let age = format!("sstream_view_snapshot_age_seconds{{view=\"{view}\"}} ");
+        assert!(textfile.lines().any(|l| l.starts_with(&age)), "{textfile}");
+    }
+    let served = String::from_utf8(get(&format!("{}metrics", server.url)).unwrap()).unwrap();
+    let info = format!("sstream_view_info{{view=\"/production/\",snapshot=\"{a}\"}} 1.0");
+    assert!(served.lines().any(|l| l == info), "{info}\n{served}");
+    assert!(
+        served
+            .lines()
+            .any(|l| l.starts_with("sstream_view_published_timestamp_seconds{view=\"/staging/\"}")),
+        "{served}"
+    );
+
+    // The landing page lists both views with their snapshots.
+    let page = String::from_utf8(get(&server.url).unwrap()).unwrap();
+    for (view, shown) in [("staging", &d), ("production", &a)] {
+        let heading = format!("<h2>View at <a href=\"/{view}/\">/{view}/</a></h2>");
+        let at = page
+            .find(&heading)
+            .unwrap_or_else(|| panic!("{heading}\n{page}"));
+        let section = &page[at..];
+        let section = &section[..section[1..].find("<h2>").map_or(section.len(), |i| i + 1)];
+        assert!(
+            section.contains(&format!(
+                "<tr><th>Snapshot</th><td><strong>{shown}</strong>"
+            )),
+            "{section}"
+        );
+        assert!(section.contains("<tr><th>Published</th>"), "{section}");
+        assert!(
+            section.contains("maas $PROFILE boot-sources create"),
+            "{section}"
+        );
+    }
+
+    // One promote: production shows what staging shows.
+    let o = site.sstream(&["promote", "production"]);
+    assert_ok(&o, "promote production");
+    assert_eq!(out_text(&o), format!("production: {a} -> {d}\n"));
+    assert_eq!(site.shows("production"), d);
+    assert_eq!(versions(&production), one_version(DAYS.len() - 1));
+    assert_downloadable(&production, &production_url);
+    assert_eq!(
+        site.reference_versions(&production_url),
+        one_version(DAYS.len() - 1)
+    );
+
+    // One rollback: the pinned images again, every file there.
+    let key = site.path("view-key.asc");
+    let o = sstream(&["rollback", s(&production), "--sign-key", s(&key)]);
+    assert_ok(&o, "rollback production");
+    assert_eq!(site.shows("production"), a);
+    assert_eq!(listed(&production), pinned_items);
+    assert_downloadable(&production, &production_url);
+    assert_eq!(site.reference_versions(&production_url), one_version(0));
+
+    // Promote to a named snapshot, and the refusals: the view unchanged.
+    let b = shown_by_staging[1].clone();
+    let o = site.sstream(&["promote", "production", &b]);
+    assert_ok(&o, "promote production B");
+    assert_eq!(out_text(&o), format!("production: {a} -> {b}\n"));
+    let before = served_files(&production);
+    let o = site.sstream(&["promote", "nope"]);
+    assert_one_line_failure(
+        &o,
+        2,
+        &[
+            "sstream promote: error: ",
+            "sstream.toml: no view named \"nope\" (views: staging, production)",
+        ],
+    );
+    let o = site.sstream(&["promote", "production", "no-such-snapshot"]);
+    assert_one_line_failure(
+        &o,
+        1,
+        &["no snapshot named \"no-such-snapshot\"", s(&mirror), &a],
+    );
+    assert_eq!(served_files(&production), before);
+    assert_eq!(site.shows("production"), b);
+}
+
+/// `sync --dry-run` says what it would do for each view and does nothing.
+#[test]
+fn sync_dry_run_tells_what_it_would_do_for_the_views() {
+    let site = Site::new();
+    upstream(&site.path("src"), 0);
+    let o = site.sstream(&["sync", "--dry-run"]);
+    assert_ok(&o, "sync --dry-run");
+    let text = out_text(&o);
+    for line in [
+        "# snapshots: would snapshot the mirror (it has none yet)",
+        &format!(
+            "# view staging (latest, {}): shows nothing yet; would publish the new snapshot",
+            site.path("www/staging").display()
+        ),
+        &format!(
+            "# view production (promoted, {}): shows nothing yet; would publish the new snapshot",
+            site.path("www/production").display()
+        ),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+    assert!(!site.path("www/staging/streams").exists());
+    assert!(!site.path("mirror/.data/snapshots").exists());
+}
+
+/// Each bad view is refused by `sstream sync` and `sstream promote` with
+/// one line naming the file, line and key; exit 2.
+#[test]
+fn bad_views_are_one_line_errors_naming_file_line_and_key() {
+    let tmp = TempDir::new().unwrap();
+    let file = tmp.path().join("sstream.toml");
+    let job = "[[job]]\nname = \"a\"\nsource = \"http://127.0.0.1:9/s/\"\ndir = \"mirror\"\n\
+               [[job]]\nname = \"b\"\nsource = \"http://127.0.0.1:9/s/\"\ndir = \"s3://bucket/b\"\n";
+    let view = |job: &str, dir: &str| {
+        format!("[[view]]\nname = \"v\"\njob = \"{job}\"\ndir = \"{dir}\"\n")
+    };
+    let cases = [
+        (
+            view("c", "www/v"),
+            ":11: job: no job named \"c\" (jobs: a, b)",
+        ),
+        (
+            view("b", "www/v"),
+            ":11: job: job \"b\" mirrors into a bucket",
+        ),
+        (view("a", "mirror"), ":12: dir: "),
+        (view("a", "mirror/views/v"), ":12: dir: "),
+        (
+            format!(
+                "{}{}",
+                view("a", "www/v"),
+                view("a", "www/v/").replace("\"v\"", "\"w\"")
+            ),
+            ":16: dir: ",
+        ),
+        (
+            format!("{}snapshot = \"..\"\n", view("a", "www/v")),
+            ":13: snapshot: \"..\": \"latest\", \"promoted\" or a snapshot's name",
+        ),
+        (
+            format!("{}keep = 3\n", view("a", "www/v")),
+            ":13: unknown key \"keep\" (known keys: name, dir, job, snapshot,",
+        ),
+    ];
+    for (views, want) in cases {
+        fs::write(&file, format!("{job}{views}")).unwrap();
+        for command in [vec!["sync"], vec!["promote", "v"]] {
+            let mut a = command.clone();
+            a.extend(["--config", s(&file)]);
+            let o = sstream(&a);
+            let line = format!("{}{want}", file.display());
+            assert_one_line_failure(&o, 2, &[&line]);
+        }
+    }
+    // The directory errors say what is wrong with the directory.
+    fs::write(&file, format!("{job}{}", view("a", "mirror/views/v"))).unwrap();
+    let o = sstream(&["sync", "--config", s(&file)]);
+    assert!(
+        err_text(&o).contains("is inside the mirror directory"),
+        "{}",
+        err_text(&o)
+    );
+}
