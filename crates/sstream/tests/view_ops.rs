@@ -315,7 +315,7 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
     let o = site.day(0);
     let a = site.shows("staging");
     assert_eq!(site.shows("production"), a);
-    assert_eq!(site.snapshots(), [a.clone()]);
+    assert_eq!(site.snapshots(), std::slice::from_ref(&a));
     assert!(
         err_text(&o).contains(&format!("view production: (none) -> {a}")),
         "{}",
@@ -332,7 +332,7 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
 
     // Days 2 to 4: staging follows, production stays byte for byte.
     let mut shown_by_staging = vec![a.clone()];
-    for day in 1..DAYS.len() {
+    for (day, name) in DAYS.iter().enumerate().skip(1) {
         if day == 2 {
             // A snapshot no view ever shows: pruned once older than the
             // newest `keep_snapshots`.
@@ -350,12 +350,11 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
         shown_by_staging.push(now);
         assert_eq!(versions(&staging), one_version(day));
         assert_downloadable(&staging, &staging_url);
-        assert_eq!(site.shows("production"), a, "day {}", DAYS[day]);
+        assert_eq!(site.shows("production"), a, "day {name}");
         assert_eq!(
             served_files(&production),
             pinned,
-            "production changed on day {}",
-            DAYS[day]
+            "production changed on day {name}"
         );
         assert_downloadable(&production, &production_url);
         assert_eq!(site.reference_versions(&production_url), one_version(0));
