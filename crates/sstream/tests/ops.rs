@@ -786,6 +786,7 @@ fn the_shipped_config_parses() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            Some(table @ "[[view]]") => table,
             _ => l,
         })
         .map(|l| format!("{l}\n"))
@@ -800,6 +801,9 @@ fn the_shipped_config_parses() {
     assert!(job.options.sign_key.is_some() && job.options.limit_rate.is_some());
     assert!(job.options.delete_delay.is_some() && job.options.min_free.is_some());
     assert_eq!(job.options.mirrors.len(), 1);
+    let names: Vec<&str> = all.views.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["staging", "production"]);
+    assert!(config.views.is_empty(), "no view unless uncommented");
 }
 
 /// The shipped units, as `systemd-analyze verify` sees them (with the
