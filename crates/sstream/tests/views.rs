@@ -199,3 +199,163 @@ fn a_view_shows_its_snapshot_and_switches_on_promotion_and_rollback() {
     assert_one_line_failure(&o, 1, &["nothing to roll back to", "\"d1\""]);
     assert_eq!(versions(&view), BTreeSet::from([DAY1.to_owned()]));
 }
+
+/// A local signing key and its exported keyring, made by `sstream key`.
+fn local_key(tmp: &Path) -> (PathBuf, PathBuf) {
+    let key = tmp.join("view-key.asc");
+    let ring = tmp.join("view-keyring.gpg");
+    let o = sstream(&["key", "generate", "--output", s(&key)]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    let o = sstream(&["key", "export", s(&key), "--output", s(&ring)]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    (key, ring)
+}
+
+fn gpgv(home: &Path, ring: &Path, files: &[&Path]) -> bool {
+    Command::new("gpgv")
+        .env("GNUPGHOME", home)
+        .arg("--keyring")
+        .arg(ring)
+        .args(files)
+        .output()
+        .expect("run gpgv")
+        .status
+        .success()
+}
+
+/// The reference `sstream-query` (item paths relative to `base`).
+fn reference_query(base: &str, opts: &[&str], home: &Path) -> BTreeSet<String> {
+    let o = Command::new(support::reference().join("sstream-query"))
+        .args(opts)
+        .arg("--output-format=%(item_url)s")
+        .arg(base)
+        .env("GNUPGHOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference sstream-query: {}",
+        err_text(&o)
+    );
+    out_text(&o)
+        .lines()
+        .map(|l| {
+            let rel = l.strip_prefix(base).unwrap_or(l);
+            rel.trim_start_matches('/').to_owned()
+        })
+        .collect()
+}
+
+/// A signed view, narrowed by filters: gpgv accepts every signature with
+/// the exported keyring; the reference `sstream-query` (over HTTP from
+/// `sstream serve`, and from the directory) and `sstream-mirror` see
+/// exactly the snapshot's selected items; `sstream verify` passes on it.
+#[test]
+fn a_signed_view_is_read_by_the_reference_tools_and_gpgv() {
+    let site = Site::new();
+    let tmp = TempDir::new().unwrap();
+    let (key, ring) = local_key(tmp.path());
+    let view = site.view("signed");
+    publish_ok(
+        &view,
+        site.dir(),
+        "d1",
+        &["--sign-key", s(&key), "item_name!=manifest"],
+    );
+    let expected: BTreeSet<String> = listed(&view).into_keys().collect();
+    assert!(!expected.is_empty());
+    assert!(
+        expected.iter().all(|p| !p.ends_with(".manifest")),
+        "{expected:?}"
+    );
+    assert_complete(&view);
+
+    let home = tmp.path().join("gpg-home");
+    fs::create_dir(&home).unwrap();
+    let meta = view.join("streams/v1");
+    let mut checked = 0;
+    for e in fs::read_dir(&meta).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.to_string_lossy().into_owned();
+        if name.ends_with(".sjson") {
+            assert!(gpgv(&home, &ring, &[&p]), "{name}");
+            checked += 1;
+        } else if name.ends_with(".json.gpg") {
+            let json = name.trim_end_matches(".gpg");
+            assert!(gpgv(&home, &ring, &[&p, Path::new(json)]), "{name}");
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked, 6,
+        "index and two products files, each .sjson and .json.gpg"
+    );
+    assert_eq!(
+        fs::read(meta.join("mirror-keyring.gpg")).unwrap(),
+        fs::read(&ring).unwrap()
+    );
+
+    let served = support::Server::start(&view);
+    let keyring = format!("--keyring={}", ring.display());
+    let over_http = reference_query(&served.url, &[&keyring], &home);
+    assert_eq!(over_http, expected);
+    let from_dir = reference_query(s(&view), &[&keyring], &home);
+    assert_eq!(from_dir, expected);
+
+    let copy = tmp.path().join("copy");
+    let o = Command::new(support::reference_mirror())
+        .arg(&keyring)
+        .arg(&served.url)
+        .arg(&copy)
+        .env("GNUPGHOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference sstream-mirror: {}",
+        err_text(&o)
+    );
+    for path in &expected {
+        assert_eq!(
+            fs::read(copy.join(path)).unwrap(),
+            fs::read(view.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+
+    let o = sstream(&["verify", s(&view), "--strict", &keyring]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+}
+
+/// A plain view (no key) is read by the reference `sstream-query` from
+/// its `index.json`, and lists exactly the snapshot's items: what the
+/// mirror held then, not what it holds now.
+#[test]
+fn a_plain_view_lists_exactly_the_snapshot() {
+    let site = Site::new();
+    let view = site.view("plain");
+    publish_ok(&view, site.dir(), "d1", &[]);
+    let tmp = TempDir::new().unwrap();
+    let seen = reference_query(
+        s(&view),
+        &["--no-verify", "--path", "streams/v1/index.json"],
+        tmp.path(),
+    );
+    let snapshot_tree = site.dir().join(".data/snapshots/d1/tree");
+    let in_snapshot: BTreeSet<String> = listed(&snapshot_tree).into_keys().collect();
+    assert_eq!(seen, in_snapshot);
+    assert!(seen.iter().all(|p| !p.contains(DAY2)), "{seen:?}");
+    assert!(seen.iter().any(|p| p.contains(DAY1)), "{seen:?}");
+    let o = sstream(&["verify", s(&view), "--strict"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+}
