@@ -542,3 +542,162 @@ fn snapshots_survive_later_runs_of_both_mirror_tools() {
     let o = sstream(&["snapshot", "list", s(site.dir())]);
     assert!(out_text(&o).contains("shown"), "{}", out_text(&o));
 }
+
+/// `GET path` from the server at `base` (`http://127.0.0.1:PORT/`):
+/// the status and the body (HTTP/1.0, so the body ends with the
+/// connection).
+fn http_get(base: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(conn, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of header");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Fetches everything the served metadata lists, as a client would (the
+/// index, then each products file, then each item), and gives what went
+/// wrong: a status other than 200, or bytes that do not match the
+/// metadata.
+fn fetch_everything(base: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (status, index) = http_get(base, "streams/v1/index.json");
+    if status != 200 {
+        return vec![format!("index.json: {status}")];
+    }
+    let index: Value = serde_json::from_slice(&index).expect("index JSON");
+    for entry in index["index"].as_object().unwrap().values() {
+        let path = entry["path"].as_str().unwrap();
+        let (status, doc) = http_get(base, path);
+        if status != 200 {
+            problems.push(format!("{path}: {status}"));
+            continue;
+        }
+        let doc: Value = serde_json::from_slice(&doc).expect("products JSON");
+        for product in doc["products"].as_object().unwrap().values() {
+            for version in product["versions"].as_object().unwrap().values() {
+                for item in version["items"].as_object().unwrap().values() {
+                    let path = item["path"].as_str().unwrap();
+                    let (status, body) = http_get(base, path);
+                    let sha = simplestreams::hash::sha256_hex(&body);
+                    if status != 200 {
+                        problems.push(format!("{path}: {status}"));
+                    } else if Some(sha.as_str()) != item["sha256"].as_str() {
+                        problems.push(format!("{path}: wrong bytes"));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A reader fetching everything the served metadata lists, over and over
+/// from `sstream serve`, while the view is promoted and rolled back: it
+/// never meets a 404 or a wrong byte.
+#[test]
+fn readers_never_miss_a_file_during_promotions_and_rollbacks() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let site = Site::new();
+    let view = site.view("production");
+    publish_ok(&view, site.dir(), "d1", &[]);
+    let served = support::Server::start(&view);
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (stop, rounds, problems) = (stop.clone(), rounds.clone(), problems.clone());
+        let base = served.url.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let found = fetch_everything(&base);
+                problems.lock().unwrap().extend(found);
+                rounds.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut switches = 0;
+    while switches < 8 || rounds.load(Ordering::SeqCst) < 4 {
+        assert!(switches < 400, "the reader made no progress");
+        if switches % 3 == 2 {
+            let o = sstream(&["rollback", s(&view)]);
+            assert!(o.status.success(), "rollback: {}", err_text(&o));
+        } else {
+            let name = if switches % 2 == 0 { "d2" } else { "d1" };
+            publish_ok(&view, site.dir(), name, &[]);
+        }
+        switches += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    let problems = problems.lock().unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // Every file either generation lists is still there (the delete delay).
+    for tree in ["d1", "d2"] {
+        let tree = site.dir().join(".data/snapshots").join(tree).join("tree");
+        for path in listed(&tree).keys() {
+            assert!(view.join(path).is_file(), "{path}");
+        }
+    }
+}
+
+/// The view's files a client can see (metadata and items), with their
+/// bytes.
+fn visible(view: &Path) -> BTreeMap<String, Vec<u8>> {
+    view_bytes(view)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(".data/") && !k.ends_with('/'))
+        .collect()
+}
+
+/// Upstream moves on for several days, the mirror follows (`--max 1`)
+/// and a staging view follows the mirror's snapshots, while a view pinned
+/// to the first day's snapshot serves it byte for byte, over HTTP too.
+#[test]
+fn a_pinned_view_keeps_serving_its_snapshot_while_upstream_moves_on() {
+    let site = Site::new();
+    let pinned = site.view("production");
+    let staging = site.view("staging");
+    publish_ok(&pinned, site.dir(), "d1", &["--delete-delay", "0"]);
+    let shown = visible(&pinned);
+    let served = support::Server::start(&pinned);
+    for (n, day) in ["20250801", "20250901", "20251001"].iter().enumerate() {
+        upstream(site.src.path(), &[day]);
+        mirror_into(
+            site.src.path(),
+            site.dir(),
+            &["--max", "1", "--delete-delay", "0"],
+        );
+        let name = format!("day{n}");
+        snapshot(site.dir(), &name);
+        publish_ok(&staging, site.dir(), &name, &["--delete-delay", "0"]);
+        assert_eq!(versions(&staging), BTreeSet::from([day.to_string()]));
+        assert_complete(&staging);
+        assert_eq!(visible(&pinned), shown, "day {day}");
+        assert!(shown.len() > 10, "{:?}", shown.keys());
+        for (path, bytes) in &shown {
+            let (status, body) = http_get(&served.url, path);
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(&body, bytes, "{path}");
+        }
+        assert!(fetch_everything(&served.url).is_empty());
+    }
+    assert_eq!(versions(&pinned), BTreeSet::from([DAY1.to_owned()]));
+}
