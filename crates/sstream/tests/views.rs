@@ -701,3 +701,116 @@ fn a_pinned_view_keeps_serving_its_snapshot_while_upstream_moves_on() {
     }
     assert_eq!(versions(&pinned), BTreeSet::from([DAY1.to_owned()]));
 }
+
+/// What a view at rest must be: not published yet, or complete — every
+/// listed file whole, every signature accepted by `gpgv`, and one of the
+/// `allowed` generations (image versions).
+fn assert_at_rest(view: &Path, home: &Path, ring: &Path, allowed: &[&str], round: usize) {
+    if !view.join("streams/v1/index.json").exists() {
+        assert!(
+            !view.join("streams").exists(),
+            "round {round}: half a streams/"
+        );
+        return;
+    }
+    assert_complete(view);
+    let shown = versions(view);
+    assert!(
+        allowed
+            .iter()
+            .any(|d| shown == BTreeSet::from([d.to_string()])),
+        "round {round}: shows {shown:?}"
+    );
+    let meta = view.join("streams/v1");
+    for e in fs::read_dir(&meta).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.to_string_lossy().into_owned();
+        if name.ends_with(".sjson") {
+            assert!(gpgv(home, ring, &[&p]), "round {round}: {name}");
+        } else if name.ends_with(".json.gpg") {
+            let json = name.trim_end_matches(".gpg");
+            assert!(
+                gpgv(home, ring, &[&p, Path::new(json)]),
+                "round {round}: {name}"
+            );
+        }
+    }
+}
+
+/// SIGKILL at a random moment of a signed publish, many rounds (15, or
+/// `SSTREAM_VIEWS_KILL_ROUNDS`): each resting point is the old view or
+/// the new one, complete and verified by `gpgv`, and the next publish
+/// carries on from it.
+#[test]
+fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
+    let rounds: usize = std::env::var("SSTREAM_VIEWS_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let site = Site::new();
+    let tmp = TempDir::new().unwrap();
+    let (key, ring) = local_key(tmp.path());
+    let home = tmp.path().join("gpg-home");
+    fs::create_dir(&home).unwrap();
+    let view = site.view("production");
+    let publish_cmd = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .args([
+                "publish",
+                s(&view),
+                "--from",
+                s(site.dir()),
+                "--snapshot",
+                name,
+            ])
+            .args(["--sign-key", s(&key), "--delete-delay", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run sstream publish")
+    };
+    // How long a whole publish takes here, to kill within it.
+    let started = std::time::Instant::now();
+    assert!(publish_cmd("d1").wait().unwrap().success());
+    let whole = started.elapsed().as_micros() as u64;
+    let mut rng = faults_support::Rng(20);
+    let mut killed = 0;
+    for round in 0..rounds {
+        let name = if round % 2 == 0 { "d2" } else { "d1" };
+        let mut child = publish_cmd(name);
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(whole * 6 / 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        assert_at_rest(&view, &home, &ring, &[DAY1, DAY2], round);
+    }
+    assert!(killed > 0, "no publish was killed");
+    // The view carries on: a publish, a rollback, a clean audit.
+    publish_ok(
+        &view,
+        site.dir(),
+        "d2",
+        &["--sign-key", s(&key), "--delete-delay", "0"],
+    );
+    assert_at_rest(&view, &home, &ring, &[DAY2], rounds);
+    let o = sstream(&[
+        "rollback",
+        s(&view),
+        "--sign-key",
+        s(&key),
+        "--delete-delay",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_at_rest(&view, &home, &ring, &[DAY1, DAY2], rounds + 1);
+    let keyring = format!("--keyring={}", ring.display());
+    let o = sstream(&["verify", s(&view), "--strict", &keyring]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+}
