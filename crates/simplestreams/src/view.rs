@@ -14,7 +14,9 @@
 //!   with a warning, when the view is on another filesystem);
 //! - `.data/`: the view's own bookkeeping, in a mirror's names so that
 //!   `sstream verify VIEWDIR` audits a view as a mirror, and a server that
-//!   hides dot names never serves it: `sstream-view.json` (the
+//!   hides dot names never serves it: a state tree per content id and
+//!   `references.json` (what the live metadata lists, written as a switch
+//!   is finished), `sstream-view.json` (the
 //!   [`ViewState`]), `sstream-pending-deletes.json` (item files no longer
 //!   listed, each with the time it stopped being listed: the mirror's
 //!   pending deletions, in the same format), `sstream.lock` (one publish
@@ -87,7 +89,9 @@ use crate::holdings::{
     Listed, detached_path, index_document, products_document, render, signed_index, sjson_path,
     without_orphan_deltas,
 };
-use crate::layout::{DATA_DIR, LOCK, MIRROR_KEYRING, PENDING_DELETES, is_own_data_name, temp_name};
+use crate::layout::{
+    DATA_DIR, LOCK, MIRROR_KEYRING, PENDING_DELETES, REFERENCES, is_own_data_name, temp_name,
+};
 use crate::openpgp::{KeyError, SigningKey};
 use crate::path::RelPath;
 use crate::snapshot::{
@@ -495,6 +499,7 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
             state.signed = s.signed;
             state.items = s.items;
             state.bytes = s.bytes;
+            record_states(view)?;
             write_state(view, &state)?;
         } else if switching.kind == SwitchKind::First {
             let path = view.join(DATA_DIR).join(STATE_FILE);
@@ -948,10 +953,49 @@ fn rename_exchange(a: &Path, b: &Path) -> Result<()> {
     Err(Error::io(b, e))
 }
 
-/// The item files the live metadata of `view` lists.
-fn listed_files(view: &Path) -> Result<BTreeSet<String>> {
+/// Writes the view's `.data/<content_id>` state trees and
+/// `.data/references.json` from its live metadata (and removes the states
+/// of content ids it no longer lists), so that the view audits as a
+/// mirror (`sstream verify VIEWDIR`).
+fn record_states(view: &Path) -> Result<()> {
+    let data = view.join(DATA_DIR);
+    let mut references: crate::store::References = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for (content_id, products) in live_products(view)? {
+        for e in products.items() {
+            if let Some(path) = &e.item.path {
+                references
+                    .entry(path.to_string())
+                    .or_default()
+                    .push(e.reference(&content_id));
+            }
+        }
+        crate::path::check_file_name(&content_id).map_err(|e| Error::UnsafePath {
+            context: view.join(INDEX).display().to_string(),
+            path: content_id.clone(),
+            reason: e.to_string(),
+        })?;
+        write_durable(&data.join(&content_id), &products.state_json())?;
+        ids.insert(content_id);
+    }
+    for entry in fs::read_dir(&data).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry.file_type().is_ok_and(|t| t.is_file())
+            && crate::layout::is_state_name(&name)
+            && !ids.contains(&name);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let text = crate::json::python_compact(&references)
+        .map_err(|e| Error::metadata(data.join(REFERENCES).display().to_string(), e.to_string()))?;
+    write_durable(&data.join(REFERENCES), &text)
+}
+
+/// The products documents the live metadata of `view` lists, by content
+/// id.
+fn live_products(view: &Path) -> Result<Vec<(String, Products)>> {
     let index_path = view.join(INDEX);
-    let mut out = BTreeSet::new();
     let index = match fs::read(&index_path) {
         Ok(b) => serde_json::from_slice::<Map<String, Value>>(&b).map_err(|e| {
             Error::metadata(
@@ -959,20 +1003,30 @@ fn listed_files(view: &Path) -> Result<BTreeSet<String>> {
                 format!("malformed JSON: {e}"),
             )
         })?,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(index_path, e)),
     };
-    for entry in index
+    let mut out = Vec::new();
+    for (content_id, entry) in index
         .get("index")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
     {
-        let Some(path) = entry.1.get("path").and_then(Value::as_str) else {
+        let Some(path) = entry.get("path").and_then(Value::as_str) else {
             continue;
         };
         let doc_path = checked_rel(&index_path, path)?.under(view);
         let products = Products::from_map(&doc_path.display().to_string(), read_json(&doc_path)?)?;
+        out.push((content_id.clone(), products));
+    }
+    Ok(out)
+}
+
+/// The item files the live metadata of `view` lists.
+fn listed_files(view: &Path) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for (_, products) in live_products(view)? {
         out.extend(
             products
                 .items()
