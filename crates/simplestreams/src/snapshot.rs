@@ -251,7 +251,7 @@ fn build(
     let mut files: BTreeMap<String, ManifestFile> = BTreeMap::new();
     let mut counts = (0usize, 0usize, 0usize);
     for doc in &held {
-        for (_, product) in &doc.tree.products {
+        for product in doc.tree.products.values() {
             counts.0 += 1;
             counts.1 += product.versions.len();
         }
