@@ -6,7 +6,8 @@
 //! what each view shows, from the `[[view]]` tables ([`crate::config::View`]).
 //!
 //! After a job's run that **changed** its mirror (or when the mirror has no
-//! snapshot yet), sync takes a snapshot and then, for each view of that
+//! snapshot yet), sync takes a snapshot (dropped again when it holds the
+//! same items and metadata as the newest one before it) and then, for each view of that
 //! mirror: a view following `latest` is switched to the newest snapshot; a
 //! promoted or pinned view that was never published gets its first
 //! snapshot (the newest, or the one it names) and moves no more until
@@ -110,14 +111,22 @@ pub fn after_run(config: &Config, job: &Job, changed: bool, say: &dyn Fn(&str)) 
 }
 
 /// The newest snapshot of `mirror`: a new one when the run changed it or
-/// it has none.
+/// it has none (not kept when it holds the same as the newest before it).
 fn take_snapshot(mirror: &Path, changed: bool, say: &dyn Fn(&str)) -> Result<SnapshotInfo, String> {
     let cannot = |e: simplestreams::Error| format!("snapshot of {}: {e}", mirror.display());
     let existing = snapshot::list(mirror).map_err(cannot)?;
     match existing.last() {
         Some(newest) if !changed => Ok(newest.clone()),
-        _ => {
+        previous => {
             let made = snapshot::create(mirror, None).map_err(cannot)?;
+            if let Some(previous) = previous
+                && same_content(mirror, &previous.name, &made.name)
+            {
+                // A run that rewrote the metadata without changing what it
+                // says (a directory source is read whole every time).
+                snapshot::remove(mirror, &made.name).map_err(cannot)?;
+                return Ok(previous.clone());
+            }
             say(&format!(
                 "snapshot {}: {} product(s), {} version(s), {} item(s), {}",
                 made.name,
@@ -129,6 +138,43 @@ fn take_snapshot(mirror: &Path, changed: bool, say: &dyn Fn(&str)) -> Result<Sna
             Ok(made)
         }
     }
+}
+
+/// Whether the snapshots `a` and `b` of `mirror` hold the same: the same
+/// item files (path, size, checksums) and the same metadata, byte for
+/// byte. Anything that cannot be read counts as different.
+fn same_content(mirror: &Path, a: &str, b: &str) -> bool {
+    let files = |name: &str| snapshot::manifest(mirror, name).ok().map(|m| m.files);
+    let metadata = |name: &str| {
+        let streams = snapshot::snapshot_dir(mirror, name)
+            .join(snapshot::TREE)
+            .join("streams");
+        read_tree(&streams)
+    };
+    let (files_a, files_b) = (files(a), files(b));
+    files_a.is_some()
+        && files_a == files_b
+        && matches!((metadata(a), metadata(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Every regular file under `dir` (relative path, bytes); `None` when
+/// anything cannot be read.
+fn read_tree(dir: &Path) -> Option<std::collections::BTreeMap<PathBuf, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).ok()? {
+            let entry = entry.ok()?;
+            let kind = entry.file_type().ok()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                let rel = entry.path().strip_prefix(dir).ok()?.to_path_buf();
+                out.insert(rel, std::fs::read(entry.path()).ok()?);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Switches `v` to the snapshot it should show, when it shows another.

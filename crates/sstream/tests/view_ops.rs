@@ -598,3 +598,72 @@ fn bad_views_are_one_line_errors_naming_file_line_and_key() {
         err_text(&o)
     );
 }
+
+/// A view that cannot be refreshed fails its job's run (status record,
+/// exit status, `on_failure` hook) and stops neither the job's other views
+/// nor the other jobs; the next sync refreshes it once it can.
+#[test]
+fn a_failing_view_fails_its_job_but_not_the_others() {
+    let site = Site::new();
+    upstream(&site.path("src"), 0);
+    let other_src = site.path("other-src");
+    upstream(&other_src, 1);
+    let missing_key = site.path("no-such-key.asc");
+    let config = CONFIG.replace("view-key.asc", s(&missing_key)).replace(
+        "[[view]]\nname = \"staging\"",
+        &format!(
+            "on_failure = \"touch {failed}\"\n\n\
+             [[job]]\nname = \"other\"\nsource = \"other-src\"\ndir = \"other-mirror\"\n\
+             path = \"streams/v1/index.json\"\nno_verify = true\n\n\
+             [[view]]\nname = \"staging\"",
+            failed = site.path("stable-failed").display()
+        ),
+    );
+    fs::write(&site.config, config).unwrap();
+    let o = site.sstream(&["sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err_text(&o));
+    let err = err_text(&o);
+    let line = format!(
+        "sstream sync: stable: view production: {}",
+        missing_key.display()
+    );
+    assert!(err.lines().any(|l| l.starts_with(&line)), "{line}\n{err}");
+    assert!(out_text(&o).contains("stable: FAILED"), "{}", out_text(&o));
+    assert!(out_text(&o).contains("other: ok"), "{}", out_text(&o));
+    assert!(
+        site.path("stable-failed").exists(),
+        "the on_failure hook ran"
+    );
+    let record = simplestreams::status::read_blocking(
+        &simplestreams::store::DirStore::new(site.path("mirror")),
+        "stable",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(!record.is_ok());
+    assert!(
+        record
+            .errors
+            .iter()
+            .any(|e| e.starts_with("view production: ")),
+        "{:?}",
+        record.errors
+    );
+    // The job's other view was refreshed; the failed one shows nothing.
+    let a = site.shows("staging");
+    assert!(view::state(&site.path("www/production")).unwrap().is_none());
+    let o = site.sstream(&["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err_text(&o).contains("sstream status: view production: never published"),
+        "{}",
+        err_text(&o)
+    );
+
+    // With the key back, the next sync (the mirror unchanged) publishes it.
+    fs::write(&site.config, CONFIG).unwrap();
+    let o = site.sstream(&["sync", "stable"]);
+    assert_ok(&o, "sync with the key");
+    assert_eq!(site.shows("production"), a);
+    assert_eq!(site.snapshots(), [a]);
+}
