@@ -34,7 +34,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// With --dry-run: every job's plan in one JSON document
-    /// (`{"jobs": [{"name", "source", "dir", "plan" | "errors"}]}`).
+    /// (`{"jobs": [{"name", "source", "dir", "plan" | "errors", "views"?}]}`).
     #[arg(long, requires = "dry_run")]
     pub json: bool,
     /// Also write every job's metrics to DIR/sstream.prom (for
@@ -80,7 +80,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let config = load_config(&args.config)?;
     let jobs = config.select(&args.jobs).map_err(CliError::usage)?;
     if args.json {
-        return dry_run_json(&jobs);
+        return dry_run_json(&config, &jobs);
     }
     let mut all_ok = true;
     for job in jobs {
@@ -114,10 +114,11 @@ fn load_config(file: &Path) -> Result<Config, CliError> {
     Config::load(file).map_err(CliError::usage)
 }
 
-/// `sync --dry-run --json`: every job's plan (or its errors) in one JSON
-/// document on stdout (see [`crate::plan_view`]); exit 1 when a job
+/// `sync --dry-run --json`: every job's plan (or its errors), and what
+/// would be done for its mirror's views (`views`, when it has some), in
+/// one JSON document on stdout (see [`crate::plan_view`]); exit 1 when a job
 /// could not be planned.
-fn dry_run_json(jobs: &[&Job]) -> Result<ExitCode, CliError> {
+fn dry_run_json(config: &Config, jobs: &[&Job]) -> Result<ExitCode, CliError> {
     let mut all_ok = true;
     let mut entries = Vec::new();
     for job in jobs {
@@ -139,6 +140,9 @@ fn dry_run_json(jobs: &[&Job]) -> Result<ExitCode, CliError> {
         };
         if let Some(map) = entry.as_object_mut() {
             map.insert(key.into(), value);
+            if let Some(views) = crate::view_ops::dry_run(config, job) {
+                map.insert("views".into(), serde_json::json!(views));
+            }
         }
         entries.push(entry);
     }
@@ -165,7 +169,7 @@ fn sync_job(config: &Config, job: &Job, args: &SyncArgs) -> bool {
         );
         return match run_job(job, true, args.progress) {
             Ok(_) => {
-                for line in crate::view_ops::dry_run_lines(config, job, None) {
+                for line in crate::view_ops::dry_run_lines(config, job) {
                     println!("{line}");
                 }
                 true

@@ -15,7 +15,7 @@
 //! are pruned to the largest `keep_snapshots` of its views, never one a
 //! view shows or can roll back to, nor one a view pins.
 
-use crate::config::{Config, Follows, Job, View};
+use crate::config::{Config, Follows, Job, LATEST, View};
 use crate::error::CliError;
 use crate::sign::PassphraseArgs;
 use clap::Args;
@@ -234,49 +234,111 @@ fn protected_snapshots(config: &Config, mirror: &Path) -> Vec<String> {
     names
 }
 
-/// The lines `sync --dry-run` prints about the views of `job`'s mirror
-/// (`changes`: whether the run would change the mirror, when known).
-pub fn dry_run_lines(config: &Config, job: &Job, changes: Option<bool>) -> Vec<String> {
+/// What `sync --dry-run` says about the views of a job's mirror.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewsDryRun {
+    /// Whether a snapshot would be taken: `"yes"` (the mirror has none),
+    /// `"if the run changes the mirror"`.
+    pub snapshot: String,
+    /// The newest snapshot now.
+    pub newest: Option<String>,
+    /// Each view of the mirror.
+    pub views: Vec<ViewDryRun>,
+    /// How many snapshots pruning keeps (besides those the views show or
+    /// can roll back to).
+    pub keep_snapshots: usize,
+}
+
+/// What `sync --dry-run` says about one view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewDryRun {
+    /// The view's name.
+    pub name: String,
+    /// `latest`, `promoted` or the pinned snapshot.
+    pub follows: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The snapshot it shows now.
+    pub shows: Option<String>,
+    /// The snapshot sync would publish (`"the new snapshot"`: the one the
+    /// run would take); `None`: it stays.
+    pub would_publish: Option<String>,
+}
+
+/// The snapshot a run would take, in the dry run's words.
+const NEW_SNAPSHOT: &str = "the new snapshot";
+
+/// What sync would do for the views of `job`'s mirror (`None` when it has
+/// none): read only.
+pub fn dry_run(config: &Config, job: &Job) -> Option<ViewsDryRun> {
     let views = views_of(config, job);
     if views.is_empty() {
-        return Vec::new();
+        return None;
     }
     let snapshots = snapshot::list(&job.dir).unwrap_or_default();
-    let newest = snapshots.last().map(|s| s.name.as_str());
-    let snap = match (changes, newest) {
-        (Some(false), Some(n)) => {
-            format!("# snapshots: the mirror does not change: none taken; the newest is {n}")
-        }
-        (Some(false), None) | (_, None) => {
-            "# snapshots: would snapshot the mirror (it has none yet)".to_owned()
-        }
-        (_, Some(_)) => "# snapshots: would snapshot the mirror if the run changes it".to_owned(),
+    let newest = snapshots.last().map(|s| s.name.clone());
+    let views = views
+        .iter()
+        .map(|v| {
+            let shows = view::state(&v.dir).ok().flatten().map(|s| s.snapshot);
+            let would_publish = target(v, NEW_SNAPSHOT, shows.as_deref()).map(str::to_owned);
+            ViewDryRun {
+                name: v.name.clone(),
+                follows: v.follows.as_str().to_owned(),
+                dir: v.dir.clone(),
+                shows,
+                would_publish,
+            }
+        })
+        .collect::<Vec<_>>();
+    let keep_snapshots = views_of(config, job)
+        .iter()
+        .map(|v| v.keep_snapshots)
+        .max()
+        .unwrap_or(1);
+    Some(ViewsDryRun {
+        snapshot: if newest.is_none() {
+            "yes".to_owned()
+        } else {
+            "if the run changes the mirror".to_owned()
+        },
+        newest,
+        views,
+        keep_snapshots,
+    })
+}
+
+/// The lines `sync --dry-run` prints about the views of `job`'s mirror.
+pub fn dry_run_lines(config: &Config, job: &Job) -> Vec<String> {
+    let Some(plan) = dry_run(config, job) else {
+        return Vec::new();
     };
-    let mut lines = vec![snap];
-    let next = match (changes, newest) {
-        (Some(false), Some(n)) => n.to_owned(),
-        _ => "the new snapshot".to_owned(),
-    };
-    for v in &views {
-        let shown = view::state(&v.dir).ok().flatten();
-        let now = shown
-            .as_ref()
-            .map_or_else(|| "nothing yet".to_owned(), |s| s.snapshot.clone());
-        let what = match target(v, &next, shown.as_ref().map(|s| s.snapshot.as_str())) {
-            Some(t) => format!("would publish {t}"),
-            None if v.follows == Follows::Latest => "stays".to_owned(),
-            None => "stays (moves on `sstream promote`)".to_owned(),
+    let mut lines = vec![match &plan.newest {
+        None => "# snapshots: would snapshot the mirror (it has none yet)".to_owned(),
+        Some(n) => {
+            format!("# snapshots: would snapshot the mirror if the run changes it (newest: {n})")
+        }
+    }];
+    for v in &plan.views {
+        let now = v.shows.as_deref().unwrap_or("nothing yet");
+        let what = match (&v.would_publish, v.follows.as_str()) {
+            (Some(t), _) if t == NEW_SNAPSHOT && v.shows.is_some() => {
+                format!("would publish {t}, if one is taken")
+            }
+            (Some(t), _) => format!("would publish {t}"),
+            (None, LATEST) => "stays".to_owned(),
+            (None, _) => "stays (moves on `sstream promote`)".to_owned(),
         };
         lines.push(format!(
             "# view {} ({}, {}): shows {now}; {what}",
             v.name,
-            v.follows.as_str(),
+            v.follows,
             v.dir.display()
         ));
     }
-    let keep = views.iter().map(|v| v.keep_snapshots).max().unwrap_or(1);
     lines.push(format!(
-        "# snapshots: would keep the newest {keep} and those the views show or can roll back to"
+        "# snapshots: would keep the newest {} and those the views show or can roll back to",
+        plan.keep_snapshots
     ));
     lines
 }

@@ -536,8 +536,39 @@ fn sync_dry_run_tells_what_it_would_do_for_the_views() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
     }
+    let o = site.sstream(&["sync", "--dry-run", "--json"]);
+    assert_ok(&o, "sync --dry-run --json");
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let views = &doc["jobs"][0]["views"];
+    assert_eq!(views["snapshot"], "yes", "{doc}");
+    assert_eq!(views["views"][0]["name"], "staging", "{doc}");
+    assert_eq!(views["views"][0]["would_publish"], "the new snapshot");
+    assert_eq!(views["views"][1]["name"], "production");
+    assert_eq!(views["views"][1]["follows"], "promoted");
+    assert_eq!(views["keep_snapshots"], 2);
     assert!(!site.path("www/staging/streams").exists());
     assert!(!site.path("mirror/.data/snapshots").exists());
+
+    // Once synced: staging would follow a new snapshot, production stays.
+    assert_ok(&site.sstream(&["sync"]), "sync");
+    let a = site.shows("staging");
+    let o = site.sstream(&["sync", "--dry-run"]);
+    assert_ok(&o, "sync --dry-run");
+    let text = out_text(&o);
+    for line in [
+        format!("# snapshots: would snapshot the mirror if the run changes it (newest: {a})"),
+        format!(
+            "# view staging (latest, {}): shows {a}; would publish the new snapshot, if one is taken",
+            site.path("www/staging").display()
+        ),
+        format!(
+            "# view production (promoted, {}): shows {a}; stays (moves on `sstream promote`)",
+            site.path("www/production").display()
+        ),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+    assert_eq!(site.snapshots(), [a]);
 }
 
 /// Each bad view is refused by `sstream sync` and `sstream promote` with
