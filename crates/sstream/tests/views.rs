@@ -931,3 +931,49 @@ fn a_view_on_a_full_disk_stays_as_it_was() {
     assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
     assert_complete(&view);
 }
+
+/// Pruning keeps the newest snapshots and every one a view shows or can
+/// roll back to; a view that is gone protects nothing; `sstream serve`
+/// never serves the snapshots.
+#[test]
+fn prune_keeps_what_views_show_and_serve_hides_snapshots() {
+    use simplestreams::snapshot;
+    let site = Site::new();
+    snapshot(site.dir(), "d3");
+    let names = |dir: &Path| -> Vec<String> {
+        snapshot::list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    let production = site.view("production");
+    publish_ok(&production, site.dir(), "d1", &[]);
+    assert_eq!(snapshot::prune(site.dir(), 1, &[]).unwrap(), ["d2"]);
+    assert_eq!(names(site.dir()), ["d1", "d3"]);
+    publish_ok(&production, site.dir(), "d3", &[]);
+    assert_eq!(snapshot::protected(site.dir()).unwrap(), ["d1", "d3"]);
+    assert!(snapshot::prune(site.dir(), 0, &[]).unwrap().is_empty());
+    let o = sstream(&["snapshot", "remove", s(site.dir()), "d1"]);
+    assert_one_line_failure(&o, 1, &["\"d1\"", "rollback"]);
+
+    let served = support::Server::start(site.dir());
+    for hidden in [
+        ".data/snapshots/d1/snapshot.json",
+        ".data/snapshots/d1/tree/streams/v1/index.json",
+    ] {
+        assert_ne!(http_get(&served.url, hidden).0, 200, "{hidden}");
+    }
+
+    // A view deleted by hand protects nothing any more.
+    fs::remove_dir_all(&production).unwrap();
+    assert!(snapshot::protected(site.dir()).unwrap().is_empty());
+    assert_eq!(
+        snapshot::prune(site.dir(), 1, &["d1".into()]).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(snapshot::prune(site.dir(), 0, &[]).unwrap(), ["d1", "d3"]);
+    assert!(names(site.dir()).is_empty());
+    let o = sstream(&["snapshot", "list", s(site.dir())]);
+    assert!(o.status.success(), "{}", err_text(&o));
+}
