@@ -212,6 +212,32 @@ pub enum SwitchKind {
 }
 
 impl ViewState {
+    /// The state once `switching` is shown: the history updated as its
+    /// kind says, the generation it shows the current one.
+    fn switched(mut self, switching: Switching) -> ViewState {
+        let old = self.current();
+        match switching.kind {
+            SwitchKind::First => self.history.clear(),
+            SwitchKind::Publish => {
+                self.history.push(old);
+                let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
+                self.history.drain(..excess);
+            }
+            SwitchKind::Rollback => {
+                self.history.pop();
+            }
+        }
+        let s = switching.shown;
+        self.snapshot = s.snapshot;
+        self.published = s.published;
+        self.filters = s.filters;
+        self.signed = s.signed;
+        self.items = s.items;
+        self.bytes = s.bytes;
+        self.switching = None;
+        self
+    }
+
     /// The generation shown now.
     pub fn current(&self) -> Shown {
         Shown {
@@ -384,7 +410,9 @@ fn switch(
     generation.check_items(&tree, opts.verify_existing)?;
     let _ = manifest;
     let key = opts.sign_key.as_deref();
-    let index_sha256 = stage(view, &generation, key)?;
+    let index_sha256 = stage(view, &generation, key).inspect_err(|_| {
+        let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+    })?;
     let shown = Shown {
         snapshot: target.snapshot.to_owned(),
         published: Timestamp::now(),
@@ -429,14 +457,31 @@ fn switch(
         return Err(e);
     }
     exchange(view)?;
-    let Some(done) = recover(view)? else {
-        return Err(view_error(
+    // The switch is done: what is left is bookkeeping, which the next
+    // call finishes if it fails now (a full disk).
+    let finished = recover(view).and_then(|done| {
+        collect_due(view, opts.delete_delay)?;
+        Ok(done)
+    });
+    match finished {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(view_error(
             view,
             "the view's state vanished during the switch",
-        ));
-    };
-    collect_due(view, opts.delete_delay)?;
-    Ok(done)
+        )),
+        Err(e) => {
+            log::warn!(
+                "{}: now shows snapshot {:?}, but its bookkeeping is unfinished ({e}); the next publish or rollback finishes it",
+                view.display(),
+                target.snapshot
+            );
+            let switching = recorded.switching.take();
+            Ok(match switching {
+                Some(s) => recorded.switched(s),
+                None => recorded,
+            })
+        }
+    }
 }
 
 /// A new view's state before its first switch.
@@ -459,13 +504,14 @@ fn first_state(mirror: &Path, shown: &Shown) -> ViewState {
 /// Puts back the state and pending removals of before a failed switch,
 /// and drops the staged metadata.
 fn restore(view: &Path, state: Option<&ViewState>, pending: &PendingDeletes) {
+    // The staged metadata first: it frees the room the rest may need.
+    let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
     let state_path = view.join(DATA_DIR).join(STATE_FILE);
     let _ = match state {
         Some(s) => write_state(view, s),
         None => fs::remove_file(&state_path).map_err(|e| Error::io(&state_path, e)),
     };
     let _ = save_pending(view, pending);
-    let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
 }
 
 /// Finishes, or forgets, a switch that a kill interrupted, and gives the
@@ -480,25 +526,7 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
     if let Some(switching) = state.switching.take() {
         let live = fs::read(view.join(INDEX)).ok().map(|b| sha256_hex(&b));
         if live.as_deref() == Some(switching.index_sha256.as_str()) {
-            let old = state.current();
-            match switching.kind {
-                SwitchKind::First => state.history.clear(),
-                SwitchKind::Publish => {
-                    state.history.push(old);
-                    let excess = state.history.len().saturating_sub(HISTORY_LIMIT);
-                    state.history.drain(..excess);
-                }
-                SwitchKind::Rollback => {
-                    state.history.pop();
-                }
-            }
-            let s = switching.shown;
-            state.snapshot = s.snapshot;
-            state.published = s.published;
-            state.filters = s.filters;
-            state.signed = s.signed;
-            state.items = s.items;
-            state.bytes = s.bytes;
+            state = state.switched(switching);
             record_states(view)?;
             write_state(view, &state)?;
         } else if switching.kind == SwitchKind::First {
@@ -793,8 +821,10 @@ fn link_items(
             }
             Ok(_) => place(&from, &to, &mut warned)?,
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                // Recorded first: a failure leaves the directories made
+                // for it, which the clean-up removes with it.
+                added.push(to.clone());
                 place(&from, &to, &mut warned)?;
-                added.push(to);
             }
             Err(e) => return Err(Error::io(&to, e)),
         }

@@ -369,6 +369,20 @@ fn view_bytes(view: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Asserts two file maps are the same, naming the files that differ.
+fn assert_same_files(
+    now: &BTreeMap<String, Vec<u8>>,
+    before: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
+    let keys: BTreeSet<&String> = now.keys().chain(before.keys()).collect();
+    let differ: Vec<&&String> = keys
+        .iter()
+        .filter(|k| now.get(**k) != before.get(**k))
+        .collect();
+    assert!(differ.is_empty(), "{what}: files differ: {differ:?}");
+}
+
 /// Every bad input gives one line and a non-zero exit, and leaves the view
 /// as it was.
 #[test]
@@ -377,7 +391,7 @@ fn bad_input_is_one_line_and_leaves_the_view_as_it_was() {
     let view = site.view("production");
     publish_ok(&view, site.dir(), "d2", &[]);
     let before = view_bytes(&view);
-    let unchanged = |what: &str| assert_eq!(view_bytes(&view), before, "{what}");
+    let unchanged = |what: &str| assert_same_files(&view_bytes(&view), &before, what);
 
     let o = publish(&view, site.dir(), "nope", &[]);
     assert_one_line_failure(&o, 1, &["no snapshot \"nope\"", "d1, d2"]);
@@ -693,7 +707,7 @@ fn a_pinned_view_keeps_serving_its_snapshot_while_upstream_moves_on() {
         publish_ok(&staging, site.dir(), &name, &["--delete-delay", "0"]);
         assert_eq!(versions(&staging), BTreeSet::from([day.to_string()]));
         assert_complete(&staging);
-        assert_eq!(visible(&pinned), shown, "day {day}");
+        assert_same_files(&visible(&pinned), &shown, day);
         assert!(shown.len() > 10, "{:?}", shown.keys());
         for (path, bytes) in &shown {
             let (status, body) = http_get(&served.url, path);
@@ -816,4 +830,150 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
         out_text(&o),
         err_text(&o)
     );
+}
+
+/// A tmpfs of `size` bytes mounted at `dir` (made), unmounted on drop;
+/// `None` (after saying why) when this test cannot mount one (as in
+/// tests/disk.rs).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: usize) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(o) => {
+                eprintln!("skipped: mount -t tmpfs failed: {}", err_text(&o).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// A view on another filesystem than the mirror gets copies (with a
+/// warning); when that filesystem is full, a publish fails with one line
+/// and the view stays as it was; with room again, it goes through.
+#[test]
+fn a_view_on_a_full_disk_stays_as_it_was() {
+    let site = Site::new();
+    let Some(disk) = Tmpfs::mount(&site.views.path().join("disk"), 1 << 20) else {
+        return;
+    };
+    let view = disk.dir.join("view");
+    let o = publish(&view, site.dir(), "d1", &[]);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert!(
+        err_text(&o).contains("copied, not linked"),
+        "{}",
+        err_text(&o)
+    );
+    assert_complete(&view);
+    let before = view_bytes(&view);
+    let filler = disk.dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0xffu8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let o = publish(&view, site.dir(), "d2", &[]);
+    assert_one_line_failure(&o, 1, &["No space left on device"]);
+    assert_same_files(&view_bytes(&view), &before, "the view as it was");
+    // Then more and more room, 4 KiB at a time: each publish that fails
+    // (writing metadata, the state, copying items) leaves the view as it
+    // was, until one has room enough.
+    let full = fs::metadata(&filler).unwrap().len();
+    let mut item_failures = 0;
+    for step in 1..=64u64 {
+        let filled = fs::OpenOptions::new().write(true).open(&filler).unwrap();
+        filled.set_len(full.saturating_sub(step * 4096)).unwrap();
+        drop(filled);
+        let o = publish(&view, site.dir(), "d2", &[]);
+        if o.status.success() {
+            break;
+        }
+        let err = err_text(&o);
+        let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("warn:")).collect();
+        assert_eq!(errors.len(), 1, "step {step}: {err}");
+        assert!(
+            errors[0].contains("No space left on device"),
+            "step {step}: {err}"
+        );
+        item_failures +=
+            usize::from(errors[0].contains("/xenial/") || errors[0].contains("/bootloaders/"));
+        assert_same_files(&view_bytes(&view), &before, &format!("step {step}"));
+    }
+    assert!(item_failures > 0, "no failure while copying items");
+    fs::remove_file(&filler).unwrap();
+    assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
+    assert_complete(&view);
+}
+
+/// Pruning keeps the newest snapshots and every one a view shows or can
+/// roll back to; a view that is gone protects nothing; `sstream serve`
+/// never serves the snapshots.
+#[test]
+fn prune_keeps_what_views_show_and_serve_hides_snapshots() {
+    use simplestreams::snapshot;
+    let site = Site::new();
+    snapshot(site.dir(), "d3");
+    let names = |dir: &Path| -> Vec<String> {
+        snapshot::list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    let production = site.view("production");
+    publish_ok(&production, site.dir(), "d1", &[]);
+    assert_eq!(snapshot::prune(site.dir(), 1, &[]).unwrap(), ["d2"]);
+    assert_eq!(names(site.dir()), ["d1", "d3"]);
+    publish_ok(&production, site.dir(), "d3", &[]);
+    assert_eq!(snapshot::protected(site.dir()).unwrap(), ["d1", "d3"]);
+    assert!(snapshot::prune(site.dir(), 0, &[]).unwrap().is_empty());
+    let o = sstream(&["snapshot", "remove", s(site.dir()), "d1"]);
+    assert_one_line_failure(&o, 1, &["\"d1\"", "rollback"]);
+
+    let served = support::Server::start(site.dir());
+    for hidden in [
+        ".data/snapshots/d1/snapshot.json",
+        ".data/snapshots/d1/tree/streams/v1/index.json",
+    ] {
+        assert_ne!(http_get(&served.url, hidden).0, 200, "{hidden}");
+    }
+
+    // A view deleted by hand protects nothing any more.
+    fs::remove_dir_all(&production).unwrap();
+    assert!(snapshot::protected(site.dir()).unwrap().is_empty());
+    assert_eq!(
+        snapshot::prune(site.dir(), 1, &["d1".into()]).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(snapshot::prune(site.dir(), 0, &[]).unwrap(), ["d1", "d3"]);
+    assert!(names(site.dir()).is_empty());
+    let o = sstream(&["snapshot", "list", s(site.dir())]);
+    assert!(o.status.success(), "{}", err_text(&o));
 }
