@@ -7,11 +7,11 @@
 //!
 //! After a job's run that **changed** its mirror (or when the mirror has no
 //! snapshot yet), sync takes a snapshot (dropped again when it holds the
-//! same items and metadata as the newest one before it) and then, for each view of that
-//! mirror: a view following `latest` is switched to the newest snapshot; a
-//! promoted or pinned view that was never published gets its first
-//! snapshot (the newest, or the one it names) and moves no more until
-//! `sstream promote` or `sstream rollback`. Then the mirror's snapshots
+//! same items and metadata as the newest one before it) and then, for each
+//! view of that mirror: a view following `latest` is switched to the
+//! newest snapshot; a promoted or pinned view that was never published
+//! gets its first snapshot (the newest, or the one it names) and moves no
+//! more until `sstream promote` or `sstream rollback`. Then the mirror's snapshots
 //! are pruned to the largest `keep_snapshots` of its views, never one a
 //! view shows or can roll back to, nor one a view pins.
 
@@ -113,7 +113,8 @@ pub fn after_run(config: &Config, job: &Job, changed: bool, say: &dyn Fn(&str)) 
 /// The newest snapshot of `mirror`: a new one when the run changed it or
 /// it has none (not kept when it holds the same as the newest before it).
 fn take_snapshot(mirror: &Path, changed: bool, say: &dyn Fn(&str)) -> Result<SnapshotInfo, String> {
-    let cannot = |e: simplestreams::Error| format!("snapshot of {}: {e}", mirror.display());
+    // The library's errors name the mirror.
+    let cannot = |e: simplestreams::Error| format!("snapshot: {e}");
     let existing = snapshot::list(mirror).map_err(cannot)?;
     match existing.last() {
         Some(newest) if !changed => Ok(newest.clone()),
@@ -205,8 +206,8 @@ fn prune(
 ) -> Result<(), String> {
     let keep = views.iter().map(|v| v.keep_snapshots).max().unwrap_or(1);
     let protected = protected_snapshots(config, mirror);
-    let removed = snapshot::prune(mirror, keep, &protected)
-        .map_err(|e| format!("pruning the snapshots of {}: {e}", mirror.display()))?;
+    let removed =
+        snapshot::prune(mirror, keep, &protected).map_err(|e| format!("pruning snapshots: {e}"))?;
     if !removed.is_empty() {
         say(&format!(
             "removed {} old snapshot(s): {}",
