@@ -54,6 +54,13 @@
 //! `streams/` and `.data/` that the view does not list is removed then
 //! too: the view's directory is the view's alone.
 //!
+//! A client reads the index and then each products file in separate
+//! requests, so it may pair the old index with a new products file: each
+//! file is whole, and every item either lists is there (old items stay for
+//! the delete delay). A content id that the new generation no longer has
+//! (other filters) loses its products file at the switch, as when
+//! upstream drops one.
+//!
 //! # Re-spun items
 //!
 //! A path can hold one file. When the snapshot shown next has, at a path
@@ -530,9 +537,7 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
             record_states(view)?;
             write_state(view, &state)?;
         } else if switching.kind == SwitchKind::First {
-            let path = view.join(DATA_DIR).join(STATE_FILE);
-            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+            forget_first(view)?;
             return Ok(None);
         } else {
             write_state(view, &state)?;
@@ -544,6 +549,22 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
         sync_dir(&view.join(DATA_DIR));
     }
     Ok(Some(state))
+}
+
+/// Undoes a first publish killed before its switch: the item files it
+/// linked in (the directory was new or empty), its pending removals and
+/// its state go, and the directory is fresh again.
+fn forget_first(view: &Path) -> Result<()> {
+    let mut found = Vec::new();
+    walk_items(view, view, &mut found);
+    for file in found {
+        fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+        remove_empty_parents(view, &file);
+    }
+    let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+    save_pending(view, &PendingDeletes::new())?;
+    let path = view.join(DATA_DIR).join(STATE_FILE);
+    fs::remove_file(&path).map_err(|e| Error::io(&path, e))
 }
 
 /// The metadata and items a generation shows: a snapshot's held
