@@ -295,24 +295,42 @@ pub fn publish(
     if before.is_none() && !is_fresh(view)? {
         return Err(not_a_view(view));
     }
+    let created = !view.exists();
     make_dir_all(&view.join(DATA_DIR))?;
+    let published = publish_locked(view, &view_abs, &mirror, snapshot, opts);
+    if published.is_err() && created {
+        // Nothing was shown (a failure after the switch is a warning): the
+        // directory made for the view goes again.
+        let _ = fs::remove_dir_all(view);
+    }
+    published
+}
+
+/// [`publish`] once the paths are checked: under the view's lock.
+fn publish_locked(
+    view: &Path,
+    view_abs: &Path,
+    mirror: &Path,
+    snapshot: &str,
+    opts: &ViewOptions,
+) -> Result<ViewState> {
     let _lock = ViewLock::take(view)?;
     let current = recover(view)?;
     if current.is_none() && !is_fresh(view)? {
         return Err(not_a_view(view));
     }
     if let Some(current) = &current {
-        check_same_mirror(view, current, &mirror)?;
+        check_same_mirror(view, current, mirror)?;
     }
-    let _snapshots = SnapshotsLock::shared(&mirror)?;
-    register_view(&mirror, &view_abs)?;
+    let _snapshots = SnapshotsLock::shared(mirror)?;
+    register_view(mirror, view_abs)?;
     let kind = if current.is_some() {
         SwitchKind::Publish
     } else {
         SwitchKind::First
     };
     let target = Target {
-        mirror: &mirror,
+        mirror,
         snapshot,
         filters: &opts.filters,
         kind,
@@ -411,11 +429,12 @@ fn switch(
     target: &Target<'_>,
     opts: &ViewOptions,
 ) -> Result<ViewState> {
-    let manifest = crate::snapshot::manifest(target.mirror, target.snapshot)?;
+    // The manifest names a whole snapshot (an unknown one: an error
+    // naming those there are).
+    crate::snapshot::manifest(target.mirror, target.snapshot)?;
     let tree = snapshot_dir(target.mirror, target.snapshot).join(TREE);
     let generation = Generation::read(&tree, target.snapshot, target.filters)?;
     generation.check_items(&tree, opts.verify_existing)?;
-    let _ = manifest;
     let key = opts.sign_key.as_deref();
     let index_sha256 = stage(view, &generation, key).inspect_err(|_| {
         let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));

@@ -396,6 +396,17 @@ fn bad_input_is_one_line_and_leaves_the_view_as_it_was() {
     let o = publish(&view, site.dir(), "nope", &[]);
     assert_one_line_failure(&o, 1, &["no snapshot \"nope\"", "d1, d2"]);
     unchanged("unknown snapshot");
+    let new = site.view("new");
+    let o = publish(&new, site.dir(), "nope", &[]);
+    assert_one_line_failure(&o, 1, &["no snapshot \"nope\""]);
+    assert!(!new.exists(), "a failed first publish leaves no directory");
+
+    // A mirror run holds the mirror's lock: no snapshot meanwhile.
+    let run = fs::File::open(site.dir().join(".data/sstream.lock")).unwrap();
+    run.lock().unwrap();
+    let o = sstream(&["snapshot", "create", s(site.dir())]);
+    assert_one_line_failure(&o, 1, &["sstream.lock", "a mirror run holds the lock"]);
+    drop(run);
 
     let o = publish(&view, site.dir(), "../d1", &[]);
     assert_one_line_failure(&o, 1, &["snapshot name"]);
