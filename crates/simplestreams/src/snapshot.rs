@@ -173,7 +173,13 @@ pub fn create(mirror: &Path, name: Option<&str>) -> Result<SnapshotInfo> {
     if let Some(name) = name {
         check_name(name).map_err(|reason| snapshot_error(mirror, reason))?;
     }
-    let _run = store.lock_blocking(false)?;
+    let _run = store.lock_blocking(false).map_err(|e| match e {
+        Error::Locked { path, .. } => Error::Locked {
+            path,
+            reason: "a mirror run holds the lock: snapshot the mirror once it is done".into(),
+        },
+        e => e,
+    })?;
     let dir = snapshots_dir(mirror);
     make_dir_all(&dir)?;
     remove_temporaries(&dir);

@@ -54,6 +54,13 @@
 //! `streams/` and `.data/` that the view does not list is removed then
 //! too: the view's directory is the view's alone.
 //!
+//! A client reads the index and then each products file in separate
+//! requests, so it may pair the old index with a new products file: each
+//! file is whole, and every item either lists is there (old items stay for
+//! the delete delay). A content id that the new generation no longer has
+//! (other filters) loses its products file at the switch, as when
+//! upstream drops one.
+//!
 //! # Re-spun items
 //!
 //! A path can hold one file. When the snapshot shown next has, at a path
@@ -288,24 +295,42 @@ pub fn publish(
     if before.is_none() && !is_fresh(view)? {
         return Err(not_a_view(view));
     }
+    let created = !view.exists();
     make_dir_all(&view.join(DATA_DIR))?;
+    let published = publish_locked(view, &view_abs, &mirror, snapshot, opts);
+    if published.is_err() && created {
+        // Nothing was shown (a failure after the switch is a warning): the
+        // directory made for the view goes again.
+        let _ = fs::remove_dir_all(view);
+    }
+    published
+}
+
+/// [`publish`] once the paths are checked: under the view's lock.
+fn publish_locked(
+    view: &Path,
+    view_abs: &Path,
+    mirror: &Path,
+    snapshot: &str,
+    opts: &ViewOptions,
+) -> Result<ViewState> {
     let _lock = ViewLock::take(view)?;
     let current = recover(view)?;
     if current.is_none() && !is_fresh(view)? {
         return Err(not_a_view(view));
     }
     if let Some(current) = &current {
-        check_same_mirror(view, current, &mirror)?;
+        check_same_mirror(view, current, mirror)?;
     }
-    let _snapshots = SnapshotsLock::shared(&mirror)?;
-    register_view(&mirror, &view_abs)?;
+    let _snapshots = SnapshotsLock::shared(mirror)?;
+    register_view(mirror, view_abs)?;
     let kind = if current.is_some() {
         SwitchKind::Publish
     } else {
         SwitchKind::First
     };
     let target = Target {
-        mirror: &mirror,
+        mirror,
         snapshot,
         filters: &opts.filters,
         kind,
@@ -404,11 +429,12 @@ fn switch(
     target: &Target<'_>,
     opts: &ViewOptions,
 ) -> Result<ViewState> {
-    let manifest = crate::snapshot::manifest(target.mirror, target.snapshot)?;
+    // The manifest names a whole snapshot (an unknown one: an error
+    // naming those there are).
+    crate::snapshot::manifest(target.mirror, target.snapshot)?;
     let tree = snapshot_dir(target.mirror, target.snapshot).join(TREE);
     let generation = Generation::read(&tree, target.snapshot, target.filters)?;
     generation.check_items(&tree, opts.verify_existing)?;
-    let _ = manifest;
     let key = opts.sign_key.as_deref();
     let index_sha256 = stage(view, &generation, key).inspect_err(|_| {
         let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
@@ -530,9 +556,7 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
             record_states(view)?;
             write_state(view, &state)?;
         } else if switching.kind == SwitchKind::First {
-            let path = view.join(DATA_DIR).join(STATE_FILE);
-            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+            forget_first(view)?;
             return Ok(None);
         } else {
             write_state(view, &state)?;
@@ -544,6 +568,22 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
         sync_dir(&view.join(DATA_DIR));
     }
     Ok(Some(state))
+}
+
+/// Undoes a first publish killed before its switch: the item files it
+/// linked in (the directory was new or empty), its pending removals and
+/// its state go, and the directory is fresh again.
+fn forget_first(view: &Path) -> Result<()> {
+    let mut found = Vec::new();
+    walk_items(view, view, &mut found);
+    for file in found {
+        fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+        remove_empty_parents(view, &file);
+    }
+    let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+    save_pending(view, &PendingDeletes::new())?;
+    let path = view.join(DATA_DIR).join(STATE_FILE);
+    fs::remove_file(&path).map_err(|e| Error::io(&path, e))
 }
 
 /// The metadata and items a generation shows: a snapshot's held

@@ -396,6 +396,17 @@ fn bad_input_is_one_line_and_leaves_the_view_as_it_was() {
     let o = publish(&view, site.dir(), "nope", &[]);
     assert_one_line_failure(&o, 1, &["no snapshot \"nope\"", "d1, d2"]);
     unchanged("unknown snapshot");
+    let new = site.view("new");
+    let o = publish(&new, site.dir(), "nope", &[]);
+    assert_one_line_failure(&o, 1, &["no snapshot \"nope\""]);
+    assert!(!new.exists(), "a failed first publish leaves no directory");
+
+    // A mirror run holds the mirror's lock: no snapshot meanwhile.
+    let run = fs::File::open(site.dir().join(".data/sstream.lock")).unwrap();
+    run.lock().unwrap();
+    let o = sstream(&["snapshot", "create", s(site.dir())]);
+    assert_one_line_failure(&o, 1, &["sstream.lock", "a mirror run holds the lock"]);
+    drop(run);
 
     let o = publish(&view, site.dir(), "../d1", &[]);
     assert_one_line_failure(&o, 1, &["snapshot name"]);
@@ -770,11 +781,11 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     let home = tmp.path().join("gpg-home");
     fs::create_dir(&home).unwrap();
     let view = site.view("production");
-    let publish_cmd = |name: &str| {
+    let publish_cmd = |view: &Path, name: &str| {
         Command::new(env!("CARGO_BIN_EXE_sstream"))
             .args([
                 "publish",
-                s(&view),
+                s(view),
                 "--from",
                 s(site.dir()),
                 "--snapshot",
@@ -786,15 +797,17 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
             .spawn()
             .expect("run sstream publish")
     };
-    // How long a whole publish takes here, to kill within it.
+    // How long a whole publish takes here, to kill within it (the first
+    // rounds kill first publishes too).
     let started = std::time::Instant::now();
-    assert!(publish_cmd("d1").wait().unwrap().success());
+    let timing = publish_cmd(&site.view("timing"), "d1").wait().unwrap();
+    assert!(timing.success());
     let whole = started.elapsed().as_micros() as u64;
     let mut rng = faults_support::Rng(20);
     let mut killed = 0;
     for round in 0..rounds {
         let name = if round % 2 == 0 { "d2" } else { "d1" };
-        let mut child = publish_cmd(name);
+        let mut child = publish_cmd(&view, name);
         std::thread::sleep(std::time::Duration::from_micros(rng.below(whole * 6 / 5)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -976,4 +989,35 @@ fn prune_keeps_what_views_show_and_serve_hides_snapshots() {
     assert!(names(site.dir()).is_empty());
     let o = sstream(&["snapshot", "list", s(site.dir())]);
     assert!(o.status.success(), "{}", err_text(&o));
+}
+
+/// A first publish killed after it linked items in but before its switch
+/// (its state says `switching`, no `streams/` yet) is forgotten by the
+/// next publish, which then goes through.
+#[test]
+fn a_first_publish_killed_before_its_switch_is_forgotten() {
+    let site = Site::new();
+    let view = site.view("production");
+    let shown = serde_json::json!({
+        "snapshot": "d1", "published": "2026-12-07T00:00:00.000Z", "filters": [],
+        "signed": false, "items": 1, "bytes": 1,
+    });
+    let mut state = shown.clone();
+    state["format"] = "sstream-view:1".into();
+    state["mirror"] = s(site.dir()).into();
+    state["history"] = serde_json::json!([]);
+    state["switching"] = serde_json::json!({"shown": shown, "index_sha256": "00", "kind": "first"});
+    fs::create_dir_all(view.join(".data")).unwrap();
+    fs::write(
+        view.join(".data/sstream-view.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    fs::create_dir_all(view.join("xenial/amd64")).unwrap();
+    fs::write(view.join("xenial/amd64/linked-before-the-kill"), b"x").unwrap();
+    publish_ok(&view, site.dir(), "d2", &[]);
+    assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
+    assert!(!view.join("xenial/amd64/linked-before-the-kill").exists());
+    let o = sstream(&["rollback", s(&view)]);
+    assert_one_line_failure(&o, 1, &["nothing to roll back to"]);
 }
