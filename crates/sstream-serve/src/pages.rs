@@ -260,8 +260,9 @@ pub(crate) fn landing(root: &Root, origin: &str, metrics: bool) -> String {
             "<p>Prometheus metrics of these mirrors: <a href=\"/metrics\">/metrics</a></p>\n",
         );
     }
+    let views = served_views(&mirrors);
     for m in &mirrors {
-        mirror_section(&mut html, root, m, origin);
+        mirror_section(&mut html, root, m, origin, &views);
     }
     html.push_str("<h2>Files</h2>\n");
     match read_entries(root, &[], &Resolved::top()) {
@@ -286,15 +287,9 @@ pub(crate) fn metrics(root: &Root) -> String {
         .iter()
         .flat_map(|m| status_records(&m.path))
         .collect();
-    let views: Vec<_> = mirrors
+    let views: Vec<_> = served_views(&mirrors)
         .iter()
-        .filter_map(|m| {
-            let state = view_state(m)?;
-            Some(simplestreams::metrics::ViewSample::of(
-                &url_path(&m.segments, true),
-                &state,
-            ))
-        })
+        .map(|v| simplestreams::metrics::ViewSample::of(&v.path, &v.state))
         .collect();
     simplestreams::metrics::render_with_views(&records, &views, SystemTime::now())
 }
@@ -303,6 +298,48 @@ pub(crate) fn metrics(root: &Root) -> String {
 /// ([`simplestreams::view`]: a directory showing a snapshot of a mirror).
 fn view_state(m: &Mirror) -> Option<simplestreams::view::ViewState> {
     simplestreams::view::state(&m.path).ok().flatten()
+}
+
+/// A view found under the served directory: where it is served, and its
+/// state.
+struct ServedView {
+    /// Its URL path (`/views/staging/`).
+    path: String,
+    state: simplestreams::view::ViewState,
+}
+
+/// The views among the directories found.
+fn served_views(found: &[Mirror]) -> Vec<ServedView> {
+    found
+        .iter()
+        .filter_map(|m| {
+            Some(ServedView {
+                path: url_path(&m.segments, true),
+                state: view_state(m)?,
+            })
+        })
+        .collect()
+}
+
+/// The rows of a mirror's section naming the views served here that show
+/// its snapshots, each with the snapshot it shows.
+fn views_of_mirror_rows(html: &mut String, m: &Mirror, views: &[ServedView]) {
+    let Ok(mirror) = std::fs::canonicalize(&m.path) else {
+        return;
+    };
+    for v in views {
+        if std::fs::canonicalize(&v.state.mirror).ok().as_ref() != Some(&mirror) {
+            continue;
+        }
+        let _ = writeln!(
+            html,
+            "<tr><th>View</th><td><a href=\"{p}\">{p}</a> shows snapshot \
+             <strong>{s}</strong> (published {t})</td></tr>",
+            p = esc(&v.path),
+            s = esc(&v.state.snapshot),
+            t = esc(&v.state.published.to_string()),
+        );
+    }
 }
 
 /// The rows of a view's section: the snapshot it shows, how old, when it
@@ -440,7 +477,7 @@ fn read_served(root: &Root, segments: &[OsString], rel: &str) -> Option<Vec<u8>>
 }
 
 /// The section of the landing page about one mirror.
-fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
+fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str, views: &[ServedView]) {
     let base = url_path(&m.segments, true);
     let index = if m.signed {
         "index.sjson"
@@ -525,6 +562,8 @@ fn mirror_section(html: &mut String, root: &Root, m: &Mirror, origin: &str) {
     );
     if let Some(state) = &view {
         view_rows(html, state);
+    } else {
+        views_of_mirror_rows(html, m, views);
     }
     sync_rows(html, &records);
     let not_held = offered_not_held(

@@ -469,6 +469,23 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
         );
     }
 
+    // Served from above, the mirror's section names its views.
+    let above = Serve::start(site.tmp.path());
+    let page = String::from_utf8(get(&above.url).unwrap()).unwrap();
+    let at = page
+        .find("<h2>Mirror at <a href=\"/mirror/\">")
+        .unwrap_or_else(|| panic!("{page}"));
+    let section = &page[at..];
+    let section = &section[..section[1..].find("<h2>").map_or(section.len(), |i| i + 1)];
+    for (view, shown) in [("staging", &d), ("production", &a)] {
+        let row = format!(
+            "<tr><th>View</th><td><a href=\"/www/{view}/\">/www/{view}/</a> shows snapshot \
+             <strong>{shown}</strong>"
+        );
+        assert!(section.contains(&row), "{row}\n{section}");
+    }
+    drop(above);
+
     // One promote: production shows what staging shows.
     let o = site.sstream(&["promote", "production"]);
     assert_ok(&o, "promote production");
