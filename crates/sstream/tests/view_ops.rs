@@ -150,6 +150,87 @@ fn assert_downloadable(dir: &Path, base: &str) {
     }
 }
 
+/// One client's round over the view at `base`: the index, each products
+/// file it names, each item they list, its bytes checked. How many items
+/// were fetched, or what went wrong.
+fn read_round(base: &str) -> Result<usize, String> {
+    let json = |rel: &str| -> Result<Value, String> {
+        let body = get(&format!("{base}{rel}")).ok_or(format!("GET {rel} failed"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("{rel}: {e}"))
+    };
+    let index = json("streams/v1/index.json")?;
+    let mut fetched = 0;
+    for entry in index["index"].as_object().ok_or("no index")?.values() {
+        let doc = json(entry["path"].as_str().ok_or("no path")?)?;
+        for product in doc["products"].as_object().ok_or("no products")?.values() {
+            for version in product["versions"]
+                .as_object()
+                .ok_or("no versions")?
+                .values()
+            {
+                for item in version["items"].as_object().ok_or("no items")?.values() {
+                    let path = item["path"].as_str().ok_or("no item path")?;
+                    let body = get(&format!("{base}{path}")).ok_or(format!("GET {path} failed"))?;
+                    if simplestreams::hash::sha256_hex(&body) != item["sha256"] {
+                        return Err(format!("{path}: wrong bytes"));
+                    }
+                    fetched += 1;
+                }
+            }
+        }
+    }
+    Ok(fetched)
+}
+
+/// A client reading the view at `base` over and over until stopped:
+/// gives the rounds it completed and every failure it met.
+struct Reader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Reader {
+    fn start(base: String) -> Reader {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match read_round(&base) {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => failures.push("the view listed nothing".to_owned()),
+                    Err(e) => failures.push(e),
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+            failures
+        });
+        Reader {
+            stop,
+            rounds,
+            thread,
+        }
+    }
+
+    /// Waits until `n` more rounds are done.
+    fn wait_rounds(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let until = self.rounds.load(Ordering::SeqCst) + n;
+        while self.rounds.load(Ordering::SeqCst) < until && !self.thread.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.wait_rounds(1);
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 /// `sstream serve DIR --metrics` on a free port, killed on drop.
 struct Serve {
     child: Child,
@@ -293,6 +374,7 @@ dir = "www/production"
 job = "stable"
 sign_key = "view-key.asc"
 keep_snapshots = 2
+delete_delay = "1h"
 url = "http://maas-mirror.example:8080/production/"
 "#;
 
@@ -486,7 +568,10 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
     }
     drop(above);
 
-    // One promote: production shows what staging shows.
+    // One promote: production shows what staging shows; a client reads
+    // production over HTTP throughout, the promote and the rollback.
+    let reader = Reader::start(production_url.clone());
+    reader.wait_rounds(1);
     let o = site.sstream(&["promote", "production"]);
     assert_ok(&o, "promote production");
     assert_eq!(out_text(&o), format!("production: {a} -> {d}\n"));
@@ -500,12 +585,15 @@ fn production_stays_pinned_over_upstream_days_until_promoted_and_rolled_back() {
 
     // One rollback: the pinned images again, every file there.
     let key = site.path("view-key.asc");
+    reader.wait_rounds(1);
     let o = sstream(&["rollback", s(&production), "--sign-key", s(&key)]);
     assert_ok(&o, "rollback production");
     assert_eq!(site.shows("production"), a);
     assert_eq!(listed(&production), pinned_items);
     assert_downloadable(&production, &production_url);
     assert_eq!(site.reference_versions(&production_url), one_version(0));
+    let failures = reader.finish();
+    assert!(failures.is_empty(), "the reader met: {failures:?}");
 
     // Promote to a named snapshot, and the refusals: the view unchanged.
     let b = shown_by_staging[1].clone();
