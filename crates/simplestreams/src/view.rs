@@ -580,6 +580,7 @@ fn forget_first(view: &Path) -> Result<()> {
         fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
         remove_empty_parents(view, &file);
     }
+    remove_empty_dirs(view, view);
     let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
     save_pending(view, &PendingDeletes::new())?;
     let path = view.join(DATA_DIR).join(STATE_FILE);
@@ -1156,7 +1157,23 @@ fn collect_due(view: &Path, delay: Duration) -> Result<usize> {
             Err(e) => log::warn!("{}: not removed: {e}", file.display()),
         }
     }
+    remove_empty_dirs(view, view);
     Ok(removed)
+}
+
+/// Removes the directories under `dir` in the view (but `.data/` and
+/// `streams/` at its root) that hold no file, deepest first.
+fn remove_empty_dirs(view: &Path, dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if dir == view && (name == DATA_DIR || name == "streams") {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(view, &entry.path());
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Every file (not directory) under `dir` in the view, but `.data/` and
@@ -1220,8 +1237,8 @@ fn unix_now() -> u64 {
 }
 
 /// Whether `view` can become a view: absent, empty, or holding nothing
-/// but what a failed first publish leaves (`.data/` with our lock,
-/// staging and pending removals).
+/// but what a failed or killed first publish leaves (`.data/` with our
+/// lock, staging, pending removals and temporary files).
 fn is_fresh(view: &Path) -> Result<bool> {
     let entries = match fs::read_dir(view) {
         Ok(e) => e,
@@ -1231,13 +1248,22 @@ fn is_fresh(view: &Path) -> Result<bool> {
     };
     for entry in entries.flatten() {
         if entry.file_name() != DATA_DIR {
-            return Ok(false);
+            // Directories without files (left by a killed clean-up) do not
+            // count.
+            let mut files = Vec::new();
+            walk_items(view, &entry.path(), &mut files);
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || !files.is_empty() {
+                return Ok(false);
+            }
+            continue;
         }
         for inner in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
             let name = inner.file_name().to_string_lossy().into_owned();
-            if !(name == STAGING_DIR || name == LOCK || is_own_data_name(&name))
-                || name == STATE_FILE
-            {
+            let ours = name == STAGING_DIR
+                || name == LOCK
+                || is_own_data_name(&name)
+                || crate::layout::is_temp_name(&name);
+            if !ours || name == STATE_FILE {
                 return Ok(false);
             }
         }
@@ -1444,7 +1470,14 @@ mod tests {
         assert!(is_fresh(&dir.path().join("new")).unwrap());
         fs::create_dir(dir.path().join(DATA_DIR)).unwrap();
         fs::write(dir.path().join(DATA_DIR).join(LOCK), b"1").unwrap();
+        let killed_write = temp_name(STATE_FILE);
+        fs::write(dir.path().join(DATA_DIR).join(killed_write), b"{").unwrap();
         assert!(is_fresh(dir.path()).unwrap());
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        assert!(
+            is_fresh(dir.path()).unwrap(),
+            "empty directories do not count"
+        );
         fs::write(dir.path().join(DATA_DIR).join("com.example:c"), b"{}").unwrap();
         assert!(!is_fresh(dir.path()).unwrap(), "a mirror's state");
         fs::remove_file(dir.path().join(DATA_DIR).join("com.example:c")).unwrap();

@@ -74,7 +74,12 @@ fn publish(view: &Path, dir: &Path, name: &str, extra: &[&str]) -> Output {
 
 fn publish_ok(view: &Path, dir: &Path, name: &str, extra: &[&str]) {
     let o = publish(view, dir, name, extra);
-    assert!(o.status.success(), "publish {name}: {}", err_text(&o));
+    assert!(
+        o.status.success(),
+        "publish {name}: {}in the view: {:?}",
+        err_text(&o),
+        support::snapshot_all(view).keys().collect::<Vec<_>>()
+    );
     assert!(
         out_text(&o).contains(&format!("shows snapshot {name}")),
         "{}",
