@@ -43,12 +43,18 @@
 //!    so are the item files whose removal is due (pending for the delete
 //!    delay, and not listed by the live metadata).
 //!
-//! A failure before step 5 puts the state and pending removals back and
-//! removes the item files it added. A kill before step 5 leaves the old
+//! A failure before step 5 (a full disk, a damaged item) puts the state
+//! and pending removals back and removes the item files (and directories)
+//! it added; a failed first publish removes the directory it made. A
+//! failure after step 5 is only bookkeeping left undone: a warning, the
+//! new view shown, and the next call finishes it. A kill before step 5
+//! leaves the old
 //! view, complete (with, at most, unlisted new item files, which the next
 //! publish or rollback removes); after it, the new view, complete: the
 //! next call sees that the live `index.json` is the one `switching` names
-//! and finishes step 6. A pending removal is never done while the live
+//! and finishes step 6 (a killed first publish is forgotten with what it
+//! linked in, so the directory is fresh again). A pending removal is
+//! never done while the live
 //! metadata lists the file. Removals whose delay passed are done at every
 //! publish and rollback (and by [`collect`]); every other file outside
 //! `streams/` and `.data/` that the view does not list is removed then
