@@ -231,6 +231,11 @@ impl ViewState {
         let old = self.current();
         match switching.kind {
             SwitchKind::First => self.history.clear(),
+            // The same snapshot published again (a refresh) is not a step
+            // to roll back to.
+            SwitchKind::Publish
+                if old.snapshot == switching.shown.snapshot
+                    && old.filters == switching.shown.filters => {}
             SwitchKind::Publish => {
                 self.history.push(old);
                 let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
@@ -1436,6 +1441,38 @@ mod tests {
         let back: ViewState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
         assert_eq!(state.snapshots(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn switches_update_the_history() {
+        let switch = |state: ViewState, name: &str, kind| {
+            state.switched(Switching {
+                shown: shown(name),
+                index_sha256: String::new(),
+                kind,
+            })
+        };
+        let state = first_state(Path::new("/m"), &shown("a"));
+        let state = switch(state, "b", SwitchKind::Publish);
+        let state = switch(state, "c", SwitchKind::Publish);
+        assert_eq!(state.snapshot, "c");
+        let names = |s: &ViewState| -> Vec<String> {
+            s.history.iter().map(|h| h.snapshot.clone()).collect()
+        };
+        assert_eq!(names(&state), ["a", "b"]);
+        let again = switch(state.clone(), "c", SwitchKind::Publish);
+        assert_eq!(names(&again), ["a", "b"], "a refresh is no step back");
+        let back = switch(state, "b", SwitchKind::Rollback);
+        assert_eq!(
+            (back.snapshot.as_str(), names(&back)),
+            ("b", vec!["a".to_owned()])
+        );
+        let mut long = first_state(Path::new("/m"), &shown("0"));
+        for n in 1..=HISTORY_LIMIT + 5 {
+            long = switch(long, &n.to_string(), SwitchKind::Publish);
+        }
+        assert_eq!(long.history.len(), HISTORY_LIMIT);
+        assert!(long.switching.is_none());
     }
 
     #[test]

@@ -1026,3 +1026,57 @@ fn a_first_publish_killed_before_its_switch_is_forgotten() {
     let o = sstream(&["rollback", s(&view)]);
     assert_one_line_failure(&o, 1, &["nothing to roll back to"]);
 }
+
+/// Files a promotion stops listing stay for the delete delay (pending,
+/// and the view still verifies as a mirror), then go.
+#[test]
+fn files_no_longer_listed_stay_for_the_delete_delay() {
+    let site = Site::new();
+    let view = site.view("production");
+    publish_ok(&view, site.dir(), "d1", &[]);
+    let d1: BTreeSet<String> = listed(&view).into_keys().collect();
+    publish_ok(&view, site.dir(), "d2", &["--delete-delay", "1h"]);
+    let d2: BTreeSet<String> = listed(&view).into_keys().collect();
+    let gone: Vec<&String> = d1.difference(&d2).collect();
+    assert!(!gone.is_empty());
+    for path in &gone {
+        assert!(view.join(path).is_file(), "{path} kept for the delay");
+    }
+    let pending: Value =
+        serde_json::from_slice(&fs::read(view.join(".data/sstream-pending-deletes.json")).unwrap())
+            .unwrap();
+    for path in &gone {
+        assert!(pending.get(path.as_str()).is_some(), "{path} pending");
+    }
+    assert_eq!(simplestreams::view::collect(&view).unwrap(), 0);
+    let o = sstream(&["verify", s(&view), "--strict"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    // The same snapshot again, without a delay: the old files go.
+    publish_ok(&view, site.dir(), "d2", &["--delete-delay", "0"]);
+    for path in &gone {
+        assert!(!view.join(path).exists(), "{path} removed");
+    }
+    assert!(!view.join(".data/sstream-pending-deletes.json").exists());
+    assert_complete(&view);
+    let o = sstream(&["verify", s(&view), "--strict"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    // Publishing d2 again was a refresh, not a step to roll back to.
+    let o = sstream(&["rollback", s(&view)]);
+    assert!(
+        out_text(&o).contains("shows snapshot d1"),
+        "{}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    assert_complete(&view);
+}
