@@ -83,7 +83,8 @@
 //! ([`ViewState::history`], at most [`HISTORY_LIMIT`]). [`rollback`] shows
 //! the last of them again (with the filters it had) and drops it from the
 //! history: rolling back twice goes two steps back; a rollback is undone
-//! by publishing the snapshot again. Every snapshot in the history is
+//! by publishing the snapshot again. Publishing the snapshot shown, with
+//! the same filters, again (a refresh) adds no step. Every snapshot in the history is
 //! protected in the mirror (see [`crate::snapshot::protected`]).
 //!
 //! # What is refused
