@@ -1080,3 +1080,42 @@ fn files_no_longer_listed_stay_for_the_delete_delay() {
     );
     assert_complete(&view);
 }
+
+/// A mirror of a signed upstream made by the reference `sstream-mirror`
+/// (which publishes the clear-signed `.sjson` documents only) snapshots
+/// and publishes like ours: the view lists what the mirror holds.
+#[test]
+fn a_reference_mirror_of_a_signed_stream_snapshots_and_publishes() {
+    let gpg = support::Gpg::new();
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("src");
+    let dir = tmp.path().join("mirror");
+    gpg.generate(&small_spec(&[DAY1, DAY2]), &src);
+    let o = Command::new(support::reference_mirror())
+        .arg(format!("--keyring={}", gpg.keyring.display()))
+        .args(["--max=1"])
+        .arg(&src)
+        .arg(&dir)
+        .env("GNUPGHOME", &gpg.verify_home)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference sstream-mirror: {}",
+        err_text(&o)
+    );
+    assert!(
+        !dir.join("streams/v1/index.json").exists(),
+        "the reference writes .sjson only"
+    );
+    snapshot(&dir, "ref");
+    let view = tmp.path().join("view");
+    publish_ok(&view, &dir, "ref", &[]);
+    assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
+    assert_complete(&view);
+    let held: BTreeSet<String> = support::files(&dir)
+        .into_iter()
+        .filter(|f| !f.starts_with(".data/") && !f.starts_with("streams/"))
+        .collect();
+    assert_eq!(listed(&view).into_keys().collect::<BTreeSet<_>>(), held);
+}
