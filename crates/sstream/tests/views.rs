@@ -770,10 +770,10 @@ fn assert_at_rest(view: &Path, home: &Path, ring: &Path, allowed: &[&str], round
     }
 }
 
-/// SIGKILL at a random moment of a signed publish, many rounds (15, or
-/// `SSTREAM_VIEWS_KILL_ROUNDS`): each resting point is the old view or
-/// the new one, complete and verified by `gpgv`, and the next publish
-/// carries on from it.
+/// SIGKILL at a random moment of a signed publish or rollback, many
+/// rounds (15, or `SSTREAM_VIEWS_KILL_ROUNDS`): each resting point is the
+/// old view or the new one, complete and verified by `gpgv`, and the next
+/// call carries on from it.
 #[test]
 fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     let rounds: usize = std::env::var("SSTREAM_VIEWS_KILL_ROUNDS")
@@ -786,16 +786,21 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     let home = tmp.path().join("gpg-home");
     fs::create_dir(&home).unwrap();
     let view = site.view("production");
-    let publish_cmd = |view: &Path, name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_sstream"))
-            .args([
+    // A publish of `name`, or with `None` a rollback.
+    let publish_cmd = |view: &Path, name: Option<&str>| {
+        let what: Vec<&str> = match name {
+            Some(name) => vec![
                 "publish",
                 s(view),
                 "--from",
                 s(site.dir()),
                 "--snapshot",
                 name,
-            ])
+            ],
+            None => vec!["rollback", s(view)],
+        };
+        Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .args(what)
             .args(["--sign-key", s(&key), "--delete-delay", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -805,13 +810,20 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     // How long a whole publish takes here, to kill within it (the first
     // rounds kill first publishes too).
     let started = std::time::Instant::now();
-    let timing = publish_cmd(&site.view("timing"), "d1").wait().unwrap();
+    let timing = publish_cmd(&site.view("timing"), Some("d1"))
+        .wait()
+        .unwrap();
     assert!(timing.success());
     let whole = started.elapsed().as_micros() as u64;
     let mut rng = faults_support::Rng(20);
     let mut killed = 0;
     for round in 0..rounds {
-        let name = if round % 2 == 0 { "d2" } else { "d1" };
+        // Publishes of d2 and d1 in turn, and every third round a rollback.
+        let name = match round % 3 {
+            2 => None,
+            _ if round % 2 == 0 => Some("d2"),
+            _ => Some("d1"),
+        };
         let mut child = publish_cmd(&view, name);
         std::thread::sleep(std::time::Duration::from_micros(rng.below(whole * 6 / 5)));
         if child.try_wait().unwrap().is_none() {
