@@ -43,12 +43,18 @@
 //!    so are the item files whose removal is due (pending for the delete
 //!    delay, and not listed by the live metadata).
 //!
-//! A failure before step 5 puts the state and pending removals back and
-//! removes the item files it added. A kill before step 5 leaves the old
+//! A failure before step 5 (a full disk, a damaged item) puts the state
+//! and pending removals back and removes the item files (and directories)
+//! it added; a failed first publish removes the directory it made. A
+//! failure after step 5 is only bookkeeping left undone: a warning, the
+//! new view shown, and the next call finishes it. A kill before step 5
+//! leaves the old
 //! view, complete (with, at most, unlisted new item files, which the next
 //! publish or rollback removes); after it, the new view, complete: the
 //! next call sees that the live `index.json` is the one `switching` names
-//! and finishes step 6. A pending removal is never done while the live
+//! and finishes step 6 (a killed first publish is forgotten with what it
+//! linked in, so the directory is fresh again). A pending removal is
+//! never done while the live
 //! metadata lists the file. Removals whose delay passed are done at every
 //! publish and rollback (and by [`collect`]); every other file outside
 //! `streams/` and `.data/` that the view does not list is removed then
@@ -77,7 +83,8 @@
 //! ([`ViewState::history`], at most [`HISTORY_LIMIT`]). [`rollback`] shows
 //! the last of them again (with the filters it had) and drops it from the
 //! history: rolling back twice goes two steps back; a rollback is undone
-//! by publishing the snapshot again. Every snapshot in the history is
+//! by publishing the snapshot again. Publishing the snapshot shown, with
+//! the same filters, again (a refresh) adds no step. Every snapshot in the history is
 //! protected in the mirror (see [`crate::snapshot::protected`]).
 //!
 //! # What is refused
@@ -225,6 +232,11 @@ impl ViewState {
         let old = self.current();
         match switching.kind {
             SwitchKind::First => self.history.clear(),
+            // The same snapshot published again (a refresh) is not a step
+            // to roll back to.
+            SwitchKind::Publish
+                if old.snapshot == switching.shown.snapshot
+                    && old.filters == switching.shown.filters => {}
             SwitchKind::Publish => {
                 self.history.push(old);
                 let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
@@ -1430,6 +1442,38 @@ mod tests {
         let back: ViewState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
         assert_eq!(state.snapshots(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn switches_update_the_history() {
+        let switch = |state: ViewState, name: &str, kind| {
+            state.switched(Switching {
+                shown: shown(name),
+                index_sha256: String::new(),
+                kind,
+            })
+        };
+        let state = first_state(Path::new("/m"), &shown("a"));
+        let state = switch(state, "b", SwitchKind::Publish);
+        let state = switch(state, "c", SwitchKind::Publish);
+        assert_eq!(state.snapshot, "c");
+        let names = |s: &ViewState| -> Vec<String> {
+            s.history.iter().map(|h| h.snapshot.clone()).collect()
+        };
+        assert_eq!(names(&state), ["a", "b"]);
+        let again = switch(state.clone(), "c", SwitchKind::Publish);
+        assert_eq!(names(&again), ["a", "b"], "a refresh is no step back");
+        let back = switch(state, "b", SwitchKind::Rollback);
+        assert_eq!(
+            (back.snapshot.as_str(), names(&back)),
+            ("b", vec!["a".to_owned()])
+        );
+        let mut long = first_state(Path::new("/m"), &shown("0"));
+        for n in 1..=HISTORY_LIMIT + 5 {
+            long = switch(long, &n.to_string(), SwitchKind::Publish);
+        }
+        assert_eq!(long.history.len(), HISTORY_LIMIT);
+        assert!(long.switching.is_none());
     }
 
     #[test]

@@ -770,10 +770,10 @@ fn assert_at_rest(view: &Path, home: &Path, ring: &Path, allowed: &[&str], round
     }
 }
 
-/// SIGKILL at a random moment of a signed publish, many rounds (15, or
-/// `SSTREAM_VIEWS_KILL_ROUNDS`): each resting point is the old view or
-/// the new one, complete and verified by `gpgv`, and the next publish
-/// carries on from it.
+/// SIGKILL at a random moment of a signed publish or rollback, many
+/// rounds (15, or `SSTREAM_VIEWS_KILL_ROUNDS`): each resting point is the
+/// old view or the new one, complete and verified by `gpgv`, and the next
+/// call carries on from it.
 #[test]
 fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     let rounds: usize = std::env::var("SSTREAM_VIEWS_KILL_ROUNDS")
@@ -786,16 +786,21 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     let home = tmp.path().join("gpg-home");
     fs::create_dir(&home).unwrap();
     let view = site.view("production");
-    let publish_cmd = |view: &Path, name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_sstream"))
-            .args([
+    // A publish of `name`, or with `None` a rollback.
+    let publish_cmd = |view: &Path, name: Option<&str>| {
+        let what: Vec<&str> = match name {
+            Some(name) => vec![
                 "publish",
                 s(view),
                 "--from",
                 s(site.dir()),
                 "--snapshot",
                 name,
-            ])
+            ],
+            None => vec!["rollback", s(view)],
+        };
+        Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .args(what)
             .args(["--sign-key", s(&key), "--delete-delay", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -805,13 +810,20 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     // How long a whole publish takes here, to kill within it (the first
     // rounds kill first publishes too).
     let started = std::time::Instant::now();
-    let timing = publish_cmd(&site.view("timing"), "d1").wait().unwrap();
+    let timing = publish_cmd(&site.view("timing"), Some("d1"))
+        .wait()
+        .unwrap();
     assert!(timing.success());
     let whole = started.elapsed().as_micros() as u64;
     let mut rng = faults_support::Rng(20);
     let mut killed = 0;
     for round in 0..rounds {
-        let name = if round % 2 == 0 { "d2" } else { "d1" };
+        // Publishes of d2 and d1 in turn, and every third round a rollback.
+        let name = match round % 3 {
+            2 => None,
+            _ if round % 2 == 0 => Some("d2"),
+            _ => Some("d1"),
+        };
         let mut child = publish_cmd(&view, name);
         std::thread::sleep(std::time::Duration::from_micros(rng.below(whole * 6 / 5)));
         if child.try_wait().unwrap().is_none() {
@@ -822,13 +834,15 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
         assert_at_rest(&view, &home, &ring, &[DAY1, DAY2], round);
     }
     assert!(killed > 0, "no publish was killed");
-    // The view carries on: a publish, a rollback, a clean audit.
-    publish_ok(
-        &view,
-        site.dir(),
-        "d2",
-        &["--sign-key", s(&key), "--delete-delay", "0"],
-    );
+    // The view carries on: two publishes, a rollback, a clean audit.
+    for name in ["d1", "d2"] {
+        publish_ok(
+            &view,
+            site.dir(),
+            name,
+            &["--sign-key", s(&key), "--delete-delay", "0"],
+        );
+    }
     assert_at_rest(&view, &home, &ring, &[DAY2], rounds);
     let o = sstream(&[
         "rollback",
@@ -839,7 +853,7 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
         "0",
     ]);
     assert!(o.status.success(), "{}", err_text(&o));
-    assert_at_rest(&view, &home, &ring, &[DAY1, DAY2], rounds + 1);
+    assert_at_rest(&view, &home, &ring, &[DAY1], rounds + 1);
     let keyring = format!("--keyring={}", ring.display());
     let o = sstream(&["verify", s(&view), "--strict", &keyring]);
     assert!(
@@ -1025,4 +1039,97 @@ fn a_first_publish_killed_before_its_switch_is_forgotten() {
     assert!(!view.join("xenial/amd64/linked-before-the-kill").exists());
     let o = sstream(&["rollback", s(&view)]);
     assert_one_line_failure(&o, 1, &["nothing to roll back to"]);
+}
+
+/// Files a promotion stops listing stay for the delete delay (pending,
+/// and the view still verifies as a mirror), then go.
+#[test]
+fn files_no_longer_listed_stay_for_the_delete_delay() {
+    let site = Site::new();
+    let view = site.view("production");
+    publish_ok(&view, site.dir(), "d1", &[]);
+    let d1: BTreeSet<String> = listed(&view).into_keys().collect();
+    publish_ok(&view, site.dir(), "d2", &["--delete-delay", "1h"]);
+    let d2: BTreeSet<String> = listed(&view).into_keys().collect();
+    let gone: Vec<&String> = d1.difference(&d2).collect();
+    assert!(!gone.is_empty());
+    for path in &gone {
+        assert!(view.join(path).is_file(), "{path} kept for the delay");
+    }
+    let pending: Value =
+        serde_json::from_slice(&fs::read(view.join(".data/sstream-pending-deletes.json")).unwrap())
+            .unwrap();
+    for path in &gone {
+        assert!(pending.get(path.as_str()).is_some(), "{path} pending");
+    }
+    assert_eq!(simplestreams::view::collect(&view).unwrap(), 0);
+    let o = sstream(&["verify", s(&view), "--strict"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    // The same snapshot again, without a delay: the old files go.
+    publish_ok(&view, site.dir(), "d2", &["--delete-delay", "0"]);
+    for path in &gone {
+        assert!(!view.join(path).exists(), "{path} removed");
+    }
+    assert!(!view.join(".data/sstream-pending-deletes.json").exists());
+    assert_complete(&view);
+    let o = sstream(&["verify", s(&view), "--strict"]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    // Publishing d2 again was a refresh, not a step to roll back to.
+    let o = sstream(&["rollback", s(&view)]);
+    assert!(
+        out_text(&o).contains("shows snapshot d1"),
+        "{}{}",
+        out_text(&o),
+        err_text(&o)
+    );
+    assert_complete(&view);
+}
+
+/// A mirror of a signed upstream made by the reference `sstream-mirror`
+/// (which publishes the clear-signed `.sjson` documents only) snapshots
+/// and publishes like ours: the view lists what the mirror holds.
+#[test]
+fn a_reference_mirror_of_a_signed_stream_snapshots_and_publishes() {
+    let gpg = support::Gpg::new();
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("src");
+    let dir = tmp.path().join("mirror");
+    gpg.generate(&small_spec(&[DAY1, DAY2]), &src);
+    let o = Command::new(support::reference_mirror())
+        .arg(format!("--keyring={}", gpg.keyring.display()))
+        .args(["--max=1"])
+        .arg(&src)
+        .arg(&dir)
+        .env("GNUPGHOME", &gpg.verify_home)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference sstream-mirror: {}",
+        err_text(&o)
+    );
+    assert!(
+        !dir.join("streams/v1/index.json").exists(),
+        "the reference writes .sjson only"
+    );
+    snapshot(&dir, "ref");
+    let view = tmp.path().join("view");
+    publish_ok(&view, &dir, "ref", &[]);
+    assert_eq!(versions(&view), BTreeSet::from([DAY2.to_owned()]));
+    assert_complete(&view);
+    let held: BTreeSet<String> = support::files(&dir)
+        .into_iter()
+        .filter(|f| !f.starts_with(".data/") && !f.starts_with("streams/"))
+        .collect();
+    assert_eq!(listed(&view).into_keys().collect::<BTreeSet<_>>(), held);
 }
