@@ -84,8 +84,11 @@
 //! the last of them again (with the filters it had) and drops it from the
 //! history: rolling back twice goes two steps back; a rollback is undone
 //! by publishing the snapshot again. Publishing the snapshot shown, with
-//! the same filters, again (a refresh) adds no step. Every snapshot in the history is
-//! protected in the mirror (see [`crate::snapshot::protected`]).
+//! the same filters, again (a refresh) adds no step. The snapshot shown and
+//! the one a rollback shows next are protected in the mirror (see
+//! [`crate::snapshot::protected`]); older steps of the history are
+//! remembered, and a rollback that reaches one whose snapshot was pruned
+//! fails, naming it.
 //!
 //! # What is refused
 //!
@@ -128,6 +131,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const STATE_FILE: &str = "sstream-view.json";
 /// The staging directory of the next generation, under `.data/`.
 pub const STAGING_DIR: &str = "sstream-view-staging";
+/// The metadata files the live generation carries over from the one
+/// before (the products files, and their signatures, of content ids the
+/// new generation dropped), each with the time it stopped being listed,
+/// under `.data/`: see [`carry_retired`].
+pub const RETIRED_FILE: &str = "sstream-view-retired.json";
 /// The format string of the state file.
 pub const STATE_FORMAT: &str = "sstream-view:1";
 /// How many earlier generations a view remembers (for rollback).
@@ -269,9 +277,18 @@ impl ViewState {
         }
     }
 
-    /// Every snapshot the view shows or can roll back to.
+    /// The snapshots the view needs: the one it shows, the one a rollback
+    /// shows next (the last of the history), and the one a switch in
+    /// progress shows. Older generations of the history are remembered,
+    /// not kept: a mirror's pruning may remove their snapshots, and a
+    /// rollback that reaches one fails, naming it.
     pub fn snapshots(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.history.iter().map(|s| s.snapshot.clone()).collect();
+        let mut out: Vec<String> = self
+            .history
+            .last()
+            .map(|s| s.snapshot.clone())
+            .into_iter()
+            .collect();
         out.push(self.snapshot.clone());
         if let Some(s) = &self.switching {
             out.push(s.shown.snapshot.clone());
@@ -451,6 +468,11 @@ fn switch(
     let index_sha256 = stage(view, &generation, key).inspect_err(|_| {
         let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
     })?;
+    let pending_before = load_pending(view)?;
+    let retired_before = load_list(view, RETIRED_FILE)?;
+    let carried = carry_retired(view, &retired_before, opts.delete_delay).inspect_err(|_| {
+        let _ = fs::remove_dir_all(view.join(DATA_DIR).join(STAGING_DIR));
+    })?;
     let shown = Shown {
         snapshot: target.snapshot.to_owned(),
         published: Timestamp::now(),
@@ -459,7 +481,6 @@ fn switch(
         items: generation.items,
         bytes: generation.bytes(),
     };
-    let pending_before = load_pending(view)?;
     let mut recorded = match &current {
         Some(c) => c.clone(),
         None => first_state(target.mirror, &shown),
@@ -481,6 +502,12 @@ fn switch(
             pending.remove(path.as_str());
         }
         save_pending(view, &pending)?;
+        let mut retired = retired_before.clone();
+        retired.retain(|rel, _| carried.contains(rel));
+        for rel in &carried {
+            retired.entry(rel.clone()).or_insert(now);
+        }
+        save_list(view, RETIRED_FILE, &retired)?;
         write_state(view, &recorded)?;
         let mut added = Vec::new();
         let linked = link_items(view, &tree, &generation, &mut added);
@@ -492,6 +519,7 @@ fn switch(
     })();
     if let Err(e) = prepared {
         restore(view, current.as_ref(), &pending_before);
+        let _ = save_list(view, RETIRED_FILE, &retired_before);
         return Err(e);
     }
     exchange(view)?;
@@ -571,6 +599,9 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
             forget_first(view)?;
             return Ok(None);
         } else {
+            // The old metadata is live still: what the forgotten switch
+            // meant to retire is listed again.
+            save_list(view, RETIRED_FILE, &PendingDeletes::new())?;
             write_state(view, &state)?;
         }
     }
@@ -1150,6 +1181,7 @@ fn collect_due(view: &Path, delay: Duration) -> Result<usize> {
         }
     }
     save_pending(view, &pending)?;
+    removed += collect_retired(view, delay)?;
     let mut found = Vec::new();
     walk_items(view, view, &mut found);
     for file in found {
@@ -1171,6 +1203,86 @@ fn collect_due(view: &Path, delay: Duration) -> Result<usize> {
     }
     remove_empty_dirs(view, view);
     Ok(removed)
+}
+
+/// Removes the carried-over metadata files ([`carry_retired`]) whose
+/// delay has passed; gives how many were removed.
+fn collect_retired(view: &Path, delay: Duration) -> Result<usize> {
+    let mut retired = load_list(view, RETIRED_FILE)?;
+    let now = unix_now();
+    let due: Vec<String> = retired
+        .iter()
+        .filter(|(_, at)| at.saturating_add(delay.as_secs()) <= now)
+        .map(|(rel, _)| rel.clone())
+        .collect();
+    let mut removed = 0;
+    for rel in &due {
+        retired.remove(rel);
+        let file = view.join(rel);
+        match fs::remove_file(&file) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&file, e)),
+        }
+    }
+    if !due.is_empty() {
+        sync_dir(&view.join("streams/v1"));
+    }
+    save_list(view, RETIRED_FILE, &retired)?;
+    Ok(removed)
+}
+
+/// Step 2, continued: links into the staged `streams/` every file of the
+/// live `streams/` that the new generation does not have (the products
+/// file of a content id it dropped, with its signatures), unless its
+/// removal is due (retired for the delete delay): a client that read the
+/// old index still finds every file it names for the delay, as it finds
+/// the items. The files are not listed by the new index. Gives their
+/// paths, relative to the view.
+fn carry_retired(view: &Path, retired: &PendingDeletes, delay: Duration) -> Result<Vec<String>> {
+    let staging = view.join(DATA_DIR).join(STAGING_DIR);
+    let mut live = Vec::new();
+    walk_files(&view.join("streams"), &mut live);
+    let now = unix_now();
+    let mut carried = Vec::new();
+    for file in live {
+        let Ok(rel) = file
+            .strip_prefix(view)
+            .map(|p| p.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        let staged = staging.join(&rel);
+        if staged.exists() {
+            continue;
+        }
+        if retired
+            .get(&rel)
+            .is_some_and(|at| at.saturating_add(delay.as_secs()) <= now)
+        {
+            continue;
+        }
+        if let Some(parent) = staged.parent() {
+            make_dir_all(parent)?;
+        }
+        fs::hard_link(&file, &staged).map_err(|e| Error::io(&staged, e))?;
+        carried.push(rel);
+    }
+    if !carried.is_empty() {
+        sync_tree(&staging);
+    }
+    Ok(carried)
+}
+
+/// Every regular file under `dir`, recursively.
+fn walk_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&entry.path(), found),
+            Ok(t) if t.is_file() => found.push(entry.path()),
+            _ => {}
+        }
+    }
 }
 
 /// Removes the directories under `dir` in the view (but `.data/` and
@@ -1209,7 +1321,18 @@ fn walk_items(view: &Path, dir: &Path, found: &mut Vec<PathBuf>) {
 
 /// The pending removals of `view`.
 fn load_pending(view: &Path) -> Result<PendingDeletes> {
-    let path = view.join(DATA_DIR).join(PENDING_DELETES);
+    load_list(view, PENDING_DELETES)
+}
+
+/// Records the pending removals of `view` (none: no file).
+fn save_pending(view: &Path, pending: &PendingDeletes) -> Result<()> {
+    save_list(view, PENDING_DELETES, pending)
+}
+
+/// A list of paths with times under the view's `.data/` (empty when the
+/// file is missing).
+fn load_list(view: &Path, name: &str) -> Result<PendingDeletes> {
+    let path = view.join(DATA_DIR).join(name);
     match fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| {
             Error::metadata(path.display().to_string(), format!("malformed JSON: {e}"))
@@ -1219,9 +1342,9 @@ fn load_pending(view: &Path) -> Result<PendingDeletes> {
     }
 }
 
-/// Records the pending removals of `view` (none: no file).
-fn save_pending(view: &Path, pending: &PendingDeletes) -> Result<()> {
-    let path = view.join(DATA_DIR).join(PENDING_DELETES);
+/// Records a list of [`load_list`] (an empty one: no file).
+fn save_list(view: &Path, name: &str, pending: &PendingDeletes) -> Result<()> {
+    let path = view.join(DATA_DIR).join(name);
     if pending.is_empty() {
         return match fs::remove_file(&path) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(path, e)),
@@ -1442,6 +1565,12 @@ mod tests {
         let back: ViewState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
         assert_eq!(state.snapshots(), ["a", "b", "c"]);
+        state.history = vec![shown("z"), shown("a")];
+        assert_eq!(
+            state.snapshots(),
+            ["a", "b", "c"],
+            "only the rollback's target"
+        );
     }
 
     #[test]

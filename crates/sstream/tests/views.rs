@@ -1133,3 +1133,51 @@ fn a_reference_mirror_of_a_signed_stream_snapshots_and_publishes() {
         .collect();
     assert_eq!(listed(&view).into_keys().collect::<BTreeSet<_>>(), held);
 }
+
+/// A promotion whose view no longer lists a content id (here the
+/// filters drop the bootloaders) keeps that products file, and its
+/// signatures, where a client that read the old index finds them, for
+/// the delete delay; then they go, while the index never lists them.
+#[test]
+fn a_products_file_the_new_view_drops_stays_for_the_delete_delay() {
+    let site = Site::new();
+    let view = site.view("production");
+    let (key_file, _) = local_key(site.views.path());
+    let key = ["--sign-key", s(&key_file)];
+    let index_paths = |view: &Path| -> BTreeSet<String> {
+        let index: Value =
+            serde_json::from_slice(&fs::read(view.join("streams/v1/index.json")).unwrap()).unwrap();
+        index["index"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    publish_ok(&view, site.dir(), "d1", &key);
+    let before = index_paths(&view);
+    let mut narrowed = key.to_vec();
+    narrowed.extend(["--delete-delay", "1h", "release=xenial"]);
+    publish_ok(&view, site.dir(), "d2", &narrowed);
+    let after = index_paths(&view);
+    let dropped: Vec<&String> = before.difference(&after).collect();
+    assert!(
+        !dropped.is_empty(),
+        "the filter drops a content id: {before:?}"
+    );
+    for path in &dropped {
+        let sjson = path.replace(".json", ".sjson");
+        for rel in [path.to_string(), sjson, format!("{path}.gpg")] {
+            assert!(view.join(&rel).is_file(), "{rel} kept for the delay");
+        }
+    }
+    assert_complete(&view);
+    // Due at once: the next switch (a refresh) leaves them behind.
+    let mut due = key.to_vec();
+    due.extend(["--delete-delay", "0", "release=xenial"]);
+    publish_ok(&view, site.dir(), "d2", &due);
+    for path in &dropped {
+        assert!(!view.join(path.as_str()).exists(), "{path} removed");
+    }
+    assert_complete(&view);
+}
