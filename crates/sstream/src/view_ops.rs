@@ -387,6 +387,24 @@ pub fn promote(args: PromoteArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `sstream rollback --config FILE VIEW`: the view of the config named
+/// `name` shows again what it showed before; one line saying from which
+/// snapshot to which.
+pub fn rollback(config: &Path, name: &str, verify_existing: bool) -> Result<ExitCode, CliError> {
+    let config = Config::load(config).map_err(CliError::usage)?;
+    let v = find_view(&config, name)?;
+    let before = view::state(&v.dir).map_err(CliError::new)?;
+    let mut opts = options(v, &config).map_err(|e| CliError::new(anyhow::anyhow!(e)))?;
+    opts.verify_existing |= verify_existing;
+    let after = view::rollback(&v.dir, &opts).map_err(CliError::new)?;
+    println!(
+        "{}: {} (rollback)",
+        v.name,
+        switch_line(before.as_ref(), &after.snapshot)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The view named `name`, or a usage error listing the views.
 fn find_view<'c>(config: &'c Config, name: &str) -> Result<&'c View, CliError> {
     config.views.iter().find(|v| v.name == name).ok_or_else(|| {

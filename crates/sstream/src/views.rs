@@ -76,8 +76,13 @@ pub struct PublishArgs {
 /// Options of `sstream rollback`.
 #[derive(Debug, Clone, Args)]
 pub struct RollbackArgs {
-    /// The view directory.
+    /// The view directory; with `--config`, a `[[view]]` name.
+    #[arg(value_name = "VIEWDIR|VIEW")]
     pub view_dir: PathBuf,
+    /// Take the view from this configuration file: VIEW is a `[[view]]`
+    /// name, and its directory and signing key come from the config.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sign_key", "delete_delay"])]
+    pub config: Option<PathBuf>,
     /// The view's options shared with `sstream publish`.
     #[command(flatten)]
     pub view: ViewArgs,
@@ -214,6 +219,10 @@ pub fn run_publish(args: PublishArgs) -> Result<ExitCode, CliError> {
 /// Runs `sstream rollback`.
 pub fn run_rollback(args: RollbackArgs) -> Result<ExitCode, CliError> {
     init_logging()?;
+    if let Some(config) = &args.config {
+        let name = args.view_dir.to_string_lossy();
+        return crate::view_ops::rollback(config, &name, args.verify_existing);
+    }
     refuse_bucket(&args.view_dir)?;
     let opts = args.view.options(Vec::new(), args.verify_existing)?;
     let state = view::rollback(&args.view_dir, &opts)?;
