@@ -19,7 +19,9 @@
 # also run the reference on it, about 10 minutes; 0), BENCH_FLOOR_ONLY (1:
 # only the full mirror against the fetch floor, reported by
 # bench/floor-report.py; 0), BENCH_OURS_B (another build of sstream-mirror,
-# e.g. main's, measured as "ours-b" in turn with ours in every repeat).
+# e.g. main's, measured as "ours-b" in turn with ours in every repeat),
+# BENCH_FLOOR_WAN (1: the floor-only measurements from the "WAN-like"
+# server, BENCH_WAN_RATE per connection: a link slower than the disk; 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -136,6 +138,10 @@ FILTER=('arch=amd64' 'release~(trusty|xenial)')
 # The full mirror against the fetch floor only: ours (and ours-b) in turn
 # with the floor, each checked.
 floor_round() {
+  local URL=$URL SRC=$SRC
+  if [ "${BENCH_FLOOR_WAN:-0}" = 1 ]; then
+    URL=http://127.0.0.1:$((PORT + 1)) SRC=http://127.0.0.1:$((PORT + 1))/
+  fi
   rm -rf "$B/out" && mkdir -p "$B/out"
   measure full ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
   check_mirror day0 "$B/out/ours" && rm -rf "$B/out/ours"
