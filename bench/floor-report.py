@@ -16,11 +16,14 @@ from collections import defaultdict
 
 TOOL, SYNC, RSS, BYTES, REQS, CPU = range(6)
 rows = defaultdict(list)
+scale = defaultdict(list)
 with open(sys.argv[1]) as f:
     for line in f:
         s, tool, *vals = line.rstrip("\n").split("\t")
         if s == "full":
             rows[tool].append([float(v) for v in vals])
+        elif s == "scale-full":
+            scale[tool].append([float(v) for v in vals])
 
 
 def med(tool, f):
@@ -41,3 +44,11 @@ for tool in ["floor", "ours", "ours-b", "ours-nofsync"]:
     print(f"| {tool} | {len(rows[tool])} | {t:.2f} | {med(tool, lambda r: r[SYNC]):.2f} | "
           f"{d:.2f} | {med(tool, lambda r: r[CPU]):.2f} | {floor_own / t:.2f}x | "
           f"{floor_disk / d:.2f}x |")
+if scale:
+    print("\nThe stream at scale (14,264 small files), unfiltered first mirror:\n")
+    print("| build | runs | own clock s (median) | all runs |")
+    print("| --- | --- | --- | --- |")
+    for tool, runs in scale.items():
+        times = [r[TOOL] for r in runs]
+        print(f"| {tool} | {len(runs)} | {statistics.median(times):.2f} | "
+              f"{', '.join(f'{t:.2f}' for t in times)} |")

@@ -153,6 +153,15 @@ floor_round() {
   fi
   measure full ours-nofsync eatmydata "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/nofsync"
   check_mirror day0 "$B/out/nofsync" && rm -rf "$B/out"
+  if [ "$SCALE" = 1 ]; then # 14,264 small files: a flush each
+    local build SURL=http://127.0.0.1:$((PORT + 2))/
+    for build in ours${OURS_B:+ ours-b}; do
+      local bin=$OURS
+      [ "$build" = ours-b ] && bin=$OURS_B
+      measure scale-full "$build" "$bin" "${COMMON[@]}" --jobs "$JOBS" "$SURL" "$B/out/scale"
+      check_scale "$B/out/scale" && rm -rf "$B/out/scale"
+    done
+  fi
 }
 if [ "$FLOOR_ONLY" = 1 ]; then
   for i in $(seq "$REPEAT"); do
