@@ -16,7 +16,12 @@
 # BENCH_WAN_RATE (nginx limit_rate per connection of the "WAN-like" server,
 # which serves the extra full-mirror measurement; 50m; 0 skips it),
 # BENCH_SCALE (0 skips the 19,000-item stream; 1), BENCH_SCALE_REFERENCE (1:
-# also run the reference on it, about 10 minutes; 0).
+# also run the reference on it, about 10 minutes; 0), BENCH_FLOOR_ONLY (1:
+# only the full mirror against the fetch floor, reported by
+# bench/floor-report.py; 0), BENCH_OURS_B (another build of sstream-mirror,
+# e.g. main's, measured as "ours-b" in turn with ours in every repeat),
+# BENCH_FLOOR_WAN (1: the floor-only measurements from the "WAN-like"
+# server, BENCH_WAN_RATE per connection: a link slower than the disk; 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,6 +34,8 @@ DROP=${BENCH_DROP_CACHES:-0}
 WAN_RATE=${BENCH_WAN_RATE:-50m}
 SCALE=${BENCH_SCALE:-1}
 SCALE_REF=${BENCH_SCALE_REFERENCE:-0}
+FLOOR_ONLY=${BENCH_FLOOR_ONLY:-0}
+OURS_B=${BENCH_OURS_B:-}
 B=$ROOT/target/bench
 WWW=$B/www
 URL=http://127.0.0.1:$PORT
@@ -128,6 +135,43 @@ check_mirror() {
 : >"$RESULTS"
 COMMON=(--path streams/v1/index.json --no-verify)
 FILTER=('arch=amd64' 'release~(trusty|xenial)')
+# The full mirror against the fetch floor only: ours (and ours-b) in turn
+# with the floor, each checked.
+floor_round() {
+  local URL=$URL SRC=$SRC
+  if [ "${BENCH_FLOOR_WAN:-0}" = 1 ]; then
+    URL=http://127.0.0.1:$((PORT + 1)) SRC=http://127.0.0.1:$((PORT + 1))/
+  fi
+  rm -rf "$B/out" && mkdir -p "$B/out"
+  measure full ours "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours"
+  check_mirror day0 "$B/out/ours" && rm -rf "$B/out/ours"
+  measure full floor bash bench/fetch-floor.sh "$URL" "$B/out/floor" "$B/day0.files" "$JOBS"
+  check_mirror day0 "$B/out/floor" && rm -rf "$B/out/floor"
+  if [ -n "$OURS_B" ]; then
+    measure full ours-b "$OURS_B" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours-b"
+    check_mirror day0 "$B/out/ours-b" && rm -rf "$B/out/ours-b"
+  fi
+  measure full ours-nofsync eatmydata "$OURS" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/nofsync"
+  check_mirror day0 "$B/out/nofsync" && rm -rf "$B/out"
+  if [ "$SCALE" = 1 ]; then # 14,264 small files: a flush each
+    local build SURL=http://127.0.0.1:$((PORT + 2))/
+    for build in ours${OURS_B:+ ours-b}; do
+      local bin=$OURS
+      [ "$build" = ours-b ] && bin=$OURS_B
+      measure scale-full "$build" "$bin" "${COMMON[@]}" --jobs "$JOBS" "$SURL" "$B/out/scale"
+      check_scale "$B/out/scale" && rm -rf "$B/out/scale"
+    done
+  fi
+}
+if [ "$FLOOR_ONLY" = 1 ]; then
+  for i in $(seq "$REPEAT"); do
+    log "run $i of $REPEAT (the fetch floor only)"
+    floor_round
+  done
+  stop_nginx
+  python3 bench/floor-report.py "$RESULTS" "jobs=$JOBS, repeat=$REPEAT, page cache dropped before each run: $DROPPED, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
 for i in $(seq "$REPEAT"); do
   log "run $i of $REPEAT"
   use_day day0

@@ -2,11 +2,16 @@
 //!
 //! 1. [`download`]: items are fetched in parallel into the store's staging,
 //!    verified, and committed under their path (existing files that must be
-//!    checked are re-hashed first). Content already stored is linked instead
-//!    ([`crate::content`]): first everything fetched or linked from the
-//!    mirror or the content index, then the items sharing the content of
-//!    one fetched in this run. A link that fails falls back to a download.
-//!    After the first full disk no new download starts.
+//!    checked are re-hashed first). A verified item's commit (its flush to
+//!    stable storage and its rename: [`crate::store::Staged::commit`]) runs
+//!    on a task of its own, so the download's slot goes to the next
+//!    download at once; every commit of a round is awaited before the
+//!    round ends, and an item whose commit fails has failed. Content
+//!    already stored is linked instead ([`crate::content`]): first
+//!    everything fetched or linked from the mirror or the content index,
+//!    then the items sharing the content of one fetched in this run. A
+//!    link that fails falls back to a download. After the first full disk
+//!    no new download starts.
 //! 2. [`publish`]: the pending deletions are recorded (each with when it was
 //!    scheduled), then the references, the state of each content id, each
 //!    products file, and the index last. A content id whose items did not
@@ -29,8 +34,10 @@ use crate::store::{Linked, PendingDeletes, References, Store};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How to execute.
 #[derive(Debug, Clone, Default)]
@@ -161,6 +168,34 @@ enum Obtained {
     Checked,
 }
 
+/// How far a download got when its slot was given up: done, or fetched,
+/// verified and being committed on a task of its own.
+enum Obtaining {
+    Done(Obtained),
+    Committing(Committing),
+}
+
+/// A verified item's commit, running on its own task while the downloads
+/// go on ([`Fetcher::hand_over`]); it holds one of the [`Fetcher`]'s commit
+/// slots until it ends.
+struct Committing {
+    path: String,
+    bytes: u64,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Committing {
+    /// Waits for the commit: once it is `Ok`, the item's bytes are on
+    /// stable storage under its path.
+    async fn finish(self) -> Result<Obtained> {
+        match self.task.await {
+            Ok(committed) => committed.map(|()| Obtained::Fetched(self.bytes)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::transfer(&self.path, e.to_string())),
+        }
+    }
+}
+
 /// Phase 1: obtains every download of the plan, `jobs` at a time: first
 /// those fetched or linked from content stored before the run, then the
 /// twins of those fetched. Gives the failures, the content ids they
@@ -180,6 +215,7 @@ async fn download(
         options,
         progress,
         disk_full: AtomicBool::new(false),
+        commit_slots: Arc::new(Semaphore::new(options.jobs.max(1))),
     };
     let is_twin = |d: &&Download| matches!(d.origin, Origin::Twin(_));
     let first: Vec<&Download> = plan.downloads.iter().filter(|d| !is_twin(d)).collect();
@@ -249,16 +285,61 @@ struct Fetcher<'a> {
     /// Set by the first download that meets a full disk: no new download
     /// starts after it.
     disk_full: AtomicBool,
+    /// Commits that may run at once beside the downloads (as many as
+    /// downloads): a download finding them all taken waits for one, so
+    /// what is written but not yet durable stays bounded.
+    commit_slots: Arc<Semaphore>,
 }
 
 impl Fetcher<'_> {
     /// Obtains `downloads`, `jobs` at a time; `done` are the paths already
-    /// in place (the first copies of twins).
+    /// in place (the first copies of twins). Ends once every commit it
+    /// started has ended: what it gives as obtained is durable in place.
     async fn round<'d>(
         &self,
         downloads: Vec<&'d Download>,
         done: &BTreeSet<String>,
     ) -> Vec<(&'d Download, Result<Obtained>)> {
+        let started = self.start_round(downloads, done).await;
+        let mut obtained = Vec::with_capacity(started.len());
+        for (d, r) in started {
+            let r = match r {
+                Ok(Obtaining::Done(o)) => Ok(o),
+                Ok(Obtaining::Committing(commit)) => commit.finish().await,
+                Err(e) => Err(e),
+            };
+            if r.as_ref().is_err_and(Error::is_disk_full) {
+                self.disk_full.store(true, Ordering::SeqCst);
+            }
+            obtained.push((d, r));
+        }
+        obtained
+    }
+
+    /// Hands a fetched and verified item over to a commit of its own, once
+    /// a commit slot is free.
+    async fn hand_over(
+        &self,
+        d: &Download,
+        staged: Box<dyn crate::store::Staged>,
+        bytes: u64,
+    ) -> Committing {
+        let slot = self.commit_slots.clone().acquire_owned().await;
+        let task = tokio::spawn(commit_in_slot(staged, slot.ok()));
+        Committing {
+            path: self.store.display(&d.path),
+            bytes,
+            task,
+        }
+    }
+
+    /// Starts obtaining `downloads` (see [`Fetcher::round`]): each is done,
+    /// failed or being committed.
+    async fn start_round<'d>(
+        &self,
+        downloads: Vec<&'d Download>,
+        done: &BTreeSet<String>,
+    ) -> Vec<(&'d Download, Result<Obtaining>)> {
         futures_util::stream::iter(downloads)
             .map(|d| async move {
                 let links = match &d.origin {
@@ -286,20 +367,14 @@ impl Fetcher<'_> {
 
 /// Puts one download in place: linked from the content it shares when it
 /// can be (a twin only once its first copy is in `done`), else fetched.
-async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) -> Result<Obtained> {
-    let Fetcher {
-        source,
-        store,
-        options,
-        progress,
-        ..
-    } = fetcher;
+async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) -> Result<Obtaining> {
+    let Fetcher { store, options, .. } = fetcher;
     let store = *store;
     if let Origin::Indexed(entry) = &d.origin
         && let Err(e) = check_index_entry(d, entry, options).await
     {
         log::warn!("{e}; not linked, fetching {} instead", d.path);
-        return fetch_one(d, source, store, progress).await;
+        return fetch_one(d, fetcher).await;
     }
     let linked = match &d.origin {
         Origin::Fetch => Linked::Unsupported,
@@ -311,9 +386,9 @@ async fn obtain(d: &Download, done: &BTreeSet<String>, fetcher: &Fetcher<'_>) ->
     };
     if linked != Linked::Unsupported {
         log::info!("linked {} to identical content ({linked:?})", d.path);
-        return Ok(Obtained::Linked);
+        return Ok(Obtaining::Done(Obtained::Linked));
     }
-    fetch_one(d, source, store, progress).await
+    fetch_one(d, fetcher).await
 }
 
 /// Before a content-index entry is linked: its record proves it unchanged
@@ -405,17 +480,19 @@ async fn triage_parts(store: &dyn Store, stopped: &[&Download]) -> String {
     )
 }
 
-/// Fetches one file (or first checks the one there), commits it, and gives
-/// the bytes transferred.
-async fn fetch_one(
-    d: &Download,
-    source: &Source,
-    store: &dyn Store,
-    progress: &ProgressFn,
-) -> Result<Obtained> {
+/// Fetches one file (or first checks the one there) and hands it over to
+/// its commit.
+async fn fetch_one(d: &Download, fetcher: &Fetcher<'_>) -> Result<Obtaining> {
+    let Fetcher {
+        source,
+        store,
+        progress,
+        ..
+    } = fetcher;
+    let store = *store;
     if d.verify_only {
         match verify_stored(d, store).await {
-            Ok(()) => return Ok(Obtained::Checked),
+            Ok(()) => return Ok(Obtaining::Done(Obtained::Checked)),
             // The file stays until the fetched one, verified, is
             // committed over it.
             Err(e) => log::warn!("{e}; fetching it again"),
@@ -425,9 +502,18 @@ async fn fetch_one(
     let (staged, n) = source
         .download(&d.path, staged, &d.expected, progress)
         .await?;
-    staged.commit().await?;
     log::info!("fetched {} ({n} bytes)", d.path);
-    Ok(Obtained::Fetched(n))
+    Ok(Obtaining::Committing(fetcher.hand_over(d, staged, n).await))
+}
+
+/// Commits `staged`, then gives its commit slot back.
+async fn commit_in_slot(
+    staged: Box<dyn crate::store::Staged>,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<()> {
+    let committed = staged.commit().await;
+    drop(slot);
+    committed
 }
 
 /// Re-reads a stored file and checks it against its size and checksum.
@@ -926,4 +1012,182 @@ fn keep_old_references(old: References, new: &References, failed: &BTreeSet<Stri
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Document, Stream, parse_products};
+    use crate::plan::MirrorOptions;
+    use crate::source::{TransferOptions, Validators};
+    use crate::store::{DirStore, FileStamp, Lease, RangedStaged, Staged};
+    use std::io::Read;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A directory store whose commits take their time (each waits before
+    /// committing), and which notes every write of metadata or state made
+    /// while an item staged by the run is not yet committed.
+    #[derive(Debug, Clone)]
+    struct SlowCommits {
+        inner: DirStore,
+        uncommitted: Arc<AtomicUsize>,
+        early: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct SlowStaged {
+        inner: Box<dyn Staged>,
+        uncommitted: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Staged for SlowStaged {
+        fn staged_len(&self) -> u64 {
+            self.inner.staged_len()
+        }
+        fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()> {
+            self.inner.begin(keep, consume)
+        }
+        fn write(&mut self, data: &[u8]) -> Result<()> {
+            self.inner.write(data)
+        }
+        fn sync(&mut self) -> Result<()> {
+            self.inner.sync()
+        }
+        async fn commit(self: Box<Self>) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let committed = self.inner.commit().await;
+            self.uncommitted.fetch_sub(1, Ordering::SeqCst);
+            committed
+        }
+        async fn discard(self: Box<Self>) -> Result<()> {
+            let discarded = self.inner.discard().await;
+            self.uncommitted.fetch_sub(1, Ordering::SeqCst);
+            discarded
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn ranged(&mut self) -> Option<&mut dyn RangedStaged> {
+            self.inner.ranged()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for SlowCommits {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn display(&self, rel: &RelPath) -> String {
+            self.inner.display(rel)
+        }
+        async fn stamp(&self, rel: &RelPath) -> Option<FileStamp> {
+            self.inner.stamp(rel).await
+        }
+        async fn read(&self, rel: &RelPath) -> Result<Option<Vec<u8>>> {
+            self.inner.read(rel).await
+        }
+        async fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>> {
+            self.inner.open(rel).await
+        }
+        async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
+            if self.uncommitted.load(Ordering::SeqCst) > 0 {
+                self.early.lock().unwrap().push(rel.to_string());
+            }
+            self.inner.write_atomic(rel, bytes).await
+        }
+        async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
+            let inner = self.inner.stage(rel).await?;
+            self.uncommitted.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(SlowStaged {
+                inner,
+                uncommitted: self.uncommitted.clone(),
+            }))
+        }
+        async fn remove(&self, rel: &RelPath) -> Result<()> {
+            self.inner.remove(rel).await
+        }
+        async fn lock(&self, wait: bool) -> Result<Box<dyn Lease>> {
+            self.inner.lock(wait).await
+        }
+        async fn check_writable(&self) -> Result<()> {
+            self.inner.check_writable().await
+        }
+    }
+
+    /// A products file of `count` items, each written to `src` with
+    /// content of its own.
+    fn stream_of(src: &std::path::Path, count: usize) -> Stream {
+        let mut versions = serde_json::Map::new();
+        for i in 0..count {
+            let path = format!("p/{i}/kernel");
+            let bytes = vec![i as u8; 64 * 1024 + i];
+            std::fs::create_dir_all(src.join(format!("p/{i}"))).unwrap();
+            std::fs::write(src.join(&path), &bytes).unwrap();
+            versions.insert(
+                format!("{i}"),
+                serde_json::json!({"items": {"kernel": {
+                    "path": path, "size": bytes.len(), "ftype": "boot-kernel",
+                    "sha256": crate::hash::sha256_hex(&bytes)}}}),
+            );
+        }
+        let doc = serde_json::json!({"format": "products:1.0", "content_id": "c:1",
+            "products": {"p": {"arch": "amd64", "versions": versions}}});
+        let raw = serde_json::to_vec(&doc).unwrap();
+        let document = Document {
+            rel: RelPath::parse("streams/v1/c.json").unwrap(),
+            url: "u".into(),
+            raw: raw.clone(),
+            json: raw,
+            validators: Validators::default(),
+            revalidated: false,
+        };
+        Stream {
+            index: None,
+            products: vec![parse_products(document, None).unwrap()],
+            unchanged: vec![],
+        }
+    }
+
+    /// Commits run beside the downloads, but nothing is published (no
+    /// state, no products file) before every one of them has ended: the
+    /// items it names are durable in place by then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_published_before_every_commit_has_ended() {
+        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let stream = stream_of(src.path(), 8);
+        let store = SlowCommits {
+            inner: DirStore::new(out.path()),
+            uncommitted: Arc::default(),
+            early: Arc::default(),
+        };
+        let options = MirrorOptions {
+            item_download: true,
+            ..MirrorOptions::default()
+        };
+        let plan = Plan::build(stream, &store, &options).await.unwrap();
+        assert_eq!(plan.downloads.len(), 8);
+        let root = url::Url::from_directory_path(src.path()).unwrap();
+        let source = Source::new(root, Vec::new(), TransferOptions::default()).unwrap();
+        let options = ExecuteOptions {
+            jobs: 3,
+            ..ExecuteOptions::default()
+        };
+        let report = execute(plan, &source, &store, &options, Arc::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(report.files, 8);
+        assert_eq!(report.published, ["c:1"]);
+        assert_eq!(store.uncommitted.load(Ordering::SeqCst), 0);
+        let early = store.early.lock().unwrap().clone();
+        assert!(
+            early.is_empty(),
+            "published before every commit ended: {early:?}"
+        );
+        for i in 0..8 {
+            let path = format!("p/{i}/kernel");
+            let want = std::fs::read(src.path().join(&path)).unwrap();
+            assert_eq!(std::fs::read(out.path().join(&path)).unwrap(), want);
+        }
+    }
 }

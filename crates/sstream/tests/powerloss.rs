@@ -158,14 +158,17 @@ fn describe(cut: &CutAt, model: Model) -> String {
     format!("{model:?}: power cut at {kind} #{}{under}", cut.nth)
 }
 
-/// The crash points: a third at any operation, a third at renames, a
-/// third at operations on the published metadata and state.
+/// The crash points: a fifth at any operation, a fifth at renames, a fifth
+/// at a file's fsync (an item's commit, which runs beside the downloads
+/// still going on), a fifth at operations on the published state, a fifth
+/// on the published metadata.
 fn crash_points(trace: &[Op], count: u64, rng: &mut Rng) -> Vec<CutAt> {
-    let renames = trace.iter().filter(|o| o.kind == OpKind::Rename).count() as u64;
+    let of_kind = |kind: OpKind| trace.iter().filter(|o| o.kind == kind).count() as u64;
+    let (renames, fsyncs) = (of_kind(OpKind::Rename), of_kind(OpKind::Fsync));
     let publish = |under: &str| trace.iter().filter(|o| o.path.starts_with(under)).count() as u64;
     let (streams, data) = (publish("streams/"), publish(".data/"));
     (0..count)
-        .map(|i| match i % 4 {
+        .map(|i| match i % 5 {
             0 => CutAt {
                 kind: None,
                 under: String::new(),
@@ -177,6 +180,11 @@ fn crash_points(trace: &[Op], count: u64, rng: &mut Rng) -> Vec<CutAt> {
                 nth: 1 + rng.below(renames),
             },
             2 => CutAt {
+                kind: Some(OpKind::Fsync),
+                under: String::new(),
+                nth: 1 + rng.below(fsyncs),
+            },
+            3 => CutAt {
                 kind: None,
                 under: ".data/".into(),
                 nth: 1 + rng.below(data),

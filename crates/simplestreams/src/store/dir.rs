@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 /// Write buffer of a download: gathers the small chunks of slow links.
 const WRITE_BUFFER: usize = 256 << 10;
 
+/// Bytes written to a staged file between two starts of its writeback
+/// ([`start_writeback`]): the disk writes behind the download, so the
+/// flush of the commit finds little left to write.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// A mirror rooted at a local directory (created when needed).
 #[derive(Debug, Clone)]
 pub struct DirStore {
@@ -617,6 +622,8 @@ struct PartFile {
     part: PathBuf,
     record: PathBuf,
     mode: Mode,
+    /// Bytes written since the writeback was last started.
+    unflushed: u64,
 }
 
 /// How a staged file is open.
@@ -646,6 +653,45 @@ impl PartFile {
             dest,
             record,
             mode: Mode::Closed,
+            unflushed: 0,
+        }
+    }
+
+    /// Counts `written` bytes, and starts the writeback of what the file
+    /// holds every [`WRITEBACK_EVERY`] bytes.
+    fn wrote(&mut self, written: usize) {
+        self.unflushed += written as u64;
+        if self.unflushed >= WRITEBACK_EVERY {
+            self.unflushed = 0;
+            if let Some(file) = self.file() {
+                start_writeback(file);
+            }
+        }
+    }
+
+    /// The open staged file, if any (what a buffered writer holds is not
+    /// in it yet).
+    fn file(&self) -> Option<&File> {
+        match &self.mode {
+            Mode::Append(w) => Some(w.get_ref()),
+            Mode::Ranged { file, .. } => Some(file),
+            Mode::Closed => None,
+        }
+    }
+
+    /// Makes the staged bytes durable: what is buffered is written, then
+    /// the file is fsynced (opened again when it is not open).
+    fn make_durable(&mut self) -> Result<()> {
+        let part = &self.part;
+        match &mut self.mode {
+            Mode::Append(w) => {
+                w.flush().map_err(|e| Error::io(part, e))?;
+                w.get_ref().sync_all().map_err(|e| Error::io(part, e))
+            }
+            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
+            Mode::Closed => open_existing_part(part)?
+                .sync_all()
+                .map_err(|e| Error::io(part, e)),
         }
     }
 
@@ -686,11 +732,11 @@ impl PartFile {
     /// Runs `last` (a rename, a removal) on the blocking pool, where the
     /// file is closed after it.
     async fn finish(
-        self: Box<Self>,
-        last: impl FnOnce(&PartFile) -> Result<()> + Send + 'static,
+        mut self: Box<Self>,
+        last: impl FnOnce(&mut PartFile) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         let part = self.part.clone();
-        match tokio::task::spawn_blocking(move || last(&self)).await {
+        match tokio::task::spawn_blocking(move || last(&mut self)).await {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(Error::io(&part, std::io::Error::other(e))),
@@ -749,29 +795,35 @@ impl Staged for PartFile {
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
         match &mut self.mode {
-            Mode::Append(w) => w.write_all(data).map_err(|e| Error::io(&self.part, e)),
-            _ => Err(self.not_open("for appending")),
+            Mode::Append(w) => w.write_all(data).map_err(|e| Error::io(&self.part, e))?,
+            _ => return Err(self.not_open("for appending")),
         }
+        self.wrote(data.len());
+        Ok(())
     }
 
+    /// Writes out what is buffered and starts the writeback of the rest:
+    /// the durable flush is the commit's.
     fn sync(&mut self) -> Result<()> {
         let part = &self.part;
-        match &mut self.mode {
-            Mode::Append(w) => {
-                w.flush().map_err(|e| Error::io(part, e))?;
-                w.get_ref().sync_all().map_err(|e| Error::io(part, e))
-            }
-            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
-            Mode::Closed => Err(self.not_open("for writing")),
+        if let Mode::Append(w) = &mut self.mode {
+            w.flush().map_err(|e| Error::io(part, e))?;
         }
+        let file = self.file().ok_or_else(|| self.not_open("for writing"))?;
+        start_writeback(file);
+        self.unflushed = 0;
+        Ok(())
     }
 
-    /// The record of ranges goes first: a complete `.part` without one is
-    /// verified as it is by the next run. The directory is fsynced after
-    /// the rename: until then a power cut can undo it, and a state
-    /// published next would name an item that is not there.
+    /// The bytes are made durable (fsynced) before anything else: only
+    /// then may the file have the item's name, which the next run trusts
+    /// by its size. The record of ranges goes next: a complete `.part`
+    /// without one is verified as it is by the next run. The directory is
+    /// fsynced after the rename: until then a power cut can undo it, and a
+    /// state published next would name an item that is not there.
     async fn commit(self: Box<Self>) -> Result<()> {
         self.finish(|p| {
+            p.make_durable()?;
             remove_if_present(&p.record)?;
             fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))?;
             if let Some(dir) = p.dest.parent() {
@@ -835,7 +887,9 @@ impl RangedStaged for PartFile {
             return Err(Error::io(&self.part, std::io::Error::other(why)));
         }
         file.write_all_at(data, offset)
-            .map_err(|e| Error::io(&self.part, e))
+            .map_err(|e| Error::io(&self.part, e))?;
+        self.wrote(data.len());
+        Ok(())
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -956,6 +1010,23 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
         ino: m.ino(),
     })
 }
+
+/// Starts writing the dirty pages of `file` to the disk, without waiting
+/// for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): it makes nothing
+/// durable (no metadata, no disk cache flush; the commit's `fsync` does),
+/// it only spreads the writing over the download. A file system that
+/// cannot (an error) just leaves it all to the `fsync`.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; offset 0 and length 0 mean the
+    // whole file; the call only schedules I/O.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Elsewhere, the commit's `fsync` writes it all.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File) {}
 
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {

@@ -78,8 +78,31 @@ pub struct FileStamp {
 }
 
 /// An item being downloaded into a store, under a staging name that no
-/// reader follows. The download writes and syncs it, checks what it holds,
-/// then [`Staged::commit`]s it under the item's path.
+/// reader follows. The download writes it, ends its writes
+/// ([`Staged::sync`]), checks what it holds, then [`Staged::commit`]s it
+/// under the item's path.
+///
+/// **Durability: where the guarantee lives.** Two promises hold at every
+/// instant, a power cut included: no item is at its final path (where the
+/// next run trusts it by its size) unless its bytes are on stable storage,
+/// and no published metadata names an item whose bytes are not. The first
+/// is [`Staged::commit`]'s: it returns `Ok` only once the bytes are
+/// durable under the item's path, and the path is given to them only after
+/// they are durable (a directory store fsyncs the staged file, renames it,
+/// then fsyncs the directory). The second is the executor's
+/// ([`crate::execute`]): metadata is published only after every commit of
+/// the run has returned.
+///
+/// What is not promised is *when* the flushing happens, and that is where
+/// the time goes: a directory store starts the writeback of a staged file
+/// every few MiB while it is written (`sync_file_range`, which makes
+/// nothing durable but lets the disk write behind the download), so the
+/// commit's `fsync` finds little left to write; and the executor runs each
+/// commit on a task of its own, so the download's slot goes to the next
+/// download while the flush completes (as many commits in flight as
+/// downloads). The flushes overlap the downloads instead of following each
+/// one; the order of what becomes durable, and when it may be named, is
+/// unchanged.
 ///
 /// Writes append ([`Staged::begin`], [`Staged::write`]). A store that can
 /// also write at offsets offers [`Staged::ranged`], and large items are then
@@ -108,9 +131,14 @@ pub trait Staged: Send {
     fn begin(&mut self, keep: u64, consume: &mut dyn FnMut(&[u8])) -> Result<()>;
     /// Appends `data`.
     fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Makes what was written durable.
+    /// Ends the writes: everything written is handed to the store (a local
+    /// file: out of the buffers, its writeback started), ready to be
+    /// checked and committed. Not necessarily durable yet: that is
+    /// [`Staged::commit`]'s.
     fn sync(&mut self) -> Result<()>;
-    /// Publishes the staged bytes under the item's path.
+    /// Makes the staged bytes durable and publishes them under the item's
+    /// path, in that order: once it returns `Ok`, the item is on stable
+    /// storage there; before, its path never holds bytes that are not.
     async fn commit(self: Box<Self>) -> Result<()>;
     /// Drops whatever is staged.
     async fn discard(self: Box<Self>) -> Result<()>;
@@ -146,7 +174,8 @@ pub trait RangedStaged {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Records `received` as the ranges received so far (what
     /// [`RangedStaged::open_ranges`] gives back after an interruption). It
-    /// need not make the bytes durable: [`Staged::sync`] does, before commit.
+    /// need not make the bytes durable: [`Staged::commit`] does, before the
+    /// item takes its path.
     fn record(&mut self, received: &[Range<u64>]) -> Result<()>;
 }
 
