@@ -827,11 +827,12 @@ fn run_paced(fx: &Fixture, server: &PacedServer, name: &str, max: &str) {
 
 #[test]
 fn connections_are_added_while_they_add_throughput_never_past_the_bound() {
-    let fx = Fixture::new(12 << 20, &[ONLY_SQUASHFS]);
-    let server = PacedServer::start(&fx.src, Pace::PerConnection(512 << 10));
+    let fx = Fixture::new(32 << 20, &[ONLY_SQUASHFS]);
+    let server = PacedServer::start(&fx.src, Pace::PerConnection(1 << 20));
     run_paced(&fx, &server, "grown", "6");
-    // Each connection added brought its 512 KiB/s: the budget grew from
-    // the two of --jobs to the bound, and never past it.
+    // Each connection added brought its 1 MiB/s: the budget grew from the
+    // two of --jobs to the bound (one at a time, each step measured over
+    // a second and a half), and never past it.
     assert_eq!(server.most_open(), 6, "connections open at once");
 }
 

@@ -17,17 +17,18 @@
 //! 200 Mbit/s link, whatever else a run does. So while the budget is spent
 //! (every connection busy, no file waiting) and a large file still has
 //! ranges to split, the budget measures the throughput of the whole run
-//! over a [`WINDOW`], adds one connection, lets it get going ([`SETTLE`])
-//! and measures again. When the added connection brought at least
-//! [`GAIN`] of what the average connection carried, the next one is tried;
-//! otherwise (the link, the disk or a server's total rate is the limit)
-//! the budget stays where it is for the rest of the run. It never grows
-//! past `max_connections` (`--max-connections`). On a link that the
-//! starting connections fill, one probe finds no gain and nothing else
-//! changes; the margin keeps the noise of a window from adding more. A
-//! measurement is only taken over a window in which every connection of
-//! the budget was busy throughout (one broken by a file finishing starts
-//! again).
+//! over a [`WINDOW`], adds a [`STEP`]th of the budget (at least one
+//! connection), lets them get going ([`SETTLE`]) and measures again. When
+//! each added connection brought at least [`GAIN`] of what the average
+//! connection carried, the next step is tried; otherwise (the link, the
+//! disk or a server's total rate is the limit) the budget stays where it
+//! is for the rest of the run. It never grows past `max_connections`
+//! (`--max-connections`). On a link that the starting connections fill,
+//! one probe finds no gain and the throughput stays as it was; the margin
+//! keeps the noise of a window from adding more. A measurement is only
+//! taken over a window in which every connection of the budget was busy
+//! throughout and none was taken anew (a new request starts with a
+//! server's burst): anything else starts it again.
 //!
 //! **The rate cap** is one token bucket for every connection of the run:
 //! each chunk received is paid for as it arrives, and a connection whose
@@ -44,19 +45,27 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long the throughput is measured, before and after a connection is
-/// added.
-const WINDOW: Duration = Duration::from_millis(500);
-/// How long an added connection is given to get going (its request, TCP's
-/// slow start) before its effect is measured.
-const SETTLE: Duration = Duration::from_millis(200);
+/// How long the throughput is measured, before and after connections are
+/// added: a whole second, as servers that cap a connection's rate (nginx's
+/// `limit_rate`) count what it may send per second of their clock.
+const WINDOW: Duration = Duration::from_secs(1);
+/// How long added connections are given to get going (their requests,
+/// TCP's slow start, a server's first burst) before their effect is
+/// measured...
+const SETTLE: Duration = Duration::from_millis(500);
+/// ...and how long the first measurement waits, so that the bursts every
+/// connection got at its start are behind it.
+const SETTLE_FIRST: Duration = Duration::from_millis(1000);
 /// A measurement whose last look at the budget is older than this was
 /// broken (a connection was free or a file waited in between): it starts
 /// again.
 const GAP: Duration = Duration::from_millis(300);
-/// The share of the average connection's rate an added connection must
-/// bring for the next one to be tried.
+/// The share of the average connection's rate each added connection must
+/// bring for more to be tried.
 const GAIN: f64 = 0.5;
+/// Each step adds a `STEP`th of the budget (at least one), so that a link
+/// needing half as many connections again gets them in a few seconds.
+const STEP: usize = 3;
 
 /// What a run shares of the link: the connection budget, the bytes all
 /// its connections received, and the rate cap.
@@ -119,6 +128,9 @@ pub(crate) struct Connections {
     bound: usize,
     /// Files waiting for a connection.
     waiting: AtomicUsize,
+    /// Connections taken so far: one taken during a window (a new request
+    /// starts, with a server's first burst) starts the window again.
+    taken: AtomicUsize,
     growth: Mutex<Growth>,
 }
 
@@ -135,6 +147,7 @@ impl Connections {
             size: AtomicUsize::new(size),
             bound: bound.max(size),
             waiting: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             growth: Mutex::new(Growth::default()),
         }
     }
@@ -149,6 +162,7 @@ impl Connections {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let permit = self.permits.clone().acquire_owned().await.ok();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.taken.fetch_add(1, Ordering::SeqCst);
         permit
     }
 
@@ -158,7 +172,9 @@ impl Connections {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        self.permits.clone().try_acquire_owned().ok()
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        Some(permit)
     }
 
     /// Whether every connection of the budget is in use and no file waits.
@@ -175,11 +191,12 @@ impl Connections {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let size = self.size();
         let spent = self.spent();
-        if growth.look(now, bytes, spent, size, self.bound) != Step::Add {
+        let taken = self.taken.load(Ordering::SeqCst);
+        let Step::Add(n) = growth.look(now, bytes, spent, taken, size, self.bound) else {
             return false;
-        }
-        self.size.fetch_add(1, Ordering::SeqCst);
-        self.permits.add_permits(1);
+        };
+        self.size.fetch_add(n, Ordering::SeqCst);
+        self.permits.add_permits(n);
         true
     }
 }
@@ -189,8 +206,8 @@ impl Connections {
 enum Step {
     /// Go on as it is.
     Wait,
-    /// Add a connection.
-    Add,
+    /// Add this many connections.
+    Add(usize),
 }
 
 /// The throughput of the whole run with every connection of the budget
@@ -198,9 +215,11 @@ enum Step {
 #[derive(Debug, Default)]
 struct Growth {
     phase: Phase,
-    /// The rate measured before the last connection was added, and the
+    /// The rate measured before the last connections were added, and the
     /// budget then.
     before: Option<(f64, usize)>,
+    /// Connections taken when the current settling or window started.
+    taken: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -208,9 +227,9 @@ enum Phase {
     /// Nothing measured yet, or the last measurement was broken.
     #[default]
     Idle,
-    /// Every connection busy since `since` (looked at last at `last`); the
-    /// window starts [`SETTLE`] later.
-    Settling { since: Instant, last: Instant },
+    /// Every connection busy (looked at last at `last`); the window starts
+    /// at `until`.
+    Settling { until: Instant, last: Instant },
     /// Measuring since `from`, when `bytes` were received; `last` is the
     /// latest look.
     Measuring {
@@ -224,28 +243,35 @@ enum Phase {
 }
 
 impl Growth {
-    /// One look at `now`, the run having received `bytes`, with a budget
-    /// of `size` connections (at most `bound`), `spent` when every one is
-    /// busy and no file waits.
-    fn look(&mut self, now: Instant, bytes: u64, spent: bool, size: usize, bound: usize) -> Step {
-        let broken = |last: Instant| now.saturating_duration_since(last) > GAP;
+    /// One look at `now`, the run having received `bytes` and taken
+    /// `taken` connections, with a budget of `size` connections (at most
+    /// `bound`), `spent` when every one is busy and no file waits.
+    fn look(
+        &mut self,
+        now: Instant,
+        bytes: u64,
+        spent: bool,
+        taken: usize,
+        size: usize,
+        bound: usize,
+    ) -> Step {
+        let renewed = std::mem::replace(&mut self.taken, taken) != taken;
+        let broken = |last: Instant| renewed || now.saturating_duration_since(last) > GAP;
         self.phase = match self.phase {
             Phase::Settled => return Step::Wait,
             _ if size >= bound => Phase::Settled,
             _ if !spent => Phase::Idle,
             Phase::Idle => Phase::Settling {
-                since: now,
+                until: now + self.settle(),
                 last: now,
             },
             Phase::Settling { last, .. } | Phase::Measuring { last, .. } if broken(last) => {
                 Phase::Settling {
-                    since: now,
+                    until: now + SETTLE,
                     last: now,
                 }
             }
-            Phase::Settling { since, .. } if now.saturating_duration_since(since) < SETTLE => {
-                Phase::Settling { since, last: now }
-            }
+            Phase::Settling { until, .. } if now < until => Phase::Settling { until, last: now },
             Phase::Settling { .. } => Phase::Measuring {
                 from: now,
                 bytes,
@@ -263,19 +289,31 @@ impl Growth {
             } => {
                 let secs = now.saturating_duration_since(from).as_secs_f64();
                 let rate = bytes.saturating_sub(b0) as f64 / secs;
-                return self.judge(rate, size);
+                return self.judge(rate, size, bound);
             }
         };
         Step::Wait
     }
 
-    /// After a window at `rate` with `size` connections: add one when this
-    /// is the first window, or when the connection added last brought
-    /// enough.
-    fn judge(&mut self, rate: f64, size: usize) -> Step {
+    /// How long connections are busy before a window starts.
+    fn settle(&self) -> Duration {
+        if self.before.is_some() {
+            SETTLE
+        } else {
+            SETTLE_FIRST
+        }
+    }
+
+    /// After a window at `rate` with `size` connections (at most
+    /// `bound`): add one when this is the first window; more when the
+    /// connections added last brought enough each.
+    fn judge(&mut self, rate: f64, size: usize, bound: usize) -> Step {
         let helped = match self.before {
             None => true,
-            Some((before, n)) => rate - before >= GAIN * before / n.max(1) as f64,
+            Some((before, n)) => {
+                let added = size.saturating_sub(n).max(1) as f64;
+                rate - before >= GAIN * added * before / n.max(1) as f64
+            }
         };
         if let Some((before, n)) = self.before {
             log::debug!(
@@ -289,10 +327,11 @@ impl Growth {
             self.phase = Phase::Settled;
             return Step::Wait;
         }
+        let step = (size / STEP).max(1);
         self.before = Some((rate, size));
-        // The next window starts once the added connection is busy too.
+        // The next window starts once the added connections are busy too.
         self.phase = Phase::Idle;
-        Step::Add
+        Step::Add(step.min(bound - size))
     }
 }
 
@@ -407,8 +446,9 @@ mod tests {
             bytes += rate(c.size()) / 10.0;
             let now = t0 + Duration::from_millis(100 * tick);
             if c.grow_if_it_helps(now, bytes as u64) {
-                // The file takes the added connection at once.
-                held.push(c.spare().expect("the connection just added"));
+                // The file takes the added connections at once.
+                held.extend(std::iter::from_fn(|| c.spare()));
+                assert_eq!(held.len(), c.size());
             }
         }
         c.size()
@@ -417,10 +457,14 @@ mod tests {
     #[test]
     fn the_budget_grows_while_connections_add_throughput() {
         // 3 MB/s per connection, 25 MB/s for the link: 9 connections fill
-        // it, the tenth brings nothing.
+        // it. Two are added (they bring 3 MB/s each), then two more, which
+        // bring half a megabyte: the budget stays.
         let per_connection = |n: usize| (n as f64 * 3e6).min(25e6);
-        assert_eq!(grown(6, 16, 20, per_connection), 9);
-        // Never past the bound.
+        assert_eq!(grown(6, 16, 20, per_connection), 10);
+        // One at a time from two.
+        assert_eq!(grown(2, 16, 20, |n| (n as f64 * 3e6).min(12e6)), 5);
+        // A link that takes every connection: up to the bound, never past.
+        assert_eq!(grown(6, 16, 30, |n| n as f64 * 3e6), 16);
         assert_eq!(grown(6, 8, 20, per_connection), 8);
         assert_eq!(grown(6, 6, 20, per_connection), 6);
         assert_eq!(
@@ -432,15 +476,16 @@ mod tests {
 
     #[test]
     fn a_fixed_total_rate_gets_one_probe_and_noise_no_more() {
-        assert_eq!(grown(6, 16, 20, |_| 25e6), 7);
-        // Noise below the margin: a connection added to six must bring
-        // half of a sixth (8%); 5% more is noise.
+        assert_eq!(grown(6, 16, 20, |_| 25e6), 8);
+        assert_eq!(grown(2, 16, 20, |_| 25e6), 3);
+        // Noise below the margin: two connections added to six must bring
+        // half of a sixth each (17%); 10% more is noise.
         assert_eq!(
             grown(6, 16, 20, |n| 25e6 * (1.0 + 0.05 * (n - 6) as f64)),
-            7
+            8
         );
         // A server that slows down with every connection added.
-        assert_eq!(grown(6, 16, 20, |n| 30e6 - n as f64 * 1e6), 7);
+        assert_eq!(grown(6, 16, 20, |n| 30e6 - n as f64 * 1e6), 8);
     }
 
     #[test]
