@@ -28,6 +28,9 @@ pub const DEFAULT_ENTRY: &str = "streams/v1/index.sjson";
 /// connections by default (32 MiB).
 pub const DEFAULT_SEGMENT_THRESHOLD: u64 = 32 << 20;
 
+/// The most connections the budget grows to by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
 /// Largest metadata document accepted (a server that lies is cut off).
 const MAX_METADATA_BYTES: usize = 1 << 30;
 
@@ -121,6 +124,11 @@ pub struct TransferOptions {
     /// no other file is waiting for, to fetch byte ranges of itself at
     /// once. Give the executor as many jobs.
     pub connections: usize,
+    /// The most connections the budget grows to while each one added
+    /// brings more throughput to the ranges of large files
+    /// (`--max-connections`; see the `link` module). At most
+    /// `connections` means it never grows.
+    pub max_connections: usize,
     /// Items at least this large are fetched in byte ranges over several
     /// connections when the server honours ranges (`None`: never).
     pub segment_threshold: Option<u64>,
@@ -143,6 +151,7 @@ impl Default for TransferOptions {
     fn default() -> Self {
         TransferOptions {
             connections: 6,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             segment_threshold: Some(DEFAULT_SEGMENT_THRESHOLD),
             limit_rate: None,
             connect_timeout: Duration::from_secs(20),
@@ -234,10 +243,9 @@ pub struct Source {
     /// For `https://`, built on first use with the system's roots.
     tls: Arc<std::sync::OnceLock<reqwest::Client>>,
     options: TransferOptions,
-    /// The connections item downloads may have open at once.
-    connections: Arc<link::Connections>,
-    /// The cap on the rate of everything received.
-    rate: Option<Arc<link::RateLimit>>,
+    /// The connections item downloads may have open at once, and the cap
+    /// on the rate of everything received.
+    link: Arc<link::Link>,
 }
 
 impl Source {
@@ -273,10 +281,11 @@ impl Source {
             store: None,
             plain,
             tls: Arc::default(),
-            connections: Arc::new(link::Connections::new(options.connections)),
-            rate: options
-                .limit_rate
-                .map(|r| Arc::new(link::RateLimit::new(r))),
+            link: Arc::new(link::Link::new(
+                options.connections,
+                options.max_connections,
+                options.limit_rate,
+            )),
             options,
         })
     }
@@ -445,9 +454,7 @@ impl Source {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Attempt::of_transfer(url, &e))?;
-            if let Some(rate) = &self.rate {
-                rate.take(chunk.len()).await;
-            }
+            self.link.received(chunk.len()).await;
             if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
                 return Err(Attempt::Fatal(Error::transfer(
                     url.as_str(),
@@ -491,7 +498,7 @@ impl Source {
                 "items are not downloaded from a store read as a source",
             ));
         }
-        let _connection = self.connections.for_file().await;
+        let _connection = self.link.connections.for_file().await;
         let slot: Slot = Arc::new(Mutex::new(staged));
         let mut earlier = 0;
         if let Some(size) = self.segmentable(rel, expected) {
@@ -541,7 +548,7 @@ impl Source {
         let size = expected.size?;
         let scheme = self.url_of(rel).scheme().to_owned();
         (size >= threshold.max(1)
-            && self.connections.size() > 1
+            && self.options.connections > 1
             && (scheme == "http" || scheme == "https"))
             .then_some(size)
     }
@@ -620,16 +627,8 @@ impl Source {
             .map_err(|e| Attempt::of_transfer(url, &e))?;
         let start = self.resume_point(url, &resp, slot, have, progress).await?;
         check_body(url, &resp, expected, start)?;
-        let (total, digest, received) = receive(
-            url,
-            resp,
-            slot,
-            start,
-            expected,
-            progress,
-            self.rate.as_deref(),
-        )
-        .await?;
+        let (total, digest, received) =
+            receive(url, resp, slot, start, expected, progress, &self.link).await?;
         if let Some(size) = expected.size
             && total < size
         {
@@ -776,7 +775,7 @@ async fn receive(
     start: u64,
     expected: &Expected,
     progress: &ProgressFn,
-    rate: Option<&link::RateLimit>,
+    link: &link::Link,
 ) -> Result<(u64, Option<String>, u64), Attempt> {
     let fatal = |e: Error| Attempt::Fatal(e);
     // A short queue: on loopback hyper hands over chunks of ~400 KB, so this
@@ -802,9 +801,7 @@ async fn receive(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(chunk) => {
-                if let Some(rate) = rate {
-                    rate.take(chunk.len()).await;
-                }
+                link.received(chunk.len()).await;
                 received += chunk.len() as u64;
                 if let Some(size) = expected.size
                     && start + received > size

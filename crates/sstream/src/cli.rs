@@ -24,7 +24,7 @@ struct SstreamCli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Mirror a stream into a directory (same options as sstream-mirror).
-    Mirror(MirrorArgs),
+    Mirror(Box<MirrorArgs>),
     /// List the items of a stream (same options as sstream-query).
     Query(QueryArgs),
     /// Serve a mirror directory over HTTP and HTTPS.
@@ -95,7 +95,7 @@ pub fn run_sstream(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let program = cli.command.program();
     let done = |()| ExitCode::SUCCESS;
     let result = match cli.command {
-        Command::Mirror(a) => crate::mirror::run(a),
+        Command::Mirror(a) => crate::mirror::run(*a),
         Command::Query(a) => crate::query::run(a),
         Command::Serve(a) => sstream_serve::run(a).map(done).map_err(CliError::new),
         Command::Demo(a) => crate::demo::run(a).map(done).map_err(CliError::from),

@@ -66,6 +66,12 @@ pub struct JobOptions {
     /// is waiting for.
     #[arg(long, short = 'j', default_value = "6")]
     pub jobs: Connections,
+    /// Let the connections grow past --jobs, up to N, while each one added
+    /// brings more throughput to the byte ranges of large files (a server
+    /// or a long round trip capping what one connection carries); N at
+    /// most --jobs never grows.
+    #[arg(long, value_name = "N", default_value = "16")]
+    pub max_connections: Connections,
     /// Fetch files of at least SIZE (e.g. 32M) in byte ranges over several
     /// connections when the server honours ranges; 0 never does.
     #[arg(long, value_name = "SIZE", default_value = "32M")]
@@ -286,6 +292,7 @@ impl MirrorJob {
         let transfer = TransferOptions {
             // The connection budget is the number of jobs.
             connections: o.jobs.get(),
+            max_connections: o.max_connections.get(),
             retries: o.retries,
             idle_timeout: o.timeout.get(),
             segment_threshold: (o.segment_threshold.0 > 0).then_some(o.segment_threshold.0),
@@ -593,6 +600,18 @@ mod tests {
                 .contains("rate of 0")
         );
         assert!(from_toml("jobs = 0").unwrap_err().contains("at least 1"));
+        assert!(
+            from_toml("max_connections = 0")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        assert_eq!(
+            from_toml("max_connections = \"24\"")
+                .unwrap()
+                .max_connections
+                .get(),
+            24
+        );
         let o = from_toml("min_free = 1024\ntimeout = 1.5\nsegment_threshold = \"1M\"").unwrap();
         assert_eq!(o.min_free, Some(Size(1024)));
         assert_eq!(o.timeout.get(), Duration::from_millis(1500));
@@ -603,6 +622,11 @@ mod tests {
     fn defaults_are_the_flags_defaults() {
         let o = JobOptions::default();
         assert_eq!(o.jobs.get(), 6);
+        assert_eq!(o.max_connections.get(), 16);
+        assert_eq!(
+            o.max_connections.get(),
+            simplestreams::source::DEFAULT_MAX_CONNECTIONS
+        );
         assert_eq!(o.retries, 4);
         assert_eq!(o.timeout.get(), Duration::from_secs(60));
         assert_eq!(o.segment_threshold, Size(32 << 20));
@@ -665,7 +689,13 @@ mod tests {
             {
                 Some(false) => "true",
                 _ if key == "mirrors" => "[\"http://h/m/\"]",
-                _ if key == "max" || key == "jobs" || key == "retries" => "1",
+                _ if key == "max"
+                    || key == "jobs"
+                    || key == "max_connections"
+                    || key == "retries" =>
+                {
+                    "1"
+                }
                 _ if key == "publish" => "\"held\"",
                 _ => "\"1\"",
             };

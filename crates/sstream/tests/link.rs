@@ -2,7 +2,9 @@
 //! (each answer checked, a server that ignores or lies about ranges still
 //! gives a correct file, retries, stalls and fallback roots per range,
 //! resume after SIGKILL), and the rate cap (`--limit-rate`, config
-//! `limit_rate`), against the fault-injecting server.
+//! `limit_rate`), against the fault-injecting server; connections added
+//! while they add throughput, up to `--max-connections`, counted by a
+//! server that paces each connection or all of them together.
 
 mod faults_support;
 mod support;
@@ -11,9 +13,13 @@ use faults_support::{
     Fault, FaultServer, Request, args, assert_ok, compare_trees, leftovers, mirror,
 };
 use simplestreams::sample::{self, SampleRelease, SampleSpec, SampleStream};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 use tempfile::TempDir;
@@ -537,4 +543,317 @@ fn a_config_job_honours_limit_rate() {
     compare_trees(&fx.clean, &fx.out("capped"));
     let least = least_time(bytes, 512 << 10);
     assert!(took >= least, "{bytes} bytes in {took:?} at 512K/s");
+}
+
+/// How [`PacedServer`] holds back what it sends.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Each connection gets at most this many bytes per second (a CDN's
+    /// per-connection limit, a long round trip): more connections, more
+    /// throughput.
+    PerConnection(u64),
+    /// All connections together get this many bytes per second, shared:
+    /// each added connection slows the others down.
+    Total(u64),
+}
+
+/// One response being sent: of `path`, from `start`; `sent` is the offset
+/// after the bytes handed to the socket so far, `end` the offset where it
+/// stops (lowered when the client hands the rest of the range to another
+/// connection).
+struct InFlight {
+    id: u64,
+    path: String,
+    start: u64,
+    sent: AtomicU64,
+    end: AtomicU64,
+}
+
+/// What the threads of a [`PacedServer`] share.
+struct PacedShared {
+    root: PathBuf,
+    pace: Pace,
+    stop: AtomicBool,
+    open: Mutex<Vec<Arc<InFlight>>>,
+    most_open: AtomicUsize,
+    /// For [`Pace::Total`]: when the next chunk of any connection may go.
+    next_slot: Mutex<Instant>,
+    next_id: AtomicU64,
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 (one request per connection,
+/// `Connection: close`, `Range: bytes=N-M` honoured) that paces what it
+/// sends and counts the connections carrying a response at once.
+///
+/// The count is exact about what the client keeps: when a request for a
+/// range that starts inside a response being sent arrives (the client
+/// handed the rest of that range to another connection, and stops reading
+/// the first at that offset), the first response ends there: it stops
+/// counting before its last byte is written (or at once, if it already
+/// sent past it), so the client's next request on the connection slot it
+/// frees, which can only follow that byte, is never counted with it.
+struct PacedServer {
+    url: String,
+    shared: Arc<PacedShared>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+/// Bytes written at once by [`PacedServer`].
+const PACED_CHUNK: usize = 16 << 10;
+
+impl PacedServer {
+    fn start(root: &Path, pace: Pace) -> PacedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let shared = Arc::new(PacedShared {
+            root: root.to_path_buf(),
+            pace,
+            stop: AtomicBool::new(false),
+            open: Mutex::default(),
+            most_open: AtomicUsize::new(0),
+            next_slot: Mutex::new(Instant::now()),
+            next_id: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let acceptor = thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !s.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let s2 = s.clone();
+                        workers.push(thread::spawn(move || s2.serve(conn)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        PacedServer {
+            url,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The most responses that were being sent at once.
+    fn most_open(&self) -> usize {
+        self.shared.most_open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for PacedServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+impl PacedShared {
+    fn serve(&self, conn: TcpStream) {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let Ok(read_half) = conn.try_clone() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(read_half);
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut reader, &mut line);
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let mut range = None;
+        loop {
+            let mut h = String::new();
+            match std::io::BufRead::read_line(&mut reader, &mut h) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if h.trim_end().is_empty() => break,
+                Ok(_) => {}
+            }
+            if let Some((k, v)) = h.trim_end().split_once(':')
+                && k.eq_ignore_ascii_case("range")
+            {
+                range = v.trim().strip_prefix("bytes=").map(str::to_owned);
+            }
+        }
+        let path = target.trim_start_matches('/').to_owned();
+        let mut out = conn;
+        let _ = self.respond(&mut out, method == "HEAD", &path, range.as_deref());
+        let _ = out.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn respond(
+        &self,
+        out: &mut TcpStream,
+        head_only: bool,
+        path: &str,
+        range: Option<&str>,
+    ) -> std::io::Result<()> {
+        let file = self.root.join(path);
+        let body = match fs::read(&file) {
+            Ok(b) if !path.contains("..") && file.is_file() => b,
+            _ => {
+                return out.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                );
+            }
+        };
+        let len = body.len() as u64;
+        let asked = range.and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            let a: u64 = a.parse().ok()?;
+            let b = if b.is_empty() {
+                len
+            } else {
+                b.parse::<u64>().ok()? + 1
+            };
+            (a < b.min(len)).then_some(a..b.min(len))
+        });
+        let (status, span) = match &asked {
+            Some(r) => (
+                format!(
+                    "206 Partial Content\r\nContent-Range: bytes {}-{}/{len}",
+                    r.start,
+                    r.end - 1
+                ),
+                r.clone(),
+            ),
+            None => ("200 OK".to_owned(), 0..len),
+        };
+        write!(
+            out,
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            span.end - span.start
+        )?;
+        if head_only {
+            return Ok(());
+        }
+        let me = self.open_response(path, &span);
+        let sent = self.send(out, &body, &me);
+        self.close_response(&me);
+        sent
+    }
+
+    /// Counts a response from `span.start`; ends the responses it takes
+    /// the rest of (see [`PacedServer`]).
+    fn open_response(&self, path: &str, span: &Range<u64>) -> Arc<InFlight> {
+        let me = Arc::new(InFlight {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            path: path.to_owned(),
+            start: span.start,
+            sent: AtomicU64::new(span.start),
+            end: AtomicU64::new(span.end),
+        });
+        let mut open = self.open.lock().unwrap();
+        open.retain(|r| {
+            let cut =
+                r.path == me.path && r.start < me.start && me.start < r.end.load(Ordering::SeqCst);
+            if cut {
+                r.end.fetch_min(me.start, Ordering::SeqCst);
+            }
+            // Already past the cut: the client reads no more of it.
+            !(cut && r.sent.load(Ordering::SeqCst) >= me.start)
+        });
+        open.push(me.clone());
+        self.most_open.fetch_max(open.len(), Ordering::SeqCst);
+        me
+    }
+
+    fn close_response(&self, me: &InFlight) {
+        self.open.lock().unwrap().retain(|r| r.id != me.id);
+    }
+
+    /// Sends the body of `me` in paced chunks until its end; stops
+    /// counting it before its last chunk is written.
+    fn send(&self, out: &mut TcpStream, body: &[u8], me: &InFlight) -> std::io::Result<()> {
+        loop {
+            let at = me.sent.load(Ordering::SeqCst);
+            let end = me.end.load(Ordering::SeqCst);
+            if at >= end || self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let next = end.min(at + PACED_CHUNK as u64);
+            me.sent.store(next, Ordering::SeqCst);
+            if next >= me.end.load(Ordering::SeqCst) {
+                self.close_response(me);
+            }
+            self.wait_for_slot(next - at);
+            out.write_all(&body[at as usize..next as usize])?;
+            if let Pace::PerConnection(rate) = self.pace {
+                thread::sleep(Duration::from_secs_f64((next - at) as f64 / rate as f64));
+            }
+        }
+    }
+
+    /// Under [`Pace::Total`]: waits for the turn of a chunk of `n` bytes.
+    fn wait_for_slot(&self, n: u64) {
+        let Pace::Total(rate) = self.pace else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap();
+            let slot = (*next).max(Instant::now());
+            *next = slot + Duration::from_secs_f64(n as f64 / rate as f64);
+            slot
+        };
+        thread::sleep(slot.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// A run of the squashfs alone over `server` with `--jobs 2` and
+/// `--max-connections max`: the run succeeds and makes the clean tree.
+fn run_paced(fx: &Fixture, server: &PacedServer, name: &str, max: &str) {
+    let out = fx.out(name);
+    let o = mirror(&fx.args(
+        &server.url,
+        &out,
+        &[
+            "--jobs",
+            "2",
+            "--max-connections",
+            max,
+            "--segment-threshold",
+            "1M",
+            "--timeout",
+            "10",
+        ],
+    ));
+    assert_ok(&o, name);
+    assert_clean(fx, &out, name);
+}
+
+#[test]
+fn connections_are_added_while_they_add_throughput_never_past_the_bound() {
+    let fx = Fixture::new(16 << 20, &[ONLY_SQUASHFS]);
+    let server = PacedServer::start(&fx.src, Pace::PerConnection(1 << 20));
+    run_paced(&fx, &server, "grown", "4");
+    // Each connection added brought its 1 MiB/s: the budget grew past the
+    // two of --jobs (one at a time, each step measured over a second and a
+    // half; on a loaded machine a step may measure short and stop early),
+    // and never past the bound.
+    let open = server.most_open();
+    assert!((3..=4).contains(&open), "{open} connections open at once");
+}
+
+#[test]
+fn a_bound_of_jobs_adds_no_connection() {
+    let fx = Fixture::new(4 << 20, &[ONLY_SQUASHFS]);
+    let server = PacedServer::start(&fx.src, Pace::PerConnection(512 << 10));
+    run_paced(&fx, &server, "jobs", "2");
+    assert_eq!(server.most_open(), 2, "connections open at once");
+}
+
+#[test]
+fn a_server_whose_total_rate_is_fixed_gets_no_more_connections_than_needed() {
+    let fx = Fixture::new(8 << 20, &[ONLY_SQUASHFS]);
+    let server = PacedServer::start(&fx.src, Pace::Total(1 << 20));
+    run_paced(&fx, &server, "fixed", "16");
+    // One connection added to measure what it brings (nothing), and at
+    // most one more if a window's noise passed the margin: near the two of
+    // --jobs, far from the bound.
+    let open = server.most_open();
+    assert!((2..=4).contains(&open), "{open} connections open at once");
 }

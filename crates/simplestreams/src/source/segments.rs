@@ -11,8 +11,8 @@
 //!    received (its record beside the staged file); the rest is the work.
 //! 2. **fetch**: the file's own connection requests the first missing range
 //!    as `Range: bytes=a-b`; whenever the [budget](super::link) has a spare
-//!    connection, another connection takes half of the largest range still
-//!    being received (the first one stops at the new boundary and drops its
+//!    connection (and it grows while connections add throughput), another
+//!    connection takes half of the largest range still being received (the first one stops at the new boundary and drops its
 //!    connection), down to halves of an eighth of the threshold. A
 //!    connection whose range is done takes the next missing one, or half of
 //!    the largest again, so they all end together. Under a rate cap the
@@ -101,8 +101,8 @@ pub(super) async fn download(
     // slowly), so a request cut short would waste what is in flight:
     // requests are then pieces of half the threshold, never cut.
     let piece = source
-        .rate
-        .is_some()
+        .link
+        .is_capped()
         .then_some((threshold / 2).max(2 * min_split));
     let work = Work::new(complement(&received, size), min_split, piece);
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -332,19 +332,24 @@ impl Fetch<'_> {
 
     /// Runs the file's own connection, and one more for each spare
     /// connection of the budget while a range can be split, until every
-    /// range is received or one connection stops them all.
+    /// range is received or one connection stops them all. While ranges
+    /// can be split and the budget is spent, the budget may grow by a
+    /// connection (see [`super::link`]).
     async fn all(&self, tx: mpsc::Sender<(u64, Bytes)>) -> Result<(), Stop> {
+        let link = &self.source.link;
         let mut connections = FuturesUnordered::new();
         connections.push(self.connection(0, None, tx.clone()));
         let mut tick = tokio::time::interval(GROW_EVERY);
         let mut next_id = 1;
         loop {
-            while connections.len() < self.source.connections.size() && self.work().splittable() {
-                let Some(permit) = self.source.connections.spare() else {
+            loop {
+                let more = connections.len() < link.connections.size() && self.work().splittable();
+                if let Some(permit) = more.then(|| link.connections.spare()).flatten() {
+                    connections.push(self.connection(next_id, Some(permit), tx.clone()));
+                    next_id += 1;
+                } else if !(self.work().splittable() && link.grow_if_it_helps()) {
                     break;
-                };
-                connections.push(self.connection(next_id, Some(permit), tx.clone()));
-                next_id += 1;
+                }
             }
             tokio::select! {
                 done = connections.next() => match done {
@@ -450,9 +455,7 @@ impl Fetch<'_> {
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Attempt::of_transfer(url, &e))?;
-            if let Some(rate) = &self.source.rate {
-                rate.take(chunk.len()).await;
-            }
+            self.source.link.received(chunk.len()).await;
             let keep = self.work().claim(id, at, chunk.len());
             if keep > 0 {
                 (self.progress)(keep as i64);
