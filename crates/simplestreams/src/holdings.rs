@@ -155,7 +155,7 @@ pub fn without_orphan_deltas(held: Products) -> Products {
             .map(|(n, _)| n.clone())
             .collect();
         let applicable =
-            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| v == b));
+            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| *v == b));
         let versions: BTreeMap<String, Version> = product
             .versions
             .into_iter()
@@ -180,8 +180,11 @@ pub fn without_orphan_deltas(held: Products) -> Products {
 }
 
 /// The version a delta item applies to (its `delta_base`), if it is one.
-fn delta_base(item: &Item) -> Option<&str> {
-    item.fields.get("delta_base").and_then(Value::as_str)
+fn delta_base(item: &Item) -> Option<String> {
+    match item.field("delta_base") {
+        Some(Value::String(base)) => Some(base),
+        _ => None,
+    }
 }
 
 /// One products file a re-signed mirror publishes, as the index lists it.
