@@ -62,8 +62,10 @@ pub struct Product {
 pub struct Version {
     /// Fields other than `items`.
     pub fields: Map<String, Value>,
-    /// Items by name.
-    pub items: BTreeMap<String, Item>,
+    /// Items by name, shared: a plan's state holds the versions it takes
+    /// from the source document without copying them (change one with
+    /// [`Arc::make_mut`]).
+    pub items: Arc<BTreeMap<String, Item>>,
 }
 
 /// One item: a file to download (when it has a path) and its fields.
@@ -589,8 +591,7 @@ fn read_product(
     let Some(versions_raw) = versions_raw else {
         return Ok(Product { fields, versions });
     };
-    for (vname, vraw) in members_of(url, || format!("product {name:?} versions"), versions_raw)?.0
-    {
+    for (vname, vraw) in members_of(url, || format!("product {name:?} versions"), versions_raw)?.0 {
         let context = format!("{name} {vname}");
         let members = members_of(url, || format!("version {context:?}"), vraw)?;
         let (mut vfields, items_raw) = level_fields(url, members, "items")?;
@@ -598,14 +599,17 @@ fn read_product(
         vfields.remove("items");
         let mut items = BTreeMap::new();
         if let Some(items_raw) = items_raw {
-            for (iname, iraw) in members_of(url, || format!("version {context:?} items"), items_raw)?.0
+            for (iname, iraw) in
+                members_of(url, || format!("version {context:?} items"), items_raw)?.0
             {
                 let what = || format!("item {context} {iname}");
                 if !is_object(iraw) {
                     return Err(Error::metadata(url, format!("{} is not an object", what())));
                 }
-                let mut ifields: Map<String, Value> = serde_json::from_str(iraw.get())
-                    .map_err(|e| Error::metadata(url, format!("{}: malformed JSON: {e}", what())))?;
+                let mut ifields: Map<String, Value> =
+                    serde_json::from_str(iraw.get()).map_err(|e| {
+                        Error::metadata(url, format!("{}: malformed JSON: {e}", what()))
+                    })?;
                 expand_aliases(&mut ifields, aliases);
                 let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
                 items.insert(iname, item);
@@ -615,7 +619,7 @@ fn read_product(
             vname,
             Version {
                 fields: vfields,
-                items,
+                items: Arc::new(items),
             },
         );
     }
@@ -661,7 +665,7 @@ fn parse_product(
             vname,
             Version {
                 fields: vfields,
-                items,
+                items: Arc::new(items),
             },
         );
     }

@@ -40,6 +40,7 @@ use crate::format::{INDEX_FORMAT, Item, PRODUCTS_FORMAT, Product, Products, Vers
 use crate::path::RelPath;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The products document listing exactly what `held` (the mirror's state
 /// for one content id) holds, with the document-level fields of `upstream`
@@ -125,7 +126,13 @@ pub fn retain_items(held: &Products, mut keep: impl FnMut(&Item) -> bool) -> Pro
                 .collect();
             if !items.is_empty() {
                 let fields = version.fields.clone();
-                versions.insert(vname.clone(), Version { fields, items });
+                versions.insert(
+                    vname.clone(),
+                    Version {
+                        fields,
+                        items: Arc::new(items),
+                    },
+                );
             }
         }
         if !versions.is_empty() {
@@ -160,14 +167,19 @@ pub fn without_orphan_deltas(held: Products) -> Products {
             .versions
             .into_iter()
             .filter_map(|(vname, version)| {
-                let items: BTreeMap<String, Item> = version
-                    .items
+                let items: BTreeMap<String, Item> = Arc::unwrap_or_clone(version.items)
                     .into_iter()
                     .filter(|(_, item)| applicable(item))
                     .collect();
                 (!items.is_empty()).then(|| {
                     let fields = version.fields;
-                    (vname, Version { fields, items })
+                    (
+                        vname,
+                        Version {
+                            fields,
+                            items: Arc::new(items),
+                        },
+                    )
                 })
             })
             .collect();
@@ -393,7 +405,13 @@ mod tests {
                     versions: BTreeMap::new(),
                 };
                 let fields = version.fields.clone();
-                p.versions.insert(vname.clone(), Version { fields, items });
+                p.versions.insert(
+                    vname.clone(),
+                    Version {
+                        fields,
+                        items: Arc::new(items),
+                    },
+                );
                 held.products.insert(pname.clone(), p);
                 break;
             }
@@ -540,7 +558,7 @@ mod tests {
             let mut held = mirror_of(&up, |_| true);
             for p in held.products.values_mut() {
                 for v in p.versions.values_mut() {
-                    v.items.clear();
+                    v.items = Default::default();
                 }
             }
             held
