@@ -68,12 +68,25 @@ pub struct Version {
     pub items: Arc<BTreeMap<String, Item>>,
 }
 
-/// One item: a file to download (when it has a path) and its fields.
+/// One item: a file to download (when it has a path) and its fields
+/// ([`ItemData`], which it dereferences to).
 ///
-/// Cheap to clone: the fields are shared (a plan's state holds the same
-/// items as the source document it comes from).
+/// Cheap to clone, and one pointer in a version's map: the item is shared
+/// (a plan's state holds the same items as the source document it comes
+/// from).
 #[derive(Debug, Clone)]
-pub struct Item {
+pub struct Item(Arc<ItemData>);
+
+impl std::ops::Deref for Item {
+    type Target = ItemData;
+    fn deref(&self) -> &ItemData {
+        &self.0
+    }
+}
+
+/// What an [`Item`] holds.
+#[derive(Debug)]
+pub struct ItemData {
     /// All fields of the item, as published (see [`Item::fields`]).
     fields: ItemFields,
     /// The checked path of the file, if the item names one.
@@ -114,14 +127,14 @@ impl ItemEntry<'_> {
 }
 
 /// The fields of an item kept as compact JSON text: one allocation per
-/// item, shared by its clones. A stream of images.maas.io's size has
+/// item. A stream of images.maas.io's size has
 /// 19,000 items; as `serde_json` maps (a table, a key and most values
 /// allocated apiece) they took 25 MB, as text 4 MB. The engine reads its
 /// typed accessors ([`Item::path`], [`Item::size`], [`Item::checksum`]);
 /// the fields are parsed back only to write a state, flatten or hold an
 /// item.
-#[derive(Debug, Clone)]
-struct ItemFields(Arc<str>);
+#[derive(Debug)]
+struct ItemFields(Box<str>);
 
 impl ItemFields {
     fn new(fields: &Map<String, Value>) -> ItemFields {
@@ -718,12 +731,12 @@ impl Item {
                 _ => Checksum::Sha512(hex),
             });
         }
-        Ok(Item {
+        Ok(Item(Arc::new(ItemData {
             fields: ItemFields::new(&fields),
             path,
             size,
             checksum,
-        })
+        })))
     }
 }
 

@@ -32,6 +32,16 @@ use std::path::{Path, PathBuf};
 /// `{item path: [content_id/product/version/item, ...]}`.
 pub type References = BTreeMap<String, Vec<String>>;
 
+/// References serialized without their empty lists (no copy made: they
+/// are megabytes in a large stream).
+struct NonEmptyLists<'a>(&'a References);
+
+impl serde::Serialize for NonEmptyLists<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().filter(|(_, v)| !v.is_empty()))
+    }
+}
+
 /// Paths whose deletion is pending, each with when it was scheduled (the
 /// run that published metadata without it), in seconds since the epoch.
 /// A path recorded without a time (by an older version, which deleted at
@@ -354,15 +364,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// never been anything to reference, as the reference does).
     async fn save_references(&self, refs: &References) -> Result<()> {
         let rel = data_rel(REFERENCES)?;
-        let kept: References = refs
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if kept.is_empty() && self.stamp(&rel).await.is_none() {
+        if refs.values().all(Vec::is_empty) && self.stamp(&rel).await.is_none() {
             return Ok(());
         }
-        let text = crate::json::python_compact(&kept)
+        let text = crate::json::python_compact(&NonEmptyLists(refs))
             .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
         self.write_atomic(&rel, &text).await
     }
