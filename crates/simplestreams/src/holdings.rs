@@ -597,7 +597,7 @@ mod tests {
     fn retain_items_drops_what_is_left_empty() {
         let up = upstream(V3);
         let held = mirror_of(&up, |_| true);
-        let squashfs = retain_items(&held, |i| i.fields["ftype"] == "squashfs");
+        let squashfs = retain_items(&held, |i| i.fields()["ftype"] == "squashfs");
         for p in squashfs.products.values() {
             for v in p.versions.values() {
                 assert_eq!(v.items.keys().collect::<Vec<_>>(), ["squashfs"]);

@@ -229,6 +229,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// new, never a mix; unchanged content is left alone.
     async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()>;
 
+    /// [`Store::write_atomic`] of bytes given away, which a store may write
+    /// without a copy (a state or the references of a large stream are
+    /// megabytes).
+    async fn write_atomic_owned(&self, rel: &RelPath, bytes: Vec<u8>) -> Result<()> {
+        self.write_atomic(rel, &bytes).await
+    }
+
     /// Staging for a download of the item at `rel`.
     async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>>;
 
@@ -330,7 +337,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
     async fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
         let rel = data_rel(content_id)?;
-        self.write_atomic(&rel, &tree.state_json()).await
+        self.write_atomic_owned(&rel, tree.state_json()).await
     }
 
     /// The raw bytes of the mirrored tree of `content_id`, if any.
@@ -369,7 +376,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         }
         let text = crate::json::python_compact(&NonEmptyLists(refs))
             .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
-        self.write_atomic(&rel, &text).await
+        self.write_atomic_owned(&rel, text).await
     }
 
     /// Paths whose deletion an earlier run scheduled (waiting out the
