@@ -269,8 +269,22 @@ impl Products {
     /// one [`Products::from_map`] builds from the parsed document.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Products> {
         let members = document_members(url, bytes)?;
+        if let Some((_, raw)) = members.0.iter().find(|(name, _)| name == "format") {
+            let format: Value = serde_json::from_str(raw.get())
+                .map_err(|e| Error::metadata(url, format!("\"format\": malformed JSON: {e}")))?;
+            let fields = Map::from_iter([("format".to_owned(), format)]);
+            check_format(url, &fields, PRODUCTS_FORMAT)?;
+        } else {
+            check_format(url, &Map::new(), PRODUCTS_FORMAT)?;
+        }
+        read_tree(url, members)
+    }
+}
+
+/// The tree of a products document or state from its top-level members.
+fn read_tree(url: &str, members: Members<'_>) -> Result<Products> {
+    {
         let (mut doc, products) = level_fields(url, members, "products")?;
-        check_format(url, &doc, PRODUCTS_FORMAT)?;
         let aliases = match doc.remove("_aliases") {
             None => Map::new(),
             Some(Value::Object(a)) => a,
@@ -289,6 +303,22 @@ impl Products {
             fields: doc,
             products: tree,
         })
+    }
+}
+
+impl Products {
+    /// Builds the tree of a mirror state (`.data/<content_id>`, no format
+    /// required) from its text, read level by level as [`Products::parse`]
+    /// reads a document: the tree [`Products::from_map`] builds from the
+    /// parsed object. `Ok(None)`: the text is not a JSON object.
+    pub fn parse_state(url: &str, bytes: &[u8]) -> Result<Option<Products>> {
+        let raw: &RawValue = serde_json::from_slice(bytes)
+            .map_err(|e| Error::metadata(url, format!("malformed mirror state: {e}")))?;
+        if !is_object(raw) {
+            return Ok(None);
+        }
+        let members = members_of(url, || "the state".into(), raw)?;
+        read_tree(url, members).map(Some)
     }
 
     /// Builds a products tree from a parsed JSON object (format already checked).

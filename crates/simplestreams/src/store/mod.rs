@@ -323,11 +323,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             return Ok(Products::default());
         };
         let where_ = self.display(&rel);
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::metadata(&where_, format!("malformed mirror state: {e}")))?;
-        match value {
-            serde_json::Value::Object(map) => Products::from_map(&where_, map),
-            _ => Err(Error::metadata(
+        match Products::parse_state(&where_, &bytes)? {
+            Some(tree) => Ok(tree),
+            None => Err(Error::metadata(
                 &where_,
                 "malformed mirror state: not an object",
             )),
