@@ -915,6 +915,69 @@ mod tests {
         }
     }
 
+    /// The tree read level by level from the text (documents and states)
+    /// is the one built from the parsed object: fields in the same order
+    /// (`Map::remove` swaps the last field into the removed one's place),
+    /// a repeated name's last value, aliases expanded.
+    #[test]
+    fn reading_level_by_level_gives_the_tree_of_the_parsed_object() {
+        let reordered = r#"{"products": {"p": {"versions": {"1": {"items": {
+              "i": {"path": "a/i", "size": 1, "ftype": "x", "path": "a/j"}}, "label": "x", "z": 1}},
+              "arch": "amd64", "release": "xenial", "versions": {"2": {"items": {"k": {"path": "a/k"}}}}}},
+            "format": "products:1.0", "content_id": "c:1", "_aliases": {"release": {"xenial": {"version": "16.04"}}},
+            "updated": "u", "content_id": "c:2", "products": {"q": {"zz": 1, "versions": {}}, "p": {"versions": {"1": {"items": {"i": {}}}}, "arch": "arm64"}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::sample::SampleSpec {
+            aliases: true,
+            ..Default::default()
+        };
+        crate::sample::generate(&spec, dir.path(), None).unwrap();
+        let mut docs = vec![SMALL.to_owned(), reordered.to_owned()];
+        for entry in std::fs::read_dir(dir.path().join("streams/v1")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            if document_format("u", text.as_bytes()).unwrap() == PRODUCTS_FORMAT {
+                docs.push(text);
+            }
+        }
+        let order = |m: &Map<String, Value>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        for doc in &docs {
+            let read = Products::parse("u", doc.as_bytes()).unwrap();
+            let Value::Object(map) = serde_json::from_str(doc).unwrap() else {
+                panic!("not an object")
+            };
+            let built = Products::from_map("u", map).unwrap();
+            assert_eq!(read.state_json(), built.state_json(), "{doc}");
+            assert_eq!(order(&read.fields), order(&built.fields), "{doc}");
+            assert_eq!(read.items().count(), built.items().count());
+            for (r, b) in read.items().zip(built.items()) {
+                assert_eq!(order(&r.product.fields), order(&b.product.fields));
+                assert_eq!(order(&r.version.fields), order(&b.version.fields));
+                assert_eq!(order(&r.item.fields()), order(&b.item.fields()));
+                assert_eq!((&r.item.path, r.item.size), (&b.item.path, b.item.size));
+                let flat = |t| flatten(t, b.product_name, b.version_name, b.item_name);
+                assert_eq!(flat(&read), flat(&built));
+            }
+            let state = Products::parse_state("u", &built.state_json())
+                .unwrap()
+                .unwrap();
+            assert_eq!(state.state_json(), built.state_json());
+        }
+        let read = Products::parse("u", reordered.as_bytes()).unwrap();
+        assert_eq!(
+            read.content_id(),
+            Some("c:2"),
+            "the last value of a repeated name"
+        );
+        let p = &read.products["p"];
+        assert_eq!(p.fields["arch"], "arm64");
+        assert!(Products::parse_state("u", b"[]").unwrap().is_none());
+        assert!(Products::parse_state("u", b"{").is_err());
+    }
+
     const SMALL: &str = r#"{
       "format": "products:1.0", "content_id": "c:1", "datatype": "image-ids",
       "updated": "Thu, 24 Jul 2025 09:01:43 +0000", "license": ["x"],
