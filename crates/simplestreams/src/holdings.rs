@@ -161,8 +161,7 @@ pub fn without_orphan_deltas(held: Products) -> Products {
             .filter(|(_, v)| v.items.values().any(|i| delta_base(i).is_none()))
             .map(|(n, _)| n.clone())
             .collect();
-        let applicable =
-            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| *v == b));
+        let applicable = |item: &Item| delta_base(item).is_none_or(|b| bases.contains(&b));
         let versions: BTreeMap<String, Version> = product
             .versions
             .into_iter()
