@@ -864,8 +864,9 @@ fn listed_items(trees: &[Stream]) -> BTreeMap<RelPath, Listed> {
 /// `release/arch` of an item (its fields or those it inherits), else its
 /// product's name.
 fn group_of(products: &Products, entry: &ItemEntry<'_>) -> String {
+    let item_fields = entry.item.fields();
     let levels = [
-        &*entry.item.fields,
+        &item_fields,
         &entry.version.fields,
         &entry.product.fields,
         &products.fields,

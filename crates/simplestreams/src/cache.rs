@@ -189,9 +189,9 @@ impl FetchCache {
                 }
                 if let Some(cid) = &doc.content_id {
                     let state = store.state_bytes(cid).await?;
-                    doc.state_sha256 = state.map(|b| sha256_hex(&b));
+                    doc.state_sha256 = state.as_ref().map(|b| sha256_hex(b));
                     doc.state_stamp = store.state_stamp(cid).await;
-                    doc.claims = claims(store, cid).await?;
+                    doc.claims = claims(store, cid, state).await?;
                 }
             }
             cache.docs.insert(rel, doc);
@@ -200,9 +200,27 @@ impl FetchCache {
     }
 }
 
-/// The items of `content_id`'s state that are in the mirror.
-async fn claims(store: &dyn Store, content_id: &str) -> Result<Vec<(String, Option<u64>)>> {
-    let state = store.load_state(content_id).await?;
+/// The items of `content_id`'s state (its text `bytes`, as just read) that
+/// are in the mirror.
+async fn claims(
+    store: &dyn Store,
+    content_id: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<Vec<(String, Option<u64>)>> {
+    let state = match bytes {
+        // Read once: a state is megabytes in a large stream.
+        Some(bytes) => {
+            let rel = format!(".data/{content_id}");
+            let tree = crate::format::Products::parse_state(&rel, &bytes)?;
+            drop(bytes);
+            match tree {
+                Some(tree) => tree,
+                // Not an object: as the store says it.
+                None => store.load_state(content_id).await?,
+            }
+        }
+        None => store.load_state(content_id).await?,
+    };
     let items: Vec<(RelPath, Option<u64>)> = state
         .items()
         .filter_map(|e| Some((e.item.path.clone()?, e.item.size)))

@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::json::SortedMap;
 use crate::path::RelPath;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,18 +62,33 @@ pub struct Product {
 pub struct Version {
     /// Fields other than `items`.
     pub fields: Map<String, Value>,
-    /// Items by name.
-    pub items: BTreeMap<String, Item>,
+    /// Items by name, shared: a plan's state holds the versions it takes
+    /// from the source document without copying them (change one with
+    /// [`Arc::make_mut`]).
+    pub items: Arc<BTreeMap<String, Item>>,
 }
 
-/// One item: a file to download (when it has a path) and its fields.
+/// One item: a file to download (when it has a path) and its fields
+/// ([`ItemData`], which it dereferences to).
 ///
-/// Cheap to clone: the fields are shared (a plan's state holds the same
-/// items as the source document it comes from).
+/// Cheap to clone, and one pointer in a version's map: the item is shared
+/// (a plan's state holds the same items as the source document it comes
+/// from).
 #[derive(Debug, Clone)]
-pub struct Item {
-    /// All fields of the item, as published.
-    pub fields: Arc<Map<String, Value>>,
+pub struct Item(Arc<ItemData>);
+
+impl std::ops::Deref for Item {
+    type Target = ItemData;
+    fn deref(&self) -> &ItemData {
+        &self.0
+    }
+}
+
+/// What an [`Item`] holds.
+#[derive(Debug)]
+pub struct ItemData {
+    /// All fields of the item, as published (see [`Item::fields`]).
+    fields: ItemFields,
     /// The checked path of the file, if the item names one.
     pub path: Option<RelPath>,
     /// The expected size in bytes, if given.
@@ -106,6 +123,30 @@ impl ItemEntry<'_> {
             "{content_id}/{}/{}/{}",
             self.product_name, self.version_name, self.item_name
         )
+    }
+}
+
+/// The fields of an item kept as compact JSON text: one allocation per
+/// item. A stream of images.maas.io's size has
+/// 19,000 items; as `serde_json` maps (a table, a key and most values
+/// allocated apiece) they took 25 MB, as text 4 MB. The engine reads its
+/// typed accessors ([`Item::path`], [`Item::size`], [`Item::checksum`]);
+/// the fields are parsed back only to write a state, flatten or hold an
+/// item.
+#[derive(Debug)]
+struct ItemFields(Box<str>);
+
+impl ItemFields {
+    fn new(fields: &Map<String, Value>) -> ItemFields {
+        // A map with string keys always serializes.
+        let text = serde_json::to_string(fields).unwrap_or_default();
+        ItemFields(text.into())
+    }
+
+    fn parse(&self) -> Map<String, Value> {
+        // The text is what `new` wrote: a JSON object, parsed back to the
+        // same map (numbers and key order included).
+        serde_json::from_str(&self.0).unwrap_or_default()
     }
 }
 
@@ -162,9 +203,12 @@ fn check_format(url: &str, doc: &Map<String, Value>, want: &str) -> Result<()> {
 
 /// Tells an index from a products document by its `format` field.
 pub fn document_format(url: &str, bytes: &[u8]) -> Result<String> {
-    let doc = parse_json(url, bytes)?;
-    match doc.get("format") {
-        Some(Value::String(f)) => Ok(f.clone()),
+    let members = document_members(url, bytes)?;
+    let format = (members.0.iter())
+        .find(|(name, _)| name == "format")
+        .and_then(|(_, raw)| serde_json::from_str::<Value>(raw.get()).ok());
+    match format {
+        Some(Value::String(f)) => Ok(f),
         _ => Err(Error::metadata(url, "no \"format\" field")),
     }
 }
@@ -218,10 +262,63 @@ impl Product {
 impl Products {
     /// Parses a products document fetched from `url`, expanding `_aliases`
     /// and checking every item.
+    ///
+    /// The document is read level by level from its text (see
+    /// [`Members`]): no JSON tree of the whole document is built, and each
+    /// item goes from its text straight to an [`Item`]. The tree is the
+    /// one [`Products::from_map`] builds from the parsed document.
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Products> {
-        let doc = parse_json(url, bytes)?;
-        check_format(url, &doc, PRODUCTS_FORMAT)?;
-        Products::from_map(url, doc)
+        let members = document_members(url, bytes)?;
+        if let Some((_, raw)) = members.0.iter().find(|(name, _)| name == "format") {
+            let format: Value = serde_json::from_str(raw.get())
+                .map_err(|e| Error::metadata(url, format!("\"format\": malformed JSON: {e}")))?;
+            let fields = Map::from_iter([("format".to_owned(), format)]);
+            check_format(url, &fields, PRODUCTS_FORMAT)?;
+        } else {
+            check_format(url, &Map::new(), PRODUCTS_FORMAT)?;
+        }
+        read_tree(url, members)
+    }
+}
+
+/// The tree of a products document or state from its top-level members.
+fn read_tree(url: &str, members: Members<'_>) -> Result<Products> {
+    {
+        let (mut doc, products) = level_fields(url, members, "products")?;
+        let aliases = match doc.remove("_aliases") {
+            None => Map::new(),
+            Some(Value::Object(a)) => a,
+            Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
+        };
+        expand_aliases(&mut doc, &aliases);
+        doc.remove("products");
+        let mut tree = BTreeMap::new();
+        if let Some(raw) = products {
+            for (name, raw) in members_of(url, || "\"products\"".into(), raw)?.0 {
+                let product = read_product(url, &name, raw, &aliases)?;
+                tree.insert(name, product);
+            }
+        }
+        Ok(Products {
+            fields: doc,
+            products: tree,
+        })
+    }
+}
+
+impl Products {
+    /// Builds the tree of a mirror state (`.data/<content_id>`, no format
+    /// required) from its text, read level by level as [`Products::parse`]
+    /// reads a document: the tree [`Products::from_map`] builds from the
+    /// parsed object. `Ok(None)`: the text is not a JSON object.
+    pub fn parse_state(url: &str, bytes: &[u8]) -> Result<Option<Products>> {
+        let raw: &RawValue = serde_json::from_slice(bytes)
+            .map_err(|e| Error::metadata(url, format!("malformed mirror state: {e}")))?;
+        if !is_object(raw) {
+            return Ok(None);
+        }
+        let members = members_of(url, || "the state".into(), raw)?;
+        read_tree(url, members).map(Some)
     }
 
     /// Builds a products tree from a parsed JSON object (format already checked).
@@ -282,7 +379,7 @@ impl Products {
         with_children(&self.fields, "products", &self.products, |product| {
             with_children(&product.fields, "versions", &product.versions, |version| {
                 with_children(&version.fields, "items", &version.items, |item| {
-                    Value::Object((*item.fields).clone())
+                    Value::Object(item.fields())
                 })
             })
         })
@@ -365,8 +462,18 @@ impl Serialize for Children<'_, Item> {
         s.collect_map(
             self.0
                 .iter()
-                .map(|(name, item)| (name, SortedMap(&item.fields))),
+                .map(|(name, item)| (name, OwnedSortedMap(item.fields()))),
         )
+    }
+}
+
+/// A JSON object serialized with its keys in sorted order, owned (an
+/// item's fields, parsed for the serialization).
+struct OwnedSortedMap(Map<String, Value>);
+
+impl Serialize for OwnedSortedMap {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        SortedMap(&self.0).serialize(s)
     }
 }
 
@@ -401,6 +508,165 @@ fn expand_aliases(dict: &mut Map<String, Value>, aliases: &Map<String, Value>) {
             dict.insert(k, v);
         }
     }
+}
+
+/// The members of a JSON object in the document's order, each value still
+/// its JSON text (borrowed from the document): how a products document is
+/// read one level at a time.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The top-level members of a document (the whole text checked to be
+/// JSON first, as parsing it into a tree does).
+fn document_members<'a>(url: &str, bytes: &'a [u8]) -> Result<Members<'a>> {
+    let raw: &RawValue = serde_json::from_slice(bytes)
+        .map_err(|e| Error::metadata(url, format!("malformed JSON: {e}")))?;
+    if !is_object(raw) {
+        return Err(Error::metadata(url, "not a JSON object"));
+    }
+    members_of(url, || "the document".into(), raw)
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
+}
+
+/// The members of `raw`, which must be an object (`what` names it).
+fn members_of<'a>(url: &str, what: impl Fn() -> String, raw: &'a RawValue) -> Result<Members<'a>> {
+    if !is_object(raw) {
+        return Err(Error::metadata(url, format!("{} is not an object", what())));
+    }
+    let members: Members = serde_json::from_str(raw.get())
+        .map_err(|e| Error::metadata(url, format!("{}: malformed JSON: {e}", what())))?;
+    Ok(members.deduplicated())
+}
+
+impl Members<'_> {
+    /// A name given twice keeps its first place and its last value, as in
+    /// a parsed object.
+    fn deduplicated(mut self) -> Self {
+        let mut first: std::collections::HashMap<&str, usize> = Default::default();
+        let mut repeated = Vec::new();
+        for (i, (name, _)) in self.0.iter().enumerate() {
+            match first.get(name.as_str()) {
+                Some(&at) => repeated.push((at, i)),
+                None => {
+                    first.insert(name, i);
+                }
+            }
+        }
+        if repeated.is_empty() {
+            return self;
+        }
+        for &(at, i) in &repeated {
+            self.0[at].1 = self.0[i].1;
+        }
+        let drop: std::collections::HashSet<usize> = repeated.iter().map(|&(_, i)| i).collect();
+        let mut i = 0;
+        self.0.retain(|_| {
+            i += 1;
+            !drop.contains(&(i - 1))
+        });
+        self
+    }
+}
+
+/// One level of a products document (the document, a product, a version)
+/// as its fields and the text of its children under `key`. The fields are
+/// the map parsing the level gives, `key` included (its value a
+/// placeholder), so that removing `key` later leaves them in the same
+/// order as removing it from the parsed object does (`Map::remove`
+/// swaps the last field into its place).
+fn level_fields<'a>(
+    url: &str,
+    members: Members<'a>,
+    key: &str,
+) -> Result<(Map<String, Value>, Option<&'a RawValue>)> {
+    let mut fields = Map::with_capacity(members.0.len());
+    let mut children = None;
+    for (name, raw) in members.0 {
+        let value = if name == key {
+            children = Some(raw);
+            Value::Null
+        } else {
+            serde_json::from_str(raw.get())
+                .map_err(|e| Error::metadata(url, format!("{name:?}: malformed JSON: {e}")))?
+        };
+        fields.insert(name, value);
+    }
+    Ok((fields, children))
+}
+
+/// [`parse_product`] from the product's text.
+fn read_product(
+    url: &str,
+    name: &str,
+    raw: &RawValue,
+    aliases: &Map<String, Value>,
+) -> Result<Product> {
+    let members = members_of(url, || format!("product {name:?}"), raw)?;
+    let (mut fields, versions_raw) = level_fields(url, members, "versions")?;
+    expand_aliases(&mut fields, aliases);
+    fields.remove("versions");
+    let mut versions = BTreeMap::new();
+    let Some(versions_raw) = versions_raw else {
+        return Ok(Product { fields, versions });
+    };
+    for (vname, vraw) in members_of(url, || format!("product {name:?} versions"), versions_raw)?.0 {
+        let context = format!("{name} {vname}");
+        let members = members_of(url, || format!("version {context:?}"), vraw)?;
+        let (mut vfields, items_raw) = level_fields(url, members, "items")?;
+        expand_aliases(&mut vfields, aliases);
+        vfields.remove("items");
+        let mut items = BTreeMap::new();
+        if let Some(items_raw) = items_raw {
+            for (iname, iraw) in
+                members_of(url, || format!("version {context:?} items"), items_raw)?.0
+            {
+                let what = || format!("item {context} {iname}");
+                if !is_object(iraw) {
+                    return Err(Error::metadata(url, format!("{} is not an object", what())));
+                }
+                let mut ifields: Map<String, Value> =
+                    serde_json::from_str(iraw.get()).map_err(|e| {
+                        Error::metadata(url, format!("{}: malformed JSON: {e}", what()))
+                    })?;
+                expand_aliases(&mut ifields, aliases);
+                let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
+                items.insert(iname, item);
+            }
+        }
+        versions.insert(
+            vname,
+            Version {
+                fields: vfields,
+                items: Arc::new(items),
+            },
+        );
+    }
+    Ok(Product { fields, versions })
 }
 
 fn object(url: &str, what: &str, value: Value) -> Result<Map<String, Value>> {
@@ -442,7 +708,7 @@ fn parse_product(
             vname,
             Version {
                 fields: vfields,
-                items,
+                items: Arc::new(items),
             },
         );
     }
@@ -450,6 +716,17 @@ fn parse_product(
 }
 
 impl Item {
+    /// All fields of the item, as published (in the document's order,
+    /// `_aliases` expanded): parsed anew on each call.
+    pub fn fields(&self) -> Map<String, Value> {
+        self.fields.parse()
+    }
+
+    /// The field `key`, if the item has it.
+    pub fn field(&self, key: &str) -> Option<Value> {
+        self.fields().remove(key)
+    }
+
     /// Checks an item's path, size and checksums. `context` names the item
     /// (product, version, item) in error messages.
     pub fn from_fields(url: &str, context: &str, fields: Map<String, Value>) -> Result<Item> {
@@ -484,12 +761,12 @@ impl Item {
                 _ => Checksum::Sha512(hex),
             });
         }
-        Ok(Item {
-            fields: Arc::new(fields),
+        Ok(Item(Arc::new(ItemData {
+            fields: ItemFields::new(&fields),
             path,
             size,
             checksum,
-        })
+        })))
     }
 }
 
@@ -593,7 +870,7 @@ pub fn flatten(products: &Products, product: &str, version: &str, item: &str) ->
     }
     flat.insert("version_name", version.into());
     if let Some(i) = v.and_then(|v| v.items.get(item)) {
-        flat.add_scalars(&i.fields);
+        flat.add_scalars(&i.fields());
     }
     flat.insert("item_name", item.into());
     flat
@@ -636,6 +913,69 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    /// The tree read level by level from the text (documents and states)
+    /// is the one built from the parsed object: fields in the same order
+    /// (`Map::remove` swaps the last field into the removed one's place),
+    /// a repeated name's last value, aliases expanded.
+    #[test]
+    fn reading_level_by_level_gives_the_tree_of_the_parsed_object() {
+        let reordered = r#"{"products": {"p": {"versions": {"1": {"items": {
+              "i": {"path": "a/i", "size": 1, "ftype": "x", "path": "a/j"}}, "label": "x", "z": 1}},
+              "arch": "amd64", "release": "xenial", "versions": {"2": {"items": {"k": {"path": "a/k"}}}}}},
+            "format": "products:1.0", "content_id": "c:1", "_aliases": {"release": {"xenial": {"version": "16.04"}}},
+            "updated": "u", "content_id": "c:2", "products": {"q": {"zz": 1, "versions": {}}, "p": {"versions": {"1": {"items": {"i": {}}}}, "arch": "arm64"}}}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::sample::SampleSpec {
+            aliases: true,
+            ..Default::default()
+        };
+        crate::sample::generate(&spec, dir.path(), None).unwrap();
+        let mut docs = vec![SMALL.to_owned(), reordered.to_owned()];
+        for entry in std::fs::read_dir(dir.path().join("streams/v1")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            if document_format("u", text.as_bytes()).unwrap() == PRODUCTS_FORMAT {
+                docs.push(text);
+            }
+        }
+        let order = |m: &Map<String, Value>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        for doc in &docs {
+            let read = Products::parse("u", doc.as_bytes()).unwrap();
+            let Value::Object(map) = serde_json::from_str(doc).unwrap() else {
+                panic!("not an object")
+            };
+            let built = Products::from_map("u", map).unwrap();
+            assert_eq!(read.state_json(), built.state_json(), "{doc}");
+            assert_eq!(order(&read.fields), order(&built.fields), "{doc}");
+            assert_eq!(read.items().count(), built.items().count());
+            for (r, b) in read.items().zip(built.items()) {
+                assert_eq!(order(&r.product.fields), order(&b.product.fields));
+                assert_eq!(order(&r.version.fields), order(&b.version.fields));
+                assert_eq!(order(&r.item.fields()), order(&b.item.fields()));
+                assert_eq!((&r.item.path, r.item.size), (&b.item.path, b.item.size));
+                let flat = |t| flatten(t, b.product_name, b.version_name, b.item_name);
+                assert_eq!(flat(&read), flat(&built));
+            }
+            let state = Products::parse_state("u", &built.state_json())
+                .unwrap()
+                .unwrap();
+            assert_eq!(state.state_json(), built.state_json());
+        }
+        let read = Products::parse("u", reordered.as_bytes()).unwrap();
+        assert_eq!(
+            read.content_id(),
+            Some("c:2"),
+            "the last value of a repeated name"
+        );
+        let p = &read.products["p"];
+        assert_eq!(p.fields["arch"], "arm64");
+        assert!(Products::parse_state("u", b"[]").unwrap().is_none());
+        assert!(Products::parse_state("u", b"{").is_err());
     }
 
     const SMALL: &str = r#"{

@@ -40,6 +40,7 @@ use crate::format::{INDEX_FORMAT, Item, PRODUCTS_FORMAT, Product, Products, Vers
 use crate::path::RelPath;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The products document listing exactly what `held` (the mirror's state
 /// for one content id) holds, with the document-level fields of `upstream`
@@ -125,7 +126,13 @@ pub fn retain_items(held: &Products, mut keep: impl FnMut(&Item) -> bool) -> Pro
                 .collect();
             if !items.is_empty() {
                 let fields = version.fields.clone();
-                versions.insert(vname.clone(), Version { fields, items });
+                versions.insert(
+                    vname.clone(),
+                    Version {
+                        fields,
+                        items: Arc::new(items),
+                    },
+                );
             }
         }
         if !versions.is_empty() {
@@ -154,20 +161,24 @@ pub fn without_orphan_deltas(held: Products) -> Products {
             .filter(|(_, v)| v.items.values().any(|i| delta_base(i).is_none()))
             .map(|(n, _)| n.clone())
             .collect();
-        let applicable =
-            |item: &Item| delta_base(item).is_none_or(|b| bases.iter().any(|v| v == b));
+        let applicable = |item: &Item| delta_base(item).is_none_or(|b| bases.contains(&b));
         let versions: BTreeMap<String, Version> = product
             .versions
             .into_iter()
             .filter_map(|(vname, version)| {
-                let items: BTreeMap<String, Item> = version
-                    .items
+                let items: BTreeMap<String, Item> = Arc::unwrap_or_clone(version.items)
                     .into_iter()
                     .filter(|(_, item)| applicable(item))
                     .collect();
                 (!items.is_empty()).then(|| {
                     let fields = version.fields;
-                    (vname, Version { fields, items })
+                    (
+                        vname,
+                        Version {
+                            fields,
+                            items: Arc::new(items),
+                        },
+                    )
                 })
             })
             .collect();
@@ -180,8 +191,11 @@ pub fn without_orphan_deltas(held: Products) -> Products {
 }
 
 /// The version a delta item applies to (its `delta_base`), if it is one.
-fn delta_base(item: &Item) -> Option<&str> {
-    item.fields.get("delta_base").and_then(Value::as_str)
+fn delta_base(item: &Item) -> Option<String> {
+    match item.field("delta_base") {
+        Some(Value::String(base)) => Some(base),
+        _ => None,
+    }
 }
 
 /// One products file a re-signed mirror publishes, as the index lists it.
@@ -390,7 +404,13 @@ mod tests {
                     versions: BTreeMap::new(),
                 };
                 let fields = version.fields.clone();
-                p.versions.insert(vname.clone(), Version { fields, items });
+                p.versions.insert(
+                    vname.clone(),
+                    Version {
+                        fields,
+                        items: Arc::new(items),
+                    },
+                );
                 held.products.insert(pname.clone(), p);
                 break;
             }
@@ -537,7 +557,7 @@ mod tests {
             let mut held = mirror_of(&up, |_| true);
             for p in held.products.values_mut() {
                 for v in p.versions.values_mut() {
-                    v.items.clear();
+                    v.items = Default::default();
                 }
             }
             held
@@ -576,7 +596,7 @@ mod tests {
     fn retain_items_drops_what_is_left_empty() {
         let up = upstream(V3);
         let held = mirror_of(&up, |_| true);
-        let squashfs = retain_items(&held, |i| i.fields["ftype"] == "squashfs");
+        let squashfs = retain_items(&held, |i| i.fields()["ftype"] == "squashfs");
         for p in squashfs.products.values() {
             for v in p.versions.values() {
                 assert_eq!(v.items.keys().collect::<Vec<_>>(), ["squashfs"]);

@@ -96,8 +96,16 @@ pub fn sorted(value: &Value) -> Value {
 }
 
 /// Single-line JSON with Python's `json.dumps` separators.
+///
+/// Measured first, as [`pretty`] does: `references.json` of a large stream
+/// is megabytes.
 pub fn python_compact<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    let mut text = Vec::new();
+    let mut length = Length(0);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut length,
+        PythonCompact,
+    ))?;
+    let mut text = Vec::with_capacity(length.0);
     let mut ser = serde_json::Serializer::with_formatter(&mut text, PythonCompact);
     value.serialize(&mut ser)?;
     Ok(text)

@@ -140,10 +140,10 @@ pub fn to_json(plan: &Plan) -> Value {
             "kind": kind.name(),
             "path": path,
             "bytes": bytes,
-            "content_id": item.map(|i| &i.content_id),
-            "product": item.map(|i| &i.product),
-            "version": item.map(|i| &i.version),
-            "item": item.map(|i| &i.item),
+            "content_id": item.map(|i| &*i.content_id),
+            "product": item.map(|i| &*i.product),
+            "version": item.map(|i| &*i.version),
+            "item": item.map(|i| &*i.item),
         });
         if let (Some(from), Some(map)) = (from, action.as_object_mut()) {
             map.insert("link_from".into(), Value::String(from));

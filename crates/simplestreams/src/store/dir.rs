@@ -480,7 +480,11 @@ impl Store for DirStore {
     }
 
     async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
-        let (rel, bytes) = (rel.clone(), bytes.to_vec());
+        self.write_atomic_owned(rel, bytes.to_vec()).await
+    }
+
+    async fn write_atomic_owned(&self, rel: &RelPath, bytes: Vec<u8>) -> Result<()> {
+        let rel = rel.clone();
         self.blocking(move |s| s.write_atomic_blocking(&rel, &bytes))
             .await?
     }

@@ -32,6 +32,16 @@ use std::path::{Path, PathBuf};
 /// `{item path: [content_id/product/version/item, ...]}`.
 pub type References = BTreeMap<String, Vec<String>>;
 
+/// References serialized without their empty lists (no copy made: they
+/// are megabytes in a large stream).
+struct NonEmptyLists<'a>(&'a References);
+
+impl serde::Serialize for NonEmptyLists<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().filter(|(_, v)| !v.is_empty()))
+    }
+}
+
 /// Paths whose deletion is pending, each with when it was scheduled (the
 /// run that published metadata without it), in seconds since the epoch.
 /// A path recorded without a time (by an older version, which deleted at
@@ -248,6 +258,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// new, never a mix; unchanged content is left alone.
     async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()>;
 
+    /// [`Store::write_atomic`] of bytes given away, which a store may write
+    /// without a copy (a state or the references of a large stream are
+    /// megabytes).
+    async fn write_atomic_owned(&self, rel: &RelPath, bytes: Vec<u8>) -> Result<()> {
+        self.write_atomic(rel, &bytes).await
+    }
+
     /// Staging for a download of the item at `rel`.
     async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>>;
 
@@ -335,11 +352,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             return Ok(Products::default());
         };
         let where_ = self.display(&rel);
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::metadata(&where_, format!("malformed mirror state: {e}")))?;
-        match value {
-            serde_json::Value::Object(map) => Products::from_map(&where_, map),
-            _ => Err(Error::metadata(
+        match Products::parse_state(&where_, &bytes)? {
+            Some(tree) => Ok(tree),
+            None => Err(Error::metadata(
                 &where_,
                 "malformed mirror state: not an object",
             )),
@@ -349,7 +364,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
     async fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
         let rel = data_rel(content_id)?;
-        self.write_atomic(&rel, &tree.state_json()).await
+        self.write_atomic_owned(&rel, tree.state_json()).await
     }
 
     /// The raw bytes of the mirrored tree of `content_id`, if any.
@@ -383,17 +398,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// never been anything to reference, as the reference does).
     async fn save_references(&self, refs: &References) -> Result<()> {
         let rel = data_rel(REFERENCES)?;
-        let kept: References = refs
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if kept.is_empty() && self.stamp(&rel).await.is_none() {
+        if refs.values().all(Vec::is_empty) && self.stamp(&rel).await.is_none() {
             return Ok(());
         }
-        let text = crate::json::python_compact(&kept)
+        let text = crate::json::python_compact(&NonEmptyLists(refs))
             .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
-        self.write_atomic(&rel, &text).await
+        self.write_atomic_owned(&rel, text).await
     }
 
     /// Paths whose deletion an earlier run scheduled (waiting out the
