@@ -306,10 +306,11 @@ fn build(
 
 /// What the manifest records of the item file at `path`.
 fn manifest_file(path: &RelPath, item: &Item) -> ManifestFile {
+    let fields = item.fields();
     let checksums = ["sha512", "sha256", "md5"]
         .into_iter()
         .filter_map(|alg| {
-            let v = item.fields.get(alg)?.as_str()?;
+            let v = fields.get(alg)?.as_str()?;
             Some((alg.to_owned(), v.to_ascii_lowercase()))
         })
         .collect();

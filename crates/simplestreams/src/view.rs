@@ -777,8 +777,7 @@ fn select(products: &Products, groups: &FilterGroups) -> Products {
     let mut out = products.clone();
     for (pname, product) in out.products.iter_mut() {
         for (vname, version) in product.versions.iter_mut() {
-            version
-                .items
+            Arc::make_mut(&mut version.items)
                 .retain(|iname, _| groups.matches(&flatten(products, pname, vname, iname)));
         }
         product.versions.retain(|_, v| !v.items.is_empty());
