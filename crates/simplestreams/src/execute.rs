@@ -1017,9 +1017,9 @@ fn keep_old_references(old: References, new: &References, failed: &BTreeSet<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Document, Stream, parse_products};
+    use crate::metadata::Stream;
     use crate::plan::MirrorOptions;
-    use crate::source::{TransferOptions, Validators};
+    use crate::source::TransferOptions;
     use crate::store::{DirStore, FileStamp, Lease, RangedStaged, Staged};
     use std::io::Read;
     use std::sync::Mutex;
@@ -1133,20 +1133,7 @@ mod tests {
         }
         let doc = serde_json::json!({"format": "products:1.0", "content_id": "c:1",
             "products": {"p": {"arch": "amd64", "versions": versions}}});
-        let raw = serde_json::to_vec(&doc).unwrap();
-        let document = Document {
-            rel: RelPath::parse("streams/v1/c.json").unwrap(),
-            url: "u".into(),
-            raw: raw.clone(),
-            json: raw,
-            validators: Validators::default(),
-            revalidated: false,
-        };
-        Stream {
-            index: None,
-            products: vec![parse_products(document, None).unwrap()],
-            unchanged: vec![],
-        }
+        crate::plan::stream_from_json(&doc)
     }
 
     /// Commits run beside the downloads, but nothing is published (no

@@ -131,6 +131,17 @@ pub fn check_stream_path(path: &RelPath) -> Result<(), Reserved> {
     Ok(())
 }
 
+/// What a lock file held by another process says of its holder, for an
+/// error message: ` (pid N)`, or nothing when it names none (the holder
+/// writes its pid into the file once it has the lock).
+pub(crate) fn lock_holder(lock: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(lock).unwrap_or_default();
+    match text.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

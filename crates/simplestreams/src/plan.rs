@@ -1126,11 +1126,30 @@ pub fn plan_fresh(stream: Stream, options: &MirrorOptions) -> Vec<StreamPlan> {
         .collect()
 }
 
+/// A stream of the one products document `doc`, as the file
+/// `streams/v1/c.json` (for tests).
+#[cfg(test)]
+pub(crate) fn stream_from_json(doc: &serde_json::Value) -> Stream {
+    use crate::metadata::{Document, parse_products};
+    let raw = serde_json::to_vec(doc).expect("a test document");
+    let document = Document {
+        rel: RelPath::parse("streams/v1/c.json").expect("a test path"),
+        url: "u".into(),
+        raw: raw.clone(),
+        json: raw,
+        validators: crate::source::Validators::default(),
+        revalidated: false,
+    };
+    Stream {
+        index: None,
+        products: vec![parse_products(document, None).expect("a test document")],
+        unchanged: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{Document, parse_products};
-    use crate::source::Validators;
     use crate::store::DirStore;
 
     /// A products file with one product per (name, versions) and, per
@@ -1161,20 +1180,7 @@ mod tests {
         let mut doc =
             serde_json::json!({"format": "products:1.0", "content_id": "c:1", "products": ps});
         tweak(&mut doc);
-        let raw = serde_json::to_vec(&doc).unwrap();
-        let document = Document {
-            rel: RelPath::parse("streams/v1/c.json").unwrap(),
-            url: "u".into(),
-            raw: raw.clone(),
-            json: raw,
-            validators: Validators::default(),
-            revalidated: false,
-        };
-        Stream {
-            index: None,
-            products: vec![parse_products(document, None).unwrap()],
-            unchanged: vec![],
-        }
+        stream_from_json(&doc)
     }
 
     /// A checksum of its own for each path (the files' content differs).

@@ -1512,13 +1512,7 @@ impl ViewLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
+                let who = crate::layout::lock_holder(&path);
                 return Err(Error::Locked {
                     path,
                     reason: format!("another publish or rollback is working on this view{who}"),

@@ -19,6 +19,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use support::{listed_items as listed, listed_versions as versions};
 use tempfile::TempDir;
 
 const DAYS: [&str; 4] = ["20261201", "20261202", "20261203", "20261204"];
@@ -66,56 +67,6 @@ fn assert_one_line_failure(o: &Output, code: i32, needles: &[&str]) {
 fn upstream(src: &Path, day: usize) {
     let _ = fs::remove_dir_all(src.join("streams"));
     sample::generate(&small_spec(&DAYS[..=day]), src, None).unwrap();
-}
-
-/// The item paths the plain metadata under `root` lists, with size and
-/// SHA-256.
-fn listed(root: &Path) -> BTreeMap<String, (u64, String)> {
-    let mut out = BTreeMap::new();
-    for (_, product) in products(root) {
-        for version in product["versions"].as_object().unwrap().values() {
-            for item in version["items"].as_object().unwrap().values() {
-                out.insert(
-                    item["path"].as_str().unwrap().to_owned(),
-                    (
-                        item["size"].as_u64().unwrap(),
-                        item["sha256"].as_str().unwrap().to_owned(),
-                    ),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// Every product of every products file `streams/v1/index.json` names.
-fn products(root: &Path) -> Vec<(String, Value)> {
-    let read = |rel: &str| -> Value {
-        let bytes = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    let index = read("streams/v1/index.json");
-    let mut out = Vec::new();
-    for entry in index["index"].as_object().unwrap().values() {
-        let doc = read(entry["path"].as_str().unwrap());
-        for (name, product) in doc["products"].as_object().unwrap() {
-            out.push((name.clone(), product.clone()));
-        }
-    }
-    out
-}
-
-/// The image versions (not the bootloaders', `20230222.0`) listed under
-/// `root`.
-fn versions(root: &Path) -> BTreeSet<String> {
-    products(root)
-        .into_iter()
-        .flat_map(|(_, p)| {
-            let names: Vec<String> = p["versions"].as_object().unwrap().keys().cloned().collect();
-            names
-        })
-        .filter(|v| !v.contains('.'))
-        .collect()
 }
 
 fn one_version(day: usize) -> BTreeSet<String> {

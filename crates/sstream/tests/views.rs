@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::{listed_items as listed, listed_versions as versions};
 use tempfile::TempDir;
 
 const DAY1: &str = "20250615";
@@ -85,49 +86,6 @@ fn publish_ok(view: &Path, dir: &Path, name: &str, extra: &[&str]) {
         "{}",
         out_text(&o)
     );
-}
-
-/// The item paths (with their bytes) the metadata under `root` lists:
-/// every products file its `streams/v1/index.json` names.
-fn listed(root: &Path) -> BTreeMap<String, (u64, String)> {
-    let index: Value =
-        serde_json::from_slice(&fs::read(root.join("streams/v1/index.json")).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for entry in index["index"].as_object().unwrap().values() {
-        let path = entry["path"].as_str().unwrap();
-        let doc: Value = serde_json::from_slice(&fs::read(root.join(path)).unwrap()).unwrap();
-        for product in doc["products"].as_object().unwrap().values() {
-            for version in product["versions"].as_object().unwrap().values() {
-                for item in version["items"].as_object().unwrap().values() {
-                    out.insert(
-                        item["path"].as_str().unwrap().to_owned(),
-                        (
-                            item["size"].as_u64().unwrap(),
-                            item["sha256"].as_str().unwrap_or_default().to_owned(),
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The image versions (not the bootloaders') the metadata under `root`
-/// lists.
-fn versions(root: &Path) -> BTreeSet<String> {
-    let index: Value =
-        serde_json::from_slice(&fs::read(root.join("streams/v1/index.json")).unwrap()).unwrap();
-    let mut out = BTreeSet::new();
-    for entry in index["index"].as_object().unwrap().values() {
-        let path = entry["path"].as_str().unwrap();
-        let doc: Value = serde_json::from_slice(&fs::read(root.join(path)).unwrap()).unwrap();
-        for product in doc["products"].as_object().unwrap().values() {
-            let names = product["versions"].as_object().unwrap().keys();
-            out.extend(names.filter(|v| !v.contains('.')).cloned());
-        }
-    }
-    out
 }
 
 /// Every listed file of the view is there, whole (size and SHA-256).

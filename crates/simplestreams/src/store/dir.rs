@@ -312,13 +312,7 @@ impl DirStore {
                 file.lock().map_err(|e| Error::io(&path, e))?;
             }
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
+                let who = crate::layout::lock_holder(&path);
                 return Err(Error::Locked {
                     path,
                     reason: format!(

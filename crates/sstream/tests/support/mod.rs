@@ -803,3 +803,52 @@ impl Drop for TlsServer {
         let _ = self.child.wait();
     }
 }
+
+/// Every product of every products file that the plain index
+/// `streams/v1/index.json` under `root` names, with its name.
+pub fn listed_products(root: &Path) -> Vec<(String, Value)> {
+    let read = |rel: &str| -> Value {
+        let bytes = fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    let index = read("streams/v1/index.json");
+    let mut out = Vec::new();
+    for entry in index["index"].as_object().expect("an index").values() {
+        let doc = read(entry["path"].as_str().expect("a path"));
+        for (name, product) in doc["products"].as_object().expect("products") {
+            out.push((name.clone(), product.clone()));
+        }
+    }
+    out
+}
+
+/// The item paths the plain metadata under `root` lists, each with its
+/// size and SHA-256 (empty when the item gives none).
+pub fn listed_items(root: &Path) -> BTreeMap<String, (u64, String)> {
+    let mut out = BTreeMap::new();
+    for (_, product) in listed_products(root) {
+        for version in product["versions"].as_object().expect("versions").values() {
+            for item in version["items"].as_object().expect("items").values() {
+                out.insert(
+                    item["path"].as_str().expect("a path").to_owned(),
+                    (
+                        item["size"].as_u64().expect("a size"),
+                        item["sha256"].as_str().unwrap_or_default().to_owned(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The image versions the plain metadata under `root` lists (not the
+/// bootloaders', whose names have a dot: `20230222.0`).
+pub fn listed_versions(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (_, product) in listed_products(root) {
+        let names = product["versions"].as_object().expect("versions").keys();
+        out.extend(names.filter(|v| !v.contains('.')).cloned());
+    }
+    out
+}
