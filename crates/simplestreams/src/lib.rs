@@ -55,5 +55,6 @@ pub mod status;
 pub mod store;
 pub mod units;
 pub mod view;
+pub mod view_state;
 
 pub use error::{Error, Result};

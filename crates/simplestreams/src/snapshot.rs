@@ -129,24 +129,39 @@ pub struct Manifest {
 /// The format string of a [`Manifest`].
 pub const MANIFEST_FORMAT: &str = "sstream-snapshot:1";
 
+/// Why a snapshot name is refused ([`check_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadName {
+    /// The name is empty.
+    #[error("a snapshot name cannot be empty")]
+    Empty,
+    /// The name is longer than [`MAX_NAME`].
+    #[error("a snapshot name has at most {MAX_NAME} characters")]
+    TooLong,
+    /// The name starts with a dot (hidden, or `..`).
+    #[error("a snapshot name cannot start with a dot")]
+    Hidden,
+    /// The name has a character outside letters, digits and `-_.+:@`.
+    #[error("a snapshot name has only letters, digits and -_.+:@ (not {0:?})")]
+    Character(char),
+}
+
 /// Checks a snapshot name (see the module documentation).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> std::result::Result<(), BadName> {
     if name.is_empty() {
-        return Err("a snapshot name cannot be empty".into());
+        return Err(BadName::Empty);
     }
     if name.len() > MAX_NAME {
-        return Err(format!("a snapshot name has at most {MAX_NAME} characters"));
+        return Err(BadName::TooLong);
     }
     if name.starts_with('.') {
-        return Err("a snapshot name cannot start with a dot".into());
+        return Err(BadName::Hidden);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.+:@".contains(*c)))
     {
-        return Err(format!(
-            "a snapshot name has only letters, digits and -_.+:@ (not {c:?})"
-        ));
+        return Err(BadName::Character(c));
     }
     Ok(())
 }
@@ -171,7 +186,7 @@ pub fn create(mirror: &Path, name: Option<&str>) -> Result<SnapshotInfo> {
         }
     };
     if let Some(name) = name {
-        check_name(name).map_err(|reason| snapshot_error(mirror, reason))?;
+        check_name(name).map_err(|reason| snapshot_error(mirror, reason.to_string()))?;
     }
     let _run = store.lock_blocking(false).map_err(|e| match e {
         Error::Locked { path, .. } => Error::Locked {
@@ -464,7 +479,7 @@ pub fn list(mirror: &Path) -> Result<Vec<SnapshotInfo>> {
 /// The manifest of the snapshot `name` of `mirror`
 /// ([`Error::Snapshot`] when there is no such snapshot).
 pub fn manifest(mirror: &Path, name: &str) -> Result<Manifest> {
-    check_name(name).map_err(|reason| snapshot_error(mirror, reason))?;
+    check_name(name).map_err(|reason| snapshot_error(mirror, reason.to_string()))?;
     let path = snapshot_dir(mirror, name).join(MANIFEST);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -603,7 +618,7 @@ pub(crate) struct Registration {
 /// The views registered in `mirror` that still show snapshots of it, with
 /// their state. A registration whose view is gone, or shows another
 /// mirror now, is skipped.
-fn registered_views(mirror: &Path) -> Result<Vec<(PathBuf, crate::view::ViewState)>> {
+fn registered_views(mirror: &Path) -> Result<Vec<(PathBuf, crate::view_state::ViewState)>> {
     let dir = mirror.join(DATA_DIR).join(VIEWS_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -624,7 +639,7 @@ fn registered_views(mirror: &Path) -> Result<Vec<(PathBuf, crate::view::ViewStat
             log::warn!("{}: not a view registration; ignored", path.display());
             continue;
         };
-        let Ok(Some(state)) = crate::view::state(&reg.view) else {
+        let Ok(Some(state)) = crate::view_state::state(&reg.view) else {
             continue;
         };
         if fs::canonicalize(&state.mirror).is_ok_and(|m| m == here) {
@@ -802,7 +817,7 @@ mod tests {
             "é",
             &"x".repeat(101),
         ] {
-            let err = check_name(bad).unwrap_err();
+            let err = check_name(bad).unwrap_err().to_string();
             assert!(err.contains("snapshot name"), "{bad}: {err}");
         }
     }

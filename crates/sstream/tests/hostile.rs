@@ -324,10 +324,24 @@ fn corpus() -> Vec<Case> {
             }),
         ),
         case(
-            "100k nested objects in the index",
+            // Unclosed: the parser skips a field's value without recursing,
+            // so this ends at the end of the file.
+            "100k unclosed nested objects in the index",
+            Metadata,
+            &["malformed JSON", INDEX],
+            raw(INDEX, || "{\"a\":".repeat(100_000).into_bytes()),
+        ),
+        case(
+            "100k nested arrays in an index entry",
             Metadata,
             &["recursion limit", INDEX],
-            raw(INDEX, || "{\"a\":".repeat(100_000).into_bytes()),
+            raw(INDEX, || {
+                let mut b = br#"{"format": "index:1.0", "index": {"x": {"path": "streams/v1/p.json", "products": ["a"], "z": "#.to_vec();
+                b.extend(std::iter::repeat_n(b'[', 100_000));
+                b.extend(std::iter::repeat_n(b']', 100_000));
+                b.extend_from_slice(b"}}}");
+                b
+            }),
         ),
         case(
             "invalid UTF-8",
