@@ -15,6 +15,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::gpgv;
 use support::{Gpg, Server, args, ours_mirror, reference, run_ok};
 use tempfile::TempDir;
 
@@ -67,18 +68,6 @@ fn local_key(tmp: &Path) -> (PathBuf, PathBuf) {
         &sstream(&["key", "export", &s(&key), "--output", &s(&ring)]),
     );
     (key, ring)
-}
-
-fn gpgv(home: &Path, ring: &Path, files: &[&Path]) -> bool {
-    Command::new("gpgv")
-        .env("GNUPGHOME", home)
-        .arg("--keyring")
-        .arg(ring)
-        .args(files)
-        .output()
-        .expect("run gpgv")
-        .status
-        .success()
 }
 
 /// The signed metadata files of a mirror.

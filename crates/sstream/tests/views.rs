@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::gpgv;
 use support::{listed_items as listed, listed_versions as versions};
 use tempfile::TempDir;
 
@@ -172,18 +173,6 @@ fn local_key(tmp: &Path) -> (PathBuf, PathBuf) {
     let o = sstream(&["key", "export", s(&key), "--output", s(&ring)]);
     assert!(o.status.success(), "{}", err_text(&o));
     (key, ring)
-}
-
-fn gpgv(home: &Path, ring: &Path, files: &[&Path]) -> bool {
-    Command::new("gpgv")
-        .env("GNUPGHOME", home)
-        .arg("--keyring")
-        .arg(ring)
-        .args(files)
-        .output()
-        .expect("run gpgv")
-        .status
-        .success()
 }
 
 /// The reference `sstream-query` (item paths relative to `base`).
@@ -822,54 +811,13 @@ fn a_killed_publish_leaves_the_old_view_or_the_new_one() {
     );
 }
 
-/// A tmpfs of `size` bytes mounted at `dir` (made), unmounted on drop;
-/// `None` (after saying why) when this test cannot mount one (as in
-/// tests/disk.rs).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: usize) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                dir: dir.to_path_buf(),
-            }),
-            Ok(o) => {
-                eprintln!("skipped: mount -t tmpfs failed: {}", err_text(&o).trim());
-                None
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
 /// A view on another filesystem than the mirror gets copies (with a
 /// warning); when that filesystem is full, a publish fails with one line
 /// and the view stays as it was; with room again, it goes through.
 #[test]
 fn a_view_on_a_full_disk_stays_as_it_was() {
     let site = Site::new();
-    let Some(disk) = Tmpfs::mount(&site.views.path().join("disk"), 1 << 20) else {
+    let Some(disk) = support::Tmpfs::mount(&site.views.path().join("disk"), 1 << 20) else {
         return;
     };
     let view = disk.dir.join("view");

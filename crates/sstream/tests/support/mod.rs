@@ -852,3 +852,61 @@ pub fn listed_versions(root: &Path) -> BTreeSet<String> {
     }
     out
 }
+
+/// A tmpfs of `size` bytes mounted at `dir` (made), unmounted on drop;
+/// `None` (after saying why) when this test cannot mount one.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts it (root only).
+    pub fn mount(dir: &Path, size: usize) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr);
+                eprintln!("skipped: mount -t tmpfs failed: {}", why.trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Whether `gpgv` (with GNUPGHOME `home`) verifies every one of `files`
+/// (detached signature and data, or clear-signed documents) with the
+/// keyring `ring`.
+pub fn gpgv(home: &Path, ring: &Path, files: &[&Path]) -> bool {
+    Command::new("gpgv")
+        .env("GNUPGHOME", home)
+        .arg("--keyring")
+        .arg(ring)
+        .args(files)
+        .output()
+        .expect("run gpgv")
+        .status
+        .success()
+}
