@@ -7,6 +7,11 @@ repeats, on two clocks:
 - on disk: each tool's time plus the `sync` after it (the floor's data
   written too).
 
+"disk" is the disk's own floor (bench/disk-floor.sh): the same bytes
+written by `dd` in as many streams as the tools' connections, each made
+durable (`conv=fdatasync`), which no durable mirror can beat on this disk;
+the last column is each tool against it, on disk.
+
 Columns of results.tsv as in bench/report.py.
 """
 
@@ -34,16 +39,18 @@ own = lambda r: r[TOOL]
 disk = lambda r: r[TOOL] + r[SYNC]
 floor_own, floor_disk = med("floor", own), med("floor", disk)
 print(f"Settings: {sys.argv[2]}.\n")
+disk_floor = med("disk", disk) if "disk" in rows else None
 print("| tool | runs | own clock s | + sync s | on disk s | CPU s | "
-      "x floor (own clocks) | x floor (on disk) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for tool in ["floor", "ours", "ours-b", "ours-nofsync"]:
+      "x floor (own clocks) | x floor (on disk) | x disk floor |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for tool in ["floor", "disk", "ours", "ours-b", "ours-nofsync"]:
     if tool not in rows:
         continue
     t, d = med(tool, own), med(tool, disk)
     print(f"| {tool} | {len(rows[tool])} | {t:.2f} | {med(tool, lambda r: r[SYNC]):.2f} | "
           f"{d:.2f} | {med(tool, lambda r: r[CPU]):.2f} | {floor_own / t:.2f}x | "
-          f"{floor_disk / d:.2f}x |")
+          f"{floor_disk / d:.2f}x | "
+          f"{f'{disk_floor / d:.2f}x' if disk_floor else '-'} |")
 if scale:
     print("\nThe stream at scale (14,264 small files), unfiltered first mirror:\n")
     print("| build | runs | own clock s (median) | all runs |")

@@ -123,6 +123,9 @@ sys.exit(1 if bad else 0)
 PY
 }
 
+# The bytes of the day's payloads.
+day_bytes() { (cd "$WWW" && xargs stat -c %s <"$B/$1.files") | awk '{s += $1} END {printf "%.0f", s}'; }
+
 # Every payload of the day's list is in the mirror with the source's size.
 check_mirror() {
   local day=$1 dir=$2 p
@@ -147,6 +150,10 @@ floor_round() {
   check_mirror day0 "$B/out/ours" && rm -rf "$B/out/ours"
   measure full floor bash bench/fetch-floor.sh "$URL" "$B/out/floor" "$B/day0.files" "$JOBS"
   check_mirror day0 "$B/out/floor" && rm -rf "$B/out/floor"
+  # The disk's floor: the same bytes written by JOBS streams at once and
+  # made durable (what no durable mirror can beat on this disk).
+  measure full disk bash bench/disk-floor.sh "$B/out/disk" "$(day_bytes day0)" "$JOBS"
+  rm -rf "$B/out/disk"
   if [ -n "$OURS_B" ]; then
     measure full ours-b "$OURS_B" "${COMMON[@]}" --jobs "$JOBS" "$SRC" "$B/out/ours-b"
     check_mirror day0 "$B/out/ours-b" && rm -rf "$B/out/ours-b"
