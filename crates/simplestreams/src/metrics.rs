@@ -40,68 +40,91 @@ struct JobLabel {
     job: String,
 }
 
-/// One metric: its name (before the unit), unit, help and value.
-struct Metric {
+/// One gauge family: its name (before the unit), unit, help, and its
+/// value for a sample (a job's record, a view).
+struct Gauge<S> {
     name: &'static str,
     unit: Option<Unit>,
     help: &'static str,
-    value: fn(&StatusRecord) -> f64,
+    value: fn(&S) -> f64,
+}
+
+/// Encodes each family of `gauges` with one sample per item of `samples`,
+/// labelled by `label`, in the order given.
+fn encode_gauges<S, L: EncodeLabelSet + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[Gauge<S>],
+    samples: &[S],
+    label: impl Fn(&S) -> L,
+) -> Result<(), std::fmt::Error> {
+    for gauge in gauges {
+        let mut family = encoder.encode_descriptor(
+            gauge.name,
+            gauge.help,
+            gauge.unit.as_ref(),
+            MetricType::Gauge,
+        )?;
+        for sample in samples {
+            ConstGauge::new((gauge.value)(sample)).encode(family.encode_family(&label(sample))?)?;
+        }
+    }
+    Ok(())
 }
 
 fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-const METRICS: &[Metric] = &[
-    Metric {
+const METRICS: &[Gauge<StatusRecord>] = &[
+    Gauge {
         name: "last_success_timestamp",
         unit: Some(Unit::Seconds),
         help: "End of the job's last successful run, Unix time (0: never)",
         value: |r| r.last_success.map_or(0.0, |t| t.unix_seconds()),
     },
-    Metric {
+    Gauge {
         name: "last_run_timestamp",
         unit: Some(Unit::Seconds),
         help: "End of the job's last run, Unix time",
         value: |r| r.finished.unix_seconds(),
     },
-    Metric {
+    Gauge {
         name: "last_run_success",
         unit: None,
         help: "1 if the job's last run succeeded, else 0",
         value: |r| flag(r.is_ok()),
     },
-    Metric {
+    Gauge {
         name: "last_run_duration",
         unit: Some(Unit::Seconds),
         help: "How long the job's last run took",
         value: |r| r.duration().as_secs_f64(),
     },
-    Metric {
+    Gauge {
         name: "last_run_changed",
         unit: None,
         help: "1 if the job's last run published or removed anything, else 0",
         value: |r| flag(r.changed),
     },
-    Metric {
+    Gauge {
         name: "last_run_downloaded",
         unit: Some(Unit::Bytes),
         help: "Bytes the job's last run downloaded",
         value: |r| r.bytes_downloaded as f64,
     },
-    Metric {
+    Gauge {
         name: "last_run_downloaded_files",
         unit: None,
         help: "Files the job's last run downloaded",
         value: |r| r.files_downloaded as f64,
     },
-    Metric {
+    Gauge {
         name: "last_run_removed_files",
         unit: None,
         help: "Files the job's last run removed from the mirror",
         value: |r| r.files_removed as f64,
     },
-    Metric {
+    Gauge {
         name: "mirror_size",
         unit: Some(Unit::Bytes),
         help: "Size of the job's mirror (its directory or its bucket's objects) after its last run",
@@ -157,10 +180,11 @@ pub fn render_with_views(
 ) -> String {
     let mut registry = Registry::with_prefix("sstream");
     registry.register_collector(Box::new(Records(records.to_vec())));
-    registry.register_collector(Box::new(Views {
-        views: views.to_vec(),
+    let views = views.iter().map(|v| ViewAt {
+        sample: v.clone(),
         now,
-    }));
+    });
+    registry.register_collector(Box::new(Views(views.collect())));
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -180,73 +204,57 @@ struct ViewInfoLabel {
     snapshot: String,
 }
 
-/// One view gauge: its name (before the unit), unit, help and value.
-struct ViewMetric {
-    name: &'static str,
-    unit: Option<Unit>,
-    help: &'static str,
-    value: fn(&ViewSample, std::time::SystemTime) -> f64,
+/// A view's sample as a scrape at `now` sees it.
+#[derive(Debug)]
+struct ViewAt {
+    sample: ViewSample,
+    now: std::time::SystemTime,
 }
 
-const VIEW_METRICS: &[ViewMetric] = &[
-    ViewMetric {
+const VIEW_METRICS: &[Gauge<ViewAt>] = &[
+    Gauge {
         name: "view_snapshot_age",
         unit: Some(Unit::Seconds),
         help: "Age of the snapshot the view shows (0: not known)",
-        value: |v, now| v.snapshot_created.map_or(0.0, |t| t.age(now).as_secs_f64()),
+        value: |v| {
+            v.sample
+                .snapshot_created
+                .map_or(0.0, |t| t.age(v.now).as_secs_f64())
+        },
     },
-    ViewMetric {
+    Gauge {
         name: "view_snapshot_created_timestamp",
         unit: Some(Unit::Seconds),
         help: "When the snapshot the view shows was made, Unix time (0: not known)",
-        value: |v, _| v.snapshot_created.map_or(0.0, |t| t.unix_seconds()),
+        value: |v| v.sample.snapshot_created.map_or(0.0, |t| t.unix_seconds()),
     },
-    ViewMetric {
+    Gauge {
         name: "view_published_timestamp",
         unit: Some(Unit::Seconds),
         help: "When the view switched to the snapshot it shows, Unix time",
-        value: |v, _| v.published.unix_seconds(),
+        value: |v| v.sample.published.unix_seconds(),
     },
 ];
 
 /// The views a scrape reports, as a collector.
 #[derive(Debug)]
-struct Views {
-    views: Vec<ViewSample>,
-    now: std::time::SystemTime,
-}
+struct Views(Vec<ViewAt>);
 
 impl Collector for Views {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut info = encoder.encode_descriptor(
-            "view_info",
-            "1 for each view, labelled with the snapshot it shows",
-            None,
-            MetricType::Gauge,
-        )?;
-        for v in &self.views {
-            let label = ViewInfoLabel {
-                view: v.view.clone(),
-                snapshot: v.snapshot.clone(),
-            };
-            ConstGauge::new(1.0).encode(info.encode_family(&label)?)?;
-        }
-        for metric in VIEW_METRICS {
-            let mut family = encoder.encode_descriptor(
-                metric.name,
-                metric.help,
-                metric.unit.as_ref(),
-                MetricType::Gauge,
-            )?;
-            for v in &self.views {
-                let label = ViewLabel {
-                    view: v.view.clone(),
-                };
-                ConstGauge::new((metric.value)(v, self.now))
-                    .encode(family.encode_family(&label)?)?;
-            }
-        }
-        Ok(())
+        let info = Gauge {
+            name: "view_info",
+            unit: None,
+            help: "1 for each view, labelled with the snapshot it shows",
+            value: |_: &ViewAt| 1.0,
+        };
+        encode_gauges(&mut encoder, &[info], &self.0, |v| ViewInfoLabel {
+            view: v.sample.view.clone(),
+            snapshot: v.sample.snapshot.clone(),
+        })?;
+        encode_gauges(&mut encoder, VIEW_METRICS, &self.0, |v| ViewLabel {
+            view: v.sample.view.clone(),
+        })
     }
 }
 
@@ -257,21 +265,9 @@ struct Records(Vec<StatusRecord>);
 
 impl Collector for Records {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for metric in METRICS {
-            let mut family = encoder.encode_descriptor(
-                metric.name,
-                metric.help,
-                metric.unit.as_ref(),
-                MetricType::Gauge,
-            )?;
-            for record in &self.0 {
-                let label = JobLabel {
-                    job: record.job.clone(),
-                };
-                ConstGauge::new((metric.value)(record)).encode(family.encode_family(&label)?)?;
-            }
-        }
-        Ok(())
+        encode_gauges(&mut encoder, METRICS, &self.0, |r| JobLabel {
+            job: r.job.clone(),
+        })
     }
 }
 
