@@ -57,16 +57,8 @@ fn s(p: &Path) -> String {
 
 /// A local key and its exported binary keyring.
 fn local_key(tmp: &Path) -> (PathBuf, PathBuf) {
-    let key = tmp.join("mirror-key.asc");
-    let ring = tmp.join("mirror-keyring.gpg");
-    ok(
-        "key generate",
-        &sstream(&["key", "generate", "--output", &s(&key)]),
-    );
-    ok(
-        "key export",
-        &sstream(&["key", "export", &s(&key), "--output", &s(&ring)]),
-    );
+    let (key, ring) = (tmp.join("mirror-key.asc"), tmp.join("mirror-keyring.gpg"));
+    support::our_key(&key, &ring, &[]);
     (key, ring)
 }
 

@@ -102,28 +102,17 @@ impl Scratch {
     /// Whether `gpgv --keyring <keyring>` accepts `files` (a clear-signed
     /// file, or a detached signature and its data).
     fn gpgv(&self, keyring: &Path, files: &[&Path]) -> bool {
-        Command::new("gpgv")
-            .env("GNUPGHOME", self.path("gpgv-home"))
-            .arg("--keyring")
-            .arg(keyring)
-            .args(files)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run gpgv (install gnupg: scripts/test.sh does)")
-            .success()
+        support::gpgv(&self.path("gpgv-home"), keyring, files)
     }
 
     /// Generates a key with `sstream key generate` and exports its binary
     /// keyring; returns (key, keyring).
     fn our_key(&self, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
-        let key = self.path(&format!("{name}.asc"));
-        let mut a = vec!["key", "generate", "--output", s(&key)];
-        a.extend_from_slice(extra);
-        ok("sstream key generate", &sstream(&a));
-        let keyring = self.path(&format!("{name}.gpg"));
-        let out = sstream(&["key", "export", s(&key), "--output", s(&keyring)]);
-        ok("sstream key export", &out);
+        let (key, keyring) = (
+            self.path(&format!("{name}.asc")),
+            self.path(&format!("{name}.gpg")),
+        );
+        support::our_key(&key, &keyring, extra);
         (key, keyring)
     }
 

@@ -228,15 +228,10 @@ impl Site {
         let tmp = TempDir::new().unwrap();
         let config = tmp.path().join("sstream.toml");
         fs::create_dir_all(tmp.path().join("www")).unwrap();
-        let key = tmp.path().join("view-key.asc");
-        assert_ok(
-            &sstream(&["key", "generate", "--output", s(&key)]),
-            "key generate",
-        );
-        let ring = tmp.path().join("production-keyring.gpg");
-        assert_ok(
-            &sstream(&["key", "export", s(&key), "--output", s(&ring)]),
-            "key export",
+        support::our_key(
+            &tmp.path().join("view-key.asc"),
+            &tmp.path().join("production-keyring.gpg"),
+            &[],
         );
         fs::write(&config, CONFIG).unwrap();
         Site { tmp, config }

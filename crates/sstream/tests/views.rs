@@ -166,12 +166,8 @@ fn a_view_shows_its_snapshot_and_switches_on_promotion_and_rollback() {
 
 /// A local signing key and its exported keyring, made by `sstream key`.
 fn local_key(tmp: &Path) -> (PathBuf, PathBuf) {
-    let key = tmp.join("view-key.asc");
-    let ring = tmp.join("view-keyring.gpg");
-    let o = sstream(&["key", "generate", "--output", s(&key)]);
-    assert!(o.status.success(), "{}", err_text(&o));
-    let o = sstream(&["key", "export", s(&key), "--output", s(&ring)]);
-    assert!(o.status.success(), "{}", err_text(&o));
+    let (key, ring) = (tmp.join("view-key.asc"), tmp.join("view-keyring.gpg"));
+    support::our_key(&key, &ring, &[]);
     (key, ring)
 }
 

@@ -910,3 +910,33 @@ pub fn gpgv(home: &Path, ring: &Path, files: &[&Path]) -> bool {
         .status
         .success()
 }
+
+/// Makes a signing key with `sstream key generate` (with `extra`
+/// arguments, e.g. `--rsa`) at `key` and exports its binary keyring to
+/// `ring`, asserting both succeed.
+pub fn our_key(key: &Path, ring: &Path, extra: &[&str]) {
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_sstream"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run sstream");
+        assert!(
+            o.status.success(),
+            "sstream {:?}: {}",
+            args,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let mut generate: Vec<&std::ffi::OsStr> = vec!["key".as_ref(), "generate".as_ref()];
+    generate.extend(["--output".as_ref(), key.as_os_str()]);
+    generate.extend(extra.iter().map(std::ffi::OsStr::new));
+    run(&generate);
+    run(&[
+        "key".as_ref(),
+        "export".as_ref(),
+        key.as_os_str(),
+        "--output".as_ref(),
+        ring.as_os_str(),
+    ]);
+}
