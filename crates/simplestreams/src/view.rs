@@ -643,7 +643,6 @@ fn checked_rel(doc: &Path, path: &str) -> Result<RelPath> {
     })
 }
 
-/// The JSON object in the file at `path`.
 /// The products document at `path`, read as its text (no JSON tree of the
 /// whole document is built).
 fn read_products(path: &Path) -> Result<Products> {
@@ -651,6 +650,7 @@ fn read_products(path: &Path) -> Result<Products> {
     Products::parse(&path.display().to_string(), &bytes)
 }
 
+/// The JSON object in the file at `path`.
 fn read_json(path: &Path) -> Result<Map<String, Value>> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes)
