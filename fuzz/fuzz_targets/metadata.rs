@@ -27,12 +27,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         // What we would write as `.data/<content_id>` must read back
-        // (`DirStore::load_state` reads it with `from_map`).
-        let serde_json::Value::Object(map) = products.to_value() else {
-            panic!("to_value is not an object");
-        };
-        let back = Products::from_map("fuzz-roundtrip", map)
-            .expect("a parsed products tree must parse again");
+        // (as a mirror's state is read, with `parse_state`), the same.
+        let state = products.state_json();
+        let back = Products::parse_state("fuzz-roundtrip", &state)
+            .expect("a parsed products tree must parse again")
+            .expect("a state is a JSON object");
         assert_eq!(back.products.len(), products.products.len());
+        assert_eq!(back.state_json(), state);
     }
 });

@@ -265,8 +265,7 @@ impl Products {
     ///
     /// The document is read level by level from its text (see
     /// [`Members`]): no JSON tree of the whole document is built, and each
-    /// item goes from its text straight to an [`Item`]. The tree is the
-    /// one [`Products::from_map`] builds from the parsed document.
+    /// item goes from its text straight to an [`Item`].
     pub fn parse(url: &str, bytes: &[u8]) -> Result<Products> {
         let members = document_members(url, bytes)?;
         if let Some((_, raw)) = members.0.iter().find(|(name, _)| name == "format") {
@@ -281,36 +280,43 @@ impl Products {
     }
 }
 
-/// The tree of a products document or state from its top-level members.
+/// The tree of a products document or state from its top-level members:
+/// the one walker of a products tree, every reader of one comes here.
+///
+/// Each level (document, product, version) keeps its fields in the order
+/// the parsed object has them once its children's key is removed (see
+/// [`level_fields`]), a repeated name its first place and last value (see
+/// [`Members::deduplicated`]), `_aliases` expanded at every level; each
+/// item is checked by [`Item::from_fields`].
 fn read_tree(url: &str, members: Members<'_>) -> Result<Products> {
-    {
-        let (mut doc, products) = level_fields(url, members, "products")?;
-        let aliases = match doc.remove("_aliases") {
-            None => Map::new(),
-            Some(Value::Object(a)) => a,
-            Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
-        };
-        expand_aliases(&mut doc, &aliases);
-        doc.remove("products");
-        let mut tree = BTreeMap::new();
-        if let Some(raw) = products {
-            for (name, raw) in members_of(url, || "\"products\"".into(), raw)?.0 {
-                let product = read_product(url, &name, raw, &aliases)?;
-                tree.insert(name, product);
-            }
+    let (mut doc, products) = level_fields(url, members, "products")?;
+    let aliases = match doc.remove("_aliases") {
+        None => Map::new(),
+        Some(Value::Object(a)) => a,
+        Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
+    };
+    expand_aliases(&mut doc, &aliases);
+    doc.remove("products");
+    let mut tree = BTreeMap::new();
+    if let Some(raw) = products {
+        for (name, raw) in members_of(url, || "\"products\"".into(), raw)?.0 {
+            let product = read_product(url, &name, raw, &aliases)?;
+            tree.insert(name, product);
         }
-        Ok(Products {
-            fields: doc,
-            products: tree,
-        })
     }
+    Ok(Products {
+        fields: doc,
+        products: tree,
+    })
 }
 
 impl Products {
     /// Builds the tree of a mirror state (`.data/<content_id>`, no format
     /// required) from its text, read level by level as [`Products::parse`]
-    /// reads a document: the tree [`Products::from_map`] builds from the
-    /// parsed object. `Ok(None)`: the text is not a JSON object.
+    /// reads a document. `Ok(None)`: the text is not a JSON object.
+    ///
+    /// Also how a products tree is checked where the format is not (a
+    /// re-signed document read back, a state file served on a page).
     pub fn parse_state(url: &str, bytes: &[u8]) -> Result<Option<Products>> {
         let raw: &RawValue = serde_json::from_slice(bytes)
             .map_err(|e| Error::metadata(url, format!("malformed mirror state: {e}")))?;
@@ -319,31 +325,6 @@ impl Products {
         }
         let members = members_of(url, || "the state".into(), raw)?;
         read_tree(url, members).map(Some)
-    }
-
-    /// Builds a products tree from a parsed JSON object (format already checked).
-    pub fn from_map(url: &str, mut doc: Map<String, Value>) -> Result<Products> {
-        let aliases = match doc.remove("_aliases") {
-            None => Map::new(),
-            Some(Value::Object(a)) => a,
-            Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
-        };
-        expand_aliases(&mut doc, &aliases);
-        let products_value = doc
-            .remove("products")
-            .unwrap_or_else(|| Value::Object(Map::new()));
-        let Value::Object(products_map) = products_value else {
-            return Err(Error::metadata(url, "\"products\" is not an object"));
-        };
-        let mut products = BTreeMap::new();
-        for (name, value) in products_map {
-            let product = parse_product(url, &name, value, &aliases)?;
-            products.insert(name, product);
-        }
-        Ok(Products {
-            fields: doc,
-            products,
-        })
     }
 
     /// The content id, if the document names one.
@@ -619,7 +600,7 @@ fn level_fields<'a>(
     Ok((fields, children))
 }
 
-/// [`parse_product`] from the product's text.
+/// A product (its versions and their items) from its text.
 fn read_product(
     url: &str,
     name: &str,
@@ -635,84 +616,55 @@ fn read_product(
         return Ok(Product { fields, versions });
     };
     for (vname, vraw) in members_of(url, || format!("product {name:?} versions"), versions_raw)?.0 {
-        let context = format!("{name} {vname}");
-        let members = members_of(url, || format!("version {context:?}"), vraw)?;
-        let (mut vfields, items_raw) = level_fields(url, members, "items")?;
-        expand_aliases(&mut vfields, aliases);
-        vfields.remove("items");
-        let mut items = BTreeMap::new();
-        if let Some(items_raw) = items_raw {
-            for (iname, iraw) in
-                members_of(url, || format!("version {context:?} items"), items_raw)?.0
-            {
-                let what = || format!("item {context} {iname}");
-                if !is_object(iraw) {
-                    return Err(Error::metadata(url, format!("{} is not an object", what())));
-                }
-                let mut ifields: Map<String, Value> =
-                    serde_json::from_str(iraw.get()).map_err(|e| {
-                        Error::metadata(url, format!("{}: malformed JSON: {e}", what()))
-                    })?;
-                expand_aliases(&mut ifields, aliases);
-                let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
-                items.insert(iname, item);
-            }
-        }
-        versions.insert(
-            vname,
-            Version {
-                fields: vfields,
-                items: Arc::new(items),
-            },
-        );
+        let version = read_version(url, &format!("{name} {vname}"), vraw, aliases)?;
+        versions.insert(vname, version);
     }
     Ok(Product { fields, versions })
 }
 
-fn object(url: &str, what: &str, value: Value) -> Result<Map<String, Value>> {
-    match value {
-        Value::Object(m) => Ok(m),
-        _ => Err(Error::metadata(url, format!("{what} is not an object"))),
-    }
-}
-
-fn parse_product(
+/// A version (its items) from its text; `context` is `<product> <version>`.
+fn read_version(
     url: &str,
-    name: &str,
-    value: Value,
+    context: &str,
+    raw: &RawValue,
     aliases: &Map<String, Value>,
-) -> Result<Product> {
-    let mut fields = object(url, &format!("product {name:?}"), value)?;
+) -> Result<Version> {
+    let members = members_of(url, || format!("version {context:?}"), raw)?;
+    let (mut fields, items_raw) = level_fields(url, members, "items")?;
     expand_aliases(&mut fields, aliases);
-    let versions_value = fields
-        .remove("versions")
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let versions_map = object(url, &format!("product {name:?} versions"), versions_value)?;
-    let mut versions = BTreeMap::new();
-    for (vname, vvalue) in versions_map {
-        let context = format!("{name} {vname}");
-        let mut vfields = object(url, &format!("version {context:?}"), vvalue)?;
-        expand_aliases(&mut vfields, aliases);
-        let items_value = vfields
-            .remove("items")
-            .unwrap_or_else(|| Value::Object(Map::new()));
-        let items_map = object(url, &format!("version {context:?} items"), items_value)?;
-        let mut items = BTreeMap::new();
-        for (iname, ivalue) in items_map {
-            let mut ifields = object(url, &format!("item {context} {iname}"), ivalue)?;
-            expand_aliases(&mut ifields, aliases);
-            let item = Item::from_fields(url, &format!("{context} {iname}"), ifields)?;
+    fields.remove("items");
+    let mut items = BTreeMap::new();
+    if let Some(items_raw) = items_raw {
+        for (iname, iraw) in members_of(url, || format!("version {context:?} items"), items_raw)?.0
+        {
+            let item = read_item(url, &format!("{context} {iname}"), iraw, aliases)?;
             items.insert(iname, item);
         }
-        versions.insert(
-            vname,
-            Version {
-                fields: vfields,
-                items: Arc::new(items),
-            },
-        );
     }
-    Ok(Product { fields, versions })
+    Ok(Version {
+        fields,
+        items: Arc::new(items),
+    })
+}
+
+/// An item from its text, straight to an [`Item`] (no level below it);
+/// `context` is `<product> <version> <item>`.
+fn read_item(
+    url: &str,
+    context: &str,
+    raw: &RawValue,
+    aliases: &Map<String, Value>,
+) -> Result<Item> {
+    if !is_object(raw) {
+        return Err(Error::metadata(
+            url,
+            format!("item {context} is not an object"),
+        ));
+    }
+    let mut fields: Map<String, Value> = serde_json::from_str(raw.get())
+        .map_err(|e| Error::metadata(url, format!("item {context}: malformed JSON: {e}")))?;
+    expand_aliases(&mut fields, aliases);
+    Item::from_fields(url, context, fields)
 }
 
 impl Item {
@@ -915,10 +867,77 @@ mod tests {
         }
     }
 
-    /// The tree read level by level from the text (documents and states)
-    /// is the one built from the parsed object: fields in the same order
+    /// A straightforward walk of the parsed object, written for the test
+    /// alone: what the level-by-level walker must give. Fields keep the
+    /// order the parsed object has once the children's key is removed
     /// (`Map::remove` swaps the last field into the removed one's place),
-    /// a repeated name's last value, aliases expanded.
+    /// a repeated name keeps its first place and last value (as parsing
+    /// gives it), `_aliases` are expanded at every level, each item is
+    /// checked.
+    fn reference_tree(url: &str, text: &str) -> Result<Products> {
+        let Value::Object(mut doc) = serde_json::from_str(text).expect("a JSON object") else {
+            panic!("not a JSON object: {text}");
+        };
+        let aliases = match doc.remove("_aliases") {
+            None => Map::new(),
+            Some(Value::Object(a)) => a,
+            Some(_) => return Err(Error::metadata(url, "\"_aliases\" is not an object")),
+        };
+        expand_aliases(&mut doc, &aliases);
+        let products_value = doc.remove("products");
+        let mut products = BTreeMap::new();
+        for (name, value) in children(url, "\"products\"".into(), products_value)? {
+            let mut fields = object(url, format!("product {name:?}"), value)?;
+            expand_aliases(&mut fields, &aliases);
+            let versions_value = fields.remove("versions");
+            let mut versions = BTreeMap::new();
+            let what = format!("product {name:?} versions");
+            for (vname, value) in children(url, what, versions_value)? {
+                let context = format!("{name} {vname}");
+                let mut vfields = object(url, format!("version {context:?}"), value)?;
+                expand_aliases(&mut vfields, &aliases);
+                let items_value = vfields.remove("items");
+                let mut items = BTreeMap::new();
+                let what = format!("version {context:?} items");
+                for (iname, value) in children(url, what, items_value)? {
+                    let context = format!("{context} {iname}");
+                    let mut ifields = object(url, format!("item {context}"), value)?;
+                    expand_aliases(&mut ifields, &aliases);
+                    items.insert(iname, Item::from_fields(url, &context, ifields)?);
+                }
+                let items = Arc::new(items);
+                versions.insert(
+                    vname,
+                    Version {
+                        fields: vfields,
+                        items,
+                    },
+                );
+            }
+            products.insert(name, Product { fields, versions });
+        }
+        Ok(Products {
+            fields: doc,
+            products,
+        })
+    }
+
+    fn object(url: &str, what: String, value: Value) -> Result<Map<String, Value>> {
+        match value {
+            Value::Object(m) => Ok(m),
+            _ => Err(Error::metadata(url, format!("{what} is not an object"))),
+        }
+    }
+
+    /// The children under a level's key: none when the key is absent.
+    fn children(url: &str, what: String, value: Option<Value>) -> Result<Map<String, Value>> {
+        value.map_or_else(|| Ok(Map::new()), |v| object(url, what, v))
+    }
+
+    /// The tree read level by level from the text (documents and states)
+    /// is the one [`reference_tree`] walks from the parsed object: fields
+    /// in the same order, a repeated name's last value, aliases expanded,
+    /// the same first error.
     #[test]
     fn reading_level_by_level_gives_the_tree_of_the_parsed_object() {
         let reordered = r#"{"products": {"p": {"versions": {"1": {"items": {
@@ -946,10 +965,7 @@ mod tests {
         };
         for doc in &docs {
             let read = Products::parse("u", doc.as_bytes()).unwrap();
-            let Value::Object(map) = serde_json::from_str(doc).unwrap() else {
-                panic!("not an object")
-            };
-            let built = Products::from_map("u", map).unwrap();
+            let built = reference_tree("u", doc).unwrap();
             assert_eq!(read.state_json(), built.state_json(), "{doc}");
             assert_eq!(order(&read.fields), order(&built.fields), "{doc}");
             assert_eq!(read.items().count(), built.items().count());
@@ -965,6 +981,8 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(state.state_json(), built.state_json());
+            let state = Products::parse_state("u", doc.as_bytes()).unwrap().unwrap();
+            assert_eq!(order(&state.fields), order(&built.fields), "{doc}");
         }
         let read = Products::parse("u", reordered.as_bytes()).unwrap();
         assert_eq!(
@@ -976,6 +994,76 @@ mod tests {
         assert_eq!(p.fields["arch"], "arm64");
         assert!(Products::parse_state("u", b"[]").unwrap().is_none());
         assert!(Products::parse_state("u", b"{").is_err());
+    }
+
+    /// A tree that is not one fails with the reference walk's error, the
+    /// first in the document's order.
+    #[test]
+    fn reading_level_by_level_fails_as_the_parsed_object_does() {
+        let items = |items: &str| {
+            format!(r#"{{"products": {{"p": {{"versions": {{"1": {{"items": {items}}}}}}}}}}}"#)
+        };
+        let mut cases = vec![
+            (
+                r#"{"_aliases": []}"#.to_owned(),
+                "\"_aliases\" is not an object",
+            ),
+            (
+                r#"{"products": []}"#.into(),
+                "\"products\" is not an object",
+            ),
+            (
+                r#"{"products": null}"#.into(),
+                "\"products\" is not an object",
+            ),
+            (
+                r#"{"products": {"p": 1}}"#.into(),
+                "product \"p\" is not an object",
+            ),
+            (
+                r#"{"products": {"p": {}, "q": 1, "r": []}}"#.into(),
+                "product \"q\" is not an object",
+            ),
+            (
+                r#"{"products": {"p": {}, "p": 2}}"#.into(),
+                "product \"p\" is not an object",
+            ),
+            (
+                r#"{"products": {"p": {"versions": "x"}}}"#.into(),
+                "product \"p\" versions is not an object",
+            ),
+            (
+                r#"{"products": {"p": {"versions": {"1": []}}}}"#.into(),
+                "version \"p 1\" is not an object",
+            ),
+            (items("3"), "version \"p 1\" items is not an object"),
+            (items(r#"{"i": "s"}"#), "item p 1 i is not an object"),
+            (items(r#"{"i": {"path": "../x"}}"#), "unsafe path"),
+            (
+                items(r#"{"i": {"size": -1}}"#),
+                "item p 1 i: invalid size -1",
+            ),
+            (
+                items(r#"{"i": {"path": "a", "path": "/etc/x"}}"#),
+                "unsafe path",
+            ),
+        ];
+        let aliased = r#"{"_aliases": {"ftype": {"k": {"size": "big"}}},
+            "products": {"p": {"versions": {"1": {"items": {"i": {"ftype": "k"}}}}}}}"#;
+        cases.push((aliased.into(), "item p 1 i: invalid size \"big\""));
+        for (doc, want) in &cases {
+            let read = Products::parse_state("http://h/s", doc.as_bytes())
+                .unwrap_err()
+                .to_string();
+            let reference = reference_tree("http://h/s", doc).unwrap_err().to_string();
+            assert_eq!(read, reference, "{doc}");
+            assert!(read.contains(want), "{doc}: {read}");
+            assert!(read.starts_with("http://h/s"), "{read}");
+        }
+        let repaired = r#"{"products": {"p": 1, "p": {"versions": {}}}}"#;
+        let read = Products::parse_state("u", repaired.as_bytes()).unwrap();
+        assert_eq!(read.unwrap().products.len(), 1, "the last value counts");
+        assert!(reference_tree("u", repaired).is_ok());
     }
 
     const SMALL: &str = r#"{

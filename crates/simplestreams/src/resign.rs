@@ -232,12 +232,14 @@ fn index_paths(index: &Map<String, Value>) -> Vec<RelPath> {
         .collect()
 }
 
-/// The plain document published at `path`, if it is one of ours.
+/// The plain document published at `path`, if it is one of ours: a JSON
+/// object whose products tree (none, for an index) reads, format not
+/// required. The whole object is kept: it is compared whole with what is
+/// to be published.
 async fn read_published(store: &dyn Store, path: &RelPath) -> Option<Map<String, Value>> {
     let bytes = store.read(path).await.ok()??;
-    let doc: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    Products::from_map(path.as_str(), doc.clone()).ok()?;
-    Some(doc)
+    Products::parse_state(path.as_str(), &bytes).ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Writes `document` at `path` (keeping the `updated` of what was there

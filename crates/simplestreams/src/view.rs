@@ -508,8 +508,7 @@ impl Generation {
                 ));
             }
             let doc_path = rel.under(tree);
-            let doc: Map<String, Value> = read_json(&doc_path)?;
-            let products = Products::from_map(&doc_path.display().to_string(), doc)?;
+            let products = read_products(&doc_path)?;
             trees.push((rel, products));
         }
         let flat: Vec<_> = trees
@@ -642,6 +641,13 @@ fn checked_rel(doc: &Path, path: &str) -> Result<RelPath> {
         path: path.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// The products document at `path`, read as its text (no JSON tree of the
+/// whole document is built).
+fn read_products(path: &Path) -> Result<Products> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Products::parse(&path.display().to_string(), &bytes)
 }
 
 /// The JSON object in the file at `path`.
@@ -966,7 +972,7 @@ fn live_products(view: &Path) -> Result<Vec<(String, Products)>> {
             continue;
         };
         let doc_path = checked_rel(&index_path, path)?.under(view);
-        let products = Products::from_map(&doc_path.display().to_string(), read_json(&doc_path)?)?;
+        let products = read_products(&doc_path)?;
         out.push((content_id.clone(), products));
     }
     Ok(out)

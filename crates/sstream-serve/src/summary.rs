@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use simplestreams::format::Products;
 use simplestreams::store::{DirStore, FileStamp};
 
@@ -113,10 +114,9 @@ fn json_of(rel: &str, bytes: Vec<u8>) -> Option<Vec<u8>> {
 
 /// A state file's tree.
 fn parse_tree(id: &str, bytes: &[u8]) -> Option<Products> {
-    let Ok(Value::Object(map)) = serde_json::from_slice(bytes) else {
-        return None;
-    };
-    Products::from_map(&format!(".data/{id}"), map).ok()
+    Products::parse_state(&format!(".data/{id}"), bytes)
+        .ok()
+        .flatten()
 }
 
 /// The age of a version named after its date (`20250718`, `20250718.1`,
@@ -240,14 +240,14 @@ fn read(store: &DirStore, id: &str, stamp: Option<FileStamp>) -> Result<StreamSu
 /// Summarizes the state file of `id` holding `bytes`.
 pub(crate) fn parse(id: &str, bytes: &[u8]) -> Result<StreamSummary, StateError> {
     let name = id.to_owned();
-    let value: Value = serde_json::from_slice(bytes).map_err(|source| StateError::Json {
+    // JSON checked first (no tree built) for serde's own error.
+    serde_json::from_slice::<&RawValue>(bytes).map_err(|source| StateError::Json {
         name: name.clone(),
         source,
     })?;
-    let Value::Object(map) = value else {
-        return Err(StateError::NotAnObject { name });
-    };
-    let tree = Products::from_map(&format!(".data/{id}"), map).map_err(StateError::Tree)?;
+    let tree = Products::parse_state(&format!(".data/{id}"), bytes)
+        .map_err(StateError::Tree)?
+        .ok_or(StateError::NotAnObject { name })?;
     Ok(summarize(id, &tree))
 }
 
