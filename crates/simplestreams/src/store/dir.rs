@@ -5,6 +5,7 @@
 
 use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
 use crate::error::{Error, Result};
+use crate::durable::sync_dir;
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
 use std::fs::{self, File};
@@ -120,8 +121,7 @@ impl DirStore {
                 // The new directory's entry must be durable before anything
                 // in it is trusted: a power cut would lose it, and every
                 // item under it, however well synced.
-                sync_dir(dir.parent().unwrap_or(&self.root));
-                Ok(())
+                sync_dir(dir.parent().unwrap_or(&self.root))
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
                 Ok(m) if m.is_dir() => Ok(()),
@@ -201,8 +201,7 @@ impl DirStore {
             f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-            sync_dir(&dir);
-            Ok(())
+            sync_dir(&dir)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -279,10 +278,10 @@ impl DirStore {
         // entry is synced: the file's own, or the parent of the last
         // directory emptied and removed.
         let emptied = gone.as_deref().unwrap_or(&path);
-        if let Some(parent) = emptied.parent() {
-            sync_dir(parent);
+        match emptied.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// [`Store::lock`], blocking (with `wait`, until the other run ends). A
@@ -414,7 +413,7 @@ impl DirStore {
         }
         remove_if_present(&part_path(&dest))?;
         if let Some(dir) = dest.parent() {
-            sync_dir(dir);
+            sync_dir(dir)?;
         }
         result
     }
@@ -824,10 +823,10 @@ impl Staged for PartFile {
             p.make_durable()?;
             remove_if_present(&p.record)?;
             fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))?;
-            if let Some(dir) = p.dest.parent() {
-                sync_dir(dir);
+            match p.dest.parent() {
+                Some(dir) => sync_dir(dir),
+                None => Ok(()),
             }
-            Ok(())
         })
         .await
     }
@@ -1025,12 +1024,6 @@ fn start_writeback(file: &File) {
 /// Elsewhere, the commit's `fsync` writes it all.
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File) {}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 /// Removes a file (or a symlink, not its target) if it exists.
 fn remove_if_present(path: &Path) -> Result<()> {
