@@ -413,7 +413,11 @@ impl DirStore {
         }
         remove_if_present(&part_path(&dest))?;
         if let Some(dir) = dest.parent() {
-            sync_dir(dir)?;
+            // As a commit's: an item whose entry may not be durable is not
+            // left under its name.
+            sync_dir(dir).inspect_err(|_| {
+                let _ = fs::remove_file(&dest);
+            })?;
         }
         result
     }
@@ -678,18 +682,27 @@ impl PartFile {
 
     /// Makes the staged bytes durable: what is buffered is written, then
     /// the file is fsynced (opened again when it is not open).
+    ///
+    /// A failed `fsync` discards the staged file (and its record of
+    /// ranges): the kernel may have dropped the unwritten bytes while the
+    /// page cache still shows them, so a later run of the same boot would
+    /// verify the cached bytes, fsync with nothing left to write, and
+    /// trust what the disk may not hold. The next run downloads it anew.
     fn make_durable(&mut self) -> Result<()> {
         let part = &self.part;
-        match &mut self.mode {
+        let synced = match &mut self.mode {
             Mode::Append(w) => {
                 w.flush().map_err(|e| Error::io(part, e))?;
-                w.get_ref().sync_all().map_err(|e| Error::io(part, e))
+                w.get_ref().sync_all()
             }
-            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
-            Mode::Closed => open_existing_part(part)?
-                .sync_all()
-                .map_err(|e| Error::io(part, e)),
-        }
+            Mode::Ranged { file, .. } => file.sync_all(),
+            Mode::Closed => open_existing_part(part)?.sync_all(),
+        };
+        synced.map_err(|e| {
+            let _ = fs::remove_file(&self.part);
+            let _ = fs::remove_file(&self.record);
+            Error::io(&self.part, e)
+        })
     }
 
     fn not_open(&self, how: &str) -> Error {
@@ -817,16 +830,21 @@ impl Staged for PartFile {
     /// by its size. The record of ranges goes next: a complete `.part`
     /// without one is verified as it is by the next run. The directory is
     /// fsynced after the rename: until then a power cut can undo it, and a
-    /// state published next would name an item that is not there.
+    /// state published next would name an item that is not there. When that
+    /// fsync fails the item is taken off its path again (the rename may
+    /// never reach the disk, and a later run would trust the name): the
+    /// commit fails, and the next run downloads the item anew.
     async fn commit(self: Box<Self>) -> Result<()> {
         self.finish(|p| {
             p.make_durable()?;
             remove_if_present(&p.record)?;
             fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))?;
-            match p.dest.parent() {
-                Some(dir) => sync_dir(dir),
-                None => Ok(()),
-            }
+            let Some(dir) = p.dest.parent() else {
+                return Ok(());
+            };
+            sync_dir(dir).inspect_err(|_| {
+                let _ = fs::remove_file(&p.dest);
+            })
         })
         .await
     }
