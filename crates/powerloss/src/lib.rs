@@ -6,6 +6,13 @@
 //! request fails with `EIO` and nothing more reaches the backing directory,
 //! which then holds exactly what a rebooted machine would find.
 //!
+//! A [`FsyncFault`] makes one `fsync` fail instead, as a disk that could
+//! not write the journal or a file's pages does: that `fsync` (the nth of a
+//! file, or of a directory) returns `EIO` once and *drops* what it was to
+//! make durable, while every later request works normally ("fsyncgate":
+//! Linux reports a writeback error once and marks the pages clean, so a
+//! retry that succeeds makes nothing of them durable).
+//!
 //! # The durability model
 //!
 //! Two models ([`Model`]), both of a journaling file system that never
@@ -27,7 +34,17 @@
 //!   file's data with the next commit (`auto_da_alloc`). The periodic
 //!   5-second commit is not modelled (it only makes more durable).
 //!
-//! An unmount without a cut is a clean shutdown: everything is synced.
+//! A failed `fsync` ([`FsyncFault`]) marks what it was to make durable as
+//! if it had been written, in both models: for a file, its bytes as they
+//! were then (a later `fsync` writes only the bytes changed since, over
+//! what the disk held before); for a directory, its entries as they were
+//! then (a later `fsync` of it, or a journal commit, writes only the
+//! entries changed since). Those changes are lost for good: no later
+//! `fsync`, commit or clean unmount brings them to the disk. The failed
+//! `fsync` commits nothing else (no journal commit).
+//!
+//! An unmount without a cut is a clean shutdown: everything is synced
+//! (but what a failed `fsync` dropped).
 //!
 //! Hard links, symlinks, device nodes and extended attributes are refused;
 //! `flock` is left to the kernel (local to this mount).
@@ -110,6 +127,27 @@ impl CutAt {
     }
 }
 
+/// One `fsync` that fails: the `nth` (1-based) `fsync` of `kind`
+/// ([`OpKind::Fsync`] for a file, [`OpKind::FsyncDir`] for a directory)
+/// whose path starts with `under` (any when empty) fails with `EIO` and
+/// drops what it was to make durable (see the crate docs). It fails once:
+/// every other request, the later `fsync`s included, works normally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsyncFault {
+    /// [`OpKind::Fsync`] or [`OpKind::FsyncDir`]; no other kind fails.
+    pub kind: OpKind,
+    /// A path prefix the counted `fsync`s must have.
+    pub under: String,
+    /// Which matching `fsync` (1-based) fails.
+    pub nth: u64,
+}
+
+impl FsyncFault {
+    fn matches(&self, op: &Op) -> bool {
+        self.kind == op.kind && op.path.starts_with(&self.under)
+    }
+}
+
 const TTL: Duration = Duration::ZERO;
 
 struct Node {
@@ -130,6 +168,13 @@ struct Node {
     durable_version: u64,
     /// `auto_da_alloc`: flush this file's data with the next commit.
     flush_on_commit: bool,
+    /// After a failed `fsync` of the file: its bytes as the kernel takes
+    /// them to be on the disk (only bytes changed since are written).
+    clean_data: Option<Vec<u8>>,
+    /// After a failed `fsync` of the directory: its entries as the kernel
+    /// takes them to be on the disk (only entries changed since are
+    /// written).
+    clean_entries: Option<BTreeMap<OsString, u64>>,
 }
 
 impl Node {
@@ -148,20 +193,72 @@ impl Node {
             durable_entries: BTreeMap::new(),
             durable_version: 1,
             flush_on_commit: false,
+            clean_data: None,
+            clean_entries: None,
         }
     }
 
+    /// The bytes a sync of the file leaves on the disk: all of them, or,
+    /// after a failed `fsync`, only those changed since, over what the
+    /// disk held.
+    fn data_to_sync(&mut self) -> Vec<u8> {
+        let Some(clean) = &mut self.clean_data else {
+            return self.data.clone();
+        };
+        let mut disk = self.durable_data.clone();
+        disk.resize(self.data.len(), 0);
+        for (i, byte) in self.data.iter().enumerate() {
+            if clean.get(i) != Some(byte) {
+                disk[i] = *byte;
+            }
+        }
+        *clean = self.data.clone();
+        disk
+    }
+
     fn sync_data(&mut self) {
-        if self.durable_data != self.data
+        let data = self.data_to_sync();
+        if self.durable_data != data
             || self.durable_perm != self.perm
             || self.durable_mtime != self.mtime
         {
-            self.durable_data = self.data.clone();
+            self.durable_data = data;
             self.durable_perm = self.perm;
             self.durable_mtime = self.mtime;
             self.durable_version += 1;
         }
         self.flush_on_commit = false;
+    }
+
+    /// Makes the directory's entries durable: all of them, or, after a
+    /// failed `fsync`, only those changed since.
+    fn sync_entries(&mut self) {
+        match &mut self.clean_entries {
+            None => self.durable_entries = self.entries.clone(),
+            Some(clean) => {
+                for (name, ino) in &self.entries {
+                    if clean.get(name) != Some(ino) {
+                        self.durable_entries.insert(name.clone(), *ino);
+                    }
+                }
+                for name in clean.keys() {
+                    if !self.entries.contains_key(name) {
+                        self.durable_entries.remove(name);
+                    }
+                }
+                *clean = self.entries.clone();
+            }
+        }
+    }
+
+    /// A failed `fsync`: what it was to make durable is taken as written,
+    /// and so never will be.
+    fn drop_unsynced(&mut self) {
+        if self.dir {
+            self.clean_entries = Some(self.entries.clone());
+        } else {
+            self.clean_data = Some(self.data.clone());
+        }
     }
 }
 
@@ -175,6 +272,10 @@ struct State {
     written: HashMap<PathBuf, (u64, u64)>,
     cut: Option<CutAt>,
     matched: u64,
+    fsync_fault: Option<FsyncFault>,
+    fsync_matched: u64,
+    /// The `fsync` that [`State::fsync_fault`] made fail.
+    failed_fsync: Option<Op>,
     powered_off: bool,
     trace: Vec<Op>,
     /// A failure to write the backing directory (a bug or a full disk).
@@ -191,6 +292,9 @@ impl State {
             written: HashMap::new(),
             cut: None,
             matched: 0,
+            fsync_fault: None,
+            fsync_matched: 0,
+            failed_fsync: None,
             powered_off: false,
             trace: Vec::new(),
             disk_error: None,
@@ -399,7 +503,7 @@ impl State {
     fn journal_commit(&mut self) {
         for node in self.nodes.values_mut() {
             if node.dir {
-                node.durable_entries = node.entries.clone();
+                node.sync_entries();
             } else if node.flush_on_commit {
                 node.sync_data();
             }
@@ -411,10 +515,14 @@ impl State {
         let dir = n.dir;
         let kind = if dir { OpKind::FsyncDir } else { OpKind::Fsync };
         let path = self.path_of(ino.0);
-        self.begin(kind, path)?;
+        self.begin(kind, path.clone())?;
+        if self.fsync_fails(Op { kind, path }) {
+            self.node_mut(ino)?.drop_unsynced();
+            return Err(Errno::EIO);
+        }
         let node = self.node_mut(ino)?;
         if dir {
-            node.durable_entries = node.entries.clone();
+            node.sync_entries();
             node.durable_perm = node.perm;
         } else {
             node.sync_data();
@@ -425,11 +533,28 @@ impl State {
         self.commit()
     }
 
-    /// A clean shutdown: everything becomes durable.
+    /// Whether the `fsync` `op` is the one to fail (counting it).
+    fn fsync_fails(&mut self, op: Op) -> bool {
+        let Some(fault) = &self.fsync_fault else {
+            return false;
+        };
+        if self.failed_fsync.is_some() || !fault.matches(&op) {
+            return false;
+        }
+        self.fsync_matched += 1;
+        if self.fsync_matched < fault.nth {
+            return false;
+        }
+        self.failed_fsync = Some(op);
+        true
+    }
+
+    /// A clean shutdown: everything becomes durable (but what a failed
+    /// `fsync` dropped).
     fn sync_all(&mut self) -> Result<(), Errno> {
         for node in self.nodes.values_mut() {
             node.sync_data();
-            node.durable_entries = node.entries.clone();
+            node.sync_entries();
         }
         self.commit()
     }
@@ -908,6 +1033,20 @@ impl Mount {
     /// Cuts the power now.
     pub fn cut_power(&self) {
         self.lock().powered_off = true;
+    }
+
+    /// Makes one `fsync` fail from now on (see [`FsyncFault`]); the
+    /// matching `fsync`s are counted from here.
+    pub fn fail_fsync(&self, fault: FsyncFault) {
+        let mut s = self.lock();
+        s.fsync_fault = Some(fault);
+        s.fsync_matched = 0;
+        s.failed_fsync = None;
+    }
+
+    /// The `fsync` that failed by [`Mount::fail_fsync`], once it has.
+    pub fn failed_fsync(&self) -> Option<Op> {
+        self.lock().failed_fsync.clone()
     }
 
     /// The operations done so far (not the one the power was cut at).

@@ -57,7 +57,8 @@ pub fn sync_tree(root: &Path) -> Result<()> {
 /// at all (rather than that it failed to).
 fn unsupported(e: &io::Error) -> bool {
     let unsupported = [libc::EINVAL, libc::ENOTSUP, libc::EOPNOTSUPP, libc::ENOSYS];
-    e.raw_os_error().is_some_and(|code| unsupported.contains(&code))
+    e.raw_os_error()
+        .is_some_and(|code| unsupported.contains(&code))
 }
 
 fn dir_sync_error(dir: &Path, source: io::Error) -> Error {
@@ -84,8 +85,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
         let e = sync_dir(&missing).unwrap_err();
-        assert!(matches!(&e, Error::DirSync { dir, .. } if *dir == missing), "{e:?}");
-        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+        assert!(
+            matches!(&e, Error::DirSync { dir, .. } if *dir == missing),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]
@@ -94,7 +101,10 @@ mod tests {
             assert!(unsupported(&io::Error::from_raw_os_error(errno)), "{errno}");
         }
         for errno in [libc::EIO, libc::ENOSPC, libc::EROFS, libc::EDQUOT] {
-            assert!(!unsupported(&io::Error::from_raw_os_error(errno)), "{errno}");
+            assert!(
+                !unsupported(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
         }
     }
 }

@@ -113,8 +113,7 @@ use crate::layout::{
 use crate::openpgp::{KeyError, SigningKey};
 use crate::path::RelPath;
 use crate::snapshot::{
-    INDEX, SnapshotsLock, TREE, make_dir_all, register_view, snapshot_dir,
-    write_durable,
+    INDEX, SnapshotsLock, TREE, make_dir_all, register_view, snapshot_dir, write_durable,
 };
 use crate::status::Timestamp;
 use crate::store::PendingDeletes;

@@ -4,8 +4,8 @@
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
 use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
-use crate::error::{Error, Result};
 use crate::durable::sync_dir;
+use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
 use std::fs::{self, File};
