@@ -129,14 +129,16 @@ impl CutAt {
 
 /// One `fsync` that fails: the `nth` (1-based) `fsync` of `kind`
 /// ([`OpKind::Fsync`] for a file, [`OpKind::FsyncDir`] for a directory)
-/// whose path starts with `under` (any when empty) fails with `EIO` and
+/// whose path is `under` or lies under it (any path when `under` is empty)
+/// fails with `EIO` and
 /// drops what it was to make durable (see the crate docs). It fails once:
 /// every other request, the later `fsync`s included, works normally.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsyncFault {
     /// [`OpKind::Fsync`] or [`OpKind::FsyncDir`]; no other kind fails.
     pub kind: OpKind,
-    /// A path prefix the counted `fsync`s must have.
+    /// The file or directory (relative to the mount) whose `fsync`, or
+    /// whose descendants' `fsync`s, are counted.
     pub under: String,
     /// Which matching `fsync` (1-based) fails.
     pub nth: u64,
@@ -144,7 +146,14 @@ pub struct FsyncFault {
 
 impl FsyncFault {
     fn matches(&self, op: &Op) -> bool {
-        self.kind == op.kind && op.path.starts_with(&self.under)
+        let under = self.under.trim_end_matches('/');
+        self.kind == op.kind
+            && (under.is_empty()
+                || op.path == under
+                || op
+                    .path
+                    .strip_prefix(under)
+                    .is_some_and(|rest| rest.starts_with('/')))
     }
 }
 

@@ -202,10 +202,10 @@ fn a_failed_file_fsync_loses_its_bytes_for_good() {
         m.fail_fsync(FsyncFault {
             kind: OpKind::Fsync,
             under: "f".into(),
-            nth: 2,
+            nth: 1,
         });
         let root = m.path().to_path_buf();
-        write_synced(&root.join("first"), b"counted, not failed");
+        write_synced(&root.join("first"), b"not under f: not counted");
         let mut f = File::create(root.join("f")).unwrap();
         f.write_all(b"lost bytes").unwrap();
         assert_eq!(
@@ -221,7 +221,10 @@ fn a_failed_file_fsync_loses_its_bytes_for_good() {
         // A clean shutdown does not bring them back either.
         m.unmount().unwrap();
         let b = backing.path();
-        assert_eq!(fs::read(b.join("first")).unwrap(), b"counted, not failed");
+        assert_eq!(
+            fs::read(b.join("first")).unwrap(),
+            b"not under f: not counted"
+        );
         assert_eq!(
             fs::read(b.join("f")).unwrap(),
             b"\0\0\0\0\0\0\0\0\0\0+later",

@@ -120,8 +120,13 @@ impl DirStore {
             Ok(()) => {
                 // The new directory's entry must be durable before anything
                 // in it is trusted: a power cut would lose it, and every
-                // item under it, however well synced.
-                sync_dir(dir.parent().unwrap_or(&self.root))
+                // item under it, however well synced. When that sync fails
+                // the directory is removed again (if nothing got into it
+                // meanwhile), so that a later run makes and syncs it anew
+                // instead of trusting an entry the disk may not hold.
+                sync_dir(dir.parent().unwrap_or(&self.root)).inspect_err(|_| {
+                    let _ = fs::remove_dir(dir);
+                })
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
                 Ok(m) if m.is_dir() => Ok(()),
