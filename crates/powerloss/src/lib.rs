@@ -35,13 +35,14 @@
 //!   5-second commit is not modelled (it only makes more durable).
 //!
 //! A failed `fsync` ([`FsyncFault`]) marks what it was to make durable as
-//! if it had been written, in both models: for a file, its bytes as they
-//! were then (a later `fsync` writes only the bytes changed since, over
-//! what the disk held before); for a directory, its entries as they were
-//! then (a later `fsync` of it, or a journal commit, writes only the
-//! entries changed since). Those changes are lost for good: no later
-//! `fsync`, commit or clean unmount brings them to the disk. The failed
-//! `fsync` commits nothing else (no journal commit).
+//! if it had been written, in both models: for a file, its unsynced bytes
+//! (a later `fsync` writes only the bytes written since, over what the
+//! disk held before, at the file's size then); for a directory, its
+//! unsynced entries (a later `fsync` of it, or a journal commit, writes
+//! only the names created, renamed or removed since). Those changes are
+//! lost for good: no later `fsync`, commit or clean unmount brings them to
+//! the disk (unless they are made again). The failed `fsync` commits
+//! nothing else (no journal commit).
 //!
 //! An unmount without a cut is a clean shutdown: everything is synced
 //! (but what a failed `fsync` dropped).
@@ -55,10 +56,11 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -177,13 +179,13 @@ struct Node {
     durable_version: u64,
     /// `auto_da_alloc`: flush this file's data with the next commit.
     flush_on_commit: bool,
-    /// After a failed `fsync` of the file: its bytes as the kernel takes
-    /// them to be on the disk (only bytes changed since are written).
-    clean_data: Option<Vec<u8>>,
-    /// After a failed `fsync` of the directory: its entries as the kernel
-    /// takes them to be on the disk (only entries changed since are
-    /// written).
-    clean_entries: Option<BTreeMap<OsString, u64>>,
+    /// After a failed `fsync` of the file: the byte ranges written since
+    /// the last sync (the dirty pages; only they are written by the next).
+    dirty_ranges: Option<Vec<Range<usize>>>,
+    /// After a failed `fsync` of the directory: the names created,
+    /// renamed or removed since the last sync (only they are written by
+    /// the next).
+    dirty_names: Option<BTreeSet<OsString>>,
 }
 
 impl Node {
@@ -202,26 +204,26 @@ impl Node {
             durable_entries: BTreeMap::new(),
             durable_version: 1,
             flush_on_commit: false,
-            clean_data: None,
-            clean_entries: None,
+            dirty_ranges: None,
+            dirty_names: None,
         }
     }
 
     /// The bytes a sync of the file leaves on the disk: all of them, or,
-    /// after a failed `fsync`, only those changed since, over what the
-    /// disk held.
+    /// after a failed `fsync`, only those written since the last sync,
+    /// over what the disk held (at the file's present size).
     fn data_to_sync(&mut self) -> Vec<u8> {
-        let Some(clean) = &mut self.clean_data else {
+        let Some(dirty) = &mut self.dirty_ranges else {
             return self.data.clone();
         };
         let mut disk = self.durable_data.clone();
         disk.resize(self.data.len(), 0);
-        for (i, byte) in self.data.iter().enumerate() {
-            if clean.get(i) != Some(byte) {
-                disk[i] = *byte;
+        for range in dirty.drain(..) {
+            let end = range.end.min(self.data.len());
+            if range.start < end {
+                disk[range.start..end].copy_from_slice(&self.data[range.start..end]);
             }
         }
-        *clean = self.data.clone();
         disk
     }
 
@@ -240,23 +242,31 @@ impl Node {
     }
 
     /// Makes the directory's entries durable: all of them, or, after a
-    /// failed `fsync`, only those changed since.
+    /// failed `fsync`, only those changed since the last sync.
     fn sync_entries(&mut self) {
-        match &mut self.clean_entries {
-            None => self.durable_entries = self.entries.clone(),
-            Some(clean) => {
-                for (name, ino) in &self.entries {
-                    if clean.get(name) != Some(ino) {
-                        self.durable_entries.insert(name.clone(), *ino);
-                    }
-                }
-                for name in clean.keys() {
-                    if !self.entries.contains_key(name) {
-                        self.durable_entries.remove(name);
-                    }
-                }
-                *clean = self.entries.clone();
-            }
+        let Some(dirty) = &mut self.dirty_names else {
+            self.durable_entries = self.entries.clone();
+            return;
+        };
+        for name in std::mem::take(dirty) {
+            match self.entries.get(&name) {
+                Some(ino) => self.durable_entries.insert(name, *ino),
+                None => self.durable_entries.remove(&name),
+            };
+        }
+    }
+
+    /// Records a change of the directory's entry `name`.
+    fn entry_changed(&mut self, name: &OsStr) {
+        if let Some(dirty) = &mut self.dirty_names {
+            dirty.insert(name.to_os_string());
+        }
+    }
+
+    /// Records bytes written to the file.
+    fn bytes_written(&mut self, range: Range<usize>) {
+        if let Some(dirty) = &mut self.dirty_ranges {
+            dirty.push(range);
         }
     }
 
@@ -264,9 +274,9 @@ impl Node {
     /// and so never will be.
     fn drop_unsynced(&mut self) {
         if self.dir {
-            self.clean_entries = Some(self.entries.clone());
+            self.dirty_names = Some(BTreeSet::new());
         } else {
-            self.clean_data = Some(self.data.clone());
+            self.dirty_ranges = Some(Vec::new());
         }
     }
 }
@@ -452,6 +462,7 @@ impl State {
             .insert(ino, Node::new(dir, perm, parent.0, name.to_os_string()));
         let p = self.node_mut(parent)?;
         p.entries.insert(name.to_os_string(), ino);
+        p.entry_changed(name);
         p.mtime = SystemTime::now();
         Ok(ino)
     }
@@ -607,9 +618,11 @@ impl State {
         let now = SystemTime::now();
         let p = self.node_mut(parent)?;
         p.entries.remove(name);
+        p.entry_changed(name);
         p.mtime = now;
         let np = self.node_mut(newparent)?;
         np.entries.insert(newname.to_os_string(), src);
+        np.entry_changed(newname);
         np.mtime = now;
         let n = self.nodes.get_mut(&src).expect("renamed node");
         n.parent = newparent.0;
@@ -634,6 +647,7 @@ impl State {
         self.begin(kind, path)?;
         let p = self.node_mut(parent)?;
         p.entries.remove(name);
+        p.entry_changed(name);
         p.mtime = SystemTime::now();
         Ok(())
     }
@@ -648,6 +662,7 @@ impl State {
             n.data.resize(end, 0);
         }
         n.data[start..end].copy_from_slice(data);
+        n.bytes_written(start..end);
         n.mtime = SystemTime::now();
         u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
     }
