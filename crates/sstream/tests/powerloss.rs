@@ -353,17 +353,22 @@ impl CommitPoints {
         }
     }
 
-    /// Each fault, with the directory the run's error must name.
-    fn faults(&self) -> Vec<(FsyncFault, &str)> {
+    /// Each fault: those of an item's commit, then the first directory
+    /// sync of the state and of the published metadata (which the run's
+    /// error must name as well: the path it names is at or under the
+    /// fault's).
+    fn faults(&self) -> Vec<FsyncFault> {
         let fault = |kind, under: &str| FsyncFault {
             kind,
             under: under.to_string(),
             nth: 1,
         };
         vec![
-            (fault(OpKind::FsyncDir, &self.item_dir), &self.item_dir),
-            (fault(OpKind::Fsync, &self.part), &self.item_dir),
-            (fault(OpKind::FsyncDir, &self.made_in), &self.made_in),
+            fault(OpKind::FsyncDir, &self.item_dir),
+            fault(OpKind::Fsync, &self.part),
+            fault(OpKind::FsyncDir, &self.made_in),
+            fault(OpKind::FsyncDir, ".data"),
+            fault(OpKind::FsyncDir, "streams"),
         ]
     }
 }
@@ -410,10 +415,11 @@ fn assert_consistent_then_converges(
 }
 
 /// A failed `fsync` (fsyncgate: `EIO` once, what it was to make durable
-/// dropped for good, later requests fine), at an item's commit: of its
-/// directory after the rename, or of its staged file before. The run must
-/// fail with one line naming the directory or the item and the reason,
-/// and publish nothing that names the item. Then the power is cut, either
+/// dropped for good, later requests fine), at an item's commit (of its
+/// directory after the rename, of its staged file before, of the parent of
+/// a directory made for it), or of the state's or the metadata's
+/// directory. The run must fail with one line naming the directory or the
+/// file and the reason, and publish nothing that names a lost item. Then the power is cut, either
 /// at once or after a second run of the same boot (which sees the page
 /// cache, not the disk: it must not trust what the failed fsync left),
 /// and after the reboot the mirror is consistent and converges.
@@ -437,7 +443,7 @@ fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() 
     mount.unmount().unwrap();
 
     for model in [Model::Strict, Model::Ext4Ordered] {
-        for (fault, dir) in points.faults() {
+        for fault in points.faults() {
             for rerun_before_the_cut in [false, true] {
                 let what = format!(
                     "{model:?}: failed {:?} of {}{}",
@@ -456,7 +462,7 @@ fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() 
                 let o = days.mirror(&server.url, &mnt);
                 let failed = mount.failed_fsync();
                 assert!(failed.is_some(), "{what}: the fault was never met");
-                assert_failed_naming(&o, &mnt.join(dir), &what);
+                assert_failed_naming(&o, &mnt.join(&fault.under), &what);
                 if rerun_before_the_cut {
                     assert_ok(
                         &days.mirror(&server.url, &mnt),
@@ -471,9 +477,9 @@ fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() 
     }
 }
 
-/// The run failed, with one error line naming the item's directory (or a
-/// file in it) and the I/O error.
-fn assert_failed_naming(o: &Output, dir: &Path, what: &str) {
+/// The run failed, with one error line naming `path` (or a file or
+/// directory under it) and the I/O error.
+fn assert_failed_naming(o: &Output, path: &Path, what: &str) {
     let errors = error_lines(o);
     let text = format!(
         "{}{}",
@@ -486,10 +492,10 @@ fn assert_failed_naming(o: &Output, dir: &Path, what: &str) {
     );
     assert!(
         errors.len() == 1
-            && errors[0].contains(&dir.display().to_string())
+            && errors[0].contains(&path.display().to_string())
             && errors[0].contains("Input/output error"),
         "{what}: expected one error line naming {} and the I/O error ({}):\n{text}",
-        dir.display(),
+        path.display(),
         o.status
     );
 }
