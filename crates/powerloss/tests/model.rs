@@ -4,6 +4,7 @@
 use powerloss::{CutAt, FsyncFault, Model, Mount, OpKind};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tempfile::TempDir;
 
@@ -231,4 +232,45 @@ fn a_failed_file_fsync_loses_its_bytes_for_good() {
             "{model:?}: only the bytes written after the failure reach the disk"
         );
     }
+}
+
+#[test]
+fn what_is_written_again_after_a_failed_fsync_is_synced_again() {
+    let Some((backing, _mnt, m)) = mounted(Model::Strict, None) else {
+        return;
+    };
+    let root = m.path().to_path_buf();
+    write_synced(&root.join("f"), b"");
+    sync_dir(&root);
+    for kind in [OpKind::Fsync, OpKind::FsyncDir] {
+        m.fail_fsync(FsyncFault {
+            kind,
+            under: String::new(),
+            nth: 1,
+        });
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("f"))
+            .unwrap();
+        f.write_all(b"same bytes").unwrap();
+        fs::write(root.join("tmp"), b"").unwrap();
+        fs::rename(root.join("tmp"), root.join("named")).unwrap();
+        let failed = match kind {
+            OpKind::Fsync => f.sync_all(),
+            _ => File::open(&root).unwrap().sync_all(),
+        };
+        assert!(failed.is_err(), "{kind:?}");
+        // The same changes made again are dirty again.
+        f.write_all_at(b"same bytes", 0).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        fs::rename(root.join("named"), root.join("tmp")).unwrap();
+        fs::rename(root.join("tmp"), root.join("named")).unwrap();
+        sync_dir(&root);
+    }
+    m.cut_power();
+    m.unmount().unwrap();
+    let b = backing.path();
+    assert_eq!(fs::read(b.join("f")).unwrap(), b"same bytes");
+    assert!(b.join("named").exists() && !b.join("tmp").exists());
 }
