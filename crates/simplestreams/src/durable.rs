@@ -14,9 +14,11 @@
 //! the next run starts from what the disk really holds.
 
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Fsyncs the directory `dir`, making its entries (files created, renamed
 /// in or out, removed) durable.
@@ -34,6 +36,48 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if unsupported(&e) => Ok(()),
         Err(source) => Err(dir_sync_error(dir, source)),
+    }
+}
+
+/// The directory syncs of work that runs concurrently (a store's commits),
+/// so that a failed one cannot be hidden by another.
+///
+/// Entries renamed into a directory by one commit are made durable by
+/// whichever `fsync` of the directory comes next, another commit's
+/// included. When that `fsync` fails, they may be lost, yet the other
+/// commit's own `fsync` (on a descriptor opened after the error was
+/// reported) can succeed: Linux reports the error once. So a directory
+/// whose sync failed stays failed for the life of this value: every later
+/// sync of it fails too (the commits fail, nothing names their items). The
+/// syncs of one directory are serialized, so that a sync that follows a
+/// failed one sees the failure.
+#[derive(Debug, Default)]
+pub struct DirSyncs {
+    dirs: Mutex<HashMap<PathBuf, Arc<Mutex<Option<String>>>>>,
+}
+
+impl DirSyncs {
+    /// Fsyncs `dir` as [`sync_dir`] does, unless a sync of it failed
+    /// before (then [`Error::DirSync`] saying so).
+    pub fn sync(&self, dir: &Path) -> Result<()> {
+        let slot = {
+            let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+            dirs.entry(dir.to_path_buf()).or_default().clone()
+        };
+        let mut failed = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reason) = failed.as_ref() {
+            let earlier = format!(
+                "an earlier sync of it failed ({reason}): what was placed in it before may be lost"
+            );
+            return Err(dir_sync_error(dir, io::Error::other(earlier)));
+        }
+        sync_dir(dir).inspect_err(|e| {
+            let reason = match e {
+                Error::DirSync { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            *failed = Some(reason);
+        })
     }
 }
 
@@ -93,6 +137,23 @@ mod tests {
             e.to_string().contains(&missing.display().to_string()),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_directory_whose_sync_failed_stays_failed() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, other) = (root.path().join("dir"), root.path().join("other"));
+        std::fs::create_dir(&other).unwrap();
+        let syncs = DirSyncs::default();
+        assert!(syncs.sync(&dir).is_err(), "missing: the sync fails");
+        std::fs::create_dir(&dir).unwrap();
+        let e = syncs.sync(&dir).unwrap_err();
+        assert!(
+            e.to_string().contains("an earlier sync of it failed"),
+            "a later sync that would succeed still fails: {e}"
+        );
+        syncs.sync(&other).unwrap();
+        DirSyncs::default().sync(&dir).unwrap();
     }
 
     #[test]

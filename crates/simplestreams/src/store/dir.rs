@@ -4,7 +4,7 @@
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
 use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
-use crate::durable::sync_dir;
+use crate::durable::DirSyncs;
 use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
@@ -13,6 +13,7 @@ use std::io::{ErrorKind, Read, Seek, Write};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Write buffer of a download: gathers the small chunks of slow links.
 const WRITE_BUFFER: usize = 256 << 10;
@@ -26,12 +27,18 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 #[derive(Debug, Clone)]
 pub struct DirStore {
     root: PathBuf,
+    /// Every directory sync of the store's (a failed one is not hidden by
+    /// a concurrent commit's: see [`DirSyncs`]).
+    dir_syncs: Arc<DirSyncs>,
 }
 
 impl DirStore {
     /// A store at `root`.
     pub fn new(root: impl Into<PathBuf>) -> DirStore {
-        DirStore { root: root.into() }
+        DirStore {
+            root: root.into(),
+            dir_syncs: Arc::default(),
+        }
     }
 
     /// The root directory.
@@ -124,7 +131,8 @@ impl DirStore {
                 // the directory is removed again (if nothing got into it
                 // meanwhile), so that a later run makes and syncs it anew
                 // instead of trusting an entry the disk may not hold.
-                sync_dir(dir.parent().unwrap_or(&self.root)).inspect_err(|_| {
+                let parent = dir.parent().unwrap_or(&self.root);
+                self.dir_syncs.sync(parent).inspect_err(|_| {
                     let _ = fs::remove_dir(dir);
                 })
             }
@@ -206,7 +214,7 @@ impl DirStore {
             f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-            sync_dir(&dir)
+            self.dir_syncs.sync(&dir)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -249,7 +257,7 @@ impl DirStore {
 
     fn stage_blocking(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
         let dest = self.prepare(rel)?;
-        Ok(Box::new(PartFile::new(dest)))
+        Ok(Box::new(PartFile::new(dest, self.dir_syncs.clone())))
     }
 
     /// Removes the file at `rel` (and a stale `.part`), then every parent
@@ -284,7 +292,7 @@ impl DirStore {
         // directory emptied and removed.
         let emptied = gone.as_deref().unwrap_or(&path);
         match emptied.parent() {
-            Some(parent) => sync_dir(parent),
+            Some(parent) => self.dir_syncs.sync(parent),
             None => Ok(()),
         }
     }
@@ -420,7 +428,7 @@ impl DirStore {
         if let Some(dir) = dest.parent() {
             // As a commit's: an item whose entry may not be durable is not
             // left under its name.
-            sync_dir(dir).inspect_err(|_| {
+            self.dir_syncs.sync(dir).inspect_err(|_| {
                 let _ = fs::remove_file(&dest);
             })?;
         }
@@ -630,6 +638,8 @@ struct PartFile {
     mode: Mode,
     /// Bytes written since the writeback was last started.
     unflushed: u64,
+    /// The store's directory syncs.
+    dir_syncs: Arc<DirSyncs>,
 }
 
 /// How a staged file is open.
@@ -652,7 +662,7 @@ struct RangeRecord {
 }
 
 impl PartFile {
-    fn new(dest: PathBuf) -> PartFile {
+    fn new(dest: PathBuf, dir_syncs: Arc<DirSyncs>) -> PartFile {
         let record = dest.with_file_name(ranges_name(&file_name(&dest)));
         PartFile {
             part: part_path(&dest),
@@ -660,6 +670,7 @@ impl PartFile {
             record,
             mode: Mode::Closed,
             unflushed: 0,
+            dir_syncs,
         }
     }
 
@@ -847,7 +858,7 @@ impl Staged for PartFile {
             let Some(dir) = p.dest.parent() else {
                 return Ok(());
             };
-            sync_dir(dir).inspect_err(|_| {
+            p.dir_syncs.sync(dir).inspect_err(|_| {
                 let _ = fs::remove_file(&p.dest);
             })
         })
