@@ -104,7 +104,9 @@ pub struct FileStamp {
 /// the run has returned.
 ///
 /// A failed `fsync` (of the staged file or of the directory) fails the
-/// commit: it is never ignored and never retried (Linux reports a
+/// commit (and, for a directory, every later commit into it in the run:
+/// the failed sync may have dropped their renames too; see
+/// [`crate::durable::DirSyncs`]): it is never ignored and never retried (Linux reports a
 /// writeback error once and may drop the unwritten pages, so a retry that
 /// succeeds proves nothing; see [`crate::durable`]). What it may have lost
 /// is taken off the tree (the staged file deleted, or the item unlinked
