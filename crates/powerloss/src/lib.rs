@@ -6,6 +6,13 @@
 //! request fails with `EIO` and nothing more reaches the backing directory,
 //! which then holds exactly what a rebooted machine would find.
 //!
+//! A [`FsyncFault`] makes one `fsync` fail instead, as a disk that could
+//! not write the journal or a file's pages does: that `fsync` (the nth of a
+//! file, or of a directory) returns `EIO` once and *drops* what it was to
+//! make durable, while every later request works normally ("fsyncgate":
+//! Linux reports a writeback error once and marks the pages clean, so a
+//! retry that succeeds makes nothing of them durable).
+//!
 //! # The durability model
 //!
 //! Two models ([`Model`]), both of a journaling file system that never
@@ -27,7 +34,18 @@
 //!   file's data with the next commit (`auto_da_alloc`). The periodic
 //!   5-second commit is not modelled (it only makes more durable).
 //!
-//! An unmount without a cut is a clean shutdown: everything is synced.
+//! A failed `fsync` ([`FsyncFault`]) marks what it was to make durable as
+//! if it had been written, in both models: for a file, its unsynced bytes
+//! (a later `fsync` writes only the bytes written since, over what the
+//! disk held before, at the file's size then); for a directory, its
+//! unsynced entries (a later `fsync` of it, or a journal commit, writes
+//! only the names created, renamed or removed since). Those changes are
+//! lost for good: no later `fsync`, commit or clean unmount brings them to
+//! the disk (unless they are made again). The failed `fsync` commits
+//! nothing else (no journal commit).
+//!
+//! An unmount without a cut is a clean shutdown: everything is synced
+//! (but what a failed `fsync` dropped).
 //!
 //! Hard links, symlinks, device nodes and extended attributes are refused;
 //! `flock` is left to the kernel (local to this mount).
@@ -38,10 +56,11 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,6 +129,36 @@ impl CutAt {
     }
 }
 
+/// One `fsync` that fails: the `nth` (1-based) `fsync` of `kind`
+/// ([`OpKind::Fsync`] for a file, [`OpKind::FsyncDir`] for a directory)
+/// whose path is `under` or lies under it (any path when `under` is empty)
+/// fails with `EIO` and
+/// drops what it was to make durable (see the crate docs). It fails once:
+/// every other request, the later `fsync`s included, works normally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsyncFault {
+    /// [`OpKind::Fsync`] or [`OpKind::FsyncDir`]; no other kind fails.
+    pub kind: OpKind,
+    /// The file or directory (relative to the mount) whose `fsync`, or
+    /// whose descendants' `fsync`s, are counted.
+    pub under: String,
+    /// Which matching `fsync` (1-based) fails.
+    pub nth: u64,
+}
+
+impl FsyncFault {
+    fn matches(&self, op: &Op) -> bool {
+        let under = self.under.trim_end_matches('/');
+        self.kind == op.kind
+            && (under.is_empty()
+                || op.path == under
+                || op
+                    .path
+                    .strip_prefix(under)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
 const TTL: Duration = Duration::ZERO;
 
 struct Node {
@@ -130,6 +179,13 @@ struct Node {
     durable_version: u64,
     /// `auto_da_alloc`: flush this file's data with the next commit.
     flush_on_commit: bool,
+    /// After a failed `fsync` of the file: the byte ranges written since
+    /// the last sync (the dirty pages; only they are written by the next).
+    dirty_ranges: Option<Vec<Range<usize>>>,
+    /// After a failed `fsync` of the directory: the names created,
+    /// renamed or removed since the last sync (only they are written by
+    /// the next).
+    dirty_names: Option<BTreeSet<OsString>>,
 }
 
 impl Node {
@@ -148,20 +204,80 @@ impl Node {
             durable_entries: BTreeMap::new(),
             durable_version: 1,
             flush_on_commit: false,
+            dirty_ranges: None,
+            dirty_names: None,
         }
     }
 
+    /// The bytes a sync of the file leaves on the disk: all of them, or,
+    /// after a failed `fsync`, only those written since the last sync,
+    /// over what the disk held (at the file's present size).
+    fn data_to_sync(&mut self) -> Vec<u8> {
+        let Some(dirty) = &mut self.dirty_ranges else {
+            return self.data.clone();
+        };
+        let mut disk = self.durable_data.clone();
+        disk.resize(self.data.len(), 0);
+        for range in dirty.drain(..) {
+            let end = range.end.min(self.data.len());
+            if range.start < end {
+                disk[range.start..end].copy_from_slice(&self.data[range.start..end]);
+            }
+        }
+        disk
+    }
+
     fn sync_data(&mut self) {
-        if self.durable_data != self.data
+        let data = self.data_to_sync();
+        if self.durable_data != data
             || self.durable_perm != self.perm
             || self.durable_mtime != self.mtime
         {
-            self.durable_data = self.data.clone();
+            self.durable_data = data;
             self.durable_perm = self.perm;
             self.durable_mtime = self.mtime;
             self.durable_version += 1;
         }
         self.flush_on_commit = false;
+    }
+
+    /// Makes the directory's entries durable: all of them, or, after a
+    /// failed `fsync`, only those changed since the last sync.
+    fn sync_entries(&mut self) {
+        let Some(dirty) = &mut self.dirty_names else {
+            self.durable_entries = self.entries.clone();
+            return;
+        };
+        for name in std::mem::take(dirty) {
+            match self.entries.get(&name) {
+                Some(ino) => self.durable_entries.insert(name, *ino),
+                None => self.durable_entries.remove(&name),
+            };
+        }
+    }
+
+    /// Records a change of the directory's entry `name`.
+    fn entry_changed(&mut self, name: &OsStr) {
+        if let Some(dirty) = &mut self.dirty_names {
+            dirty.insert(name.to_os_string());
+        }
+    }
+
+    /// Records bytes written to the file.
+    fn bytes_written(&mut self, range: Range<usize>) {
+        if let Some(dirty) = &mut self.dirty_ranges {
+            dirty.push(range);
+        }
+    }
+
+    /// A failed `fsync`: what it was to make durable is taken as written,
+    /// and so never will be.
+    fn drop_unsynced(&mut self) {
+        if self.dir {
+            self.dirty_names = Some(BTreeSet::new());
+        } else {
+            self.dirty_ranges = Some(Vec::new());
+        }
     }
 }
 
@@ -175,6 +291,10 @@ struct State {
     written: HashMap<PathBuf, (u64, u64)>,
     cut: Option<CutAt>,
     matched: u64,
+    fsync_fault: Option<FsyncFault>,
+    fsync_matched: u64,
+    /// The `fsync` that [`State::fsync_fault`] made fail.
+    failed_fsync: Option<Op>,
     powered_off: bool,
     trace: Vec<Op>,
     /// A failure to write the backing directory (a bug or a full disk).
@@ -191,6 +311,9 @@ impl State {
             written: HashMap::new(),
             cut: None,
             matched: 0,
+            fsync_fault: None,
+            fsync_matched: 0,
+            failed_fsync: None,
             powered_off: false,
             trace: Vec::new(),
             disk_error: None,
@@ -339,6 +462,7 @@ impl State {
             .insert(ino, Node::new(dir, perm, parent.0, name.to_os_string()));
         let p = self.node_mut(parent)?;
         p.entries.insert(name.to_os_string(), ino);
+        p.entry_changed(name);
         p.mtime = SystemTime::now();
         Ok(ino)
     }
@@ -399,7 +523,7 @@ impl State {
     fn journal_commit(&mut self) {
         for node in self.nodes.values_mut() {
             if node.dir {
-                node.durable_entries = node.entries.clone();
+                node.sync_entries();
             } else if node.flush_on_commit {
                 node.sync_data();
             }
@@ -411,10 +535,14 @@ impl State {
         let dir = n.dir;
         let kind = if dir { OpKind::FsyncDir } else { OpKind::Fsync };
         let path = self.path_of(ino.0);
-        self.begin(kind, path)?;
+        self.begin(kind, path.clone())?;
+        if self.fsync_fails(Op { kind, path }) {
+            self.node_mut(ino)?.drop_unsynced();
+            return Err(Errno::EIO);
+        }
         let node = self.node_mut(ino)?;
         if dir {
-            node.durable_entries = node.entries.clone();
+            node.sync_entries();
             node.durable_perm = node.perm;
         } else {
             node.sync_data();
@@ -425,11 +553,28 @@ impl State {
         self.commit()
     }
 
-    /// A clean shutdown: everything becomes durable.
+    /// Whether the `fsync` `op` is the one to fail (counting it).
+    fn fsync_fails(&mut self, op: Op) -> bool {
+        let Some(fault) = &self.fsync_fault else {
+            return false;
+        };
+        if self.failed_fsync.is_some() || !fault.matches(&op) {
+            return false;
+        }
+        self.fsync_matched += 1;
+        if self.fsync_matched < fault.nth {
+            return false;
+        }
+        self.failed_fsync = Some(op);
+        true
+    }
+
+    /// A clean shutdown: everything becomes durable (but what a failed
+    /// `fsync` dropped).
     fn sync_all(&mut self) -> Result<(), Errno> {
         for node in self.nodes.values_mut() {
             node.sync_data();
-            node.durable_entries = node.entries.clone();
+            node.sync_entries();
         }
         self.commit()
     }
@@ -473,9 +618,11 @@ impl State {
         let now = SystemTime::now();
         let p = self.node_mut(parent)?;
         p.entries.remove(name);
+        p.entry_changed(name);
         p.mtime = now;
         let np = self.node_mut(newparent)?;
         np.entries.insert(newname.to_os_string(), src);
+        np.entry_changed(newname);
         np.mtime = now;
         let n = self.nodes.get_mut(&src).expect("renamed node");
         n.parent = newparent.0;
@@ -500,6 +647,7 @@ impl State {
         self.begin(kind, path)?;
         let p = self.node_mut(parent)?;
         p.entries.remove(name);
+        p.entry_changed(name);
         p.mtime = SystemTime::now();
         Ok(())
     }
@@ -514,6 +662,7 @@ impl State {
             n.data.resize(end, 0);
         }
         n.data[start..end].copy_from_slice(data);
+        n.bytes_written(start..end);
         n.mtime = SystemTime::now();
         u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
     }
@@ -908,6 +1057,20 @@ impl Mount {
     /// Cuts the power now.
     pub fn cut_power(&self) {
         self.lock().powered_off = true;
+    }
+
+    /// Makes one `fsync` fail from now on (see [`FsyncFault`]); the
+    /// matching `fsync`s are counted from here.
+    pub fn fail_fsync(&self, fault: FsyncFault) {
+        let mut s = self.lock();
+        s.fsync_fault = Some(fault);
+        s.fsync_matched = 0;
+        s.failed_fsync = None;
+    }
+
+    /// The `fsync` that failed by [`Mount::fail_fsync`], once it has.
+    pub fn failed_fsync(&self) -> Option<Op> {
+        self.lock().failed_fsync.clone()
     }
 
     /// The operations done so far (not the one the power was cut at).

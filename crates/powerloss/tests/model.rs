@@ -1,9 +1,10 @@
 //! The durability models, each checked on a real mount: what survives a
 //! power cut in the backing directory, and what a clean unmount keeps.
 
-use powerloss::{CutAt, Model, Mount, OpKind};
+use powerloss::{CutAt, FsyncFault, Model, Mount, OpKind};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tempfile::TempDir;
 
@@ -143,4 +144,133 @@ fn a_clean_unmount_keeps_everything() {
     let b = backing.path();
     assert_eq!(fs::read(b.join("x/y/z")).unwrap(), b"zzz");
     assert!(!b.join("old").exists());
+}
+
+#[test]
+fn a_failed_directory_fsync_loses_its_entries_for_good() {
+    for model in [Model::Strict, Model::Ext4Ordered] {
+        let Some((backing, _mnt, m)) = mounted(model, None) else {
+            return;
+        };
+        m.fail_fsync(FsyncFault {
+            kind: OpKind::FsyncDir,
+            under: String::new(),
+            nth: 1,
+        });
+        let root = m.path().to_path_buf();
+        write_synced(&root.join("t1"), b"one");
+        fs::rename(root.join("t1"), root.join("f1")).unwrap();
+        let failed = File::open(&root).unwrap().sync_all();
+        assert_eq!(
+            failed.unwrap_err().raw_os_error(),
+            Some(libc::EIO),
+            "{model:?}"
+        );
+        let failed_op = m.failed_fsync().expect("the fault was met");
+        assert_eq!(
+            (failed_op.kind, failed_op.path.as_str()),
+            (OpKind::FsyncDir, "")
+        );
+        // Later requests work, a retried fsync succeeds: it proves nothing.
+        write_synced(&root.join("t2"), b"two");
+        fs::rename(root.join("t2"), root.join("f2")).unwrap();
+        sync_dir(&root);
+        assert_eq!(fs::read(root.join("f1")).unwrap(), b"one", "live still");
+        m.cut_power();
+        m.unmount().unwrap();
+        let b = backing.path();
+        assert!(
+            !b.join("f1").exists(),
+            "{model:?}: the rename the failed fsync dropped is lost"
+        );
+        // Its creation was made durable by the journal commit of t1's own
+        // fsync (ext4) or never (strict).
+        match model {
+            Model::Ext4Ordered => assert_eq!(fs::read(b.join("t1")).unwrap(), b"one"),
+            Model::Strict => assert!(!b.join("t1").exists()),
+        }
+        assert_eq!(fs::read(b.join("f2")).unwrap(), b"two", "{model:?}");
+        assert!(!b.join("t2").exists(), "{model:?}");
+    }
+}
+
+#[test]
+fn a_failed_file_fsync_loses_its_bytes_for_good() {
+    for model in [Model::Strict, Model::Ext4Ordered] {
+        let Some((backing, _mnt, m)) = mounted(model, None) else {
+            return;
+        };
+        m.fail_fsync(FsyncFault {
+            kind: OpKind::Fsync,
+            under: "f".into(),
+            nth: 1,
+        });
+        let root = m.path().to_path_buf();
+        write_synced(&root.join("first"), b"not under f: not counted");
+        let mut f = File::create(root.join("f")).unwrap();
+        f.write_all(b"lost bytes").unwrap();
+        assert_eq!(
+            f.sync_all().unwrap_err().raw_os_error(),
+            Some(libc::EIO),
+            "{model:?}"
+        );
+        f.write_all(b"+later").unwrap();
+        f.sync_all().unwrap();
+        sync_dir(&root);
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"lost bytes+later");
+        drop(f);
+        // A clean shutdown does not bring them back either.
+        m.unmount().unwrap();
+        let b = backing.path();
+        assert_eq!(
+            fs::read(b.join("first")).unwrap(),
+            b"not under f: not counted"
+        );
+        assert_eq!(
+            fs::read(b.join("f")).unwrap(),
+            b"\0\0\0\0\0\0\0\0\0\0+later",
+            "{model:?}: only the bytes written after the failure reach the disk"
+        );
+    }
+}
+
+#[test]
+fn what_is_written_again_after_a_failed_fsync_is_synced_again() {
+    let Some((backing, _mnt, m)) = mounted(Model::Strict, None) else {
+        return;
+    };
+    let root = m.path().to_path_buf();
+    write_synced(&root.join("f"), b"");
+    sync_dir(&root);
+    for kind in [OpKind::Fsync, OpKind::FsyncDir] {
+        m.fail_fsync(FsyncFault {
+            kind,
+            under: String::new(),
+            nth: 1,
+        });
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("f"))
+            .unwrap();
+        f.write_all(b"same bytes").unwrap();
+        fs::write(root.join("tmp"), b"").unwrap();
+        fs::rename(root.join("tmp"), root.join("named")).unwrap();
+        let failed = match kind {
+            OpKind::Fsync => f.sync_all(),
+            _ => File::open(&root).unwrap().sync_all(),
+        };
+        assert!(failed.is_err(), "{kind:?}");
+        // The same changes made again are dirty again.
+        f.write_all_at(b"same bytes", 0).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        fs::rename(root.join("named"), root.join("tmp")).unwrap();
+        fs::rename(root.join("tmp"), root.join("named")).unwrap();
+        sync_dir(&root);
+    }
+    m.cut_power();
+    m.unmount().unwrap();
+    let b = backing.path();
+    assert_eq!(fs::read(b.join("f")).unwrap(), b"same bytes");
+    assert!(b.join("named").exists() && !b.join("tmp").exists());
 }

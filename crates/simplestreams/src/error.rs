@@ -19,6 +19,19 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A directory could not be fsynced: the entries made in it (an item
+    /// renamed into place, a metadata file replaced) may not be durable.
+    #[error(
+        "{}: syncing the directory failed, so what was just placed in it may not be durable: {source}",
+        dir.display()
+    )]
+    DirSync {
+        /// The directory.
+        dir: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -322,7 +335,9 @@ impl Error {
     /// Whether this is (or, for several failures, includes) a full disk.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            Error::Io { source, .. } | Error::DirSync { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+            }
             Error::ItemsFailed { failures } => failures.iter().any(Error::is_disk_full),
             Error::NoSpace { .. } | Error::DiskFilled { .. } | Error::NotStarted { .. } => true,
             _ => false,

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod bookkeeping;
 pub mod cache;
 pub mod content;
+pub mod durable;
 pub mod error;
 pub mod execute;
 pub mod filter;

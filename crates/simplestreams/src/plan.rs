@@ -593,16 +593,26 @@ async fn checked_pending(stream: &Stream, store: &dyn Store) -> Result<PendingDe
 }
 
 /// Whether a run that changed this directory mirror was killed or failed
-/// before it collected its leftovers (see [`crate::layout::UNCLEAN`]): one
-/// stat, so a no-op run stays cheap.
+/// before it collected its leftovers (see [`crate::layout::UNCLEAN`]): a
+/// stat or two, so a no-op run stays cheap. The marker's own temporary
+/// file says the same: a power cut (or a failed directory fsync) can keep
+/// its entry (made durable by its own fsync, on ext4) and lose the rename
+/// that made it the marker.
 async fn is_unclean(store: &dyn Store) -> bool {
     if store.local_root().is_none() {
         return false;
     }
-    match crate::store::data_rel(crate::layout::UNCLEAN) {
-        Ok(rel) => store.stamp(&rel).await.is_some(),
-        Err(_) => false,
+    for name in [
+        crate::layout::UNCLEAN.to_owned(),
+        crate::layout::temp_name(crate::layout::UNCLEAN),
+    ] {
+        if let Ok(rel) = crate::store::data_rel(&name)
+            && store.stamp(&rel).await.is_some()
+        {
+            return true;
+        }
     }
+    false
 }
 
 /// The states of the content ids that `references` names and `states`

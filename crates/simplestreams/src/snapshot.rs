@@ -52,6 +52,7 @@
 //! snapshot and [`prune`] keeps it. A registration whose view is gone (or
 //! no longer shows this mirror) protects nothing.
 
+use crate::durable::{sync_dir, sync_tree};
 use crate::error::{Error, Result};
 use crate::format::{Item, Products};
 use crate::holdings::{
@@ -224,7 +225,7 @@ pub fn create(mirror: &Path, name: Option<&str>) -> Result<SnapshotInfo> {
         let _ = fs::remove_dir_all(&tmp);
         return Err(Error::io(target, e));
     }
-    sync_dir(&dir);
+    sync_dir(&dir)?;
     Ok(manifest.info)
 }
 
@@ -297,7 +298,7 @@ fn build(
         .collect();
     let index_doc = index_document(&index, &listed)?;
     write_durable(&tree.join(INDEX), &render(&index_doc))?;
-    sync_tree(&tree);
+    sync_tree(&tree)?;
     let bytes = files.values().map(|f| f.size).sum();
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
@@ -315,7 +316,7 @@ fn build(
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| snapshot_error(mirror, format!("cannot write the manifest: {e}")))?;
     write_durable(&tmp.join(MANIFEST), &json)?;
-    sync_dir(tmp);
+    sync_dir(tmp)?;
     Ok(manifest)
 }
 
@@ -557,7 +558,7 @@ fn discard(mirror: &Path, name: &str) -> Result<()> {
     let trash = dir.join(temp_name(&format!("{name}-removed")));
     let _ = fs::remove_dir_all(&trash);
     fs::rename(&from, &trash).map_err(|e| Error::io(&from, e))?;
-    sync_dir(&dir);
+    sync_dir(&dir)?;
     fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))
 }
 
@@ -775,27 +776,11 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    if let Some(parent) = path.parent() {
-        sync_dir(parent);
+    result?;
+    match path.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
     }
-    result
-}
-
-/// Fsyncs the directory `dir` (best effort).
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Fsyncs every directory under `root`, and `root`.
-pub(crate) fn sync_tree(root: &Path) {
-    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            sync_tree(&entry.path());
-        }
-    }
-    sync_dir(root);
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@
 //! once (the lock): each with one [`Error`] naming the directory or the
 //! snapshot, the view as it was.
 
+use crate::durable::{sync_dir, sync_tree};
 use crate::error::{Error, Result};
 use crate::filter::FilterGroups;
 use crate::format::{Checksum, Item, Products, flatten};
@@ -112,8 +113,7 @@ use crate::layout::{
 use crate::openpgp::{KeyError, SigningKey};
 use crate::path::RelPath;
 use crate::snapshot::{
-    INDEX, SnapshotsLock, TREE, make_dir_all, register_view, snapshot_dir, sync_dir, sync_tree,
-    write_durable,
+    INDEX, SnapshotsLock, TREE, make_dir_all, register_view, snapshot_dir, write_durable,
 };
 use crate::status::Timestamp;
 use crate::store::PendingDeletes;
@@ -444,7 +444,7 @@ fn recover(view: &Path) -> Result<Option<ViewState>> {
     let staging = view.join(DATA_DIR).join(STAGING_DIR);
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        sync_dir(&view.join(DATA_DIR));
+        sync_dir(&view.join(DATA_DIR))?;
     }
     Ok(Some(state))
 }
@@ -682,7 +682,7 @@ fn stage(view: &Path, generation: &Generation, key: Option<&SigningKey>) -> Resu
             })?;
         write_durable(&staging.join(MIRROR_KEYRING), &ring)?;
     }
-    sync_tree(&staging);
+    sync_tree(&staging)?;
     Ok(sha256_hex(&plain))
 }
 
@@ -782,7 +782,7 @@ fn place(from: &Path, to: &Path, warned: &mut bool) -> Result<()> {
         return Err(Error::io(to, e));
     }
     if let Some(parent) = to.parent() {
-        sync_dir(parent);
+        sync_dir(parent)?;
     }
     Ok(())
 }
@@ -820,7 +820,7 @@ fn prepare_parents(view: &Path, path: &str) -> Result<()> {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
                 if let Some(parent) = dir.parent() {
-                    sync_dir(parent);
+                    sync_dir(parent)?;
                 }
             }
             Err(e) => return Err(Error::io(&dir, e)),
@@ -869,8 +869,8 @@ fn exchange(view: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(&live, e)),
     }
-    sync_dir(view);
-    sync_dir(&view.join(DATA_DIR).join(STAGING_DIR));
+    sync_dir(view)?;
+    sync_dir(&view.join(DATA_DIR).join(STAGING_DIR))?;
     Ok(())
 }
 
@@ -1067,7 +1067,7 @@ fn collect_retired(view: &Path, delay: Duration) -> Result<usize> {
         }
     }
     if !due.is_empty() {
-        sync_dir(&view.join("streams/v1"));
+        sync_dir(&view.join("streams/v1"))?;
     }
     save_list(view, RETIRED_FILE, &retired)?;
     Ok(removed)
@@ -1110,7 +1110,7 @@ fn carry_retired(view: &Path, retired: &PendingDeletes, delay: Duration) -> Resu
         carried.push(rel);
     }
     if !carried.is_empty() {
-        sync_tree(&staging);
+        sync_tree(&staging)?;
     }
     Ok(carried)
 }

@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
+use simplestreams::durable::sync_dir;
 use simplestreams::layout::temp_name;
 use simplestreams::openpgp::{KeyAlgorithm, Keyring, SecretKey, SigningKey};
 use std::fs;
@@ -255,9 +256,9 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) ->
             _ => io(path, e),
         });
     }
+    // The new entry is made durable too: a key reported written must not
+    // vanish with a power cut (the library's one directory sync).
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Ok(d) = fs::File::open(dir.unwrap_or(Path::new("."))) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir.unwrap_or(Path::new(".")))?;
     Ok(())
 }

@@ -10,12 +10,12 @@ mod faults_support;
 mod support;
 
 use faults_support::{FaultServer, Rng, inconsistencies, leftovers, s, tree_diff};
-use powerloss::{CutAt, Model, Mount, Op, OpKind};
+use powerloss::{CutAt, FsyncFault, Model, Mount, Op, OpKind};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Gpg, copy_tree};
+use support::{Gpg, Server, copy_tree};
 use tempfile::TempDir;
 
 /// A signed stream on two days and the clean mirrors of both.
@@ -301,5 +301,201 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
     assert!(
         cut_runs * 2 >= cuts,
         "{replay}: only {cut_runs} of {cuts} runs reached their cut"
+    );
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// Where durability is at stake in an uninterrupted run (as the mount saw
+/// it), each the first `fsync` under its path: an item's staged file (its
+/// `.part`), the directory an item is renamed into (one with no
+/// subdirectory made in it, so that only commits sync it), and a new
+/// directory that gets a subdirectory and no item (so that the first sync
+/// under it is the one that makes a directory made in it durable).
+struct CommitPoints {
+    part: String,
+    item_dir: String,
+    made_in: String,
+}
+
+impl CommitPoints {
+    fn of(trace: &[Op]) -> CommitPoints {
+        let paths = |kind: OpKind| -> Vec<&str> {
+            trace
+                .iter()
+                .filter(|o| o.kind == kind)
+                .map(|o| o.path.as_str())
+                .collect()
+        };
+        let made = paths(OpKind::Mkdir);
+        let committed: Vec<&str> = paths(OpKind::Rename)
+            .into_iter()
+            .filter(|p| p.ends_with(".part"))
+            .collect();
+        let part = committed
+            .iter()
+            .find(|p| !made.iter().any(|m| parent_of(m) == parent_of(p)))
+            .expect("an item committed into a directory with no subdirectory made");
+        let made_in = made
+            .iter()
+            .find(|m| {
+                made.contains(&parent_of(m))
+                    && !committed.iter().any(|p| parent_of(p) == parent_of(m))
+            })
+            .map(|m| parent_of(m))
+            .expect("a new directory holding a new directory and no item");
+        CommitPoints {
+            part: part.to_string(),
+            item_dir: parent_of(part).to_string(),
+            made_in: made_in.to_string(),
+        }
+    }
+
+    /// Each fault: those of an item's commit, then the first directory
+    /// sync of the state and of the published metadata (which the run's
+    /// error must name as well: the path it names is at or under the
+    /// fault's).
+    fn faults(&self) -> Vec<FsyncFault> {
+        let fault = |kind, under: &str| FsyncFault {
+            kind,
+            under: under.to_string(),
+            nth: 1,
+        };
+        vec![
+            fault(OpKind::FsyncDir, &self.item_dir),
+            fault(OpKind::Fsync, &self.part),
+            fault(OpKind::FsyncDir, &self.made_in),
+            fault(OpKind::FsyncDir, ".data"),
+            fault(OpKind::FsyncDir, "streams"),
+        ]
+    }
+}
+
+/// The `error:` lines of a run's output.
+fn error_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&o.stdout).lines())
+        .map(|l| l.strip_prefix("sstream-mirror: ").unwrap_or(l))
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// After a reboot: the mirror at `backing` names nothing missing or wrong,
+/// verifies, and a run on it converges to the uninterrupted run's tree.
+fn assert_consistent_then_converges(
+    days: &TwoDays,
+    server: &str,
+    backing: &Path,
+    mnt: &Path,
+    model: Model,
+    what: &str,
+) {
+    let problems = inconsistencies(backing);
+    assert!(
+        problems.is_empty(),
+        "{what}: inconsistent mirror after the reboot:\n  {}",
+        problems.join("\n  ")
+    );
+    assert_verifies(&days.verify(backing), what);
+    let mount = Mount::new(backing, mnt, model, None).unwrap();
+    let o = days.mirror(server, mnt);
+    mount.unmount().unwrap();
+    assert_ok(&o, &format!("{what}: the run after the reboot"));
+    let d = tree_diff(&days.tree2, backing);
+    assert!(
+        d.is_empty(),
+        "{what}: the run after the reboot did not converge:\n  {}",
+        d.join("\n  ")
+    );
+    assert_eq!(leftovers(backing), Vec::<String>::new(), "{what}");
+}
+
+/// A failed `fsync` (fsyncgate: `EIO` once, what it was to make durable
+/// dropped for good, later requests fine), at an item's commit (of its
+/// directory after the rename, of its staged file before, of the parent of
+/// a directory made for it), or of the state's or the metadata's
+/// directory. The run must fail with one line naming the directory or the
+/// file and the reason, and publish nothing that names a lost item. Then the power is cut, either
+/// at once or after a second run of the same boot (which sees the page
+/// cache, not the disk: it must not trust what the failed fsync left),
+/// and after the reboot the mirror is consistent and converges.
+#[test]
+fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() {
+    if let Some(why) = powerloss::unavailable() {
+        println!("failed fsync test skipped: {why}");
+        eprintln!("failed fsync test skipped: {why}");
+        return;
+    }
+    let days = TwoDays::new();
+    let server = Server::start(&days.day2);
+    let work = TempDir::new().unwrap();
+    let (backing, mnt) = (work.path().join("disk"), work.path().join("mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+
+    copy_tree(&days.tree1, &backing);
+    let mount = Mount::new(&backing, &mnt, Model::Strict, None).unwrap();
+    assert_ok(&days.mirror(&server.url, &mnt), "probe run on the mount");
+    let points = CommitPoints::of(&mount.trace());
+    mount.unmount().unwrap();
+
+    for model in [Model::Strict, Model::Ext4Ordered] {
+        for fault in points.faults() {
+            for rerun_before_the_cut in [false, true] {
+                let what = format!(
+                    "{model:?}: failed {:?} of {}{}",
+                    fault.kind,
+                    fault.under,
+                    if rerun_before_the_cut {
+                        ", a second run before the cut"
+                    } else {
+                        ""
+                    }
+                );
+                std::fs::remove_dir_all(&backing).unwrap();
+                copy_tree(&days.tree1, &backing);
+                let mount = Mount::new(&backing, &mnt, model, None).unwrap();
+                mount.fail_fsync(fault.clone());
+                let o = days.mirror(&server.url, &mnt);
+                let failed = mount.failed_fsync();
+                assert!(failed.is_some(), "{what}: the fault was never met");
+                assert_failed_naming(&o, &mnt.join(&fault.under), &what);
+                if rerun_before_the_cut {
+                    assert_ok(
+                        &days.mirror(&server.url, &mnt),
+                        &format!("{what}: the second run"),
+                    );
+                }
+                mount.cut_power();
+                mount.unmount().unwrap();
+                assert_consistent_then_converges(&days, &server.url, &backing, &mnt, model, &what);
+            }
+        }
+    }
+}
+
+/// The run failed, with one error line naming `path` (or a file or
+/// directory under it) and the I/O error.
+fn assert_failed_naming(o: &Output, path: &Path, what: &str) {
+    let errors = error_lines(o);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success(),
+        "{what}: the run succeeded though an fsync failed:\n{text}"
+    );
+    assert!(
+        errors.len() == 1
+            && errors[0].contains(&path.display().to_string())
+            && errors[0].contains("Input/output error"),
+        "{what}: expected one error line naming {} and the I/O error ({}):\n{text}",
+        path.display(),
+        o.status
     );
 }

@@ -4,6 +4,7 @@
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
 use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
+use crate::durable::DirSyncs;
 use crate::error::{Error, Result};
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
@@ -12,6 +13,7 @@ use std::io::{ErrorKind, Read, Seek, Write};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Write buffer of a download: gathers the small chunks of slow links.
 const WRITE_BUFFER: usize = 256 << 10;
@@ -25,12 +27,18 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 #[derive(Debug, Clone)]
 pub struct DirStore {
     root: PathBuf,
+    /// Every directory sync of the store's (a failed one is not hidden by
+    /// a concurrent commit's: see [`DirSyncs`]).
+    dir_syncs: Arc<DirSyncs>,
 }
 
 impl DirStore {
     /// A store at `root`.
     pub fn new(root: impl Into<PathBuf>) -> DirStore {
-        DirStore { root: root.into() }
+        DirStore {
+            root: root.into(),
+            dir_syncs: Arc::default(),
+        }
     }
 
     /// The root directory.
@@ -119,9 +127,14 @@ impl DirStore {
             Ok(()) => {
                 // The new directory's entry must be durable before anything
                 // in it is trusted: a power cut would lose it, and every
-                // item under it, however well synced.
-                sync_dir(dir.parent().unwrap_or(&self.root));
-                Ok(())
+                // item under it, however well synced. When that sync fails
+                // the directory is removed again (if nothing got into it
+                // meanwhile), so that a later run makes and syncs it anew
+                // instead of trusting an entry the disk may not hold.
+                let parent = dir.parent().unwrap_or(&self.root);
+                self.dir_syncs.sync(parent).inspect_err(|_| {
+                    let _ = fs::remove_dir(dir);
+                })
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
                 Ok(m) if m.is_dir() => Ok(()),
@@ -201,8 +214,7 @@ impl DirStore {
             f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-            sync_dir(&dir);
-            Ok(())
+            self.dir_syncs.sync(&dir)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -245,7 +257,7 @@ impl DirStore {
 
     fn stage_blocking(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
         let dest = self.prepare(rel)?;
-        Ok(Box::new(PartFile::new(dest)))
+        Ok(Box::new(PartFile::new(dest, self.dir_syncs.clone())))
     }
 
     /// Removes the file at `rel` (and a stale `.part`), then every parent
@@ -279,10 +291,10 @@ impl DirStore {
         // entry is synced: the file's own, or the parent of the last
         // directory emptied and removed.
         let emptied = gone.as_deref().unwrap_or(&path);
-        if let Some(parent) = emptied.parent() {
-            sync_dir(parent);
+        match emptied.parent() {
+            Some(parent) => self.dir_syncs.sync(parent),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// [`Store::lock`], blocking (with `wait`, until the other run ends). A
@@ -414,7 +426,11 @@ impl DirStore {
         }
         remove_if_present(&part_path(&dest))?;
         if let Some(dir) = dest.parent() {
-            sync_dir(dir);
+            // As a commit's: an item whose entry may not be durable is not
+            // left under its name.
+            self.dir_syncs.sync(dir).inspect_err(|_| {
+                let _ = fs::remove_file(&dest);
+            })?;
         }
         result
     }
@@ -622,6 +638,8 @@ struct PartFile {
     mode: Mode,
     /// Bytes written since the writeback was last started.
     unflushed: u64,
+    /// The store's directory syncs.
+    dir_syncs: Arc<DirSyncs>,
 }
 
 /// How a staged file is open.
@@ -644,7 +662,7 @@ struct RangeRecord {
 }
 
 impl PartFile {
-    fn new(dest: PathBuf) -> PartFile {
+    fn new(dest: PathBuf, dir_syncs: Arc<DirSyncs>) -> PartFile {
         let record = dest.with_file_name(ranges_name(&file_name(&dest)));
         PartFile {
             part: part_path(&dest),
@@ -652,6 +670,7 @@ impl PartFile {
             record,
             mode: Mode::Closed,
             unflushed: 0,
+            dir_syncs,
         }
     }
 
@@ -679,18 +698,27 @@ impl PartFile {
 
     /// Makes the staged bytes durable: what is buffered is written, then
     /// the file is fsynced (opened again when it is not open).
+    ///
+    /// A failed `fsync` discards the staged file (and its record of
+    /// ranges): the kernel may have dropped the unwritten bytes while the
+    /// page cache still shows them, so a later run of the same boot would
+    /// verify the cached bytes, fsync with nothing left to write, and
+    /// trust what the disk may not hold. The next run downloads it anew.
     fn make_durable(&mut self) -> Result<()> {
         let part = &self.part;
-        match &mut self.mode {
+        let synced = match &mut self.mode {
             Mode::Append(w) => {
                 w.flush().map_err(|e| Error::io(part, e))?;
-                w.get_ref().sync_all().map_err(|e| Error::io(part, e))
+                w.get_ref().sync_all()
             }
-            Mode::Ranged { file, .. } => file.sync_all().map_err(|e| Error::io(part, e)),
-            Mode::Closed => open_existing_part(part)?
-                .sync_all()
-                .map_err(|e| Error::io(part, e)),
-        }
+            Mode::Ranged { file, .. } => file.sync_all(),
+            Mode::Closed => open_existing_part(part)?.sync_all(),
+        };
+        synced.map_err(|e| {
+            let _ = fs::remove_file(&self.part);
+            let _ = fs::remove_file(&self.record);
+            Error::io(&self.part, e)
+        })
     }
 
     fn not_open(&self, how: &str) -> Error {
@@ -818,16 +846,21 @@ impl Staged for PartFile {
     /// by its size. The record of ranges goes next: a complete `.part`
     /// without one is verified as it is by the next run. The directory is
     /// fsynced after the rename: until then a power cut can undo it, and a
-    /// state published next would name an item that is not there.
+    /// state published next would name an item that is not there. When that
+    /// fsync fails the item is taken off its path again (the rename may
+    /// never reach the disk, and a later run would trust the name): the
+    /// commit fails, and the next run downloads the item anew.
     async fn commit(self: Box<Self>) -> Result<()> {
         self.finish(|p| {
             p.make_durable()?;
             remove_if_present(&p.record)?;
             fs::rename(&p.part, &p.dest).map_err(|e| Error::io(&p.dest, e))?;
-            if let Some(dir) = p.dest.parent() {
-                sync_dir(dir);
-            }
-            Ok(())
+            let Some(dir) = p.dest.parent() else {
+                return Ok(());
+            };
+            p.dir_syncs.sync(dir).inspect_err(|_| {
+                let _ = fs::remove_file(&p.dest);
+            })
         })
         .await
     }
@@ -1025,12 +1058,6 @@ fn start_writeback(file: &File) {
 /// Elsewhere, the commit's `fsync` writes it all.
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File) {}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 /// Removes a file (or a symlink, not its target) if it exists.
 fn remove_if_present(path: &Path) -> Result<()> {

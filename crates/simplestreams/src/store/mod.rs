@@ -103,6 +103,16 @@ pub struct FileStamp {
 /// ([`crate::execute`]): metadata is published only after every commit of
 /// the run has returned.
 ///
+/// A failed `fsync` (of the staged file or of the directory) fails the
+/// commit (and, for a directory, every later commit into it in the run:
+/// the failed sync may have dropped their renames too; see
+/// [`crate::durable::DirSyncs`]): it is never ignored and never retried (Linux reports a
+/// writeback error once and may drop the unwritten pages, so a retry that
+/// succeeds proves nothing; see [`crate::durable`]). What it may have lost
+/// is taken off the tree (the staged file deleted, or the item unlinked
+/// from its path), so that no later run trusts bytes or a name the disk
+/// may not hold.
+///
 /// What is not promised is *when* the flushing happens, and that is where
 /// the time goes: a directory store starts the writeback of a staged file
 /// every few MiB while it is written (`sync_file_range`, which makes
