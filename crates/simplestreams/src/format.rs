@@ -371,11 +371,21 @@ impl Products {
     /// [`Products::to_value`] gives, written from the tree as it is (no
     /// copy of it is made: a state is as large as its products file).
     pub fn state_json(&self) -> Vec<u8> {
-        crate::json::pretty(&Level {
+        crate::json::pretty(&self.state_level())
+    }
+
+    /// [`Products::state_json`] written to `w` as it is made (a state is
+    /// as large as its products document: megabytes never held at once).
+    pub fn write_state_json(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        crate::json::write_pretty(&self.state_level(), w)
+    }
+
+    fn state_level(&self) -> Level<'_, Children<'_, Product>> {
+        Level {
             fields: &self.fields,
             key: "products",
             children: Children(&self.products),
-        })
+        }
     }
 }
 

@@ -18,18 +18,21 @@ pub fn sorted_pretty(value: &Value) -> Vec<u8> {
 /// state is as large as its products file (megabytes), and a buffer grown
 /// by doubling would hold up to twice that.
 pub fn pretty<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    fn write<T: Serialize + ?Sized, W: Write>(value: &T, w: W) {
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
-        let mut ser = serde_json::Serializer::with_formatter(w, fmt);
-        // Serializing fails only on a map key that is not a string (which
-        // a JSON value never has) or on a writer that fails (neither does).
-        let _ = value.serialize(&mut ser);
-    }
+    // Serializing fails only on a map key that is not a string (which a
+    // JSON value never has) or on a writer that fails (neither does).
     let mut length = Length(0);
-    write(value, &mut length);
+    let _ = write_pretty(value, &mut length);
     let mut out = Vec::with_capacity(length.0);
-    write(value, &mut out);
+    let _ = write_pretty(value, &mut out);
     out
+}
+
+/// [`pretty`] written to `w` as it is serialized (no buffer of the whole
+/// text): the writer's error, if any.
+pub fn write_pretty<T: Serialize + ?Sized, W: Write>(value: &T, w: W) -> std::io::Result<()> {
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut ser = serde_json::Serializer::with_formatter(w, fmt);
+    value.serialize(&mut ser).map_err(std::io::Error::from)
 }
 
 /// A writer that only counts.
@@ -93,6 +96,15 @@ pub fn sorted(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),
     }
+}
+
+/// [`python_compact`] written to `w` as it is serialized.
+pub fn write_python_compact<T: serde::Serialize + ?Sized, W: Write>(
+    value: &T,
+    w: W,
+) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(w, PythonCompact);
+    value.serialize(&mut ser).map_err(std::io::Error::from)
 }
 
 /// Single-line JSON with Python's `json.dumps` separators.

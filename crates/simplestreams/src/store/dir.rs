@@ -3,9 +3,10 @@
 //! renamed; items downloaded into `<path>.part` and renamed once verified;
 //! emptied directories removed; the run lock an `flock` on `.data/sstream.lock`.
 
-use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, data_rel};
+use super::{FileStamp, Lease, Linked, RangedStaged, Space, Staged, Store, WriteFn, data_rel};
 use crate::durable::DirSyncs;
 use crate::error::{Error, Result};
+use crate::hash::IO_BUFFER;
 use crate::layout::{DATA_DIR, LOCK, PART_SUFFIX, ranges_name, temp_name};
 use crate::path::RelPath;
 use std::fs::{self, File};
@@ -199,19 +200,36 @@ impl DirStore {
     /// directory (which must not exist): created exclusively, fsynced,
     /// renamed, directory fsynced.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = path.with_file_name(temp_name(&name));
+        self.replace_with(path, &mut |w| w.write_all(bytes), false)
+    }
+
+    /// [`DirStore::replace`] of what `write` writes, written to the
+    /// temporary file as it comes. With `keep_unchanged`, a file already at
+    /// `path` with the same bytes is left alone (its mtime too) and the
+    /// temporary file removed.
+    fn replace_with(
+        &self,
+        path: &Path,
+        write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+        keep_unchanged: bool,
+    ) -> Result<()> {
+        let tmp = path.with_file_name(temp_name(&file_name(path)));
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let result = (|| {
-            let mut f = fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
                 .map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+            let mut out = std::io::BufWriter::with_capacity(IO_BUFFER, f);
+            write(&mut out).map_err(|e| Error::io(&tmp, e))?;
+            let f = out
+                .into_inner()
+                .map_err(|e| Error::io(&tmp, e.into_error()))?;
+            if keep_unchanged && same_bytes(&f, path) {
+                return fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e));
+            }
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
             self.dir_syncs.sync(&dir)
@@ -221,6 +239,63 @@ impl DirStore {
         }
         result
     }
+}
+
+/// Runs `work`, which blocks, on this thread: a multi-threaded runtime is
+/// told so (its other tasks move to other workers); elsewhere (a
+/// current-thread runtime, as in tests, or none) it just runs.
+fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Whether the regular file at `path` holds the bytes of `written` (read
+/// from its start), compared a buffer at a time.
+fn same_bytes(written: &File, path: &Path) -> bool {
+    let Ok(len) = written.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut buf = vec![0; COMPARE_BUFFER];
+    same_content(path, len, |at, theirs| {
+        let ours = &mut buf[..theirs.len()];
+        written.read_exact_at(ours, at).is_ok() && ours == theirs
+    })
+}
+
+/// Whether the regular file at `path` holds exactly `bytes`.
+fn holds(path: &Path, bytes: &[u8]) -> bool {
+    same_content(path, bytes.len() as u64, |at, theirs| {
+        bytes[at as usize..].starts_with(theirs)
+    })
+}
+
+/// The read buffer of [`same_content`].
+const COMPARE_BUFFER: usize = 64 << 10;
+
+/// Whether the regular file at `path` is `len` bytes long and each of its
+/// pieces, read in order, is what `matches(offset, piece)` expects.
+fn same_content(path: &Path, len: u64, mut matches: impl FnMut(u64, &[u8]) -> bool) -> bool {
+    let Ok(mut file) = DirStore::open_regular(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(len) {
+        return false;
+    }
+    let mut buf = vec![0; COMPARE_BUFFER];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(COMPARE_BUFFER as u64) as usize;
+        if file.read_exact(&mut buf[..n]).is_err() || !matches(at, &buf[..n]) {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
 }
 
 /// The blocking work of the store, each run on the blocking pool by the
@@ -249,10 +324,19 @@ impl DirStore {
         let path = self.prepare(rel)?;
         let tmp = path.with_file_name(temp_name(&file_name(&path)));
         remove_if_present(&tmp)?;
-        if Self::read_regular(&path).is_ok_and(|old| old.as_deref() == Some(bytes)) {
+        if holds(&path, bytes) {
             return Ok(());
         }
         self.replace(&path, bytes)
+    }
+
+    /// [`Store::write_atomic_with`], blocking, as
+    /// [`DirStore::write_atomic_blocking`] writes (unchanged content left
+    /// alone).
+    fn write_atomic_with_blocking(&self, rel: &RelPath, write: &WriteFn<'_>) -> Result<()> {
+        let path = self.prepare(rel)?;
+        remove_if_present(&path.with_file_name(temp_name(&file_name(&path))))?;
+        self.replace_with(&path, &mut |w| write(w), true)
     }
 
     fn stage_blocking(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
@@ -489,14 +573,23 @@ impl Store for DirStore {
         self.blocking(move |s| s.open_blocking(&rel)).await?
     }
 
+    /// In place ([`in_place`]): the bytes are borrowed, and a products
+    /// document is megabytes not to be copied.
     async fn write_atomic(&self, rel: &RelPath, bytes: &[u8]) -> Result<()> {
-        self.write_atomic_owned(rel, bytes.to_vec()).await
+        in_place(|| self.write_atomic_blocking(rel, bytes))
     }
 
     async fn write_atomic_owned(&self, rel: &RelPath, bytes: Vec<u8>) -> Result<()> {
         let rel = rel.clone();
         self.blocking(move |s| s.write_atomic_blocking(&rel, &bytes))
             .await?
+    }
+
+    /// Written straight into the temporary file as it comes (megabytes of
+    /// a state are never held whole). What writes is borrowed, so the work
+    /// runs in place ([`in_place`]), not on the blocking pool.
+    async fn write_atomic_with(&self, rel: &RelPath, write: &WriteFn<'_>) -> Result<()> {
+        in_place(|| self.write_atomic_with_blocking(rel, write))
     }
 
     async fn stage(&self, rel: &RelPath) -> Result<Box<dyn Staged>> {
@@ -1087,6 +1180,49 @@ mod tests {
         store.remove(&rel("a/b/c/file")).await.unwrap();
         assert!(!dir.path().join("a/b").exists());
         assert!(dir.path().join("a/keep").exists());
+    }
+
+    /// Written as it comes, on either runtime; the same text again (given
+    /// whole or written piece by piece) leaves the file alone, another
+    /// text of the same length replaces it; no temporary file stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn written_text_replaces_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        let file = dir.path().join(".data/state");
+        let pieces = |text: &'static [u8]| {
+            move |w: &mut dyn Write| text.chunks(3).try_for_each(|c| w.write_all(c))
+        };
+        store
+            .write_atomic_with(&rel(".data/state"), &pieces(b"0123456789"))
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"0123456789");
+        let ino = fs::metadata(&file).unwrap().ino();
+        store
+            .write_atomic_with(&rel(".data/state"), &pieces(b"0123456789"))
+            .await
+            .unwrap();
+        store
+            .write_atomic(&rel(".data/state"), b"0123456789")
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().ino(),
+            ino,
+            "unchanged: left alone"
+        );
+        store
+            .write_atomic_with(&rel(".data/state"), &pieces(b"0123456780"))
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"0123456780");
+        assert_ne!(fs::metadata(&file).unwrap().ino(), ino, "changed: replaced");
+        let names: Vec<_> = fs::read_dir(dir.path().join(".data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state"], "no temporary file left");
     }
 
     #[tokio::test]

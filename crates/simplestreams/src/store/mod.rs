@@ -199,6 +199,9 @@ pub trait RangedStaged {
     fn record(&mut self, received: &[Range<u64>]) -> Result<()>;
 }
 
+/// What writes a file's text for [`Store::write_atomic_with`].
+pub type WriteFn<'a> = dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Sync + 'a;
+
 /// Held while a run works on a mirror; released on drop (and by the
 /// system when the process dies, or when it expires).
 pub trait Lease: Send + std::fmt::Debug {}
@@ -273,6 +276,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// megabytes).
     async fn write_atomic_owned(&self, rel: &RelPath, bytes: Vec<u8>) -> Result<()> {
         self.write_atomic(rel, &bytes).await
+    }
+
+    /// [`Store::write_atomic`] of what `write` writes (it is called once),
+    /// which a store may write as it comes rather than hold whole: a state
+    /// or the references of a large stream are megabytes. By default the
+    /// text is gathered, then written.
+    async fn write_atomic_with(&self, rel: &RelPath, write: &WriteFn<'_>) -> Result<()> {
+        let mut text = Vec::new();
+        write(&mut text).map_err(|e| Error::metadata(self.display(rel), e.to_string()))?;
+        self.write_atomic_owned(rel, text).await
     }
 
     /// Staging for a download of the item at `rel`.
@@ -374,7 +387,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes the mirrored tree of `content_id` (indent 1, sorted keys).
     async fn save_state(&self, content_id: &str, tree: &Products) -> Result<()> {
         let rel = data_rel(content_id)?;
-        self.write_atomic_owned(&rel, tree.state_json()).await
+        self.write_atomic_with(&rel, &|w| tree.write_state_json(w))
+            .await
     }
 
     /// The raw bytes of the mirrored tree of `content_id`, if any.
@@ -411,9 +425,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         if refs.values().all(Vec::is_empty) && self.stamp(&rel).await.is_none() {
             return Ok(());
         }
-        let text = crate::json::python_compact(&NonEmptyLists(refs))
-            .map_err(|e| Error::metadata(self.display(&rel), e.to_string()))?;
-        self.write_atomic_owned(&rel, text).await
+        let refs = NonEmptyLists(refs);
+        self.write_atomic_with(&rel, &|w| crate::json::write_python_compact(&refs, w))
+            .await
     }
 
     /// Paths whose deletion an earlier run scheduled (waiting out the
