@@ -240,14 +240,14 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
     let mut rng = Rng(seed);
     let days = TwoDays::new();
     let server = FaultServer::start(&days.day2);
-    let work = TempDir::new().unwrap();
-    let (backing, mnt) = (work.path().join("disk"), work.path().join("mnt"));
-    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
 
     // An uninterrupted run on the mount: the operations to cut among.
-    copy_tree(&days.tree1, &backing);
-    let mount = Mount::new(&backing, &mnt, Model::Strict, None).unwrap();
-    assert_ok(&days.mirror(&server.url, &mnt), "probe run on the mount");
+    let mount = disk.boot(&days, Model::Strict, None);
+    assert_ok(
+        &days.mirror(&server.url, &disk.mnt),
+        "probe run on the mount",
+    );
     let trace = mount.trace();
     let mut kinds = std::collections::BTreeMap::new();
     for op in &trace {
@@ -255,7 +255,7 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
     }
     eprintln!("power loss test: a run's operations: {kinds:?}");
     mount.unmount().unwrap();
-    let d = tree_diff(&days.tree2, &backing);
+    let d = tree_diff(&days.tree2, &disk.backing);
     assert!(
         d.is_empty(),
         "probe run on the mount:\n  {}",
@@ -266,32 +266,11 @@ fn power_loss_at_any_point_leaves_a_consistent_mirror_that_converges() {
     for (round, cut) in crash_points(&trace, cuts, &mut rng).into_iter().enumerate() {
         let model = models[round % models.len()];
         let what = format!("{replay}, round {round}, {}", describe(&cut, model));
-        std::fs::remove_dir_all(&backing).unwrap();
-        copy_tree(&days.tree1, &backing);
-        let mount = Mount::new(&backing, &mnt, model, Some(cut)).unwrap();
+        let mount = disk.boot(&days, model, Some(cut));
         let cut_happened = run_until_cut(&days, &server.url, &mount);
         mount.unmount().unwrap();
         cut_runs += u64::from(cut_happened);
-
-        let problems = inconsistencies(&backing);
-        assert!(
-            problems.is_empty(),
-            "{what}: inconsistent mirror after the reboot:\n  {}",
-            problems.join("\n  ")
-        );
-        assert_verifies(&days.verify(&backing), &what);
-
-        let mount = Mount::new(&backing, &mnt, model, None).unwrap();
-        let o = days.mirror(&server.url, &mnt);
-        mount.unmount().unwrap();
-        assert_ok(&o, &format!("{what}: the run after the reboot"));
-        let d = tree_diff(&days.tree2, &backing);
-        assert!(
-            d.is_empty(),
-            "{what}: the run after the reboot did not converge:\n  {}",
-            d.join("\n  ")
-        );
-        assert_eq!(leftovers(&backing), Vec::<String>::new(), "{what}");
+        assert_consistent_then_converges(&days, &server.url, &disk, model, &what);
     }
     eprintln!(
         "power loss test: {cut_runs} of {cuts} runs cut ({} operations in a run), {:.1?}",
@@ -384,16 +363,46 @@ fn error_lines(o: &Output) -> Vec<String> {
         .collect()
 }
 
-/// After a reboot: the mirror at `backing` names nothing missing or wrong,
+/// The disk of a test (a backing directory) and where it is mounted.
+struct Disk {
+    _work: TempDir,
+    backing: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        let work = TempDir::new().unwrap();
+        let (backing, mnt) = (work.path().join("disk"), work.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        Disk {
+            _work: work,
+            backing,
+            mnt,
+        }
+    }
+
+    /// The disk holding day 1's mirror again, mounted with `model` (the
+    /// power cut at `cut`).
+    fn boot(&self, days: &TwoDays, model: Model, cut: Option<CutAt>) -> Mount {
+        if self.backing.exists() {
+            std::fs::remove_dir_all(&self.backing).unwrap();
+        }
+        copy_tree(&days.tree1, &self.backing);
+        Mount::new(&self.backing, &self.mnt, model, cut).unwrap()
+    }
+}
+
+/// After a reboot: the mirror on `disk` names nothing missing or wrong,
 /// verifies, and a run on it converges to the uninterrupted run's tree.
 fn assert_consistent_then_converges(
     days: &TwoDays,
     server: &str,
-    backing: &Path,
-    mnt: &Path,
+    disk: &Disk,
     model: Model,
     what: &str,
 ) {
+    let (backing, mnt) = (disk.backing.as_path(), disk.mnt.as_path());
     let problems = inconsistencies(backing);
     assert!(
         problems.is_empty(),
@@ -432,13 +441,11 @@ fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() 
     }
     let days = TwoDays::new();
     let server = Server::start(&days.day2);
-    let work = TempDir::new().unwrap();
-    let (backing, mnt) = (work.path().join("disk"), work.path().join("mnt"));
-    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
+    let mnt = &disk.mnt;
 
-    copy_tree(&days.tree1, &backing);
-    let mount = Mount::new(&backing, &mnt, Model::Strict, None).unwrap();
-    assert_ok(&days.mirror(&server.url, &mnt), "probe run on the mount");
+    let mount = disk.boot(&days, Model::Strict, None);
+    assert_ok(&days.mirror(&server.url, mnt), "probe run on the mount");
     let points = CommitPoints::of(&mount.trace());
     mount.unmount().unwrap();
 
@@ -455,23 +462,21 @@ fn a_failed_fsync_at_an_items_commit_fails_the_run_and_publishes_nothing_lost() 
                         ""
                     }
                 );
-                std::fs::remove_dir_all(&backing).unwrap();
-                copy_tree(&days.tree1, &backing);
-                let mount = Mount::new(&backing, &mnt, model, None).unwrap();
+                let mount = disk.boot(&days, model, None);
                 mount.fail_fsync(fault.clone());
-                let o = days.mirror(&server.url, &mnt);
+                let o = days.mirror(&server.url, mnt);
                 let failed = mount.failed_fsync();
                 assert!(failed.is_some(), "{what}: the fault was never met");
                 assert_failed_naming(&o, &mnt.join(&fault.under), &what);
                 if rerun_before_the_cut {
                     assert_ok(
-                        &days.mirror(&server.url, &mnt),
+                        &days.mirror(&server.url, mnt),
                         &format!("{what}: the second run"),
                     );
                 }
                 mount.cut_power();
                 mount.unmount().unwrap();
-                assert_consistent_then_converges(&days, &server.url, &backing, &mnt, model, &what);
+                assert_consistent_then_converges(&days, &server.url, &disk, model, &what);
             }
         }
     }
